@@ -1,0 +1,1 @@
+"""Bundled reference models, installed as package data."""

@@ -1,0 +1,34 @@
+"""circuitbench: find and measure the smallest circuits that solve 20 binary-choice Python tasks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from circuitbench.models.adapter import ModelAdapter
+
+__all__ = ["__version__", "load_model"]
+
+
+def load_model(
+    path_or_id: str, device: str = "auto", dtype: Any = None, revision: str | None = None
+) -> ModelAdapter:
+    """Load a model directory, bundled model name or Hub id as a `ModelAdapter`.
+
+    Args:
+        path_or_id: A local model directory, a bundled short name, or a Hub id.
+        device: "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
+        dtype: torch dtype or its name ("float32", "bfloat16"); None keeps float32.
+        revision: Hub revision (branch, tag or commit), for Hub ids only.
+
+    Returns:
+        The model behind the adapter protocol of `circuitbench.models.adapter`.
+
+    Raises:
+        CircuitbenchError: when the model cannot be found, parsed or loaded.
+    """
+    from circuitbench.models.hub import load_model as _load
+
+    return _load(path_or_id, device=device, dtype=dtype, revision=revision)

@@ -1,0 +1,91 @@
+"""The `circuitbench` console script: one thin function per subcommand, all logic in the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from circuitbench.errors import CircuitbenchError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _print_table(rows: list[dict[str, object]], fmt: str, floatfmt: str = ".4g") -> None:
+    """Print rows as a tabulate table (people) or JSON (scripts)."""
+    if fmt == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    from tabulate import tabulate
+
+    print(tabulate(rows, headers="keys", floatfmt=floatfmt))
+
+
+# --- inspect -------------------------------------------------------------------------------------
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="describe a model: shapes, parameter counts, sparsity")
+    p.add_argument("model", help="model directory, bundled name, or Hub id")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(handler=_cmd_inspect)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from circuitbench.models.hub import load_model
+    from circuitbench.models.inspect import describe
+
+    adapter = load_model(args.model, device="cpu")
+    summary, matrices = describe(adapter)
+    if args.format == "json":
+        print(json.dumps({"model": summary, "weights": matrices}, indent=2, default=str))
+        return 0
+    from tabulate import tabulate
+
+    print(tabulate(list(summary.items()), tablefmt="plain"))
+    print()
+    print(tabulate(matrices, headers="keys", floatfmt=".4f", intfmt=","))
+    return 0
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_inspect]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="circuitbench",
+        description="Circuit-size benchmark for mechanistic interpretability.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; user-fixable errors print one message and exit 1."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except CircuitbenchError as err:
+        print(f"circuitbench: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("circuitbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

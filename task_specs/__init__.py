@@ -1,0 +1,1 @@
+"""Task spec YAML files, installed as package data."""
