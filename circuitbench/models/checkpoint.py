@@ -120,3 +120,45 @@ def _tie(sd: dict[str, Tensor], source: Path) -> None:
             f"{source}: tied_unembed is true but transformer.wte.weight and lm_head.weight differ; "
             "set tied_unembed to false in beeg_config.json."
         )
+
+
+def save_checkpoint(model: SparseGPT, directory: Path, safetensors: bool = False) -> Path:
+    """Write `beeg_config.json` and the weights in the released format, atomically.
+
+    Tied weights are written under both names, as the official model's state dict has them.
+
+    Returns:
+        The weight file's path.
+    """
+    import json
+    import os
+    import tempfile
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    config = model.config.model_dump(exclude_defaults=False)
+    target = directory / ("model.safetensors" if safetensors else "final_model.pt")
+    for path, write in (
+        (directory / "beeg_config.json", lambda f: f.write(json.dumps(config, indent=1).encode())),
+        (target, lambda f: _write_weights(sd, f, safetensors)),
+    ):
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return target
+
+
+def _write_weights(sd: dict[str, Tensor], f: object, safetensors: bool) -> None:
+    if safetensors:
+        from safetensors.torch import save
+
+        # safetensors refuses shared storage; tied weights become two copies of the same values.
+        f.write(save({k: v.clone() for k, v in sd.items()}))  # type: ignore[attr-defined]
+    else:
+        torch.save(sd, f)  # type: ignore[arg-type]
