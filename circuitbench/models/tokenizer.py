@@ -42,6 +42,11 @@ class TiktokenTokenizer:
 
         try:
             ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json))
+        except AssertionError as err:  # tiktoken's own consistency check
+            raise TokenizerError(
+                f"{vocab_bpe.parent}: vocab.bpe and encoder.json disagree (the merges do not produce "
+                "the encoder's token ids); they must come from the same tokenizer."
+            ) from err
         except Exception as err:  # tiktoken raises bare exceptions on malformed files
             raise TokenizerError(
                 f"{vocab_bpe.parent}: could not read tokenizer files vocab.bpe + encoder.json "

@@ -1,0 +1,42 @@
+import pytest
+
+import circuitbench
+from circuitbench.errors import ModelNotFoundError
+from circuitbench.models.hub import bundled_models
+
+
+def test_bundled_short_name_resolves():
+    assert "fixture-sparse-sink-bigram" in bundled_models()
+    adapter = circuitbench.load_model("fixture-sparse-sink-bigram", device="cpu")
+    assert adapter.name == "fixture-sparse-sink-bigram"
+    assert len(adapter.provenance["weights_sha256"]) == 64
+
+
+def test_unknown_name_suggests_the_closest_bundled_model():
+    with pytest.raises(ModelNotFoundError, match="Did you mean 'fixture-sparse-sink-bigram'"):
+        circuitbench.load_model("fixture-sparse-sink", device="cpu")
+
+
+def test_directory_of_unknown_format_lists_its_files(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(ModelNotFoundError, match=r"not a model directory.*Files present: weights\.bin"):
+        circuitbench.load_model(str(tmp_path), device="cpu")
+
+
+def test_file_instead_of_directory(tmp_path):
+    f = tmp_path / "final_model.pt"
+    f.write_bytes(b"")
+    with pytest.raises(ModelNotFoundError, match="is a file; pass the model's directory"):
+        circuitbench.load_model(str(f), device="cpu")
+
+
+def test_sites_cover_eight_kinds_per_layer_with_connecting_weights():
+    adapter = circuitbench.load_model("fixture-sparse-sink-bigram", device="cpu")
+    assert len(adapter.sites) == 16
+    by_name = {s.name: s for s in adapter.sites}
+    for site in adapter.sites:
+        w = adapter.site_weight(site)
+        if site.source is None:
+            assert site.kind in ("attn_in", "mlp_in") and w is None
+        else:
+            assert w.shape == (site.width, by_name[site.source].width)

@@ -1,0 +1,23 @@
+import json
+
+from circuitbench.cli import main
+
+
+def test_inspect_prints_shapes_counts_and_sparsity(capsys):
+    assert main(["inspect", "fixture-sparse-sink-bigram"]) == 0
+    out = capsys.readouterr().out
+    assert "AbsTopK afrac=0.25" in out and "attention sink" in out
+    assert "transformer.h.0.attn.c_attn.weight" in out and "192x64" in out and "0.0500" in out
+
+
+def test_inspect_json_reports_nonzero_counts(capsys):
+    assert main(["inspect", "fixture-sparse-sink-bigram", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    row = next(r for r in data["weights"] if r["tensor"] == "transformer.h.0.mlp.c_fc.weight")
+    assert row["params"] == 256 * 64 and row["nonzero"] == 819
+
+
+def test_user_error_exits_1_with_one_line_and_no_traceback(capsys):
+    assert main(["inspect", "no-such-model"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("circuitbench: error: no-such-model") and "Traceback" not in err
