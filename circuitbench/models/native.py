@@ -68,7 +68,7 @@ class SparseGPTAdapter:
         name: str,
         provenance: dict[str, Any] | None = None,
     ) -> None:
-        self.model = model.eval()
+        self.model = model.eval().requires_grad_(False)  # adapters never train the model
         self.config: GPTConfig = model.config
         self.tokenizer = tokenizer
         self.name = name
