@@ -1,0 +1,79 @@
+"""NodeMask: every channel of every site as one flat vector, and the hook that gates and ablates them.
+
+A circuit is a 0/1 (or relaxed) gate per node; a pruned node takes its ablation value:
+x * g + mu * (1 - g) (DESIGN.md section 3). Gates and ablation values are flat float32 tensors over all
+nodes; each site is a slice of them, so the hot loop does one multiply-add per site and nothing per node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from circuitbench.models.adapter import ModelAdapter, Site
+from circuitbench.models.sparse_gpt import Hook
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIndex:
+    """Where each site's channels sit in the flat node vector."""
+
+    sites: tuple[Site, ...]
+    offsets: tuple[int, ...]
+    """Start of each site's slice; offsets[i + 1] is its end (len(sites) + 1 entries)."""
+
+    @classmethod
+    def of(cls, adapter: ModelAdapter) -> NodeIndex:
+        """Index the adapter's sites in forward order."""
+        offsets = [0]
+        for s in adapter.sites:
+            offsets.append(offsets[-1] + s.width)
+        return cls(tuple(adapter.sites), tuple(offsets))
+
+    @property
+    def size(self) -> int:
+        """Total number of nodes."""
+        return self.offsets[-1]
+
+    def slice(self, i: int) -> slice:
+        """The flat slice of site i."""
+        return slice(self.offsets[i], self.offsets[i + 1])
+
+    def split(self, flat: Tensor) -> dict[str, Tensor]:
+        """Per-site views of a flat node vector."""
+        return {s.name: flat[self.slice(i)] for i, s in enumerate(self.sites)}
+
+    def kinds(self) -> list[str]:
+        """The kind of every node, in flat order."""
+        return [s.kind for s in self.sites for _ in range(s.width)]
+
+
+def gate_hook(index: NodeIndex, gates: Tensor, ablation: Tensor, also: Hook | None = None) -> Hook:
+    """A hook that replaces each site's activation x by ablation + (x - ablation) * gate.
+
+    Args:
+        index: the node layout.
+        gates: [n_nodes] in [0, 1]; 1 keeps a node, 0 replaces it by its ablation value.
+        ablation: [n_nodes] values taken by pruned nodes.
+        also: an optional second hook run after gating (e.g. to record activations).
+    """
+    g, mu = index.split(gates), index.split(ablation)
+
+    def hook(name: str, x: Tensor) -> Tensor:
+        if name in g:
+            m, a = g[name].to(x.dtype), mu[name].to(x.dtype)
+            x = a + (x - a) * m
+        return also(name, x) if also is not None else x
+
+    return hook
+
+
+def keep_top(scores: Tensor, k: int) -> Tensor:
+    """A 0/1 gate keeping the k highest-scoring nodes (ties broken by index, deterministically)."""
+    gates = torch.zeros_like(scores, dtype=torch.float32)
+    if k > 0:
+        order = torch.argsort(scores.float(), descending=True, stable=True)
+        gates[order[:k]] = 1.0
+    return gates

@@ -1,0 +1,98 @@
+"""Task loss, accuracy and logit difference at the answer position; faithfulness; circuit edge counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from circuitbench.circuits.masks import NodeIndex
+from circuitbench.models.adapter import READ_KINDS, WRITE_KINDS, ModelAdapter
+
+
+class Batch(Protocol):
+    """What scoring needs from an encoded task (see `circuitbench.tasks.encode.EncodedTask`)."""
+
+    tokens: Tensor  # [N, T] right-padded
+    last: Tensor  # [N] index of the last prompt token
+    correct: Tensor  # [N] candidate token ids
+    incorrect: Tensor  # [N]
+
+
+def answer_logits(logits: Tensor, batch: Batch) -> Tensor:
+    """Logits of [correct, incorrect] at each row's last prompt position: [N, 2]."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    at_last = logits[rows, batch.last.to(logits.device)]  # (N, V)
+    pair = torch.stack([batch.correct, batch.incorrect], dim=1).to(logits.device)  # (N, 2)
+    return at_last.gather(1, pair).float()  # (N, 2)
+
+
+def task_loss(two: Tensor) -> Tensor:
+    """Per-example two-token cross-entropy, -log softmax([correct, incorrect])[0] (Gao et al. 2025)."""
+    return -F.log_softmax(two, dim=-1)[:, 0]
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """Means over examples (both members of every pair)."""
+
+    loss: float
+    accuracy: float
+    logit_diff: float
+
+    def as_dict(self, prefix: str) -> dict[str, float]:
+        """Named measurements, e.g. {'full.loss': ...}."""
+        return {f"{prefix}.loss": self.loss, f"{prefix}.accuracy": self.accuracy,
+                f"{prefix}.logit_diff": self.logit_diff}
+
+
+def score(two: Tensor) -> Scores:
+    """Loss, accuracy (correct logit strictly larger) and mean logit difference from [N, 2] logits."""
+    diff = two[:, 0] - two[:, 1]
+    return Scores(float(task_loss(two).mean()), float((diff > 0).float().mean()), float(diff.mean()))
+
+
+def faithfulness(m_circuit: float, m_full: float, m_empty: float) -> float:
+    """MIB faithfulness f = (m(C) - m(empty)) / (m(N) - m(empty)) (Mueller et al. 2025); nan if undefined."""
+    denom = m_full - m_empty
+    return (m_circuit - m_empty) / denom if abs(denom) > 1e-9 else float("nan")
+
+
+def count_edges(adapter: ModelAdapter, index: NodeIndex, gates: Tensor) -> dict[str, int]:
+    """Edges between kept nodes (DESIGN.md section 4, "Circuit size").
+
+    Weighted edges: a nonzero weight from a kept source channel to a kept channel (q/k/v from the
+    attention read, attention write from v, MLP neurons from the MLP read, MLP write from the neurons).
+    Residual edges: a kept write channel to the kept read channel of the same index in any later sublayer.
+    """
+    kept = {s.name: index.split(gates)[s.name] > 0.5 for s in index.sites}
+    weighted = 0
+    for site in index.sites:
+        if site.source is None:
+            continue
+        w = adapter.site_weight(site)
+        assert w is not None
+        rows, cols = kept[site.name].to(w.device), kept[site.source].to(w.device)
+        weighted += int((w[rows][:, cols] != 0).sum())
+    residual = 0
+    writes: list[Tensor] = []
+    for site in index.sites:  # sites are in forward order
+        if site.kind in READ_KINDS and writes:
+            read = kept[site.name][: writes[0].shape[0]]  # concatenated positions are not residual
+            residual += int(sum((w & read).sum() for w in writes))
+        elif site.kind in WRITE_KINDS:
+            writes.append(kept[site.name])
+    return {"edges": weighted + residual, "edges_weighted": weighted, "edges_residual": residual}
+
+
+def count_nodes(index: NodeIndex, gates: Tensor) -> dict[str, int]:
+    """Kept nodes in total and per site kind."""
+    out = {"nodes": int((gates > 0.5).sum())}
+    for kind in dict.fromkeys(s.kind for s in index.sites):
+        out[f"nodes.{kind}"] = sum(
+            int((index.split(gates)[s.name] > 0.5).sum()) for s in index.sites if s.kind == kind
+        )
+    return out

@@ -1,0 +1,52 @@
+import torch
+
+from circuitbench.circuits.ablation import task_mean
+from circuitbench.circuits.masks import NodeIndex, keep_top
+from circuitbench.circuits.methods import get_method
+from circuitbench.circuits.problem import Problem, Rows
+from circuitbench.circuits.search import smallest_k
+from tests.circuits.toy import PLANTED, toy_adapter, toy_task
+
+
+def _problem(seed=0):
+    adapter = toy_adapter()
+    index = NodeIndex.of(adapter)
+    rows = Rows.of(toy_task(), adapter.device)
+    return Problem(adapter, index, task_mean(adapter, index, rows), rows, seed, show_progress=False)
+
+
+def _kept(index, gates):
+    return {(s.name, c) for s, part in zip(index.sites, [gates[index.slice(i)] for i in range(len(index.sites))], strict=True)
+            for c in torch.nonzero(part > 0.5).flatten().tolist()}
+
+
+def test_toy_model_solves_its_task_and_empty_circuit_does_not():
+    p = _problem()
+    assert p.scores(p.train, None).accuracy == 1.0
+    assert p.scores(p.train, None).loss < 1e-3
+    assert p.scores(p.train, torch.zeros(p.index.size)).accuracy <= 0.5
+
+
+def test_learned_mask_recovers_the_planted_circuit():
+    p = _problem()
+    scores = get_method("learned_mask", steps=300).node_scores(p)
+    found = smallest_k(lambda k: p.scores(p.train, keep_top(scores, k)).loss, p.index.size, 0.15)
+    assert found.met_target
+    kept = _kept(p.index, keep_top(scores, found.k))
+    assert kept <= PLANTED, kept - PLANTED
+    # under mean ablation one of the two mirror neurons suffices; the read and the write are required
+    assert {("0.mlp.act_in", 0), ("0.mlp.resid_delta", 1)} <= kept
+    assert p.scores(p.train, keep_top(scores, found.k)).loss <= 0.15
+
+
+def test_random_ranking_needs_a_much_larger_circuit():
+    p = _problem()
+    scores = get_method("random").node_scores(p)
+    found = smallest_k(lambda k: p.scores(p.train, keep_top(scores, k)).loss, p.index.size, 0.15)
+    assert found.k > len(PLANTED)
+
+
+def test_all_ones_gates_reproduce_the_plain_forward_exactly():
+    p = _problem()
+    plain = p.two_logits(p.train, None)
+    assert torch.equal(p.two_logits(p.train, torch.ones(p.index.size)), plain)
