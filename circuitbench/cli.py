@@ -50,9 +50,61 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- train ---------------------------------------------------------------------------------------
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from circuitbench.train.loop import TrainConfig
+
+    d = TrainConfig.model_fields
+    p = sub.add_parser(
+        "train",
+        help="train a weight-sparse model (or its dense twin) with the recipe of Gao et al. 2025",
+    )
+    p.add_argument("--out", required=True, help="output directory (checkpoints and final model)")
+    p.add_argument("--corpus", default=None, help="directory of .py files (default: the stdlib)")
+    p.add_argument("--cache-dir", default=None, help="tokenizer/token cache (~/.cache/circuitbench)")
+    p.add_argument("--dense", action="store_true", help="dense twin: no weight or activation sparsity")
+    for name in ("n_layer", "d_model", "n_head", "d_mlp", "ctx", "batch_size", "max_steps", "seed",
+                 "eval_every", "val_windows", "checkpoint_every", "stop_after", "threads"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=d[name].default,
+                       help=d[name].description)
+    for name in ("afrac", "weight_density", "lr", "warmup", "weight_decay", "adam_eps",
+                 "target_val_loss"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=d[name].default,
+                       help=d[name].description)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--finish", action="store_true",
+                   help="with --resume: write the final model from the checkpoint, training no further")
+    p.add_argument("--no-card", action="store_true", help="skip the model card (task evaluation)")
+    p.add_argument("--quiet", action="store_true", help="hide the progress bar")
+    p.set_defaults(handler=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from circuitbench.train.card import write_card
+    from circuitbench.train.loop import META, TrainConfig, train
+
+    fields = set(TrainConfig.model_fields) - {"out_dir", "command"}
+    kwargs = {k: v for k, v in vars(args).items() if k in fields}
+    cfg = TrainConfig(
+        out_dir=Path(args.out),
+        command="circuitbench " + shlex.join(sys.argv[1:]),
+        **kwargs,
+    )
+    out = train(cfg)
+    if (out / META).is_file() and not args.no_card:
+        write_card(out)
+    print(out)
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
-_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_inspect]
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_inspect, _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,126 @@
+"""Token streams for training: the corpus tokenized once, cached on disk, sampled as seeded windows."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor
+
+from circuitbench.train.corpus import Corpus, collect_corpus
+from circuitbench.train.tokenizer import EOT, save_tokenizer, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenData:
+    """The tokenized corpus.
+
+    Attributes:
+        train: uint16 token ids of every training file, each followed by `<|endoftext|>`.
+        val: The same for the validation files.
+        tokenizer_path: The `tokenizer.json` the ids come from.
+        corpus_hash: Content hash of the corpus.
+        tokenizer_hash: sha256 of the tokenizer file.
+    """
+
+    train: np.ndarray
+    val: np.ndarray
+    tokenizer_path: Path
+    corpus_hash: str
+    tokenizer_hash: str
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _encode(tok: Tokenizer, texts: list[str]) -> np.ndarray:
+    eot = tok.token_to_id(EOT)
+    out: list[np.ndarray] = []
+    for enc in tok.encode_batch(texts):
+        out.append(np.asarray(enc.ids + [eot], dtype=np.uint16))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.uint16)
+
+
+def _save_atomic(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+
+
+def prepare_data(
+    cache_dir: Path, corpus_root: Path | None = None, vocab_size: int = 2048,
+    tokenizer_max_bytes: int | None = None,
+) -> tuple[TokenData, Corpus]:
+    """Collect the corpus, train (or reuse) its tokenizer and tokenize both splits, with caching.
+
+    The tokenizer is cached under the corpus hash and vocabulary size; the token arrays under the
+    corpus hash and the tokenizer's file hash. A second call with the same corpus does no work.
+
+    Args:
+        cache_dir: Directory for cached tokenizers and token arrays.
+        corpus_root: Directory of Python files; None means the standard library.
+        vocab_size: Tokenizer vocabulary size.
+        tokenizer_max_bytes: Train the tokenizer on at most this many bytes of the training split.
+
+    Returns:
+        The token data and the corpus.
+    """
+    corpus = collect_corpus(corpus_root)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tok_path = cache_dir / f"tokenizer-{corpus.hash[:16]}-{vocab_size}-{tokenizer_max_bytes}.json"
+    if not tok_path.is_file():
+        log.info("training a %d-token BPE on %d files", vocab_size, len(corpus.train))
+        tok = train_tokenizer(corpus.train_texts, vocab_size=vocab_size, max_bytes=tokenizer_max_bytes)
+        tmp = tok_path.with_suffix(".tmp")
+        save_tokenizer(tok, tmp)
+        os.replace(tmp, tok_path)
+    tok_hash = _sha256(tok_path)
+    arrays = {}
+    for split in ("train", "val"):
+        path = cache_dir / f"tokens-{corpus.hash[:16]}-{tok_hash[:16]}-{split}.npy"
+        if not path.is_file():
+            tok = Tokenizer.from_file(str(tok_path))
+            texts = corpus.train_texts if split == "train" else corpus.val_texts
+            _save_atomic(path, _encode(tok, texts))
+        arrays[split] = np.load(path)
+    log.info("tokens: %d train, %d val", len(arrays["train"]), len(arrays["val"]))
+    return TokenData(arrays["train"], arrays["val"], tok_path, corpus.hash, tok_hash), corpus
+
+
+def sample_batch(data: np.ndarray, batch_size: int, ctx: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Random windows of ctx+1 tokens: inputs [B, ctx] and next-token targets [B, ctx].
+
+    Args:
+        data: Token ids.
+        batch_size: Number of windows B.
+        ctx: Context length.
+        gen: Seeded generator; its state is all the sampler's state (saved in checkpoints).
+    """
+    if len(data) <= ctx + 1:
+        raise ValueError(f"{len(data)} tokens is too few for windows of {ctx + 1}")
+    starts = torch.randint(0, len(data) - ctx - 1, (batch_size,), generator=gen)
+    idx = starts[:, None] + torch.arange(ctx + 1)[None, :]  # (B, ctx+1)
+    windows = torch.from_numpy(data[idx.numpy()].astype(np.int64))  # (B, ctx+1)
+    return windows[:, :-1], windows[:, 1:]
+
+
+def val_windows(data: np.ndarray, ctx: int, max_windows: int) -> tuple[Tensor, Tensor]:
+    """Fixed, evenly spaced validation windows: inputs and targets [N, ctx]."""
+    n = min(max_windows, (len(data) - 1) // ctx)
+    if n <= 0:
+        raise ValueError(f"{len(data)} validation tokens is too few for one window of {ctx + 1}")
+    stride = (len(data) - ctx - 1) // n
+    starts = torch.arange(n) * stride
+    idx = starts[:, None] + torch.arange(ctx + 1)[None, :]  # (N, ctx+1)
+    windows = torch.from_numpy(data[idx.numpy()].astype(np.int64))  # (N, ctx+1)
+    return windows[:, :-1], windows[:, 1:]

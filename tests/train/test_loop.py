@@ -1,0 +1,109 @@
+import hashlib
+import json
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import circuitbench
+from circuitbench.errors import CircuitbenchError
+from circuitbench.train.data import TokenData, sample_batch
+from circuitbench.train.loop import CHECKPOINT, LOSS_CURVE, META, TrainConfig, train
+from circuitbench.train.tokenizer import save_tokenizer, train_tokenizer
+
+VOCAB = 320
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> TokenData:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    texts = [(stdlib / name).read_text() for name in ("argparse.py", "textwrap.py", "fnmatch.py")]
+    tok = train_tokenizer(texts[:2], vocab_size=VOCAB)
+    path = save_tokenizer(tok, tmp_path_factory.mktemp("tok") / "tokenizer.json")
+    ids = [np.asarray(tok.encode(t).ids + [VOCAB - 1], dtype=np.uint16) for t in texts]
+    return TokenData(np.concatenate(ids[:2]), ids[2], path, "c" * 64,
+                     hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def _cfg(out: Path, **kw) -> TrainConfig:
+    base = dict(out_dir=out, vocab_size=VOCAB, n_layer=1, d_model=32, n_head=2, ctx=16,
+                batch_size=4, max_steps=12, eval_every=4, checkpoint_every=3, val_windows=4,
+                quiet=True, threads=1)
+    return TrainConfig(**(base | kw))
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "final_model.pt", weights_only=True)
+
+
+def _curve(out: Path) -> list[dict]:
+    rows = json.loads((out / META).read_text()), (out / LOSS_CURVE).read_text().splitlines()
+    return [",".join(r.split(",")[:-1]) for r in rows[1]]  # drop the wall-time column
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, data):
+    full = train(_cfg(tmp_path / "full"), data)
+    cut = _cfg(tmp_path / "cut", stop_after=7)
+    train(cut, data)
+    assert (cut.out_dir / CHECKPOINT).is_file() and not (cut.out_dir / "final_model.pt").exists()
+    train(_cfg(tmp_path / "cut", resume=True), data)
+    a, b = _weights(full), _weights(cut.out_dir)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _curve(full) == _curve(cut.out_dir)
+
+
+def test_output_loads_with_load_model_and_is_sparse(tmp_path, data):
+    out = train(_cfg(tmp_path / "m", d_model=64), data)  # 64 / 16 = 4 per row: the minimum fits
+    adapter = circuitbench.load_model(str(out), device="cpu")
+    assert adapter.config.afrac == 0.25 and adapter.config.sink and adapter.config.enable_bigram_table
+    assert len(adapter.config.loctypes) == 8
+    model = adapter.model
+    for name in ("transformer.h.0.attn.c_attn.weight", "transformer.h.0.mlp.c_fc.weight",
+                 "lm_head.weight", "transformer.wte.weight"):
+        p = dict(model.named_parameters())[name]
+        assert int((p != 0).sum()) <= -(-p.numel() // 16), name
+    assert float(model.transformer.wpe.weight.abs().sum()) == 0.0
+    meta = json.loads((out / META).read_text())
+    assert meta["steps"] == 12 and meta["tokens_seen"] == 12 * 4 * 16
+    assert meta["params_nonzero"] < meta["params_total"]
+    x, _ = sample_batch(data.val, 2, 16, torch.Generator().manual_seed(0))
+    assert adapter.logits(x).shape == (2, 16, VOCAB)
+
+
+def test_dense_twin_has_no_sparsity(tmp_path, data):
+    out = train(_cfg(tmp_path / "d", dense=True), data)
+    adapter = circuitbench.load_model(str(out), device="cpu")
+    assert adapter.config.afrac is None
+    w = dict(adapter.model.named_parameters())["transformer.h.0.mlp.c_fc.weight"]
+    assert bool((w != 0).all())
+
+
+def test_target_val_loss_stops_training_early(tmp_path, data):
+    out = train(_cfg(tmp_path / "t", dense=True, target_val_loss=100.0), data)
+    meta = json.loads((out / META).read_text())
+    assert meta["steps"] == 4  # the first validation measurement
+
+
+def test_existing_checkpoint_needs_resume_and_the_same_config(tmp_path, data):
+    train(_cfg(tmp_path / "r", stop_after=3), data)
+    with pytest.raises(CircuitbenchError, match="--resume"):
+        train(_cfg(tmp_path / "r"), data)
+    with pytest.raises(CircuitbenchError, match="different configuration"):
+        train(_cfg(tmp_path / "r", resume=True, lr=1e-3), data)
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path, data):
+    with pytest.raises(CircuitbenchError, match="no checkpoint"):
+        train(_cfg(tmp_path / "none", resume=True), data)
+
+
+def test_finish_writes_the_final_model_from_a_checkpoint(tmp_path, data):
+    train(_cfg(tmp_path / "f", stop_after=6), data)
+    out = train(_cfg(tmp_path / "f", resume=True, finish=True), data)
+    meta = json.loads((out / META).read_text())
+    assert meta["steps"] == 6 and meta["planned_steps"] == 12
+    circuitbench.load_model(str(out), device="cpu")

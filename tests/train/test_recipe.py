@@ -1,0 +1,96 @@
+import math
+
+import pytest
+import torch
+
+from circuitbench.models.config import GPTConfig
+from circuitbench.models.sparse_gpt import SparseGPT
+from circuitbench.train import recipe
+
+
+def test_density_is_dense_until_one_percent_then_linear_to_target_at_half():
+    assert recipe.density_at(0, 1000, 1 / 16) == 1.0
+    assert recipe.density_at(10, 1000, 1 / 16) == 1.0
+    assert recipe.density_at(500, 1000, 1 / 16) == pytest.approx(1 / 16)
+    assert recipe.density_at(900, 1000, 1 / 16) == pytest.approx(1 / 16)
+    mid = recipe.density_at(255, 1000, 1 / 16)
+    assert mid == pytest.approx(1 + 0.5 * (1 / 16 - 1))
+    ds = [recipe.density_at(s, 1000, 1 / 16) for s in range(1001)]
+    assert all(a >= b for a, b in zip(ds, ds[1:], strict=False))
+
+
+def test_lr_warms_up_then_decays_linearly_to_zero():
+    assert recipe.lr_at(0, 1000, 1.0) == pytest.approx(0.1)
+    assert recipe.lr_at(9, 1000, 1.0) == pytest.approx(1.0)
+    assert recipe.lr_at(1000, 1000, 1.0) == 0.0
+    assert recipe.lr_at(505, 1000, 1.0) == pytest.approx(0.5)
+
+
+def test_lr_scale_is_sqrt_of_final_over_current_l0():
+    assert recipe.lr_scale(1 / 16, 1.0) == pytest.approx(0.25)
+    assert recipe.lr_scale(1 / 16, 1 / 16) == 1.0
+
+
+def test_topk_mask_keeps_exactly_k_largest_magnitudes():
+    w = torch.tensor([[0.1, -5.0, 0.2, 3.0, 0.0, 0.0, 0.0, 0.0]])
+    mask = recipe.topk_mask(w, 2, min_per_row=0)
+    assert mask.tolist() == [[False, True, False, True, False, False, False, False]]
+
+
+def test_topk_mask_keeps_min_per_row_inside_the_budget():
+    torch.manual_seed(0)
+    w = torch.randn(8, 64)
+    w[0] *= 1e-6  # row 0 would lose everything to a global threshold
+    mask = recipe.topk_mask(w, 64)
+    assert int(mask.sum()) == 64
+    assert (mask.sum(1) >= 4).all()
+    row0 = w[0].abs().topk(4).indices
+    assert mask[0, row0].all()
+
+
+def test_topk_mask_budget_below_row_minimum_is_raised_to_it():
+    mask = recipe.topk_mask(torch.randn(10, 20), 5)
+    assert int(mask.sum()) == 40
+
+
+def test_bias_is_projected_without_row_minimum():
+    b = torch.arange(16.0)
+    mask = recipe.topk_mask(b, 4)
+    assert mask.tolist() == [False] * 12 + [True] * 4
+
+
+def _tiny() -> SparseGPT:
+    cfg = GPTConfig(block_size=16, vocab_size=64, n_layer=1, n_head=2, d_model=32, rms_norm=True,
+                    tied_unembed=False, enable_bigram_table=True, learnable_bigram_table=True,
+                    sink=True)
+    torch.manual_seed(0)
+    return SparseGPT(cfg)
+
+
+def test_sparsifiable_covers_matrices_and_biases_not_bigram_norms_sink_or_wpe():
+    names = {n for n, _ in recipe.sparsifiable(_tiny())}
+    assert "transformer.h.0.attn.c_attn.weight" in names
+    assert "transformer.h.0.attn.c_attn.bias" in names
+    assert "transformer.wte.weight" in names and "lm_head.weight" in names
+    assert "bigram_table" not in names
+    assert not any("ln_" in n or "sink" in n or "wpe" in n for n in names)
+
+
+def test_project_leaves_every_tensor_at_most_density_nonzero():
+    model = _tiny()
+    kept = recipe.project_(recipe.sparsifiable(model), 1 / 16)
+    for name, p in recipe.sparsifiable(model):
+        nz = int((p != 0).sum())
+        assert nz <= kept[name]
+        if p.dim() == 2 and p.shape[0] * 4 <= math.ceil(p.numel() / 16):
+            assert nz <= math.ceil(p.numel() / 16)
+            assert ((p != 0).sum(1) >= 4).all()
+
+
+def test_normalize_grads_sets_global_rms_to_one():
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(5))
+    a.grad, b.grad = torch.full((3,), 2.0), torch.full((5,), 6.0)
+    recipe.normalize_grads_([a, b])
+    sq = a.grad.pow(2).sum() + b.grad.pow(2).sum()
+    assert float((sq / 8).sqrt()) == pytest.approx(1.0)
+    assert float(b.grad[0] / a.grad[0]) == pytest.approx(3.0)
