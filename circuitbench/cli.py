@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from circuitbench.errors import CircuitbenchError
 
@@ -102,9 +103,56 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- run -----------------------------------------------------------------------------------------
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="find and measure the smallest circuit of every task")
+    p.add_argument("--model", default="tiny-sparse", help="bundled name or model directory")
+    p.add_argument("--tasks", default="all", help="comma-separated task names (NAME:inverted too), or all")
+    p.add_argument("--method", default="learned-mask", help="learned-mask | random")
+    p.add_argument("--steps", type=int, default=None, help="learned-mask optimizer steps")
+    p.add_argument("--target-loss", type=float, default=0.15, help="per-example task-loss target")
+    p.add_argument("--ablation", choices=["mean", "task-mean", "zero"], default="mean")
+    p.add_argument("--min-accuracy", type=float, default=0.9,
+                   help="tasks the full model solves below this accuracy are reported, not pruned")
+    p.add_argument("--no-control", action="store_true", help="skip the inverted-label control")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--out", type=Path, default=Path("results"), help="results directory")
+    p.add_argument("--force", action="store_true", help="recompute units already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(handler=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from circuitbench.circuits.loop import RunConfig, geometric_means, run
+
+    kwargs = {"steps": args.steps} if args.steps is not None else {}
+    cfg = RunConfig(model=args.model, tasks=args.tasks.split(","), method=args.method.replace("-", "_"),
+                    method_kwargs=kwargs, target_loss=args.target_loss, ablation=args.ablation,
+                    seed=args.seed, device=args.device, dtype=args.dtype, out=args.out, force=args.force,
+                    min_accuracy=args.min_accuracy, control=not args.no_control,
+                    show_progress=not args.quiet)
+    summaries = run(cfg)
+    rows = [{"task": s["task"], "status": s["status"], "full acc": s.get("full_accuracy"),
+             "nodes": s.get("nodes"), "edges": s.get("edges"), "suff loss": s.get("sufficiency_loss"),
+             "nec loss": s.get("necessity_loss"), "faithful": s.get("faithfulness"),
+             "control nodes": s.get("control_nodes")} for s in summaries]
+    _print_table(rows, args.format, floatfmt=".3f")
+    if args.format == "table":
+        g = geometric_means(summaries)
+        print(f"\n{int(g['solved'])}/{int(g['tasks'])} tasks solved by the full model and pruned to the "
+              f"target; geometric mean over them: {g['geomean_nodes']:.1f} nodes, {g['geomean_edges']:.1f} edges."
+              f"\nResults: {args.out}/ (Parquet, one file per task, plus summary.parquet)")
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
-_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_inspect, _add_train]
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_inspect, _add_run, _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,7 +39,8 @@ def mean_activations(
     count = 0
     names = [s.name for s in index.sites]
     for tokens, valid in batches:
-        _, cache = adapter.run_with_cache(tokens, names=names)
+        last = torch.full((tokens.shape[0],), tokens.shape[1] - 1, dtype=torch.long)
+        _, cache = adapter.run_with_cache(tokens, names=names, at=last)  # logits unused: skip them
         v = valid.to(adapter.device)
         parts = [(cache[n].float() * v[..., None]).sum(dim=(0, 1)).double().cpu() for n in names]
         total += torch.cat(parts)
@@ -72,9 +73,12 @@ def corpus_mean(
     """Mean over pretraining-corpus windows, cached on disk by model weights and corpus.
 
     Args:
+        adapter: the model.
+        index: the node layout.
         windows: LongTensor [N, T] of corpus token windows.
         corpus_key: a hash naming the corpus and tokenization (part of the cache key).
         cache_dir: where to keep results (default ~/.cache/circuitbench/ablation).
+        batch: windows per forward pass.
     """
     weights = str(adapter.provenance.get("weights_sha256", adapter.name))
     key = hashlib.sha256(f"{weights}|{corpus_key}|{tuple(windows.shape)}".encode()).hexdigest()[:24]

@@ -23,9 +23,14 @@ class Batch(Protocol):
 
 
 def answer_logits(logits: Tensor, batch: Batch) -> Tensor:
-    """Logits of [correct, incorrect] at each row's last prompt position: [N, 2]."""
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    at_last = logits[rows, batch.last.to(logits.device)]  # (N, V)
+    """Logits of [correct, incorrect] at each row's last prompt position: [N, 2].
+
+    Accepts full logits [N, T, V] or logits already taken at the last positions [N, V].
+    """
+    if logits.ndim == 3:
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        logits = logits[rows, batch.last.to(logits.device)]  # (N, V)
+    at_last = logits
     pair = torch.stack([batch.correct, batch.incorrect], dim=1).to(logits.device)  # (N, 2)
     return at_last.gather(1, pair).float()  # (N, 2)
 

@@ -63,7 +63,7 @@ class Problem:
         with torch.no_grad():
             for i in range(0, len(rows), self.eval_batch):
                 part = rows.take(torch.arange(i, min(i + self.eval_batch, len(rows)), device=rows.last.device))
-                out.append(answer_logits(self.adapter.forward(part.tokens, hook), part))
+                out.append(answer_logits(self.adapter.forward(part.tokens, hook, at=part.last), part))
         return torch.cat(out)
 
     def scores(self, rows: Rows, gates: Tensor | None) -> Scores:

@@ -69,13 +69,19 @@ class ModelAdapter(Protocol):
         ...
 
     def run_with_cache(
-        self, tokens: Tensor, names: Iterable[str] | None = None
+        self, tokens: Tensor, names: Iterable[str] | None = None, at: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and the named activations (all hook points when `names` is None)."""
+        """Logits and the named activations (all hook points when `names` is None).
+
+        With `at` (LongTensor [B]), logits only at those positions, as in `forward`.
+        """
         ...
 
-    def forward(self, tokens: Tensor, hook: Hook | None = None) -> Tensor:
-        """Logits with `hook(name, x) -> x` applied at every hook point (masks, ablations, caching)."""
+    def forward(self, tokens: Tensor, hook: Hook | None = None, at: Tensor | None = None) -> Tensor:
+        """Logits with `hook(name, x) -> x` applied at every hook point (masks, ablations, caching).
+
+        With `at` (LongTensor [B]), only the logits at position at[b] of each row: [B, V].
+        """
         ...
 
     def site_weight(self, site: Site) -> Tensor | None:

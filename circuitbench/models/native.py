@@ -79,9 +79,9 @@ class SparseGPTAdapter:
         self.device, self.dtype = param.device, param.dtype
         self._params = dict(model.named_parameters())
 
-    def forward(self, tokens: Tensor, hook: Hook | None = None) -> Tensor:
-        """Logits [B, T, V] with `hook` applied at every hook point."""
-        return self.model(tokens.to(self.device), hook)
+    def forward(self, tokens: Tensor, hook: Hook | None = None, at: Tensor | None = None) -> Tensor:
+        """Logits [B, T, V] (or [B, V] at positions `at`) with `hook` applied at every hook point."""
+        return self.model(tokens.to(self.device), hook, None if at is None else at.to(self.device))
 
     def logits(self, tokens: Tensor) -> Tensor:
         """Logits [B, T, V], without gradients."""
@@ -89,9 +89,9 @@ class SparseGPTAdapter:
             return self.forward(tokens)
 
     def run_with_cache(
-        self, tokens: Tensor, names: Iterable[str] | None = None
+        self, tokens: Tensor, names: Iterable[str] | None = None, at: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and the named activations, without gradients."""
+        """Logits and the named activations, without gradients (logits only at `at` if given)."""
         wanted = set(self.hook_names if names is None else names)
         unknown = wanted - set(self.hook_names)
         if unknown:
@@ -106,7 +106,7 @@ class SparseGPTAdapter:
             return x
 
         with torch.no_grad():
-            logits = self.forward(tokens, record)
+            logits = self.forward(tokens, record, at)
         return logits, cache
 
     def site_weight(self, site: Site) -> Tensor | None:

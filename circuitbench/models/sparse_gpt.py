@@ -38,6 +38,7 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
+        """Normalise the last dimension."""
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
@@ -84,6 +85,7 @@ class CausalSelfAttention(nn.Module):
         self.sparsify = sparsify
 
     def forward(self, x: Tensor, prefix: str, hook: Hook) -> Tensor:
+        """Attention write [B, T, d_model] for a normed input; hook points are named under `prefix`."""
         B, T, _ = x.shape
         x = hook(f"{prefix}.act_in", self.sparsify(x, "attn_in"))
         q, k, v = self.c_attn(x).split(self.n_head * self.d_head, dim=2)  # 3 x (B, T, nh*hs)
@@ -127,6 +129,7 @@ class MLP(nn.Module):
         self.sparsify = sparsify
 
     def forward(self, x: Tensor, prefix: str, hook: Hook) -> Tensor:
+        """MLP write [B, T, d_model] for a normed input; hook points are named under `prefix`."""
         x = hook(f"{prefix}.act_in", self.sparsify(x, "mlp_in"))
         h = hook(f"{prefix}.post_act", self.sparsify(self.act(self.c_fc(x)), "mlp_neuron"))
         return self.sparsify(self.c_proj(h), "mlp_out")  # (B, T, d_model)
@@ -157,6 +160,7 @@ class Block(nn.Module):
         return torch.cat([x, p], dim=-1)  # (B, T, d_model_in)
 
     def forward(self, x: Tensor, layer: int, hook: Hook, pos: Tensor | None) -> Tensor:
+        """The residual stream after this block."""
         x = hook(f"{layer}.resid_in", x)
         delta = self.attn(self._input(self.ln_1, "ln_p1", x, pos), f"{layer}.attn", hook)
         x = x + hook(f"{layer}.attn.resid_delta", delta)
@@ -212,15 +216,17 @@ class SparseGPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: Tensor, hook: Hook | None = None) -> Tensor:
+    def forward(self, idx: Tensor, hook: Hook | None = None, at: Tensor | None = None) -> Tensor:
         """Logits for token ids.
 
         Args:
             idx: LongTensor [B, T], T <= block_size.
             hook: called as hook(name, x) at every official hook point; its return value replaces x.
+            at: optional LongTensor [B]: compute logits only at position at[b] of row b. The unembedding
+                is most of a small model's cost, and scoring needs one position per row.
 
         Returns:
-            Logits [B, T, vocab_size].
+            Logits [B, T, vocab_size], or [B, vocab_size] when `at` is given.
         """
         hook = hook or _no_hook
         B, T = idx.shape
@@ -234,7 +240,10 @@ class SparseGPT(nn.Module):
         for layer, block in enumerate(self.transformer.h):
             x = block(x, layer, hook, pos)
         x = hook("final_resid", x)
-        logits = self.lm_head(self.transformer.ln_f(x)) + self.final_logits_bias  # (B, T, V)
+        if at is not None:
+            rows = torch.arange(B, device=idx.device)
+            x, idx = x[rows, at], idx[rows, at]  # (B, d_model), (B,)
+        logits = self.lm_head(self.transformer.ln_f(x)) + self.final_logits_bias  # (B, [T,] V)
         if self.bigram_table is not None:
-            logits = logits + F.embedding(idx, self.bigram_table).to(logits.dtype)  # (B, T, V)
+            logits = logits + F.embedding(idx, self.bigram_table).to(logits.dtype)  # (B, [T,] V)
         return logits

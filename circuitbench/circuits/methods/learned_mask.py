@@ -11,8 +11,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuitbench.circuits.masks import gate_hook
-from circuitbench.circuits.metrics import answer_logits, task_loss
 from circuitbench.circuits.methods import register_method
+from circuitbench.circuits.metrics import answer_logits, task_loss
 from circuitbench.circuits.problem import Problem
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class LearnedMask:
             pairs = torch.randperm(n_pairs, generator=gen)[: self.batch_pairs]
             rows = problem.train.take(torch.stack([2 * pairs, 2 * pairs + 1], 1).flatten().to(device))
             gates = hard_gate(tau, self.temperature)
-            logits = problem.adapter.forward(rows.tokens, gate_hook(problem.index, gates, ablation))
+            logits = problem.adapter.forward(rows.tokens, gate_hook(problem.index, gates, ablation), at=rows.last)
             ce = task_loss(answer_logits(logits, rows)).mean()
             loss = ce + self.k_coef * gates.sum()
             opt.zero_grad(set_to_none=True)

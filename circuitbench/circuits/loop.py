@@ -1,0 +1,230 @@
+"""The shared loop: (model, tasks, method) -> smallest circuits, measured and written as result units."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+import circuitbench
+from circuitbench.circuits.ablation import AblationKind, corpus_mean, task_mean
+from circuitbench.circuits.masks import NodeIndex, keep_top
+from circuitbench.circuits.methods import Method, get_method
+from circuitbench.circuits.metrics import count_edges, count_nodes, faithfulness
+from circuitbench.circuits.problem import Problem, Rows
+from circuitbench.circuits.search import smallest_k
+from circuitbench.errors import CircuitbenchError
+from circuitbench.models.adapter import ModelAdapter
+from circuitbench.results.schema import Provenance
+from circuitbench.results.store import read_unit, unit_path, write_summary, write_unit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunConfig:
+    """What `circuitbench run` does; every field is a CLI flag."""
+
+    model: str = "tiny-sparse"
+    tasks: list[str] = field(default_factory=lambda: ["all"])
+    method: str = "learned_mask"
+    method_kwargs: dict[str, Any] = field(default_factory=dict)
+    target_loss: float = 0.15  # per-example scale (Gao et al. 2025)
+    ablation: AblationKind = "mean"
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    out: Path = Path("results")
+    force: bool = False
+    min_accuracy: float = 0.9
+    control: bool = True
+    search_examples: int = 512
+    """Train-split examples the bisection evaluates (both members of each pair)."""
+    show_progress: bool = True
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(circuitbench.__file__).resolve().parents[1]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=False)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _corpus_windows(adapter: ModelAdapter, n: int = 64, ctx: int = 128) -> tuple[Tensor, str]:
+    """Windows of the local Python corpus (held-out split) in the model's tokenizer, and its key."""
+    from circuitbench.train.corpus import collect_corpus
+
+    corpus = collect_corpus()
+    ctx = min(ctx, getattr(getattr(adapter, "config", None), "block_size", ctx))
+    ids: list[int] = []
+    for text in corpus.val_texts:
+        ids.extend(adapter.tokenizer.encode(text))
+        if len(ids) >= n * ctx:
+            break
+    usable = len(ids) // ctx
+    if usable == 0:
+        raise CircuitbenchError("the corpus is too small for mean ablation; use --ablation task-mean")
+    windows = torch.tensor(ids[: usable * ctx]).view(usable, ctx)
+    return windows, f"{corpus.hash}|{adapter.tokenizer.name}|{ctx}"
+
+
+def resolve_tasks(names: list[str]) -> list[str]:
+    """Expand 'all' and check every name (NAME:inverted included) exists."""
+    from circuitbench.tasks.load import get_task, spec_names
+
+    out: list[str] = []
+    for name in names:
+        if name == "all":
+            out.extend(spec_names())
+        else:
+            get_task(name)  # raises TaskError with a did-you-mean
+            out.append(name)
+    return list(dict.fromkeys(out))
+
+
+def geometric_means(summaries: list[dict[str, Any]]) -> dict[str, float]:
+    """Geometric means of nodes and edges over solved tasks (the paper's headline is edges)."""
+    import math
+
+    solved = [s for s in summaries if s.get("status") == "solved"]
+    out = {"solved": float(len(solved)), "tasks": float(len(summaries))}
+    for key in ("nodes", "edges"):
+        vals = [max(int(s[key]), 1) for s in solved]
+        out[f"geomean_{key}"] = math.exp(sum(map(math.log, vals)) / len(vals)) if vals else float("nan")
+    return out
+
+
+def run(cfg: RunConfig, adapter: ModelAdapter | None = None) -> list[dict[str, Any]]:
+    """Find, measure and write the circuit of every task; skip units already in `cfg.out`.
+
+    Returns:
+        One summary row per (task, method, seed), finished now or earlier.
+    """
+    from circuitbench.tasks.encode import encode_task
+    from circuitbench.tasks.load import get_task
+
+    tasks = resolve_tasks(cfg.tasks)
+    method = get_method(cfg.method, **cfg.method_kwargs)
+    adapter = adapter or circuitbench.load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    index = NodeIndex.of(adapter)
+    ablation_corpus = None
+    corpus_ablation: Tensor | None = None
+    summaries: list[dict[str, Any]] = []
+    bar = tqdm(tasks, desc="tasks", disable=not cfg.show_progress)
+    for task in bar:
+        bar.set_postfix_str(task)
+        path = unit_path(cfg.out, cfg.model, task, method.name, cfg.seed)
+        if path.is_file() and not cfg.force:
+            summaries.append(read_unit(path)[1])
+            log.info("%s: done already (%s); --force recomputes", task, path)
+            continue
+        spec = get_task(task)
+        train = encode_task(spec, adapter.tokenizer, "train")
+        test = encode_task(spec, adapter.tokenizer, "test")
+        if cfg.ablation == "mean" and corpus_ablation is None:
+            windows, ablation_corpus = _corpus_windows(adapter)
+            corpus_ablation = corpus_mean(adapter, index, windows.to(adapter.device), ablation_corpus)
+        started, t0 = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
+        rows, summary = measure_task(adapter, index, method, cfg, train, test, corpus_ablation)
+        summary["wall_s"] = time.perf_counter() - t0
+        prov = Provenance(
+            circuitbench_version=circuitbench.__version__, git_commit=_git_commit(), model=cfg.model,
+            model_revision=adapter.provenance.get("revision"),
+            weights_sha256=adapter.provenance.get("weights_sha256"), task=task, task_hash=train.task_hash,
+            method=method.name, method_kwargs=method.hyperparameters(), target_loss=cfg.target_loss,
+            ablation=cfg.ablation, ablation_corpus=ablation_corpus, seed=cfg.seed,
+            device=str(adapter.device), dtype=str(adapter.dtype).removeprefix("torch."),
+            started_at=started, wall_s=summary["wall_s"],
+        )
+        base = dict(model=cfg.model, task=task, task_hash=train.task_hash, method=method.name, seed=cfg.seed)
+        write_unit(path, [dict(base, split=s, metric=m, value=float(v)) for s, m, v in rows], summary, prov)
+        summaries.append(summary)
+    write_summary(cfg.out, summaries)
+    return summaries
+
+
+def measure_task(
+    adapter: ModelAdapter,
+    index: NodeIndex,
+    method: Method,
+    cfg: RunConfig,
+    train_enc: Any,
+    test_enc: Any,
+    corpus_ablation: Tensor | None,
+) -> tuple[list[tuple[str, str, float]], dict[str, Any]]:
+    """Measure one task: full model, circuit search, sufficiency, necessity, faithfulness, control."""
+    train, test = Rows.of(train_enc, adapter.device), Rows.of(test_enc, adapter.device)
+    summary: dict[str, Any] = dict(model=cfg.model, task=test_enc.task, method=method.name, seed=cfg.seed,
+                                   test_examples=len(test), dropped_examples=test_enc.n_dropped)
+    rows: list[tuple[str, str, float]] = [("test", "examples", len(test)), ("test", "dropped", test_enc.n_dropped),
+                                          ("train", "examples", len(train))]
+    if len(train) < 2 or len(test) < 2:
+        summary["status"] = "unsolved"
+        log.warning("%s: no usable examples for this tokenizer (%s)", test_enc.task, test_enc.drop_reasons)
+        return rows, summary
+    if cfg.ablation == "mean":
+        assert corpus_ablation is not None
+        ablation = corpus_ablation
+    elif cfg.ablation == "task-mean":
+        ablation = task_mean(adapter, index, train)
+    else:
+        ablation = torch.zeros(index.size)
+    ablation = ablation.to(adapter.device)
+    # the search sees a fixed, seeded subset of the train split, whole pairs only
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n_pairs = min(len(train) // 2, cfg.search_examples // 2)
+    pairs = torch.randperm(len(train) // 2, generator=gen)[:n_pairs]
+    search_rows = train.take(torch.stack([2 * pairs, 2 * pairs + 1], 1).flatten().to(adapter.device))
+    problem = Problem(adapter, index, ablation, train, cfg.seed, cfg.show_progress)
+
+    full_test, full_train = problem.scores(test, None), problem.scores(search_rows, None)
+    rows += [("test", k, v) for k, v in full_test.as_dict("full").items()]
+    rows += [("train", k, v) for k, v in full_train.as_dict("full").items()]
+    summary.update(full_accuracy=full_test.accuracy, full_loss=full_test.loss)
+    if full_test.accuracy < cfg.min_accuracy:
+        summary["status"] = "unsolved"
+        log.info("%s: full-model accuracy %.3f < %.2f; not pruned", test_enc.task, full_test.accuracy,
+                 cfg.min_accuracy)
+        return rows, summary
+
+    scores = method.node_scores(problem)
+    found = smallest_k(lambda k: problem.scores(search_rows, keep_top(scores, k)).loss, index.size,
+                       cfg.target_loss)
+    gates = keep_top(scores, found.k)
+    sizes = {**count_nodes(index, gates), **count_edges(adapter, index, gates)}
+    rows += [("", k, v) for k, v in sizes.items()]
+    rows += [("train", "circuit.loss", found.loss), ("train", "search.evaluations", found.evaluations)]
+    suff, nec = problem.scores(test, gates), problem.scores(test, 1.0 - gates)
+    empty = problem.scores(test, torch.zeros(index.size, device=adapter.device))
+    rows += [("test", k, v) for k, v in {**suff.as_dict("sufficiency"), **nec.as_dict("necessity"),
+                                          **empty.as_dict("empty")}.items()]
+    f = faithfulness(suff.logit_diff, full_test.logit_diff, empty.logit_diff)
+    rows.append(("test", "faithfulness", f))
+    summary.update(
+        status="solved" if found.met_target else "target_missed", nodes=sizes["nodes"], edges=sizes["edges"],
+        circuit_train_loss=found.loss, sufficiency_loss=suff.loss, sufficiency_accuracy=suff.accuracy,
+        necessity_loss=nec.loss, necessity_accuracy=nec.accuracy, faithfulness=f,
+    )
+    if cfg.control:
+        # Drori 2026: pruning can "solve" nonsense; the inverted-label control measures how easily.
+        control = Problem(adapter, index, ablation, train.swapped(), cfg.seed, cfg.show_progress)
+        c_scores = method.node_scores(control)
+        c_search = search_rows.swapped()
+        c_found = smallest_k(lambda k: control.scores(c_search, keep_top(c_scores, k)).loss, index.size,
+                             cfg.target_loss)
+        rows += [("", "control.nodes", c_found.k), ("train", "control.loss", c_found.loss),
+                 ("", "control.met_target", float(c_found.met_target))]
+        summary.update(control_nodes=c_found.k, control_met_target=c_found.met_target)
+    return rows, summary
+

@@ -1,0 +1,86 @@
+import math
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from circuitbench.circuits.loop import RunConfig, geometric_means, run
+from circuitbench.models.config import GPTConfig
+from circuitbench.models.native import SparseGPTAdapter
+from circuitbench.results.schema import MEASUREMENTS, SUMMARY
+from circuitbench.results.store import read_unit
+from tests.models.conftest import random_model
+
+TASK = "while_return_true"
+
+
+@pytest.fixture(scope="module")
+def small_adapter(python_bpe):
+    cfg = GPTConfig(block_size=256, vocab_size=2048, n_layer=1, n_head=2, d_model=32, d_mlp=64,
+                    rms_norm=True, sink=True, afrac=0.25,
+                    afrac_loctypes="attn_in,attn_out,mlp_in,mlp_out,attn_q,attn_k,attn_v,mlp_neuron")
+    model = random_model(cfg, seed=0, density=0.3)
+    return SparseGPTAdapter(model, python_bpe, "small", {"weights_sha256": "test-small"})
+
+
+def _cfg(tmp_path, **over):
+    base = dict(model="small", tasks=[TASK], method_kwargs={"steps": 5}, ablation="task-mean",
+                min_accuracy=0.0, out=tmp_path, show_progress=False, search_examples=64)
+    return RunConfig(**{**base, **over})
+
+
+def test_run_writes_schema_valid_units_and_a_summary_with_provenance(tmp_path, small_adapter):
+    (summary,) = run(_cfg(tmp_path), small_adapter)
+    table, unit_summary, prov = read_unit(next(tmp_path.glob("small/*.parquet")))
+    assert table.schema.equals(MEASUREMENTS, check_metadata=False)
+    assert prov.task == TASK and prov.method == "learned_mask" and prov.method_kwargs["steps"] == 5
+    assert prov.weights_sha256 == "test-small" and prov.ablation == "task-mean" and len(prov.task_hash) > 6
+    metrics = set(table.column("metric").to_pylist())
+    assert {"full.loss", "sufficiency.loss", "necessity.loss", "nodes", "edges", "faithfulness",
+            "control.nodes"} <= metrics
+    assert pq.read_table(tmp_path / "summary.parquet").schema.equals(SUMMARY, check_metadata=False)
+    assert unit_summary == summary
+    assert summary["status"] in ("solved", "target_missed")
+    assert 0 <= summary["nodes"] <= sum(s.width for s in small_adapter.sites)
+
+
+def test_rerun_skips_finished_units_and_force_recomputes(tmp_path, small_adapter):
+    run(_cfg(tmp_path), small_adapter)
+    unit = next(tmp_path.glob("small/*.parquet"))
+    before = unit.stat().st_mtime_ns
+    run(_cfg(tmp_path), small_adapter)
+    assert unit.stat().st_mtime_ns == before
+    run(_cfg(tmp_path, force=True), small_adapter)
+    assert unit.stat().st_mtime_ns != before
+
+
+def test_unsolved_task_is_reported_not_pruned(tmp_path, small_adapter):
+    (summary,) = run(_cfg(tmp_path, min_accuracy=1.01), small_adapter)
+    assert summary["status"] == "unsolved" and summary.get("nodes") is None
+    assert summary["full_accuracy"] <= 1.0
+
+
+def test_circuit_meets_target_on_the_search_split_when_it_says_solved(tmp_path, small_adapter):
+    (summary,) = run(_cfg(tmp_path, target_loss=10.0), small_adapter)  # any circuit meets a loose target
+    assert summary["status"] == "solved" and summary["circuit_train_loss"] <= 10.0
+    assert summary["nodes"] == 0  # the empty circuit already meets it: bisection finds the smallest
+
+
+def test_geometric_means_use_solved_tasks_only():
+    rows = [{"status": "solved", "nodes": 4, "edges": 10}, {"status": "solved", "nodes": 16, "edges": 1000},
+            {"status": "unsolved"}]
+    g = geometric_means(rows)
+    assert g["solved"] == 2 and math.isclose(g["geomean_nodes"], 8.0) and math.isclose(g["geomean_edges"], 100.0)
+
+
+def test_all_ones_and_all_zeros_gates_bracket_the_model(small_adapter, python_bpe):
+    from circuitbench.circuits.masks import NodeIndex
+    from circuitbench.circuits.problem import Problem, Rows
+    from circuitbench.tasks.encode import encode_task
+    from circuitbench.tasks.load import get_task
+
+    rows = Rows.of(encode_task(get_task(TASK), python_bpe, "test"), small_adapter.device)
+    index = NodeIndex.of(small_adapter)
+    p = Problem(small_adapter, index, torch.zeros(index.size), rows, 0, show_progress=False)
+    assert torch.equal(p.two_logits(rows, torch.ones(index.size)), p.two_logits(rows, None))
+    assert not torch.equal(p.two_logits(rows, torch.zeros(index.size)), p.two_logits(rows, None))
