@@ -69,12 +69,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     for name in ("n_layer", "d_model", "n_head", "d_mlp", "ctx", "batch_size", "max_steps", "seed",
                  "eval_every", "val_windows", "checkpoint_every", "stop_after", "threads"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=d[name].default,
-                       help=d[name].description)
+                       help=(d[name].description or "").replace("%", "%%"))
     for name in ("afrac", "weight_density", "lr", "warmup", "weight_decay", "adam_eps",
                  "target_val_loss"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=d[name].default,
-                       help=d[name].description)
+                       help=(d[name].description or "").replace("%", "%%"))
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="also keep every checkpoint as OUT/checkpoint-STEP.pt")
     p.add_argument("--finish", action="store_true",
                    help="with --resume: write the final model from the checkpoint, training no further")
     p.add_argument("--no-card", action="store_true", help="skip the model card (task evaluation)")

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,10 @@ META = "train_meta.json"
 SPARSE_LOCS = "attn_in,attn_q,attn_k,attn_v,attn_out,mlp_in,mlp_neuron,mlp_out"
 
 # Fields that may differ between an interrupted run and its resumption.
-_RUNTIME_FIELDS = {"resume", "finish", "stop_after", "quiet", "threads", "command", "cache_dir"}
+_RUNTIME_FIELDS = {
+    "resume", "finish", "stop_after", "target_val_loss", "keep_checkpoints", "quiet", "threads",
+    "command", "cache_dir",
+}
 
 
 class TrainConfig(BaseModel):
@@ -96,6 +100,8 @@ class TrainConfig(BaseModel):
     """Stop at the first validation measurement at or below this loss (to match a twin)."""
     stop_after: int | None = None
     """Stop (with a checkpoint) once this many steps are done, as an interruption would."""
+    keep_checkpoints: bool = False
+    """Also keep every checkpoint as checkpoint-STEP.pt (to pick a dense twin's stopping point)."""
     resume: bool = False
     """Continue from out_dir/checkpoint.pt."""
     finish: bool = False
@@ -292,6 +298,8 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
             },
             ckpt_path,
         )
+        if cfg.keep_checkpoints:
+            shutil.copyfile(ckpt_path, out / f"checkpoint-{step}.pt")
         _write_curve(history, out / LOSS_CURVE)
 
     vx, vy = val_windows(data.val, cfg.ctx, cfg.val_windows)

@@ -107,3 +107,8 @@ def test_finish_writes_the_final_model_from_a_checkpoint(tmp_path, data):
     meta = json.loads((out / META).read_text())
     assert meta["steps"] == 6 and meta["planned_steps"] == 12
     circuitbench.load_model(str(out), device="cpu")
+
+
+def test_keep_checkpoints_keeps_one_file_per_checkpoint_step(tmp_path, data):
+    out = train(_cfg(tmp_path / "k", dense=True, max_steps=6, keep_checkpoints=True), data)
+    assert sorted(p.name for p in out.glob("checkpoint-*.pt")) == ["checkpoint-3.pt", "checkpoint-6.pt"]
