@@ -1,0 +1,192 @@
+"""YAML → TaskSpec: find bundled or user spec files; errors name the file and the field path."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib.resources
+import logging
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from circuitbench.errors import SpecError, TaskError
+from circuitbench.tasks.spec import TaskSpec
+
+log = logging.getLogger(__name__)
+
+TASK_NAMES: tuple[str, ...] = (
+    "single_double_quote",
+    "bracket_counting",
+    "set_or_string",
+    "set_or_string_fixedvarname",
+    "while_return_true",
+    "else_elif",
+    "with_as",
+    "with_open",
+    "for_while",
+    "if_ternary",
+    "if_equals",
+    "fstring_brace",
+    "bracket_brace",
+    "var_swap",
+    "var_if",
+    "indent_for",
+    "lambda_func",
+    "enumerate_range",
+    "final_kwarg",
+    "class_init",
+)
+"""The paper's 20 task names in the paper's order; bundled specs are listed this way."""
+
+INVERTED = ":inverted"
+"""Suffix addressing a task's inverted-label control (Drori 2026): same prompts, answers swapped."""
+
+
+def specs_dir() -> Path:
+    """The directory of the bundled spec files (the repository's `task_specs/`)."""
+    return Path(str(importlib.resources.files("circuitbench.task_specs")))
+
+
+def spec_names() -> list[str]:
+    """Names of the bundled specs: the paper's order first, then any others alphabetically."""
+    found = {p.stem for p in specs_dir().glob("*.yaml")}
+    order = {name: i for i, name in enumerate(TASK_NAMES)}
+    return sorted(found, key=lambda n: (order.get(n, len(order)), n))
+
+
+def _display(path: Path) -> str:
+    """Short path for messages: `task_specs/x.yaml` for bundled specs."""
+    try:
+        return f"task_specs/{path.resolve().relative_to(specs_dir().resolve())}"
+    except ValueError:
+        return str(path)
+
+
+def _unknown(kind: str, name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown {kind} {name!r}.{hint} Options: {', '.join(options)}."
+
+
+def _field_names_at(loc: tuple[int | str, ...]) -> list[str]:
+    """Field names of the model found by walking `loc` from TaskSpec (for 'did you mean' hints)."""
+    tp: Any = TaskSpec
+    for part in loc:
+        while typing.get_origin(tp) is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(part))
+            if field is None:
+                return []
+            tp = field.annotation
+            continue
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) in (types.UnionType, typing.Union) and len(args) == 1:
+            tp = args[0]
+        if typing.get_origin(tp) in (list, tuple, dict) and typing.get_args(tp):
+            tp = typing.get_args(tp)[-1] if typing.get_origin(tp) is dict else typing.get_args(tp)[0]
+        else:
+            return []
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return list(tp.model_fields)
+    return []
+
+
+def format_validation_error(err: ValidationError, where: str) -> str:
+    """One line per problem: `FILE: FIELD.PATH: what was expected (got ...)`."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        path = ".".join(str(p) for p in loc)
+        if e["type"] == "value_error":
+            msg = str(e["ctx"]["error"]) if "ctx" in e else e["msg"]
+            for line in msg.splitlines():
+                lines.append(f"{where}: {path + ': ' if path else ''}{line}")
+            continue
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            allowed = _field_names_at(loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            msg = f"unknown field; allowed: {', '.join(allowed)}" if allowed else msg
+            if close:
+                msg += f" (did you mean {close[0]!r}?)"
+        elif e["type"] != "missing":
+            shown = repr(e["input"])
+            msg += f" (got {shown[:60] + '...' if len(shown) > 60 else shown})"
+        lines.append(f"{where}: {path}: {msg}")
+    return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=128)
+def _load_file(path: Path, mtime_ns: int, size: int) -> TaskSpec:
+    where = _display(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        pos = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError(f"{where}{pos}: not valid YAML: {problem}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"{where}: cannot read spec file: {err}") from err
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: expected a mapping of spec fields, got {type(data).__name__}")
+    try:
+        spec = TaskSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, where)) from None
+    if spec.name != path.stem:
+        raise SpecError(f"{where}: name: {spec.name!r} must equal the file name {path.stem!r}")
+    return spec
+
+
+def load_spec(name_or_path: str | Path) -> TaskSpec:
+    """Load a task spec by bundled name (`set_or_string`, `set_or_string:inverted`) or file path.
+
+    Args:
+        name_or_path: A bundled task name, optionally with `:inverted`, or a path to a YAML file.
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        TaskError: when the name is neither a bundled task nor an existing file.
+        SpecError: when the file is not valid YAML or not a valid spec; the message names the file,
+            the field path and what was expected.
+    """
+    text = str(name_or_path)
+    if text.endswith(INVERTED):
+        return load_spec(text.removesuffix(INVERTED)).invert()
+    path = Path(text)
+    if not (path.suffix in (".yaml", ".yml") or "/" in text or "\\" in text):
+        if text not in spec_names():
+            raise TaskError(_unknown("task", text, spec_names()))
+        path = specs_dir() / f"{text}.yaml"
+    if not path.is_file():
+        raise TaskError(f"{path}: no such spec file.")
+    stat = path.stat()
+    return _load_file(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+def get_task(name: str) -> TaskSpec:
+    """The bundled task of that name; `NAME:inverted` is its inverted-label control.
+
+    Raises:
+        TaskError: for an unknown name, listing the options and the closest one.
+    """
+    base = name.removesuffix(INVERTED)
+    if base not in spec_names():
+        raise TaskError(_unknown("task", name, spec_names()))
+    return load_spec(name)
+
+
+def list_specs() -> list[TaskSpec]:
+    """All bundled task specs, in the paper's order."""
+    return [load_spec(name) for name in spec_names()]
