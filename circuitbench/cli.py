@@ -152,9 +152,107 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- tasks ---------------------------------------------------------------------------------------
+
+
+def _add_tasks(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tasks", help="list, show, export, check and encode the task specs")
+    tsub = p.add_subparsers(dest="tasks_command", required=True, metavar="ACTION")
+
+    ls = tsub.add_parser("list", help="one line per task: what it probes, provenance, sizes, check")
+    ls.add_argument("--format", choices=["table", "json"], default="table")
+    ls.set_defaults(handler=_cmd_tasks_list)
+
+    show = tsub.add_parser("show", help="print sample pairs of a task")
+    show.add_argument("name", help="task name (NAME:inverted for the control)")
+    show.add_argument("--split", choices=["train", "test"], default="test")
+    show.add_argument("-n", type=int, default=3, help="number of pairs (default 3)")
+    show.set_defaults(handler=_cmd_tasks_show)
+
+    ex = tsub.add_parser("export", help="write every example, one row each, as JSON Lines or Parquet")
+    ex.add_argument("--format", choices=["jsonl", "parquet"], required=True)
+    ex.add_argument("--out", type=Path, required=True, help="output file")
+    ex.add_argument("--tasks", nargs="*", default=None, help="task names (default: all)")
+    ex.add_argument("--splits", nargs="+", choices=["train", "test"], default=["train", "test"])
+    ex.set_defaults(handler=_cmd_tasks_export)
+
+    ck = tsub.add_parser("check", help="run every example's validity check (compile / exec)")
+    ck.add_argument("--tasks", nargs="*", default=None, help="task names (default: all)")
+    ck.add_argument("--format", choices=["table", "json"], default="table")
+    ck.set_defaults(handler=_cmd_tasks_check)
+
+    en = tsub.add_parser("encode", help="how many examples a tokenizer keeps, and why it drops any")
+    en.add_argument("--tokenizer", type=Path, required=True,
+                    help="tokenizer.json, or a model directory with tokenizer files")
+    en.add_argument("--tasks", nargs="*", default=None, help="task names (default: all)")
+    en.add_argument("--split", choices=["train", "test"], default="test")
+    en.add_argument("--format", choices=["table", "json"], default="table")
+    en.set_defaults(handler=_cmd_tasks_encode)
+
+    sc = tsub.add_parser("schema", help="print the JSON Schema of a task spec")
+    sc.set_defaults(handler=_cmd_tasks_schema)
+
+
+def _cmd_tasks_list(args: argparse.Namespace) -> int:
+    from circuitbench.tasks.export import summary_rows
+    from circuitbench.tasks.load import list_specs
+
+    _print_table(summary_rows(list_specs()), args.format)
+    return 0
+
+
+def _cmd_tasks_show(args: argparse.Namespace) -> int:
+    from circuitbench.tasks.export import format_pair
+    from circuitbench.tasks.load import get_task
+    from circuitbench.tasks.pairs import make_pairs
+
+    spec = get_task(args.name)
+    print(f"{spec.name} ({spec.provenance}, hash {spec.content_hash}): {spec.probes}")
+    print(f"contrast: {spec.contrast.detail}\n")
+    for pair in make_pairs(spec, args.split)[: max(args.n, 0)]:
+        print(format_pair(pair) + "\n")
+    return 0
+
+
+def _cmd_tasks_export(args: argparse.Namespace) -> int:
+    from circuitbench.tasks.export import export_examples, resolve_tasks
+
+    n = export_examples(args.out, args.format, resolve_tasks(args.tasks), args.splits)
+    print(f"{n} examples -> {args.out}")
+    return 0
+
+
+def _cmd_tasks_check(args: argparse.Namespace) -> int:
+    from circuitbench.tasks.export import check_rows, resolve_tasks
+
+    rows = check_rows(resolve_tasks(args.tasks))
+    _print_table(rows, args.format)
+    return 1 if any(r["failures"] for r in rows) else 0
+
+
+def _cmd_tasks_encode(args: argparse.Namespace) -> int:
+    from circuitbench.tasks.export import encode_rows, load_tokenizer_path, resolve_tasks
+
+    tok = load_tokenizer_path(args.tokenizer)
+    _print_table(encode_rows(resolve_tasks(args.tasks), tok, args.split), args.format)
+    return 0
+
+
+def _cmd_tasks_schema(args: argparse.Namespace) -> int:
+    from circuitbench.tasks.spec import schema_json
+
+    sys.stdout.write(schema_json())
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
-_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_inspect, _add_run, _add_train]
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_inspect,
+    _add_run,
+    _add_train,
+    _add_tasks,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -67,10 +67,17 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _unknown(kind: str, name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kind} {name!r}.{hint} Options: {', '.join(options)}."
+def _unknown_task(name: str) -> str:
+    """'Unknown task' with the options, the closest name, and the control suffix kept."""
+    options = spec_names()
+    base = name.removesuffix(INVERTED)
+    suffix = name[len(base) :]
+    close = difflib.get_close_matches(base, options, n=1)
+    hint = f" Did you mean {close[0] + suffix!r}?" if close else ""
+    return (
+        f"unknown task {name!r}.{hint} Options: {', '.join(options)} "
+        f"(add {INVERTED} for a task's inverted-label control)."
+    )
 
 
 def _field_names_at(loc: tuple[int | str, ...]) -> list[str]:
@@ -147,6 +154,10 @@ def _load_file(path: Path, mtime_ns: int, size: int) -> TaskSpec:
     return spec
 
 
+def _is_path(text: str) -> bool:
+    return Path(text).suffix in (".yaml", ".yml") or "/" in text or "\\" in text
+
+
 def load_spec(name_or_path: str | Path) -> TaskSpec:
     """Load a task spec by bundled name (`set_or_string`, `set_or_string:inverted`) or file path.
 
@@ -163,11 +174,14 @@ def load_spec(name_or_path: str | Path) -> TaskSpec:
     """
     text = str(name_or_path)
     if text.endswith(INVERTED):
-        return load_spec(text.removesuffix(INVERTED)).invert()
+        base = text.removesuffix(INVERTED)
+        if not _is_path(base) and base not in spec_names():
+            raise TaskError(_unknown_task(text))
+        return load_spec(base).invert()
     path = Path(text)
-    if not (path.suffix in (".yaml", ".yml") or "/" in text or "\\" in text):
+    if not _is_path(text):
         if text not in spec_names():
-            raise TaskError(_unknown("task", text, spec_names()))
+            raise TaskError(_unknown_task(text))
         path = specs_dir() / f"{text}.yaml"
     if not path.is_file():
         raise TaskError(f"{path}: no such spec file.")
@@ -181,9 +195,8 @@ def get_task(name: str) -> TaskSpec:
     Raises:
         TaskError: for an unknown name, listing the options and the closest one.
     """
-    base = name.removesuffix(INVERTED)
-    if base not in spec_names():
-        raise TaskError(_unknown("task", name, spec_names()))
+    if name.removesuffix(INVERTED) not in spec_names():
+        raise TaskError(_unknown_task(name))
     return load_spec(name)
 
 

@@ -40,6 +40,9 @@ Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
 
+_QUOTE_HINT = " (quote numbers, yes/no and null in YAML)"
+
+
 def _check_pool(value: Any) -> Any:
     """One clear message for a malformed pool, instead of one per union member."""
     expected = "a non-empty list of strings, or a list of mappings from slot name to string"
@@ -47,22 +50,21 @@ def _check_pool(value: Any) -> Any:
         raise ValueError(f"expected {expected}, got {value!r}")
     if not isinstance(value[0], str | dict):
         raise ValueError(
-            f"item 0: expected a string or a mapping, got {type(value[0]).__name__} {value[0]!r} "
-            "(quote numbers, yes/no and null in YAML)"
+            f"item 0: expected a string or a mapping, got {type(value[0]).__name__} {value[0]!r}" + _QUOTE_HINT
         )
     kind = str if isinstance(value[0], str) else dict
     for j, item in enumerate(value):
         if not isinstance(item, kind):
+            hint = _QUOTE_HINT if isinstance(item, int | float | bool) or item is None else ""
             raise ValueError(
                 f"item {j}: expected a {'string' if kind is str else 'mapping'} like item 0, got "
-                f"{type(item).__name__} {item!r} (quote numbers, yes/no and null in YAML)"
+                f"{type(item).__name__} {item!r}{hint}"
             )
         if isinstance(item, dict):
             for slot, v in item.items():
                 if not isinstance(v, str):
                     raise ValueError(
-                        f"item {j}, slot {slot!r}: expected a string, got {type(v).__name__} {v!r} "
-                        "(quote numbers, yes/no and null in YAML)"
+                        f"item {j}, slot {slot!r}: expected a string, got {type(v).__name__} {v!r}" + _QUOTE_HINT
                     )
     return value
 
@@ -141,8 +143,12 @@ class TaskSpec(_Model):
     name: Name
     """Task name as the paper writes it; equals the file name without `.yaml`."""
 
+    probes: Annotated[str, StringConstraints(min_length=1, max_length=60)]
+    """What the task probes, in a few words, for tables (`circuitbench tasks list`)."""
+
     description: NonEmpty
-    """What the task probes. A reconstructed task says so and what it is reconstructed from."""
+    """What the task probes, in full. A reconstructed task says so and what it is reconstructed
+    from."""
 
     provenance: Literal["confirmed", "reconstructed"]
     """`confirmed`: the paper states the contrast; `reconstructed`: designed from the task name."""
@@ -277,10 +283,10 @@ class TaskSpec(_Model):
     def content_hash(self) -> str:
         """Short sha256 of everything that determines the examples, plus the generator version.
 
-        Prose (description, contrast.detail) and the check are left out: fixing a typo does not
+        Prose (probes, description, contrast.detail) and the check are left out: fixing a typo does not
         change the examples, so it does not change the hash recorded with results.
         """
-        data = self.model_dump(mode="json", exclude={"description": True, "check": True})
+        data = self.model_dump(mode="json", exclude={"probes": True, "description": True, "check": True})
         data["contrast"].pop("detail")
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         payload = f"{canonical}\ngenerator={GENERATOR_VERSION}".encode()
