@@ -165,7 +165,7 @@ class TaskSpec(_Model):
     a list of mappings fills several related slots at once (e.g. a plural and its singular)."""
 
     distinct: list[Annotated[list[Name], Field(min_length=2)]] = []
-    """Groups of slots that must take different values within a pair."""
+    """Groups of pool slots that must take different values within a pair."""
 
     train: Split
     """The training split."""
@@ -200,7 +200,7 @@ class TaskSpec(_Model):
         for split_name in SPLITS:
             split: Split = getattr(self, split_name)
             pools = {**self.pools, **split.pools}
-            slots, pool_problems = _slots_of(pools, f"{split_name}.pools")
+            slots, pool_problems = _slots_of(pools, {n: f"{split_name}.pools" for n in split.pools})
             yield from pool_problems
             clash = contrast_slots & set(slots)
             if clash:
@@ -241,11 +241,10 @@ class TaskSpec(_Model):
                             + ("" if where.startswith(loc) else f" (in {loc})")
                             + f"; defined: {', '.join(sorted(known)) or 'none'}"
                         )
-            known_any = set(slots) | contrast_slots
             for g, group in enumerate(self.distinct):
-                missing = sorted(set(group) - known_any)
+                missing = sorted(set(group) - set(slots))
                 if missing:
-                    yield f"distinct.{g}: unknown slot(s) {missing}"
+                    yield f"distinct.{g}: {missing} are not pool slots; only pool slots can be kept distinct"
             cycle = _find_cycle(pools)
             if cycle:
                 yield f"{split_name}.pools: slots refer to each other: {' -> '.join(cycle)}"
@@ -307,11 +306,18 @@ def _side_problems(contrast: Contrast) -> Iterable[str]:
         yield "contrast.sides: the two sides are identical, so the prompts would not differ"
 
 
-def _slots_of(pools: Mapping[str, list[str] | list[dict[str, str]]], where: str) -> tuple[dict[str, str], list[str]]:
-    """Map each slot to the pool that fills it; list mapping pools with uneven keys or clashes."""
+def _slots_of(
+    pools: Mapping[str, list[str] | list[dict[str, str]]], split_pools: Mapping[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """Map each slot to the pool that fills it; list mapping pools with uneven keys or clashes.
+
+    `split_pools` maps the names of split-level pools to their field path (`train.pools`); the
+    others are task-level (`pools`).
+    """
     slots: dict[str, str] = {}
     problems: list[str] = []
     for name, pool in pools.items():
+        where = split_pools.get(name, "pools")
         if isinstance(pool[0], dict):
             keys = set(pool[0])
             for j, entry in enumerate(pool):

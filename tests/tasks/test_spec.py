@@ -67,7 +67,7 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
     (
         "uneven mapping pool",
         lambda s: _set(s, "pools.pair", [{"a": "1", "b": "2"}, {"a": "3"}]),
-        ["train.pools.pair.1: keys ['a'] differ from the first entry's ['a', 'b']"],
+        ["toy.yaml: pools.pair.1: keys ['a'] differ from the first entry's ['a', 'b']"],
     ),
     (
         "unknown slot",
@@ -137,12 +137,12 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
     (
         "slot filled by two pools",
         lambda s: _set(s, "pools.pair", [{"word": "x", "other": "y"}]),
-        ["slot 'word' is also filled by pool"],
+        ["pools.pair: slot 'word' is also filled by pool 'word'"],
     ),
     (
         "unknown distinct slot",
         lambda s: _set(s, "distinct", [["var", "nope"]]),
-        ["distinct.0: unknown slot(s) ['nope']"],
+        ["distinct.0: ['nope'] are not pool slots"],
     ),
     (
         "bad check kind",
