@@ -101,7 +101,9 @@ class HFTokenizer:
         return self
 
     def encode(self, text: str) -> list[int]:
-        """Encode text with no special tokens added."""
+        """Encode text with no special tokens added; special-token strings in it are plain text."""
+        # Code can contain "<|endoftext|>" literally; like the tiktoken wrapper, never read it as EOT.
+        self._tok.encode_special_tokens = True
         ids: list[int] = self._tok.encode(text, add_special_tokens=False).ids
         return ids
 

@@ -92,3 +92,18 @@ def test_tokenizer_larger_than_the_model_vocab_is_an_error(tmp_path):
     _write_data_gym(tmp_path, [("a", "b")])
     with pytest.raises(TokenizerError, match="258 tokens but the model's vocab_size is 100"):
         load_tokenizer(tmp_path, vocab_size=100)
+
+
+def test_literal_end_of_text_in_code_is_plain_text_for_both_tokenizer_kinds(tmp_path):
+    _write_data_gym(tmp_path, [])
+    tik = load_tokenizer(tmp_path, vocab_size=512)
+    hf = Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.train_from_iterator(CODE, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                     initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    (tmp_path / "hf").mkdir()
+    hf.save(str(tmp_path / "hf" / "tokenizer.json"))
+    hft = load_tokenizer(tmp_path / "hf", vocab_size=512)
+    for tok in (tik, hft):
+        ids = tok.encode('s = "<|endoftext|>"')
+        assert tok.eot_id not in ids and len(ids) > 3
