@@ -98,6 +98,8 @@ def render_card(name: str, meta: dict[str, Any], tasks: list[dict[str, Any]], no
          "density": v["nonzero"] / v["numel"]}
         for k, v in meta["sparsified"].items()
     ]
+    sp_total = sum(v["numel"] for v in meta["sparsified"].values())
+    sp_nonzero = sum(v["nonzero"] for v in meta["sparsified"].values())
     lines = [
         f"# {name}",
         "",
@@ -131,6 +133,9 @@ def render_card(name: str, meta: dict[str, Any], tasks: list[dict[str, Any]], no
         f"| validation loss | {meta['val_loss']:.4f} nats/token ({meta['val_tokens']:,} validation "
         "tokens) |",
         f"| parameters | {meta['params_total']:,} total, {meta['params_nonzero']:,} nonzero |",
+        f"| of which weight matrices and biases (all but the bigram table, norm gains, sink logits, "
+        f"zeroed positional embeddings) | {sp_total:,} total, {sp_nonzero:,} nonzero "
+        f"({sp_nonzero / max(sp_total, 1):.2%}) |",
         f"| wall time | {meta['wall_time_s'] / 60:.1f} min (training, validation and checkpoints) |",
         f"| hardware | {meta['hardware']}, shared with other jobs |",
         f"| size on disk | final_model.pt {meta['final_model_bytes'] / 1e6:.1f} MB |",
