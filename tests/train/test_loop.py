@@ -112,3 +112,47 @@ def test_finish_writes_the_final_model_from_a_checkpoint(tmp_path, data):
 def test_keep_checkpoints_keeps_one_file_per_checkpoint_step(tmp_path, data):
     out = train(_cfg(tmp_path / "k", dense=True, max_steps=6, keep_checkpoints=True), data)
     assert sorted(p.name for p in out.glob("checkpoint-*.pt")) == ["checkpoint-3.pt", "checkpoint-6.pt"]
+
+
+_CHILD = """
+import sys
+from pathlib import Path
+import numpy as np
+from circuitbench.train.data import TokenData
+from circuitbench.train.loop import TrainConfig, train
+d = Path(sys.argv[1])
+data = TokenData(np.load(d / "train.npy"), np.load(d / "val.npy"), d / "tokenizer.json", "c" * 64, "t")
+cfg = TrainConfig.model_validate_json((d / "cfg.json").read_text())
+train(cfg, data)
+"""
+
+
+def test_resume_after_a_real_kill_equals_uninterrupted_run(tmp_path, data):
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    np.save(tmp_path / "train.npy", data.train)
+    np.save(tmp_path / "val.npy", data.val)
+    shutil.copy(data.tokenizer_path, tmp_path / "tokenizer.json")
+    data = TokenData(data.train, data.val, data.tokenizer_path, "c" * 64, "t")
+    killed = _cfg(tmp_path / "killed", max_steps=150, checkpoint_every=10, eval_every=50)
+    (tmp_path / "cfg.json").write_text(killed.model_dump_json())
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (killed.out_dir / CHECKPOINT).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)  # no cleanup handlers run: a real crash
+    finally:
+        child.wait()
+    assert (killed.out_dir / CHECKPOINT).exists() and not (killed.out_dir / "final_model.pt").exists()
+    train(killed.model_copy(update={"resume": True}), data)
+    full = train(_cfg(tmp_path / "full", max_steps=150, checkpoint_every=10, eval_every=50), data)
+    a, b = _weights(full), _weights(killed.out_dir)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _curve(full) == _curve(killed.out_dir)
