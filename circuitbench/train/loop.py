@@ -43,7 +43,7 @@ SPARSE_LOCS = "attn_in,attn_q,attn_k,attn_v,attn_out,mlp_in,mlp_neuron,mlp_out"
 # Fields that may differ between an interrupted run and its resumption.
 _RUNTIME_FIELDS = {
     "resume", "finish", "stop_after", "target_val_loss", "keep_checkpoints", "quiet", "threads",
-    "command", "cache_dir",
+    "command", "cache_dir", "out_dir",
 }
 
 
@@ -268,7 +268,8 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
         if not ckpt_path.is_file():
             raise CircuitbenchError(f"{ckpt_path}: no checkpoint to resume from; drop --resume.")
         state = torch.load(ckpt_path, weights_only=True)
-        if json.loads(state["config"]) != _identity(cfg):
+        stored = {k: v for k, v in json.loads(state["config"]).items() if k not in _RUNTIME_FIELDS}
+        if stored != _identity(cfg):
             raise CircuitbenchError(
                 f"{ckpt_path}: the checkpoint was written by a different configuration; "
                 "resume with the same arguments or use another --out directory."

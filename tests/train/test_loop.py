@@ -156,3 +156,15 @@ def test_resume_after_a_real_kill_equals_uninterrupted_run(tmp_path, data):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert _curve(full) == _curve(killed.out_dir)
+
+
+def test_a_checkpoint_resumes_from_another_directory(tmp_path, data):
+    import shutil
+
+    full = train(_cfg(tmp_path / "a"), data)
+    train(_cfg(tmp_path / "b", stop_after=5), data)
+    (tmp_path / "c").mkdir()
+    shutil.copy(tmp_path / "b" / CHECKPOINT, tmp_path / "c" / CHECKPOINT)
+    moved = train(_cfg(tmp_path / "c", resume=True), data)
+    a, b = _weights(full), _weights(moved)
+    assert all(torch.equal(a[k], b[k]) for k in a)
