@@ -66,7 +66,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", default=None, help="directory of .py files (default: the stdlib)")
     p.add_argument("--cache-dir", default=None, help="tokenizer/token cache (~/.cache/circuitbench)")
     p.add_argument("--dense", action="store_true", help="dense twin: no weight or activation sparsity")
-    for name in ("n_layer", "d_model", "n_head", "d_mlp", "ctx", "batch_size", "max_steps", "seed",
+    for name in ("n_layer", "d_model", "n_head", "d_mlp", "ctx", "vocab_size", "batch_size", "max_steps", "seed",
                  "eval_every", "val_windows", "checkpoint_every", "stop_after", "threads"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=d[name].default,
                        help=(d[name].description or "").replace("%", "%%"))

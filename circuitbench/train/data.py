@@ -13,6 +13,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from circuitbench.errors import CircuitbenchError
 from circuitbench.train.corpus import Corpus, collect_corpus
 from circuitbench.train.tokenizer import EOT, save_tokenizer, train_tokenizer
 
@@ -118,7 +119,10 @@ def val_windows(data: np.ndarray, ctx: int, max_windows: int) -> tuple[Tensor, T
     """Fixed, evenly spaced validation windows: inputs and targets [N, ctx]."""
     n = min(max_windows, (len(data) - 1) // ctx)
     if n <= 0:
-        raise ValueError(f"{len(data)} validation tokens is too few for one window of {ctx + 1}")
+        raise CircuitbenchError(
+            f"the validation split has {len(data)} tokens, too few for one window of {ctx + 1}; "
+            "use a larger corpus (about 2% of its files, chosen by content hash, are held out)."
+        )
     stride = (len(data) - ctx - 1) // n
     starts = torch.arange(n) * stride
     idx = starts[:, None] + torch.arange(ctx + 1)[None, :]  # (N, ctx+1)
