@@ -22,6 +22,7 @@ from circuitbench.circuits.problem import Rows
 
 
 def main() -> None:
+    """Time both steps and print the ratio."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="fixture-sparse-sink-bigram")
     ap.add_argument("--batch-pairs", type=int, default=64)
