@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from circuitbench.models.adapter import ModelAdapter
 from circuitbench.train.loop import META
@@ -45,25 +44,26 @@ def score_task(adapter: ModelAdapter, encoded: Any, batch: int = 64) -> dict[str
     Returns:
         {"accuracy", "task_loss", "n"}; NaN metrics when no example was kept.
     """
+    from circuitbench.circuits.metrics import answer_logits, score
+
     n = int(encoded.tokens.shape[0])
     if n == 0:
         return {"accuracy": float("nan"), "task_loss": float("nan"), "n": 0}
-    diffs = []
+    # the same scoring as `circuitbench run`, so the card's table and a run's full-model row agree
+    two = []
     for i in range(0, n, batch):
-        toks = encoded.tokens[i : i + batch]
-        logits = adapter.logits(toks).float().cpu()  # (b, T, V)
-        rows = torch.arange(len(toks))
-        last = logits[rows, encoded.last[i : i + batch]]  # (b, V)
-        good = last[rows, encoded.correct[i : i + batch]]
-        bad = last[rows, encoded.incorrect[i : i + batch]]
-        diffs.append(good - bad)
-    d = torch.cat(diffs)  # (N,)
-    return {
-        "accuracy": float((d > 0).float().mean()),
-        # -log_softmax([c, i])[0] = softplus(i - c)
-        "task_loss": float(F.softplus(-d).mean()),
-        "n": n,
-    }
+        part = slice(i, i + batch)
+        last = encoded.last[part]
+        logits = adapter.forward(encoded.tokens[part, : int(last.max()) + 1], at=last)  # (b, V)
+        two.append(answer_logits(logits, _Rows(last, encoded.correct[part], encoded.incorrect[part])))
+    s = score(torch.cat(two))
+    return {"accuracy": s.accuracy, "task_loss": s.loss, "n": n}
+
+
+class _Rows(NamedTuple):
+    last: torch.Tensor
+    correct: torch.Tensor
+    incorrect: torch.Tensor
 
 
 def evaluate_tasks(adapter: ModelAdapter, split: str = "test") -> list[dict[str, Any]]:

@@ -21,9 +21,9 @@ class _FixedLogits:
     def __init__(self, rows: torch.Tensor) -> None:
         self.rows = rows
 
-    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, hook=None, at=None) -> torch.Tensor:
         out = self.rows[tokens[:, 0]]  # (b, V): token 0 of each row indexes its logits
-        return out[:, None, :].expand(-1, tokens.shape[1], -1)
+        return out if at is not None else out[:, None, :].expand(-1, tokens.shape[1], -1)
 
 
 def test_score_task_accuracy_and_two_way_task_loss():
