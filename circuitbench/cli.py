@@ -55,7 +55,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from circuitbench.train.loop import TrainConfig
+    from circuitbench.train.config import TrainConfig
 
     d = TrainConfig.model_fields
     p = sub.add_parser(

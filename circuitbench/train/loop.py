@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
 
 from circuitbench.errors import CircuitbenchError
 from circuitbench.models.config import GPTConfig
 from circuitbench.models.sparse_gpt import SparseGPT
 from circuitbench.train import recipe
+from circuitbench.train.config import TrainConfig
 from circuitbench.train.data import TokenData, prepare_data, sample_batch, val_windows
 
 log = logging.getLogger(__name__)
@@ -45,74 +45,6 @@ _RUNTIME_FIELDS = {
     "resume", "finish", "stop_after", "target_val_loss", "keep_checkpoints", "quiet", "threads",
     "command", "cache_dir", "out_dir",
 }
-
-
-class TrainConfig(BaseModel):
-    """Everything that determines a training run."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-    out_dir: Path
-    """Directory for checkpoints, the loss curve and the final model."""
-    corpus: Path | None = None
-    """Directory of Python files to train on; None means the standard library."""
-    cache_dir: Path | None = None
-    """Where the tokenizer and token arrays are cached; None means ~/.cache/circuitbench."""
-    dense: bool = False
-    """Train the dense twin: no weight or activation sparsity."""
-    n_layer: int = 2
-    """Transformer blocks."""
-    d_model: int = 128
-    """Residual width."""
-    n_head: int = 4
-    """Attention heads."""
-    d_mlp: int | None = None
-    """MLP width; None means 4 * d_model."""
-    ctx: int = 256
-    """Context length (Gao et al. 2025: 256)."""
-    vocab_size: int = 2048
-    """Tokenizer vocabulary size (tinypython_2k: 2048)."""
-    afrac: float = 0.25
-    """AbsTopK fraction at the eight node sites (Gao et al. 2025: 0.25); ignored with dense."""
-    weight_density: float = 1 / 16
-    """Target fraction of nonzeros in every weight matrix and bias; ignored with dense."""
-    batch_size: int = 32
-    """Windows per step."""
-    max_steps: int = 1000
-    """Planned steps; the lr and L0 schedules are laid out over these."""
-    lr: float = 1.28e-2
-    """Peak learning rate (Gao et al. 2025, App.: 1.28e-2)."""
-    warmup: float = 0.01
-    """Fraction of steps of linear warmup (Gao et al. 2025, App.: 1%)."""
-    weight_decay: float = 0.1
-    """Decoupled weight decay on matrices (Gao et al. 2025, App.: 0.1)."""
-    adam_eps: float = 0.1
-    """Adam epsilon (Gao et al. 2025, App.: 0.1, large because gradients are RMS-normalised)."""
-    seed: int = 0
-    """Seeds the initialisation and the batch sampler."""
-    eval_every: int = 200
-    """Steps between validation-loss measurements."""
-    val_windows: int = 128
-    """Validation windows of ctx tokens (fixed, evenly spaced over the validation split)."""
-    checkpoint_every: int = 500
-    """Steps between checkpoints."""
-    target_val_loss: float | None = None
-    """Stop at the first validation measurement at or below this loss (to match a twin)."""
-    stop_after: int | None = None
-    """Stop (with a checkpoint) once this many steps are done, as an interruption would."""
-    keep_checkpoints: bool = False
-    """Also keep every checkpoint as checkpoint-STEP.pt (to pick a dense twin's stopping point)."""
-    resume: bool = False
-    """Continue from out_dir/checkpoint.pt."""
-    finish: bool = False
-    """With resume: write the final model from the checkpoint as it stands, training no further
-    (for a run that must stop before max_steps; the card then says so)."""
-    threads: int | None = None
-    """torch intra-op threads; None leaves torch's default."""
-    quiet: bool = False
-    """Hide the progress bar."""
-    command: str | None = None
-    """The command line that started the run, for the model card."""
 
 
 def model_config(cfg: TrainConfig) -> GPTConfig:
