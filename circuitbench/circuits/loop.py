@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import subprocess
 import time
@@ -79,6 +80,21 @@ def _corpus_windows(adapter: ModelAdapter, n: int = 64, ctx: int = 128) -> tuple
     return windows, f"{corpus.hash}|{adapter.tokenizer.name}|{ctx}"
 
 
+class _CorpusMean:
+    """The corpus-mean ablation, computed on first use: a run whose tasks are all unsolved needs none."""
+
+    def __init__(self, adapter: ModelAdapter, index: NodeIndex) -> None:
+        self.adapter, self.index = adapter, index
+        self.key: str | None = None
+        self._means: Tensor | None = None
+
+    def __call__(self) -> Tensor:
+        if self._means is None:
+            windows, self.key = _corpus_windows(self.adapter)
+            self._means = corpus_mean(self.adapter, self.index, windows.to(self.adapter.device), self.key)
+        return self._means
+
+
 def resolve_tasks(names: list[str]) -> list[str]:
     """Expand 'all' and check every name (NAME:inverted included) exists."""
     from circuitbench.tasks.load import get_task, spec_names
@@ -118,8 +134,7 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None) -> list[dict[str, A
     method = get_method(cfg.method, **cfg.method_kwargs)
     adapter = adapter or circuitbench.load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     index = NodeIndex.of(adapter)
-    ablation_corpus = None
-    corpus_ablation: Tensor | None = None
+    corpus = _CorpusMean(adapter, index)
     summaries: list[dict[str, Any]] = []
     bar = tqdm(tasks, desc="tasks", disable=not cfg.show_progress)
     for task in bar:
@@ -132,18 +147,15 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None) -> list[dict[str, A
         spec = get_task(task)
         train = encode_task(spec, adapter.tokenizer, "train")
         test = encode_task(spec, adapter.tokenizer, "test")
-        if cfg.ablation == "mean" and corpus_ablation is None:
-            windows, ablation_corpus = _corpus_windows(adapter)
-            corpus_ablation = corpus_mean(adapter, index, windows.to(adapter.device), ablation_corpus)
         started, t0 = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
-        rows, summary = measure_task(adapter, index, method, cfg, train, test, corpus_ablation)
+        rows, summary = measure_task(adapter, index, method, cfg, train, test, corpus)
         summary["wall_s"] = time.perf_counter() - t0
         prov = Provenance(
             circuitbench_version=circuitbench.__version__, git_commit=_git_commit(), model=cfg.model,
             model_revision=adapter.provenance.get("revision"),
             weights_sha256=adapter.provenance.get("weights_sha256"), task=task, task_hash=train.task_hash,
             method=method.name, method_kwargs=method.hyperparameters(), target_loss=cfg.target_loss,
-            ablation=cfg.ablation, ablation_corpus=ablation_corpus, seed=cfg.seed,
+            ablation=cfg.ablation, ablation_corpus=corpus.key, seed=cfg.seed,
             device=str(adapter.device), dtype=str(adapter.dtype).removeprefix("torch."),
             started_at=started, wall_s=summary["wall_s"],
         )
@@ -161,7 +173,7 @@ def measure_task(
     cfg: RunConfig,
     train_enc: Any,
     test_enc: Any,
-    corpus_ablation: Tensor | None,
+    corpus: _CorpusMean,
 ) -> tuple[list[tuple[str, str, float]], dict[str, Any]]:
     """Measure one task: full model, circuit search, sufficiency, necessity, faithfulness, control."""
     train, test = Rows.of(train_enc, adapter.device), Rows.of(test_enc, adapter.device)
@@ -173,21 +185,14 @@ def measure_task(
         summary["status"] = "unsolved"
         log.warning("%s: no usable examples for this tokenizer (%s)", test_enc.task, test_enc.drop_reasons)
         return rows, summary
-    if cfg.ablation == "mean":
-        assert corpus_ablation is not None
-        ablation = corpus_ablation
-    elif cfg.ablation == "task-mean":
-        ablation = task_mean(adapter, index, train)
-    else:
-        ablation = torch.zeros(index.size)
-    ablation = ablation.to(adapter.device)
     # the search sees a fixed, seeded subset of the train split, whole pairs only
     gen = torch.Generator().manual_seed(cfg.seed)
     n_pairs = min(len(train) // 2, cfg.search_examples // 2)
     pairs = torch.randperm(len(train) // 2, generator=gen)[:n_pairs]
     search_rows = train.take(torch.stack([2 * pairs, 2 * pairs + 1], 1).flatten().to(adapter.device))
-    problem = Problem(adapter, index, ablation, train, cfg.seed, cfg.show_progress)
-
+    # the full model ignores ablation values; they are computed only for tasks that get pruned
+    problem = Problem(adapter, index, torch.zeros(index.size, device=adapter.device), train, cfg.seed,
+                      cfg.show_progress)
     full_test, full_train = problem.scores(test, None), problem.scores(search_rows, None)
     rows += [("test", k, v) for k, v in full_test.as_dict("full").items()]
     rows += [("train", k, v) for k, v in full_train.as_dict("full").items()]
@@ -198,6 +203,13 @@ def measure_task(
                  cfg.min_accuracy)
         return rows, summary
 
+    if cfg.ablation == "mean":
+        ablation = corpus()
+    elif cfg.ablation == "task-mean":
+        ablation = task_mean(adapter, index, train)
+    else:
+        ablation = torch.zeros(index.size)
+    problem = dataclasses.replace(problem, ablation=ablation.to(adapter.device))
     scores = method.node_scores(problem)
     found = smallest_k(lambda k: problem.scores(search_rows, keep_top(scores, k)).loss, index.size,
                        cfg.target_loss)
@@ -218,7 +230,7 @@ def measure_task(
     )
     if cfg.control:
         # Drori 2026: pruning can "solve" nonsense; the inverted-label control measures how easily.
-        control = Problem(adapter, index, ablation, train.swapped(), cfg.seed, cfg.show_progress)
+        control = dataclasses.replace(problem, train=train.swapped())
         c_scores = method.node_scores(control)
         c_search = search_rows.swapped()
         c_found = smallest_k(lambda k: control.scores(c_search, keep_top(c_scores, k)).loss, index.size,

@@ -84,3 +84,12 @@ def test_all_ones_and_all_zeros_gates_bracket_the_model(small_adapter, python_bp
     p = Problem(small_adapter, index, torch.zeros(index.size), rows, 0, show_progress=False)
     assert torch.equal(p.two_logits(rows, torch.ones(index.size)), p.two_logits(rows, None))
     assert not torch.equal(p.two_logits(rows, torch.zeros(index.size)), p.two_logits(rows, None))
+
+
+def test_mean_ablation_is_computed_only_when_a_task_is_pruned(tmp_path, small_adapter, monkeypatch):
+    monkeypatch.setenv("CIRCUITBENCH_CACHE", str(tmp_path / "cache"))
+    run(_cfg(tmp_path / "a", ablation="mean", min_accuracy=1.01), small_adapter)  # unsolved: not pruned
+    assert not (tmp_path / "cache").exists()
+    (summary,) = run(_cfg(tmp_path / "b", ablation="mean"), small_adapter)
+    assert len(list((tmp_path / "cache" / "ablation").glob("*.pt"))) == 1
+    assert summary["status"] in ("solved", "target_missed")
