@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from circuitbench.errors import ConfigError
+from circuitbench.validation import format_validation_error
 
 # The ten places AbsTopK can act (official inference/gpt.py, `maybe_activation_sparsity`).
 LOCTYPES = (
@@ -162,16 +163,5 @@ def load_config(path: Path) -> GPTConfig:
     try:
         return GPTConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"{path}: {format_validation_error(err)}") from err
+        raise ConfigError(format_validation_error(err, str(path), GPTConfig)) from err
 
-
-def format_validation_error(err: ValidationError) -> str:
-    """One readable line per pydantic error: `field.path: message (got value)`."""
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            parts.append(f"{loc}: unknown key; remove it or check its spelling")
-        else:
-            parts.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
-    return "; ".join(parts)

@@ -6,16 +6,14 @@ import difflib
 import functools
 import importlib.resources
 import logging
-import types
-import typing
 from pathlib import Path
-from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from circuitbench.errors import SpecError, TaskError
 from circuitbench.tasks.spec import TaskSpec
+from circuitbench.validation import format_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -80,57 +78,6 @@ def _unknown_task(name: str) -> str:
     )
 
 
-def _field_names_at(loc: tuple[int | str, ...]) -> list[str]:
-    """Field names of the model found by walking `loc` from TaskSpec (for 'did you mean' hints)."""
-    tp: Any = TaskSpec
-    for part in loc:
-        while typing.get_origin(tp) is typing.Annotated:
-            tp = typing.get_args(tp)[0]
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(str(part))
-            if field is None:
-                return []
-            tp = field.annotation
-            continue
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if typing.get_origin(tp) in (types.UnionType, typing.Union) and len(args) == 1:
-            tp = args[0]
-        if typing.get_origin(tp) in (list, tuple, dict) and typing.get_args(tp):
-            tp = typing.get_args(tp)[-1] if typing.get_origin(tp) is dict else typing.get_args(tp)[0]
-        else:
-            return []
-    while typing.get_origin(tp) is typing.Annotated:
-        tp = typing.get_args(tp)[0]
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return list(tp.model_fields)
-    return []
-
-
-def format_validation_error(err: ValidationError, where: str) -> str:
-    """One line per problem: `FILE: FIELD.PATH: what was expected (got ...)`."""
-    lines = []
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        path = ".".join(str(p) for p in loc)
-        if e["type"] == "value_error":
-            msg = str(e["ctx"]["error"]) if "ctx" in e else e["msg"]
-            for line in msg.splitlines():
-                lines.append(f"{where}: {path + ': ' if path else ''}{line}")
-            continue
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            allowed = _field_names_at(loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            msg = f"unknown field; allowed: {', '.join(allowed)}" if allowed else msg
-            if close:
-                msg += f" (did you mean {close[0]!r}?)"
-        elif e["type"] != "missing":
-            shown = repr(e["input"])
-            msg += f" (got {shown[:60] + '...' if len(shown) > 60 else shown})"
-        lines.append(f"{where}: {path}: {msg}")
-    return "\n".join(lines)
-
-
 @functools.lru_cache(maxsize=128)
 def _load_file(path: Path, mtime_ns: int, size: int) -> TaskSpec:
     where = _display(path)
@@ -148,7 +95,7 @@ def _load_file(path: Path, mtime_ns: int, size: int) -> TaskSpec:
     try:
         spec = TaskSpec.model_validate(data)
     except ValidationError as err:
-        raise SpecError(format_validation_error(err, where)) from None
+        raise SpecError(format_validation_error(err, where, TaskSpec)) from None
     if spec.name != path.stem:
         raise SpecError(f"{where}: name: {spec.name!r} must equal the file name {path.stem!r}")
     return spec
