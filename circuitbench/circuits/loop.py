@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,11 +21,12 @@ import circuitbench
 from circuitbench.circuits.ablation import AblationKind, corpus_mean, task_mean
 from circuitbench.circuits.masks import NodeIndex, keep_top
 from circuitbench.circuits.methods import Method, get_method
-from circuitbench.circuits.metrics import count_edges, count_nodes, faithfulness
-from circuitbench.circuits.problem import Problem, Rows
+from circuitbench.circuits.metrics import Scores, count_edges, count_nodes, faithfulness, score
+from circuitbench.circuits.problem import Calibration, Problem, Rows, fit_calibration
 from circuitbench.circuits.search import smallest_k
 from circuitbench.errors import CircuitbenchError
 from circuitbench.models.adapter import ModelAdapter
+from circuitbench.models.sae import SAEAdapter, load_saes, loss_recovered
 from circuitbench.results.schema import Provenance
 from circuitbench.results.store import read_unit, unit_path, write_summary, write_unit
 
@@ -35,6 +38,8 @@ class RunConfig:
     """What `circuitbench run` does; every field is a CLI flag."""
 
     model: str = "tiny-sparse"
+    saes: list[str] = field(default_factory=list)
+    """SAE directories or Hub ids to splice into the model (`--sae`); its sites become their latents."""
     tasks: list[str] = field(default_factory=lambda: ["all"])
     method: str = "learned_mask"
     method_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -49,6 +54,8 @@ class RunConfig:
     control: bool = True
     search_examples: int = 512
     """Train-split examples the bisection evaluates (both members of each pair)."""
+    calibrate: bool = False
+    """Fit a scale and shift of the final logits to each circuit (16 LBFGS steps) before scoring it."""
     show_progress: bool = True
 
 
@@ -95,6 +102,39 @@ class _CorpusMean:
         return self._means
 
 
+class _Phases:
+    """Wall time per phase of one task, recorded as `time.<phase>_s` measurements."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+    def rows(self) -> list[tuple[str, str, float]]:
+        return [("", f"time.{k}_s", v) for k, v in self.seconds.items()]
+
+
+def _circuit_scorer(
+    problem: Problem, rows: Rows, calibrate: bool
+) -> Callable[[Tensor], tuple[Scores, Calibration | None]]:
+    """Scores of a gate vector on `rows`, after fitting a calibration to them when asked."""
+
+    def at(gates: Tensor) -> tuple[Scores, Calibration | None]:
+        two = problem.two_logits(rows, gates)
+        if not calibrate:
+            return score(two), None
+        cal = fit_calibration(two, rows)
+        return score(cal.apply(two, rows)), cal
+
+    return at
+
+
 def resolve_tasks(names: list[str]) -> list[str]:
     """Expand 'all' and check every name (NAME:inverted included) exists."""
     from circuitbench.tasks.load import get_task, spec_names
@@ -133,6 +173,9 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None) -> list[dict[str, A
     tasks = resolve_tasks(cfg.tasks)
     method = get_method(cfg.method, **cfg.method_kwargs)
     adapter = adapter or circuitbench.load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    if cfg.saes:  # the SAE-augmented model's results are filed under a name of their own
+        adapter = load_saes(adapter, cfg.saes)
+        cfg = dataclasses.replace(cfg, model=cfg.model + adapter.suffix)
     index = NodeIndex.of(adapter)
     corpus = _CorpusMean(adapter, index)
     summaries: list[dict[str, Any]] = []
@@ -157,7 +200,7 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None) -> list[dict[str, A
             method=method.name, method_kwargs=method.hyperparameters(), target_loss=cfg.target_loss,
             ablation=cfg.ablation, ablation_corpus=corpus.key, seed=cfg.seed,
             device=str(adapter.device), dtype=str(adapter.dtype).removeprefix("torch."),
-            started_at=started, wall_s=summary["wall_s"],
+            started_at=started, wall_s=summary["wall_s"], saes=adapter.provenance.get("saes"),
         )
         base = dict(model=cfg.model, task=task, task_hash=train.task_hash, method=method.name, seed=cfg.seed)
         write_unit(path, [dict(base, split=s, metric=m, value=float(v)) for s, m, v in rows], summary, prov)
@@ -185,40 +228,57 @@ def measure_task(
         summary["status"] = "unsolved"
         log.warning("%s: no usable examples for this tokenizer (%s)", test_enc.task, test_enc.drop_reasons)
         return rows, summary
+    phases = _Phases()
     # the search sees a fixed, seeded subset of the train split, whole pairs only
     gen = torch.Generator().manual_seed(cfg.seed)
     n_pairs = min(len(train) // 2, cfg.search_examples // 2)
     pairs = torch.randperm(len(train) // 2, generator=gen)[:n_pairs]
     search_rows = train.take(torch.stack([2 * pairs, 2 * pairs + 1], 1).flatten().to(adapter.device))
     # the full model ignores ablation values; they are computed only for tasks that get pruned
-    problem = Problem(adapter, index, torch.zeros(index.size, device=adapter.device), train, cfg.seed,
+    problem = Problem(adapter, index, torch.zeros(index.value_size, device=adapter.device), train, cfg.seed,
                       cfg.show_progress)
-    full_test, full_train = problem.scores(test, None), problem.scores(search_rows, None)
+    with phases("full_model"):
+        full_test, full_train = problem.scores(test, None), problem.scores(search_rows, None)
     rows += [("test", k, v) for k, v in full_test.as_dict("full").items()]
     rows += [("train", k, v) for k, v in full_train.as_dict("full").items()]
+    if isinstance(adapter, SAEAdapter):  # SAEBench's loss recovered, on every task, pruned or not
+        rows += [("test", k, v) for k, v in loss_recovered(adapter, test).items()]
     summary.update(full_accuracy=full_test.accuracy, full_loss=full_test.loss)
     if full_test.accuracy < cfg.min_accuracy:
         summary["status"] = "unsolved"
         log.info("%s: full-model accuracy %.3f < %.2f; not pruned", test_enc.task, full_test.accuracy,
                  cfg.min_accuracy)
-        return rows, summary
+        return rows + phases.rows(), summary
 
-    if cfg.ablation == "mean":
-        ablation = corpus()
-    elif cfg.ablation == "task-mean":
-        ablation = task_mean(adapter, index, train)
-    else:
-        ablation = torch.zeros(index.size)
+    with phases("ablation_values"):
+        if cfg.ablation == "mean":
+            ablation = corpus()
+        elif cfg.ablation == "task-mean":
+            ablation = task_mean(adapter, index, train)
+        else:
+            ablation = torch.zeros(index.value_size)
     problem = dataclasses.replace(problem, ablation=ablation.to(adapter.device))
-    scores = method.node_scores(problem)
-    found = smallest_k(lambda k: problem.scores(search_rows, keep_top(scores, k)).loss, index.size,
-                       cfg.target_loss)
-    gates = keep_top(scores, found.k)
+    on_search = _circuit_scorer(problem, search_rows, cfg.calibrate)
+    with phases("method"):
+        scores = method.node_scores(problem)
+    with phases("search"):
+        found = smallest_k(lambda k: on_search(keep_top(scores, k))[0].loss, index.size, cfg.target_loss)
+        gates = keep_top(scores, found.k)
+        calibration = on_search(gates)[1]
     sizes = {**count_nodes(index, gates), **count_edges(adapter, index, gates)}
     rows += [("", k, v) for k, v in sizes.items()]
     rows += [("train", "circuit.loss", found.loss), ("train", "search.evaluations", found.evaluations)]
-    suff, nec = problem.scores(test, gates), problem.scores(test, 1.0 - gates)
-    empty = problem.scores(test, torch.zeros(index.size, device=adapter.device))
+    with phases("measure"):
+        suff_two = problem.two_logits(test, gates)
+        suff = score(suff_two)
+        if calibration is not None:
+            # the circuit is scored with the calibration fitted to it on the train split
+            rows += [("test", k, v) for k, v in suff.as_dict("sufficiency_uncalibrated").items()]
+            rows += [("", "calibration.scale", calibration.scale)]
+            rows += [("", f"calibration.shift.{t}", v) for t, v in calibration.shift.items()]
+            suff = score(calibration.apply(suff_two, test))
+        nec = problem.scores(test, 1.0 - gates)
+        empty = problem.scores(test, torch.zeros(index.size, device=adapter.device))
     rows += [("test", k, v) for k, v in {**suff.as_dict("sufficiency"), **nec.as_dict("necessity"),
                                           **empty.as_dict("empty")}.items()]
     f = faithfulness(suff.logit_diff, full_test.logit_diff, empty.logit_diff)
@@ -231,12 +291,13 @@ def measure_task(
     if cfg.control:
         # Drori 2026: pruning can "solve" nonsense; the inverted-label control measures how easily.
         control = dataclasses.replace(problem, train=train.swapped())
-        c_scores = method.node_scores(control)
         c_search = search_rows.swapped()
-        c_found = smallest_k(lambda k: control.scores(c_search, keep_top(c_scores, k)).loss, index.size,
-                             cfg.target_loss)
+        on_control = _circuit_scorer(control, c_search, cfg.calibrate)
+        with phases("control"):
+            c_scores = method.node_scores(control)
+            c_found = smallest_k(lambda k: on_control(keep_top(c_scores, k))[0].loss, index.size,
+                                 cfg.target_loss)
         rows += [("", "control.nodes", c_found.k), ("train", "control.loss", c_found.loss),
                  ("", "control.met_target", float(c_found.met_target))]
         summary.update(control_nodes=c_found.k, control_met_target=c_found.met_target)
-    return rows, summary
-
+    return rows + phases.rows(), summary

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from circuitbench.circuits.masks import NodeIndex, gate_hook
-from circuitbench.circuits.metrics import Scores, answer_logits, score
+from circuitbench.circuits.metrics import Scores, answer_logits, score, task_loss
 from circuitbench.models.adapter import ModelAdapter
 
 
@@ -69,3 +69,50 @@ class Problem:
     def scores(self, rows: Rows, gates: Tensor | None) -> Scores:
         """Loss, accuracy and logit difference with the given gates."""
         return score(self.two_logits(rows, gates))
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """A scale and shift of the final logits, fitted to one circuit (Gao et al. 2025, App.: optional).
+
+    logits'[t] = scale * logits[t] + shift[t] for the task's candidate tokens t. The scale is kept positive
+    (a negative one would let calibration alone flip every answer, "solving" the inverted control), and a
+    shift per candidate token can't favour the correct answer of both members of a pair, since each
+    candidate is correct in one member and wrong in the other.
+    """
+
+    scale: float
+    shift: dict[int, float]
+
+    def apply(self, two: Tensor, rows: Rows) -> Tensor:
+        """Calibrated [N, 2] candidate logits."""
+        b = torch.zeros(max(max(self.shift, default=0), int(rows.correct.max()), int(rows.incorrect.max())) + 1,
+                        device=two.device)
+        for tok, v in self.shift.items():
+            b[tok] = v
+        return self.scale * two + torch.stack([b[rows.correct.to(two.device)], b[rows.incorrect.to(two.device)]], 1)
+
+
+def fit_calibration(two: Tensor, rows: Rows, steps: int = 16) -> Calibration:
+    """Fit scale and per-candidate shift to minimise the mean task loss of [N, 2] logits by LBFGS."""
+    tokens = torch.unique(torch.cat([rows.correct, rows.incorrect])).tolist()
+    col = {t: i for i, t in enumerate(tokens)}
+    ci = torch.tensor([col[int(t)] for t in rows.correct.tolist()], device=two.device)
+    ii = torch.tensor([col[int(t)] for t in rows.incorrect.tolist()], device=two.device)
+    two = two.detach().float()
+    log_scale = torch.zeros((), device=two.device, requires_grad=True)
+    shift = torch.zeros(len(tokens), device=two.device, requires_grad=True)
+    opt = torch.optim.LBFGS([log_scale, shift], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        cal = log_scale.exp() * two + torch.stack([shift[ci], shift[ii]], 1)
+        loss = task_loss(cal).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    s = float(log_scale.detach().exp())
+    if not torch.isfinite(torch.tensor(s)) or not torch.isfinite(shift).all():
+        return Calibration(1.0, {t: 0.0 for t in tokens})
+    return Calibration(s, {t: float(v) for t, v in zip(tokens, shift.detach().tolist(), strict=True)})

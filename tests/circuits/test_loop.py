@@ -93,3 +93,40 @@ def test_mean_ablation_is_computed_only_when_a_task_is_pruned(tmp_path, small_ad
     (summary,) = run(_cfg(tmp_path / "b", ablation="mean"), small_adapter)
     assert len(list((tmp_path / "cache" / "ablation").glob("*.pt"))) == 1
     assert summary["status"] in ("solved", "target_missed")
+
+
+def test_calibration_recovers_a_known_scale_and_shift_and_cannot_flip_answers():
+    from circuitbench.circuits.metrics import score
+    from circuitbench.circuits.problem import Rows, fit_calibration
+
+    g = torch.Generator().manual_seed(0)
+    n = 200
+    # pairs: token 5 correct in even rows, token 7 in odd rows; true logit diff +2 with noise
+    correct = torch.tensor([5, 7] * (n // 2))
+    incorrect = torch.tensor([7, 5] * (n // 2))
+    rows = Rows(torch.zeros(n, 1, dtype=torch.long), torch.zeros(n, dtype=torch.long), correct, incorrect)
+    clean = torch.stack([2.0 + 0.3 * torch.randn(n, generator=g), torch.zeros(n)], 1)
+    # the circuit's logits: squashed by 0.1 and offset towards token 7 by 0.15
+    bias = torch.where(correct == 7, 0.15, 0.0), torch.where(incorrect == 7, 0.15, 0.0)
+    squashed = 0.1 * clean + torch.stack(bias, 1)
+    cal = fit_calibration(squashed, rows)
+    assert score(cal.apply(squashed, rows)).loss < score(squashed).loss
+    assert cal.scale > 5  # undoes the squashing (the loss keeps rewarding confidence, so larger is fine)
+    assert cal.shift[7] - cal.shift[5] < 0  # undoes the offset towards token 7
+    # inverted labels: calibration must not be able to flip the model into solving them
+    swapped = Rows(rows.tokens, rows.last, incorrect, correct)
+    inv = squashed.flip(1)
+    inv_cal = fit_calibration(inv, swapped)
+    assert inv_cal.scale > 0
+    flipped = score(inv_cal.apply(inv, swapped))
+    assert flipped.accuracy <= 0.5 and flipped.loss >= math.log(2) - 1e-3  # chance at best
+
+
+def test_calibrated_run_records_the_calibration_and_phase_times(tmp_path, small_adapter):
+    (summary,) = run(_cfg(tmp_path, calibrate=True, target_loss=0.69), small_adapter)
+    table, _, _ = read_unit(next(tmp_path.glob("small/*.parquet")))
+    values = dict(zip(table.column("metric").to_pylist(), table.column("value").to_pylist(), strict=False))
+    if summary["status"] != "unsolved":
+        assert values["calibration.scale"] > 0
+        assert "sufficiency_uncalibrated.loss" in values
+    assert values["time.full_model_s"] > 0 and values["time.method_s"] > 0 and values["time.control_s"] > 0
