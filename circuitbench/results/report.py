@@ -1,0 +1,113 @@
+"""Reading a results directory back: every unit's summary, per-model headlines, and model comparisons.
+
+`circuitbench run` writes one Parquet file per (model, task, method, seed) unit; this module is what turns a
+directory of them (several models and methods may share one `--out`) into the comparisons people report:
+circuit sizes per task side by side, and the paper's headline, the ratio of geometric-mean edge counts over
+the tasks both models solve.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from circuitbench.errors import CircuitbenchError
+from circuitbench.results.store import read_unit
+
+log = logging.getLogger(__name__)
+
+
+def collect(out: Path) -> list[dict[str, Any]]:
+    """The summary row of every unit file under `out`, in a stable order (model, task, method, seed).
+
+    Raises:
+        CircuitbenchError: when `out` holds no result files.
+    """
+    files = sorted(Path(out).glob("*/*.parquet"))
+    if not files:
+        raise CircuitbenchError(f"{out}: no result files (expected {out}/MODEL/TASK.METHOD.seedN.parquet); "
+                                "run `circuitbench run --out DIR` first")
+    rows = []
+    for path in files:
+        _, summary, prov = read_unit(path)
+        rows.append({**summary, "model": prov.model, "weights_sha256": prov.weights_sha256})
+    return sorted(rows, key=lambda r: (r["model"], r["task"], r["method"], r["seed"]))
+
+
+def geomean(values: list[float]) -> float:
+    """Geometric mean of positive values (zero counts as 1: a circuit of no edges is the smallest there is)."""
+    if not values:
+        return float("nan")
+    return math.exp(sum(math.log(max(v, 1.0)) for v in values) / len(values))
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Model `a` against model `b` over the tasks both solved (same method and seed)."""
+
+    a: str
+    b: str
+    method: str
+    tasks: tuple[str, ...]
+    """Tasks solved by both and pruned to the target by both."""
+    geomean_edges_a: float
+    geomean_edges_b: float
+    geomean_nodes_a: float
+    geomean_nodes_b: float
+
+    @property
+    def edge_ratio(self) -> float:
+        """Geometric-mean edges of b over those of a (the paper: dense over sparse, about 16)."""
+        return self.geomean_edges_b / self.geomean_edges_a if self.tasks else float("nan")
+
+
+def compare(rows: list[dict[str, Any]], a: str, b: str, method: str = "learned_mask", seed: int = 0) -> Comparison:
+    """Compare two models' circuits on the tasks both solved.
+
+    Raises:
+        CircuitbenchError: when either model has no results for this method and seed.
+    """
+    by_model: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        if r["method"] == method and r["seed"] == seed:
+            by_model.setdefault(r["model"], {})[r["task"]] = r
+    for m in (a, b):
+        if m not in by_model:
+            raise CircuitbenchError(f"no {method} seed {seed} results for model {m!r}; results hold "
+                                    f"{', '.join(sorted(by_model)) or '(none)'}")
+    both = tuple(t for t, r in by_model[a].items()
+                 if r["status"] == "solved" and by_model[b].get(t, {}).get("status") == "solved")
+    ra, rb = by_model[a], by_model[b]
+    return Comparison(
+        a, b, method, both,
+        geomean([ra[t]["edges"] for t in both]), geomean([rb[t]["edges"] for t in both]),
+        geomean([ra[t]["nodes"] for t in both]), geomean([rb[t]["nodes"] for t in both]),
+    )
+
+
+def headline(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (model, method, seed): tasks solved, geometric means of nodes and edges over them."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["method"], r["seed"]), []).append(r)
+    out = []
+    for (model, method, seed), rs in groups.items():
+        solved = [r for r in rs if r["status"] == "solved"]
+        out.append({"model": model, "method": method, "seed": seed, "tasks": len(rs), "solved": len(solved),
+                    "geomean nodes": geomean([r["nodes"] for r in solved]),
+                    "geomean edges": geomean([r["edges"] for r in solved])})
+    return out
+
+
+def side_by_side(rows: list[dict[str, Any]], models: list[str], method: str = "learned_mask",
+                 seed: int = 0) -> list[dict[str, Any]]:
+    """Per task: each model's status and edges (blank where unsolved)."""
+    table: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["model"] in models and r["method"] == method and r["seed"] == seed:
+            cell = r["edges"] if r["status"] == "solved" else r["status"]
+            table.setdefault(r["task"], {"task": r["task"]})[f"{r['model']} edges"] = cell
+    return [table[t] for t in sorted(table)]
