@@ -13,7 +13,11 @@ __all__ = ["__version__", "load_model"]
 
 
 def load_model(
-    path_or_id: str, device: str = "auto", dtype: Any = None, revision: str | None = None
+    path_or_id: str,
+    device: str = "auto",
+    dtype: Any = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
 ) -> ModelAdapter:
     """Load a model directory, bundled model name or Hub id as a `ModelAdapter`.
 
@@ -22,6 +26,8 @@ def load_model(
         device: "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
         dtype: torch dtype or its name ("float32", "bfloat16"); None keeps float32.
         revision: Hub revision (branch, tag or commit), for Hub ids only.
+        trust_remote_code: allow running a Hub repository's own model code (never implied); needed
+            only for layouts the native loaders do not recognise.
 
     Returns:
         The model behind the adapter protocol of `circuitbench.models.adapter`.
@@ -31,4 +37,4 @@ def load_model(
     """
     from circuitbench.models.hub import load_model as _load
 
-    return _load(path_or_id, device=device, dtype=dtype, revision=revision)
+    return _load(path_or_id, device=device, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code)

@@ -30,15 +30,23 @@ def _print_table(rows: list[dict[str, object]], fmt: str, floatfmt: str = ".4g")
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="describe a model: shapes, parameter counts, sparsity")
     p.add_argument("model", help="model directory, bundled name, or Hub id")
+    _add_hub_flags(p)
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(handler=_cmd_inspect)
+
+
+def _add_hub_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--revision", default=None, help="Hub branch, tag or commit (Hub ids only; default main)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let a Hub repository's own model code run (never implied); only for layouts the "
+                        "native loaders do not recognise")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from circuitbench.models.hub import load_model
     from circuitbench.models.inspect import describe
 
-    adapter = load_model(args.model, device="cpu")
+    adapter = load_model(args.model, device="cpu", revision=args.revision, trust_remote_code=args.trust_remote_code)
     summary, matrices = describe(adapter)
     if args.format == "json":
         print(json.dumps({"model": summary, "weights": matrices}, indent=2, default=str))
@@ -110,7 +118,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="find and measure the smallest circuit of every task")
-    p.add_argument("--model", default="tiny-sparse", help="bundled name or model directory")
+    p.add_argument("--model", default="tiny-sparse", help="bundled name, model directory or Hub id (owner/name)")
+    _add_hub_flags(p)
     p.add_argument("--tasks", default="all", help="comma-separated task names (NAME:inverted too), or all")
     p.add_argument("--method", default="learned-mask", help="learned-mask | random")
     p.add_argument("--steps", type=int, default=None, help="learned-mask optimizer steps")
@@ -137,7 +146,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     method_kwargs=kwargs, target_loss=args.target_loss, ablation=args.ablation,
                     seed=args.seed, device=args.device, dtype=args.dtype, out=args.out, force=args.force,
                     min_accuracy=args.min_accuracy, control=not args.no_control,
-                    show_progress=not args.quiet)
+                    show_progress=not args.quiet, revision=args.revision, trust_remote_code=args.trust_remote_code)
     summaries = run(cfg)
     rows = [{"task": s["task"], "status": s["status"], "full acc": s.get("full_accuracy"),
              "nodes": s.get("nodes"), "edges": s.get("edges"), "suff loss": s.get("sufficiency_loss"),

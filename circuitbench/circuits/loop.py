@@ -38,6 +38,10 @@ class RunConfig:
     """What `circuitbench run` does; every field is a CLI flag."""
 
     model: str = "tiny-sparse"
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) when `model` is a Hub id."""
+    trust_remote_code: bool = False
+    """Let a Hub repository's own model code run (--trust-remote-code); never implied."""
     saes: list[str] = field(default_factory=list)
     """SAE directories or Hub ids to splice into the model (`--sae`); its sites become their latents."""
     tasks: list[str] = field(default_factory=lambda: ["all"])
@@ -172,7 +176,8 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None) -> list[dict[str, A
 
     tasks = resolve_tasks(cfg.tasks)
     method = get_method(cfg.method, **cfg.method_kwargs)
-    adapter = adapter or circuitbench.load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    adapter = adapter or circuitbench.load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, revision=cfg.revision,
+                                                 trust_remote_code=cfg.trust_remote_code)
     if cfg.saes:  # the SAE-augmented model's results are filed under a name of their own
         adapter = load_saes(adapter, cfg.saes)
         cfg = dataclasses.replace(cfg, model=cfg.model + adapter.suffix)
@@ -195,7 +200,7 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None) -> list[dict[str, A
         summary["wall_s"] = time.perf_counter() - t0
         prov = Provenance(
             circuitbench_version=circuitbench.__version__, git_commit=_git_commit(), model=cfg.model,
-            model_revision=adapter.provenance.get("revision"),
+            model_revision=adapter.provenance.get("commit") or adapter.provenance.get("revision"),
             weights_sha256=adapter.provenance.get("weights_sha256"), task=task, task_hash=train.task_hash,
             method=method.name, method_kwargs=method.hyperparameters(), target_loss=cfg.target_loss,
             ablation=cfg.ablation, ablation_corpus=corpus.key, seed=cfg.seed,

@@ -1,19 +1,51 @@
-"""Model resolution: a bundled short name or a local directory becomes a `ModelAdapter`."""
+"""Model resolution: a local directory, a bundled short name or a Hub id becomes a `ModelAdapter`.
+
+Hub ids (`owner/name`) are fetched with `huggingface_hub.snapshot_download` into the Hugging Face cache,
+taking only configuration, tokenizer and weight files (plus `*.py` with `trust_remote_code`).
+huggingface_hub reads `HF_HUB_OFFLINE`, `HF_HOME` and `HF_HUB_CACHE` once, when it is imported
+(DESIGN.md section 5); this module reads them again at every call, so setting them later still counts.
+
+The format is detected from the files: the released circuit-sparsity format (`beeg_config.json`), the
+Hub's `openai/circuit-sparsity` layout (`config.json` of model_type circuitgpt, see `circuitgpt.py`), or
+a standard transformers causal LM (`hf.py`). The `--trust-remote-code` gate lives here and in
+`circuitgpt.py`: repository code runs only when the caller asks for it.
+"""
 
 from __future__ import annotations
 
 import difflib
 import logging
+import os
+import re
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from circuitbench.errors import ModelNotFoundError
 from circuitbench.models.adapter import ModelAdapter
+from circuitbench.models.circuitgpt import HF_CONFIG_FILE, is_circuitgpt_dir, load_circuitgpt
 from circuitbench.models.native import CONFIG_FILE, load_native
 
 log = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Files a model needs: configs and tokenizers (json, txt merges, sentencepiece, tiktoken) and weights.
+ALLOW_PATTERNS = [
+    "*.json", "*.txt", "*.model", "*.tiktoken", "vocab.bpe", "*.safetensors", "*.bin", "*.pt", "*.pth",
+]
+# Weights of other frameworks and training state: never needed, sometimes large.
+IGNORE_PATTERNS = [
+    "optimizer*", "scheduler*", "rng_state*", "training_args.bin", "*.msgpack", "*.h5", "*.onnx", "*.ot",
+    "*.gguf", "onnx/*", "flax_model*", "tf_model*", "*/*",
+]
+FORMATS = (
+    f"released circuit-sparsity: {CONFIG_FILE} + final_model.pt (or model.safetensors); "
+    f"Hub circuit-sparsity: {HF_CONFIG_FILE} with model_type circuitgpt (or GPTConfig keys) + "
+    "model.safetensors / pytorch_model.bin / *.pt + tokenizer.json; "
+    f"transformers causal LM: {HF_CONFIG_FILE} with model_type + model.safetensors or pytorch_model.bin"
+)
 
 
 def bundled_models() -> dict[str, Path]:
@@ -24,8 +56,13 @@ def bundled_models() -> dict[str, Path]:
     return {p.name: p for p in sorted(root.iterdir()) if (p / CONFIG_FILE).is_file()}
 
 
+def is_hub_id(arg: str) -> bool:
+    """Whether an argument has the shape of a Hub repository id, `owner/name`."""
+    return bool(_HUB_ID.match(arg)) and ".." not in arg
+
+
 def resolve_model_dir(path_or_id: str) -> Path:
-    """Find the directory behind a model argument: a local path first, then a bundled name.
+    """Find the local directory behind a model argument: a path first, then a bundled name.
 
     Raises:
         ModelNotFoundError: naming what was tried, the bundled names and the closest match.
@@ -42,8 +79,141 @@ def resolve_model_dir(path_or_id: str) -> Path:
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ModelNotFoundError(
         f"{path_or_id}: no such directory and no bundled model of that name.{hint} "
-        f"Bundled models: {', '.join(bundled) or '(none)'}."
+        f"Bundled models: {', '.join(bundled) or '(none)'}. A Hub id has the form owner/name."
     )
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face cache as the environment names it now, resolved as huggingface_hub does at import.
+
+    HF_HUB_CACHE, then HUGGINGFACE_HUB_CACHE, then HF_HOME/hub, then XDG_CACHE_HOME/huggingface/hub,
+    then ~/.cache/huggingface/hub.
+    """
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set now (or was when huggingface_hub was imported)."""
+    if "HF_HUB_OFFLINE" in os.environ:
+        return os.environ["HF_HUB_OFFLINE"].strip().upper() in {"1", "ON", "YES", "TRUE"}
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def download_model(
+    repo_id: str, revision: str | None = None, trust_remote_code: bool = False
+) -> tuple[Path, dict[str, Any]]:
+    """Fetch (or find in the cache) a Hub model's snapshot.
+
+    Args:
+        repo_id: `owner/name`.
+        revision: branch, tag or commit (default: main).
+        trust_remote_code: also fetch the repository's `*.py` files.
+
+    Returns:
+        The snapshot directory, and provenance: `repo_id`, `revision` (as asked) and `commit` (resolved).
+
+    Raises:
+        ModelNotFoundError: when the repo, revision or cached copy is missing, gated, or unreachable,
+            saying which and how to fix it.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import (
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    cache, offline = hub_cache_dir(), hub_offline()
+    rev = revision or "main"
+    allow = ALLOW_PATTERNS + (["*.py"] if trust_remote_code else [])
+    where = f"{repo_id} (revision {rev})"
+    try:
+        folder = snapshot_download(repo_id, revision=rev, cache_dir=cache, local_files_only=offline,
+                                   allow_patterns=allow, ignore_patterns=IGNORE_PATTERNS)
+    except GatedRepoError as err:
+        raise ModelNotFoundError(
+            f"{where}: the repository is gated. Accept its terms at https://huggingface.co/{repo_id} and log "
+            "in (`hf auth login`, or set HF_TOKEN)."
+        ) from err
+    except RevisionNotFoundError as err:
+        raise ModelNotFoundError(
+            f"{where}: the Hub has no revision {rev!r} in this repository; --revision takes a branch, tag or "
+            "commit hash."
+        ) from err
+    except RepositoryNotFoundError as err:
+        raise ModelNotFoundError(
+            f"{repo_id}: no such repository on the Hub, or it is private (log in with `hf auth login` or set "
+            f"HF_TOKEN), and no local directory of that name."
+        ) from err
+    except LocalEntryNotFoundError as err:
+        raise ModelNotFoundError(_not_cached_message(repo_id, rev, cache, offline, err)) from err
+    except HFValidationError as err:
+        raise ModelNotFoundError(f"{repo_id}: not a valid Hub repository id ({err})") from err
+    except (HfHubHTTPError, OSError) as err:
+        raise ModelNotFoundError(
+            f"{where}: download failed ({type(err).__name__}: {str(err)[:300]}). Check the connection, or "
+            f"set HF_HUB_OFFLINE=1 to use the cache at {cache}."
+        ) from err
+    snapshot = Path(folder)
+    return snapshot, {"repo_id": repo_id, "revision": rev, "commit": snapshot.name}
+
+
+def _not_cached_message(repo_id: str, rev: str, cache: Path, offline: bool, err: Exception) -> str:
+    from huggingface_hub.constants import REPO_ID_SEPARATOR
+
+    storage = cache / ("models" + REPO_ID_SEPARATOR + repo_id.replace("/", REPO_ID_SEPARATOR))
+    refs = storage / "refs"
+    cached = sorted(str(p.relative_to(refs)) for p in refs.rglob("*") if p.is_file()) if refs.is_dir() else []
+    snaps = sorted(p.name for p in (storage / "snapshots").iterdir()) if (storage / "snapshots").is_dir() else []
+    have = (f" Cached: refs {', '.join(cached) or '(none)'}; snapshots {', '.join(snaps) or '(none)'}."
+            if storage.is_dir() else "")
+    fetch = f"`hf download {repo_id} --revision {rev}`"
+    if offline:
+        return (f"{repo_id} (revision {rev}): no local directory of that name, not in the Hugging Face cache at "
+                f"{cache}, and HF_HUB_OFFLINE=1 forbids downloading.{have} Download it while online with "
+                f"{fetch} (same HF_HUB_CACHE/HF_HOME), or unset HF_HUB_OFFLINE.")
+    return (f"{repo_id} (revision {rev}): the Hub could not be reached and the model is not in the cache at "
+            f"{cache}.{have} Check the connection (or a proxy), then retry or run {fetch}. ({err})")
+
+
+def detect_format(directory: Path) -> str:
+    """Name the format of a model directory: "circuit-sparsity", "circuit-sparsity-hub" or "transformers".
+
+    Raises:
+        ModelNotFoundError: listing the files found and what each format needs.
+    """
+    if (directory / CONFIG_FILE).is_file():
+        return "circuit-sparsity"
+    if is_circuitgpt_dir(directory):
+        return "circuit-sparsity-hub"
+    if _is_transformers_dir(directory):
+        return "transformers"
+    found = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+    raise ModelNotFoundError(
+        f"{directory}: not a model directory this version can load. Files present: "
+        f"{', '.join(found[:50]) or '(none)'}{' ...' if len(found) > 50 else ''}. Formats and the files each "
+        f"needs: {FORMATS}."
+    )
+
+
+def _is_transformers_dir(directory: Path) -> bool:
+    try:
+        from circuitbench.models.hf import is_transformers_dir
+    except ImportError:
+        # The transformers adapter is not part of this build; recognise the layout to say so.
+        return (directory / HF_CONFIG_FILE).is_file()
+    return bool(is_transformers_dir(directory))
 
 
 def load_model(
@@ -51,24 +221,39 @@ def load_model(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
+    trust_remote_code: bool = False,
 ) -> ModelAdapter:
-    """Load a model by bundled name or directory; see `circuitbench.load_model`.
+    """Load a model by directory, bundled name or Hub id; see `circuitbench.load_model`.
 
     Raises:
         ModelNotFoundError: when nothing matches, or the directory holds no known model format.
+        CheckpointError: when weights do not fit the config (listing keys; offering --trust-remote-code).
     """
-    directory = resolve_model_dir(path_or_id)
-    if (directory / CONFIG_FILE).is_file():
+    revision_info: dict[str, Any] | None = None
+    path = Path(path_or_id).expanduser()
+    if path.is_dir() or path.exists() or path_or_id in bundled_models() or not is_hub_id(path_or_id):
+        directory = resolve_model_dir(path_or_id)
         if revision is not None:
             log.warning("revision=%s ignored: %s is a local directory", revision, directory)
-        return load_native(directory, device=device, dtype=dtype, name=_display_name(path_or_id, directory))
-    found = sorted(p.name for p in directory.iterdir())
-    raise ModelNotFoundError(
-        f"{directory}: not a model directory this version can load. A released circuit-sparsity model "
-        f"has {CONFIG_FILE} and final_model.pt (or model.safetensors). Files present: "
-        f"{', '.join(found) or '(none)'}."
-    )
-
-
-def _display_name(arg: str, directory: Path) -> str:
-    return arg if arg in bundled_models() else directory.name
+        name = path_or_id if path_or_id in bundled_models() else directory.name
+    else:
+        directory, revision_info = download_model(path_or_id, revision, trust_remote_code)
+        name = path_or_id
+    fmt = detect_format(directory)
+    if fmt == "circuit-sparsity":
+        adapter: ModelAdapter = load_native(directory, device=device, dtype=dtype, name=name)
+        adapter.provenance.update(revision_info or {})
+        return adapter
+    if fmt == "circuit-sparsity-hub":
+        return load_circuitgpt(directory, device=device, dtype=dtype, name=name,
+                               trust_remote_code=trust_remote_code, revision_info=revision_info)
+    try:
+        from circuitbench.models.hf import load_transformers
+    except ImportError as err:
+        raise ModelNotFoundError(
+            f"{directory}: a transformers model ({HF_CONFIG_FILE}), but this build has no transformers adapter "
+            "(circuitbench.models.hf)."
+        ) from err
+    adapter = load_transformers(directory, device=device, dtype=dtype, name=name,
+                                trust_remote_code=trust_remote_code, revision_info=revision_info)
+    return adapter
