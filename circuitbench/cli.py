@@ -120,6 +120,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="find and measure the smallest circuit of every task")
     p.add_argument("--model", default="tiny-sparse", help="bundled name, model directory or Hub id (owner/name)")
     _add_hub_flags(p)
+    p.add_argument("--sae", default=None, metavar="PATH[,PATH...]",
+                   help="splice SAELens-format SAEs (directories or Hub ids) into the model and prune their latents")
     p.add_argument("--tasks", default="all", help="comma-separated task names (NAME:inverted too), or all")
     p.add_argument("--method", default="learned-mask", help="learned-mask | random")
     p.add_argument("--steps", type=int, default=None, help="learned-mask optimizer steps")
@@ -128,6 +130,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-accuracy", type=float, default=0.9,
                    help="tasks the full model solves below this accuracy are reported, not pruned")
     p.add_argument("--no-control", action="store_true", help="skip the inverted-label control")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit a scale and shift of the final logits to each circuit (16 LBFGS steps) before scoring")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
@@ -142,10 +146,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from circuitbench.circuits.loop import RunConfig, geometric_means, run
 
     kwargs = {"steps": args.steps} if args.steps is not None else {}
-    cfg = RunConfig(model=args.model, tasks=args.tasks.split(","), method=args.method.replace("-", "_"),
+    cfg = RunConfig(model=args.model, saes=args.sae.split(",") if args.sae else [],
+                    tasks=args.tasks.split(","), method=args.method.replace("-", "_"),
                     method_kwargs=kwargs, target_loss=args.target_loss, ablation=args.ablation,
                     seed=args.seed, device=args.device, dtype=args.dtype, out=args.out, force=args.force,
-                    min_accuracy=args.min_accuracy, control=not args.no_control,
+                    min_accuracy=args.min_accuracy, control=not args.no_control, calibrate=args.calibrate,
                     show_progress=not args.quiet, revision=args.revision, trust_remote_code=args.trust_remote_code)
     summaries = run(cfg)
     rows = [{"task": s["task"], "status": s["status"], "full acc": s.get("full_accuracy"),
@@ -254,11 +259,52 @@ def _cmd_tasks_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- report --------------------------------------------------------------------------------------
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="summarise a results directory; compare two models' circuit sizes")
+    p.add_argument("--out", type=Path, default=Path("results"), help="results directory of `circuitbench run`")
+    p.add_argument("--compare", metavar="SPARSE,DENSE", default=None,
+                   help="two model names: circuit sizes side by side and the ratio of geometric-mean edges "
+                        "over the tasks both solve")
+    p.add_argument("--method", default="learned-mask")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(handler=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from circuitbench.results.report import collect, compare, headline, side_by_side
+
+    rows = collect(args.out)
+    method = args.method.replace("-", "_")
+    if args.compare is None:
+        _print_table(headline(rows), args.format, floatfmt=".1f")
+        return 0
+    models = [m.strip() for m in args.compare.split(",")]
+    if len(models) != 2:
+        raise CircuitbenchError(f"--compare {args.compare}: name exactly two models, e.g. tiny-sparse,tiny-dense")
+    c = compare(rows, models[0], models[1], method, args.seed)
+    if args.format == "json":
+        print(json.dumps({"a": c.a, "b": c.b, "tasks": list(c.tasks), "geomean_edges_a": c.geomean_edges_a,
+                          "geomean_edges_b": c.geomean_edges_b, "edge_ratio": c.edge_ratio}))
+        return 0
+    _print_table(side_by_side(rows, models, method, args.seed), "table")
+    if not c.tasks:
+        print(f"\nNo task is solved (and pruned to the target) by both {c.a} and {c.b}: no ratio to report.")
+    else:
+        print(f"\nOver the {len(c.tasks)} tasks both solve: geometric-mean edges {c.a} {c.geomean_edges_a:.1f}, "
+              f"{c.b} {c.geomean_edges_b:.1f}; {c.b} / {c.a} = {c.edge_ratio:.2f}.")
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_inspect,
     _add_run,
+    _add_report,
     _add_train,
     _add_tasks,
 ]

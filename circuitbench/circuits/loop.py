@@ -155,14 +155,35 @@ def resolve_tasks(names: list[str]) -> list[str]:
 
 def geometric_means(summaries: list[dict[str, Any]]) -> dict[str, float]:
     """Geometric means of nodes and edges over solved tasks (the paper's headline is edges)."""
-    import math
+    from circuitbench.results.report import geomean
 
     solved = [s for s in summaries if s.get("status") == "solved"]
     out = {"solved": float(len(solved)), "tasks": float(len(summaries))}
     for key in ("nodes", "edges"):
-        vals = [max(int(s[key]), 1) for s in solved]
-        out[f"geomean_{key}"] = math.exp(sum(map(math.log, vals)) / len(vals)) if vals else float("nan")
+        out[f"geomean_{key}"] = geomean([int(s[key]) for s in solved])
     return out
+
+
+def _check_same_setup(path: Path, done: Provenance, adapter: ModelAdapter, method: Method, cfg: RunConfig,
+                      task_hash: str) -> None:
+    """Refuse to reuse a finished unit computed from other weights, task examples or settings.
+
+    A rerun into the same --out skips finished work; that is only right when the work would be the same.
+
+    Raises:
+        CircuitbenchError: naming the file, what differs, and the two ways out (--force or another --out).
+    """
+    now = {"weights_sha256": adapter.provenance.get("weights_sha256"), "task_hash": task_hash,
+           "method_kwargs": method.hyperparameters(), "target_loss": cfg.target_loss, "ablation": cfg.ablation}
+    before = {k: getattr(done, k) for k in now}
+    if done.calibrate != cfg.calibrate:
+        now["calibrate"], before["calibrate"] = cfg.calibrate, done.calibrate
+    differs = [f"{k} (then {before[k]!r}, now {now[k]!r})" for k in now if before[k] != now[k]]
+    if differs:
+        raise CircuitbenchError(
+            f"{path}: finished earlier with a different setup: {'; '.join(differs)}. Rerun with --force to "
+            "replace it, or choose another --out to keep both."
+        )
 
 
 def run(cfg: RunConfig, adapter: ModelAdapter | None = None) -> list[dict[str, Any]]:
@@ -188,11 +209,13 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None) -> list[dict[str, A
     for task in bar:
         bar.set_postfix_str(task)
         path = unit_path(cfg.out, cfg.model, task, method.name, cfg.seed)
+        spec = get_task(task)
         if path.is_file() and not cfg.force:
-            summaries.append(read_unit(path)[1])
+            _, done, done_prov = read_unit(path)
+            _check_same_setup(path, done_prov, adapter, method, cfg, spec.content_hash)
+            summaries.append(done)
             log.info("%s: done already (%s); --force recomputes", task, path)
             continue
-        spec = get_task(task)
         train = encode_task(spec, adapter.tokenizer, "train")
         test = encode_task(spec, adapter.tokenizer, "test")
         started, t0 = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
@@ -205,12 +228,14 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None) -> list[dict[str, A
             method=method.name, method_kwargs=method.hyperparameters(), target_loss=cfg.target_loss,
             ablation=cfg.ablation, ablation_corpus=corpus.key, seed=cfg.seed,
             device=str(adapter.device), dtype=str(adapter.dtype).removeprefix("torch."),
-            started_at=started, wall_s=summary["wall_s"], saes=adapter.provenance.get("saes"),
+            started_at=started, wall_s=summary["wall_s"], calibrate=cfg.calibrate, saes=adapter.provenance.get("saes"),
         )
         base = dict(model=cfg.model, task=task, task_hash=train.task_hash, method=method.name, seed=cfg.seed)
         write_unit(path, [dict(base, split=s, metric=m, value=float(v)) for s, m, v in rows], summary, prov)
         summaries.append(summary)
-    write_summary(cfg.out, summaries)
+    from circuitbench.results.report import collect
+
+    write_summary(cfg.out, collect(cfg.out))  # every unit in the directory: several models may share it
     return summaries
 
 

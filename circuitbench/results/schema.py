@@ -94,5 +94,9 @@ class Provenance(BaseModel):
     """ISO 8601 UTC start time."""
     wall_s: float
     """Seconds for this unit."""
+    calibrate: bool = False
+    """Whether each circuit was scored after a fitted scale and shift of the final logits (--calibrate)."""
+    saes: list[dict[str, str]] | None = None
+    """SAEs spliced into the model (`--sae`): path, hook point and weights sha256 of each."""
     schema_version: str = SCHEMA_VERSION
     """Version of the result tables."""

@@ -130,3 +130,43 @@ def test_calibrated_run_records_the_calibration_and_phase_times(tmp_path, small_
         assert values["calibration.scale"] > 0
         assert "sufficiency_uncalibrated.loss" in values
     assert values["time.full_model_s"] > 0 and values["time.method_s"] > 0 and values["time.control_s"] > 0
+
+
+def test_report_compares_two_models_sharing_a_results_directory(tmp_path, small_adapter):
+    from circuitbench.cli import main
+    from circuitbench.results.report import collect, compare, geomean
+
+    tasks = [TASK, "else_elif"]
+    a = run(_cfg(tmp_path, model="model-a", tasks=tasks, target_loss=0.6, control=False), small_adapter)
+    b = run(_cfg(tmp_path, model="model-b", tasks=tasks, target_loss=0.69, control=False), small_adapter)
+    rows = collect(tmp_path)
+    assert {r["model"] for r in rows} == {"model-a", "model-b"} and len(rows) == 4
+    assert pq.read_table(tmp_path / "summary.parquet").num_rows == 4  # both models, not just the last run
+    c = compare(rows, "model-a", "model-b")
+    both = [t for t in tasks if all(s["status"] == "solved" for s in (a + b) if s["task"] == t)]
+    assert list(c.tasks) == both
+    if both:
+        ea = geomean([s["edges"] for s in a if s["task"] in both])
+        eb = geomean([s["edges"] for s in b if s["task"] in both])
+        assert c.edge_ratio == pytest.approx(eb / ea)
+    assert main(["report", "--out", str(tmp_path), "--compare", "model-a,model-b"]) == 0
+    assert main(["report", "--out", str(tmp_path), "--compare", "model-a,nope"]) == 1
+    assert main(["report", "--out", str(tmp_path / "empty")]) == 1
+
+
+def test_geomean_counts_an_empty_circuit_as_one():
+    from circuitbench.results.report import geomean
+
+    assert geomean([0, 4]) == pytest.approx(2.0) and math.isnan(geomean([]))
+
+
+def test_rerun_with_other_settings_refuses_to_reuse_finished_units(tmp_path, small_adapter):
+    from circuitbench.errors import CircuitbenchError
+
+    run(_cfg(tmp_path), small_adapter)
+    with pytest.raises(CircuitbenchError, match=r"target_loss.*--force"):
+        run(_cfg(tmp_path, target_loss=0.3), small_adapter)
+    other = SparseGPTAdapter(small_adapter.model, small_adapter.tokenizer, "small", {"weights_sha256": "other"})
+    with pytest.raises(CircuitbenchError, match="weights_sha256"):
+        run(_cfg(tmp_path), other)
+    run(_cfg(tmp_path, target_loss=0.3, force=True), small_adapter)  # --force replaces it
