@@ -33,9 +33,9 @@ def mean_activations(
         batches: (tokens [B, T], valid [B, T] bool) pairs; padding positions are excluded.
 
     Returns:
-        [n_nodes] float32 means.
+        [index.value_size] float32 means (a vector-valued node, e.g. an SAE error, gets its vector's mean).
     """
-    total = torch.zeros(index.size, dtype=torch.float64)
+    total = torch.zeros(index.value_size, dtype=torch.float64)
     count = 0
     names = [s.name for s in index.sites]
     for tokens, valid in batches:
@@ -81,12 +81,14 @@ def corpus_mean(
         batch: windows per forward pass.
     """
     weights = str(adapter.provenance.get("weights_sha256", adapter.name))
+    if adapter.provenance.get("saes"):  # an SAE-augmented model: its sites depend on the SAEs' weights too
+        weights += "|" + ",".join(s["weights_sha256"] for s in adapter.provenance["saes"])
     key = hashlib.sha256(f"{weights}|{corpus_key}|{tuple(windows.shape)}".encode()).hexdigest()[:24]
     cache_dir = cache_dir or Path(os.environ.get("CIRCUITBENCH_CACHE", "~/.cache/circuitbench")).expanduser()
     path = cache_dir / "ablation" / f"{key}.pt"
     if path.is_file():
         means = torch.load(path, weights_only=True)
-        if means.shape == (index.size,):
+        if means.shape == (index.value_size,):
             return means
         log.warning("%s: cached means have the wrong shape; recomputing", path)
     means = mean_activations(

@@ -3,6 +3,8 @@
 A circuit is a 0/1 (or relaxed) gate per node; a pruned node takes its ablation value:
 x * g + mu * (1 - g) (DESIGN.md section 3). Gates and ablation values are flat float32 tensors over all
 nodes; each site is a slice of them, so the hot loop does one multiply-add per site and nothing per node.
+Ablation values follow the activations' layout: a site whose single node gates a whole vector (an SAE
+error node, `Site.value_width`) has one gate but a vector of ablation values.
 """
 
 from __future__ import annotations
@@ -23,19 +25,27 @@ class NodeIndex:
     sites: tuple[Site, ...]
     offsets: tuple[int, ...]
     """Start of each site's slice; offsets[i + 1] is its end (len(sites) + 1 entries)."""
+    value_offsets: tuple[int, ...] | None = None
+    """The same for ablation values, when a site's activation is wider than its nodes; None: `offsets`."""
 
     @classmethod
     def of(cls, adapter: ModelAdapter) -> NodeIndex:
         """Index the adapter's sites in forward order."""
-        offsets = [0]
+        offsets, values = [0], [0]
         for s in adapter.sites:
             offsets.append(offsets[-1] + s.width)
-        return cls(tuple(adapter.sites), tuple(offsets))
+            values.append(values[-1] + (s.value_width or s.width))
+        return cls(tuple(adapter.sites), tuple(offsets), tuple(values))
 
     @property
     def size(self) -> int:
         """Total number of nodes."""
         return self.offsets[-1]
+
+    @property
+    def value_size(self) -> int:
+        """Length of an ablation vector (the nodes, with each vector-valued node counted by its width)."""
+        return (self.value_offsets or self.offsets)[-1]
 
     def slice(self, i: int) -> slice:
         """The flat slice of site i."""
@@ -44,6 +54,11 @@ class NodeIndex:
     def split(self, flat: Tensor) -> dict[str, Tensor]:
         """Per-site views of a flat node vector."""
         return {s.name: flat[self.slice(i)] for i, s in enumerate(self.sites)}
+
+    def split_values(self, flat: Tensor) -> dict[str, Tensor]:
+        """Per-site views of a flat ablation vector ([value_size])."""
+        v = self.value_offsets or self.offsets
+        return {s.name: flat[v[i] : v[i + 1]] for i, s in enumerate(self.sites)}
 
     def kinds(self) -> list[str]:
         """The kind of every node, in flat order."""
@@ -56,10 +71,10 @@ def gate_hook(index: NodeIndex, gates: Tensor, ablation: Tensor, also: Hook | No
     Args:
         index: the node layout.
         gates: [n_nodes] in [0, 1]; 1 keeps a node, 0 replaces it by its ablation value.
-        ablation: [n_nodes] values taken by pruned nodes.
+        ablation: [index.value_size] values taken by pruned nodes (a width-1 gate spans its site's vector).
         also: an optional second hook run after gating (e.g. to record activations).
     """
-    g, mu = index.split(gates), index.split(ablation)
+    g, mu = index.split(gates), index.split_values(ablation)
 
     def hook(name: str, x: Tensor) -> Tensor:
         if name in g:

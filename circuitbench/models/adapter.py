@@ -51,6 +51,9 @@ class Site:
     """Parameter name of the connecting matrix (rows: this site's channels; columns: the source's)."""
     rows: tuple[int, int] | None = field(default=None, compare=False)
     """Row range of `weight` when it is a fused matrix (q, k, v in `c_attn`)."""
+    value_width: int | None = None
+    """Channels of the activation when one node gates all of them (an SAE error vector: width 1,
+    value_width d_in); ablation values follow the activation's layout. None: one node per channel."""
 
 
 @runtime_checkable
