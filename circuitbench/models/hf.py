@@ -1,0 +1,504 @@
+"""transformers causal LMs (GPT-2, GPT-NeoX/Pythia, Llama-style) as adapters, with sites exposed by forward hooks.
+
+The model's own code runs unchanged: every official hook point is a PyTorch forward hook or forward pre-hook
+on a transformers module (the layer, a norm, a projection), installed for one forward pass and removed in
+`finally`. A hook may replace its tensor, so masks and ablations act on the real computation. Fused
+projections are split and reassembled: GPT-2's `c_attn` is [q | k | v]; GPT-NeoX's `query_key_value` is
+interleaved per head ([q_h | k_h | v_h] for each head h).
+
+transformers is imported only inside functions: importing circuitbench never imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from circuitbench.errors import CheckpointError, CircuitbenchError, ConfigError
+from circuitbench.models.adapter import Site, SiteKind
+from circuitbench.models.native import file_sha256, resolve_device, resolve_dtype
+from circuitbench.models.sparse_gpt import Hook
+from circuitbench.models.tokenizer import Tokenizer, load_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'circuitbench[hf]'"
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+QKV: tuple[SiteKind, SiteKind, SiteKind] = ("q", "k", "v")
+
+
+@dataclass(frozen=True, slots=True)
+class _Arch:
+    """Where the hook points live, as module paths (relative to a layer unless noted)."""
+
+    layers: str
+    """The layer list, relative to the base model."""
+    final_norm: str
+    """The final norm, relative to the base model."""
+    attn_norm: str
+    mlp_norm: str
+    qkv: tuple[str, ...]
+    """One fused projection, or q, k, v projections."""
+    attn_out: str
+    mlp_in: tuple[str, ...]
+    """The projection(s) computing the MLP neurons' pre-activations (gate and up for gated MLPs)."""
+    mlp_out: str
+    fused: str | None
+    """"gpt2" ([q | k | v]) or "neox" (per-head [q_h | k_h | v_h]) for a fused qkv projection."""
+
+
+_GPT2 = _Arch("h", "ln_f", "ln_1", "ln_2", ("attn.c_attn",), "attn.c_proj", ("mlp.c_fc",), "mlp.c_proj", "gpt2")
+_NEOX = _Arch("layers", "final_layer_norm", "input_layernorm", "post_attention_layernorm",
+              ("attention.query_key_value",), "attention.dense", ("mlp.dense_h_to_4h",), "mlp.dense_4h_to_h", "neox")
+_LLAMA = _Arch("layers", "norm", "input_layernorm", "post_attention_layernorm",
+               ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.o_proj",
+               ("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj", None)
+
+ARCHITECTURES: dict[str, _Arch] = {
+    "gpt2": _GPT2,
+    "gpt_neox": _NEOX,
+    "llama": _LLAMA,
+    "mistral": _LLAMA,
+    "qwen2": _LLAMA,
+    "qwen3": _LLAMA,  # q_norm/k_norm come after q_proj/k_proj: the q, k sites are the projections' outputs
+}
+"""model_type -> layout. Only layouts whose block computes exactly what the hooks assume are listed."""
+
+
+def _dense(module: nn.Module) -> Tensor:
+    """The weight of a projection as [out, in]; GPT-2's Conv1D stores it transposed ([in, out])."""
+    w = module.weight
+    assert isinstance(w, Tensor)
+    w = w.detach()
+    return w.T if type(module).__name__ == "Conv1D" else w
+
+
+def _out_features(module: nn.Module) -> int:
+    return int(_dense(module).shape[0])
+
+
+class HFAdapter:
+    """`ModelAdapter` for a transformers causal LM of a supported layout (see `ARCHITECTURES`).
+
+    Args:
+        model: a `PreTrainedModel` with an LM head (e.g. from `AutoModelForCausalLM`). It is put in eval
+            mode and its parameters are frozen.
+        tokenizer: its tokenizer (the circuitbench `Tokenizer` protocol).
+        name: the display name.
+        provenance: where the model came from (path, weights hash, ...).
+
+    Raises:
+        ConfigError: when the model's `model_type` is not a supported layout.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: Tokenizer,
+        name: str,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        model_type = getattr(model.config, "model_type", None)
+        if model_type not in ARCHITECTURES:
+            raise ConfigError(
+                f"{name}: config.json model_type {model_type!r} has no hook layout in circuitbench; supported "
+                f"model types: {', '.join(ARCHITECTURES)}."
+            )
+        self.model = model.eval().requires_grad_(False)  # adapters never train the model
+        self.hf_config = model.config
+        self.model_type: str = model_type
+        self.arch = ARCHITECTURES[model_type]
+        self.tokenizer = tokenizer
+        self.name = name
+        self.provenance = dict(provenance or {})
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self._base: nn.Module = model.base_model
+        self._head: nn.Module = model.get_output_embeddings()
+        layers = self._base.get_submodule(self.arch.layers)
+        assert isinstance(layers, nn.ModuleList)
+        self._layers: list[nn.Module] = list(layers)
+        self._final_norm: nn.Module = self._base.get_submodule(self.arch.final_norm)
+        self._param_names = {id(m): n for n, m in model.named_modules()}
+        self.parallel = [bool(getattr(layer, "use_parallel_residual", False)) for layer in self._layers]
+        cfg = model.config
+        self.n_heads: int = cfg.num_attention_heads
+        self.n_kv_heads: int = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        first = self._layers[0]
+        if self.arch.fused is None:
+            q_width = _out_features(first.get_submodule(self.arch.qkv[0]))
+        else:
+            q_width = _out_features(first.get_submodule(self.arch.qkv[0])) // 3
+        self.d_head = q_width // self.n_heads
+        self.d_model = int(_dense(first.get_submodule(self.arch.attn_out)).shape[0])
+        self.d_mlp = int(_dense(first.get_submodule(self.arch.mlp_out)).shape[1])
+        self.sites = self._make_sites()
+        self.hook_names = self._make_hook_names()
+
+    # --- layout -----------------------------------------------------------------------------------
+
+    def _module(self, layer: int, path: str) -> nn.Module:
+        return self._layers[layer].get_submodule(path)
+
+    def _weight_name(self, layer: int, path: str) -> str:
+        return f"{self._param_names[id(self._module(layer, path))]}.weight"
+
+    def _make_sites(self) -> list[Site]:
+        """The eight maskable sites per layer (DESIGN.md section 3).
+
+        `Site.weight` names the parameter; `site_weight` is the source of truth for the matrix (transposed
+        from Conv1D; GPT-2's `rows` index the [out, in] view; NeoX's per-head interleaved rows have no range).
+
+        With a parallel residual (GPT-NeoX default) the MLP reads the stream before the attention writes
+        to it, so the MLP read and neurons come before the attention write: `count_edges`, which links a
+        write to every read after it, then sees no residual edge from a layer's attention to its own MLP.
+        """
+        a = self.arch
+        q_w, kv_w = self.n_heads * self.d_head, self.n_kv_heads * self.d_head
+        fused_rows = {"q": (0, q_w), "k": (q_w, q_w + kv_w), "v": (q_w + kv_w, q_w + 2 * kv_w)}
+        sites: list[Site] = []
+        for i in range(len(self._layers)):
+            attn_in = f"{i}.attn.act_in"
+            attn = [Site(attn_in, i, "attn_in", self.d_model)]
+            for j, kind in enumerate(QKV):
+                width = q_w if kind == "q" else kv_w
+                path = a.qkv[0] if a.fused else a.qkv[j]
+                rows = fused_rows[kind] if a.fused == "gpt2" else None  # NeoX rows interleave: no range
+                attn.append(Site(f"{i}.attn.{kind}", i, kind, width, attn_in, self._weight_name(i, path), rows))
+            write = [Site(f"{i}.attn.resid_delta", i, "attn_out", self.d_model, f"{i}.attn.v",
+                          self._weight_name(i, a.attn_out))]
+            mlp = [Site(f"{i}.mlp.act_in", i, "mlp_in", self.d_model),
+                   Site(f"{i}.mlp.post_act", i, "mlp_neuron", self.d_mlp, f"{i}.mlp.act_in",
+                        self._weight_name(i, a.mlp_in[0]))]
+            mlp_write = [Site(f"{i}.mlp.resid_delta", i, "mlp_out", self.d_model, f"{i}.mlp.post_act",
+                              self._weight_name(i, a.mlp_out))]
+            sites += attn + (mlp + write if self.parallel[i] else write + mlp) + mlp_write
+        return sites
+
+    def _make_hook_names(self) -> list[str]:
+        names: list[str] = []
+        for i in range(len(self._layers)):
+            names += [f"{i}.resid_in", f"{i}.attn.act_in", f"{i}.attn.q", f"{i}.attn.k", f"{i}.attn.v",
+                      f"{i}.attn.y", f"{i}.attn.resid_delta"]
+            names += [] if self.parallel[i] else [f"{i}.resid_mid"]
+            names += [f"{i}.mlp.act_in", f"{i}.mlp.post_act", f"{i}.mlp.resid_delta"]
+        return names + ["final_resid"]
+
+    # --- weights ----------------------------------------------------------------------------------
+
+    def site_weight(self, site: Site) -> Tensor | None:
+        """The matrix [site.width, source.width] connecting `site.source` to `site`, from the actual weights.
+
+        Folded matrices (nonzero iff some connection exists): a GQA attention write sums |o_proj| over the
+        query heads sharing each kv head; a gated MLP's neurons sum |gate| + |up|.
+        """
+        if site.source is None:
+            return None
+        a, i = self.arch, site.layer
+        if site.kind in ("q", "k", "v"):
+            if a.fused is None:
+                return _dense(self._module(i, a.qkv[("q", "k", "v").index(site.kind)]))
+            w = _dense(self._module(i, a.qkv[0]))  # (3*nh*hs, d_model)
+            if a.fused == "gpt2":
+                assert site.rows is not None
+                return w[site.rows[0] : site.rows[1]]
+            j = ("q", "k", "v").index(site.kind)
+            return w.view(self.n_heads, 3, self.d_head, -1)[:, j].reshape(self.n_heads * self.d_head, -1)
+        if site.kind == "attn_out":
+            w = _dense(self._module(i, a.attn_out))  # (d_model, nh*hs)
+            if self.n_kv_heads == self.n_heads:
+                return w
+            rep = self.n_heads // self.n_kv_heads  # query head h reads kv head h // rep (transformers' repeat_kv)
+            folded = w.float().abs().view(-1, self.n_kv_heads, rep, self.d_head).sum(2)  # (d_model, nkv, rep→, hs)
+            return folded.reshape(w.shape[0], self.n_kv_heads * self.d_head)  # (d_model, nkv*hs)
+        if site.kind == "mlp_neuron":
+            ws = [_dense(self._module(i, p)) for p in a.mlp_in]  # each (d_mlp, d_model)
+            return ws[0] if len(ws) == 1 else sum(w.float().abs() for w in ws)  # type: ignore[return-value]
+        if site.kind == "mlp_out":
+            return _dense(self._module(i, a.mlp_out))  # (d_model, d_mlp)
+        raise AssertionError(f"site {site.name} of kind {site.kind} has a source but no weight rule")
+
+    # --- forward ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def hooks(self, hook: Hook) -> Iterator[None]:
+        """Install `hook` at every hook point for the duration of the block; always removed on exit."""
+        a = self.arch
+        handles: list[Any] = []
+        # A replaced resid_mid must reach both the MLP input and the residual sum; the layer adds the
+        # original, so the difference is added to the MLP write.
+        resid_mid_shift: dict[int, Tensor] = {}
+
+        def pre(module: nn.Module, fn: Callable[..., Any], **kw: bool) -> None:
+            handles.append(module.register_forward_pre_hook(fn, **kw))
+
+        def post(module: nn.Module, fn: Callable[..., Any]) -> None:
+            handles.append(module.register_forward_hook(fn))
+
+        def on_input(name: str) -> Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...]]:
+            return lambda m, args: (hook(name, args[0]), *args[1:])
+
+        def on_output(name: str) -> Callable[[nn.Module, Any, Tensor], Tensor]:
+            return lambda m, args, out: hook(name, out)
+
+        def on_layer_input(name: str) -> Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]:
+            def fn(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+                if args:
+                    return (hook(name, args[0]), *args[1:]), kwargs
+                return args, dict(kwargs, hidden_states=hook(name, kwargs["hidden_states"]))
+
+            return fn
+
+        def on_resid_mid(i: int) -> Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...]]:
+            def fn(m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+                x = args[0]
+                y = hook(f"{i}.resid_mid", x)
+                if y is not x:
+                    resid_mid_shift[i] = y - x
+                return (y, *args[1:])
+
+            return fn
+
+        def on_mlp_write(i: int) -> Callable[[nn.Module, Any, Tensor], Tensor]:
+            def fn(m: nn.Module, args: Any, out: Tensor) -> Tensor:
+                out = hook(f"{i}.mlp.resid_delta", out)
+                shift = resid_mid_shift.pop(i, None)
+                return out if shift is None else out + shift
+
+            return fn
+
+        try:
+            for i, layer in enumerate(self._layers):
+                pre(layer, on_layer_input(f"{i}.resid_in"), with_kwargs=True)
+                post(layer.get_submodule(a.attn_norm), on_output(f"{i}.attn.act_in"))
+                if a.fused is None:
+                    for path, kind in zip(a.qkv, ("q", "k", "v"), strict=True):
+                        post(layer.get_submodule(path), on_output(f"{i}.attn.{kind}"))
+                else:
+                    post(layer.get_submodule(a.qkv[0]), self._fused_qkv_hook(i, hook))
+                attn_out = layer.get_submodule(a.attn_out)
+                pre(attn_out, on_input(f"{i}.attn.y"))
+                post(attn_out, on_output(f"{i}.attn.resid_delta"))
+                mlp_norm = layer.get_submodule(a.mlp_norm)
+                if not self.parallel[i]:
+                    pre(mlp_norm, on_resid_mid(i))
+                post(mlp_norm, on_output(f"{i}.mlp.act_in"))
+                mlp_out = layer.get_submodule(a.mlp_out)
+                pre(mlp_out, on_input(f"{i}.mlp.post_act"))
+                post(mlp_out, on_mlp_write(i))
+            pre(self._final_norm, on_input("final_resid"))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _fused_qkv_hook(self, layer: int, hook: Hook) -> Callable[[nn.Module, Any, Tensor], Tensor]:
+        """Split a fused qkv output into q, k, v [B, T, nh*hs], hook each, and reassemble the fused layout."""
+        nh, hs = self.n_heads, self.d_head
+        names = [f"{layer}.attn.{kind}" for kind in ("q", "k", "v")]
+
+        def fn(m: nn.Module, args: Any, out: Tensor) -> Tensor:
+            if self.arch.fused == "gpt2":
+                parts = out.split(nh * hs, dim=-1)  # 3 x (B, T, nh*hs)
+            else:
+                per_head = out.view(*out.shape[:-1], nh, 3, hs)  # (B, T, nh, 3, hs)
+                parts = tuple(per_head[..., j, :].reshape(*out.shape[:-1], nh * hs) for j in range(3))
+            new = [hook(n, p) for n, p in zip(names, parts, strict=True)]
+            if all(x is p for x, p in zip(new, parts, strict=True)):
+                return out
+            if self.arch.fused == "gpt2":
+                return torch.cat(new, dim=-1)  # (B, T, 3*nh*hs)
+            heads = [x.reshape(*out.shape[:-1], nh, hs) for x in new]  # 3 x (B, T, nh, hs)
+            return torch.stack(heads, dim=-2).reshape(out.shape)  # (B, T, nh*3*hs)
+
+        return fn
+
+    def forward(self, tokens: Tensor, hook: Hook | None = None, at: Tensor | None = None) -> Tensor:
+        """Logits [B, T, V] (or [B, V] at positions `at`) with `hook` applied at every hook point.
+
+        No attention mask is passed: task tokens are right-padded and read at or before the last prompt
+        token, which a causal model computes without seeing the padding.
+        """
+        tokens = tokens.to(self.device)
+        with self.hooks(hook) if hook is not None else nullcontext():
+            h = self._base(input_ids=tokens, use_cache=False)[0]  # (B, T, d_model), after the final norm
+        if at is not None:
+            rows = torch.arange(tokens.shape[0], device=self.device)
+            h = h[rows, at.to(self.device)]  # (B, d_model): the unembedding only where it is read
+        return self._head(h)  # (B, [T,] V)
+
+    def logits(self, tokens: Tensor) -> Tensor:
+        """Logits [B, T, V], without gradients."""
+        with torch.no_grad():
+            return self.forward(tokens)
+
+    def run_with_cache(
+        self, tokens: Tensor, names: Iterable[str] | None = None, at: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits and the named activations, without gradients (logits only at `at` if given).
+
+        Raises:
+            CircuitbenchError: for a name that is not a hook point of this model.
+        """
+        wanted = set(self.hook_names if names is None else names)
+        unknown = wanted - set(self.hook_names)
+        if unknown:
+            raise CircuitbenchError(
+                f"unknown hook names {sorted(unknown)}; this model has {', '.join(self.hook_names[:12])}, ..."
+            )
+        cache: dict[str, Tensor] = {}
+
+        def record(name: str, x: Tensor) -> Tensor:
+            if name in wanted:
+                cache[name] = x.detach()
+            return x
+
+        with torch.no_grad():
+            logits = self.forward(tokens, record, at)
+        return logits, cache
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The weight files of a transformers model directory (safetensors or pytorch_model*.bin), sorted."""
+    found = sorted({p for pattern in WEIGHT_PATTERNS for p in Path(directory).glob(pattern) if p.is_file()})
+    safetensors = [p for p in found if p.suffix == ".safetensors"]
+    return safetensors or found  # transformers prefers safetensors when both are present
+
+
+def weights_sha256(files: list[Path]) -> str:
+    """sha256 of one weight file; for a sharded model, of the lines "<file name> <sha256>" in name order."""
+    if len(files) == 1:
+        return file_sha256(files[0])
+    lines = "".join(f"{p.name} {file_sha256(p)}\n" for p in sorted(files, key=lambda p: p.name))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _read_config(directory: Path) -> dict[str, Any] | None:
+    try:
+        raw = json.loads((Path(directory) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _known_model_types() -> set[str] | None:
+    """The model types transformers knows, or None when it is not installed."""
+    try:
+        from transformers import CONFIG_MAPPING
+    except ImportError:
+        return None
+    return set(CONFIG_MAPPING.keys())
+
+
+def is_transformers_dir(directory: Path) -> bool:
+    """Whether a directory holds a transformers model: known config.json `model_type`, and weights.
+
+    Without transformers installed, the model types circuitbench has layouts for count, so that loading
+    reports the missing extra instead of an unknown format.
+    """
+    raw = _read_config(directory)
+    if raw is None or not isinstance(raw.get("model_type"), str) or not weight_files(directory):
+        return False
+    known = _known_model_types()
+    return raw["model_type"] in (ARCHITECTURES if known is None else known)
+
+
+def _from_pretrained_dtype_kwarg() -> str:
+    import transformers
+    from packaging.version import Version
+
+    # transformers 4.56 renamed `torch_dtype` to `dtype`
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def load_transformers(
+    directory: Path,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = None,
+    name: str | None = None,
+    trust_remote_code: bool = False,
+    revision_info: dict[str, Any] | None = None,
+) -> HFAdapter:
+    """Load a local transformers causal-LM directory (config.json, weights, tokenizer.json) as an adapter.
+
+    Args:
+        directory: the model directory (e.g. from `save_pretrained` or a Hub snapshot).
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        dtype: torch dtype or its name; None means float32.
+        name: display name (default: the directory's name).
+        trust_remote_code: let transformers run the directory's own modeling code.
+        revision_info: Hub facts to record in provenance (repo id, revision, commit).
+
+    Returns:
+        The adapter, with provenance: model path, weights sha256, format "transformers", model_type.
+
+    Raises:
+        CircuitbenchError: when transformers is not installed.
+        ConfigError: when config.json is unreadable or its model_type has no hook layout.
+        CheckpointError: when the weights are missing, unreadable, or lack parameters the model needs.
+        TokenizerError: when tokenizer.json is unreadable or does not fit the model's vocabulary.
+    """
+    directory = Path(directory)
+    try:
+        from transformers import AutoModelForCausalLM
+    except ImportError as err:
+        raise CircuitbenchError(f"{directory}: loading a transformers model needs transformers; {INSTALL_HINT}") \
+            from err
+    raw = _read_config(directory)
+    if raw is None:
+        raise ConfigError(f"{directory / 'config.json'}: missing or not a JSON object; a transformers model "
+                          "directory needs the config.json written by save_pretrained.")
+    model_type = raw.get("model_type")
+    if model_type not in ARCHITECTURES:
+        raise ConfigError(
+            f"{directory / 'config.json'}: model_type {model_type!r} has no hook layout in circuitbench; "
+            f"supported model types: {', '.join(ARCHITECTURES)}."
+        )
+    files = weight_files(directory)
+    if not files:
+        raise CheckpointError(f"{directory}: no weights (model.safetensors or pytorch_model.bin) beside config.json")
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    try:
+        loaded: Any = AutoModelForCausalLM.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=trust_remote_code, output_loading_info=True,
+            **{_from_pretrained_dtype_kwarg(): dt},
+        )
+        model, info = loaded
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{directory}: transformers could not load this model ({type(err).__name__}: "
+                              f"{err}); check config.json and the weight files.") from err
+    if info.get("missing_keys"):
+        raise CheckpointError(
+            f"{directory}: the weights lack {len(info['missing_keys'])} parameters the model needs "
+            f"({', '.join(sorted(info['missing_keys'])[:10])}); transformers would initialise them randomly. "
+            "Use the weights that belong to this config.json."
+        )
+    if info.get("unexpected_keys"):
+        log.warning("%s: ignoring weights the model does not use: %s", directory,
+                    ", ".join(sorted(info["unexpected_keys"])[:10]))
+    model = model.to(device=dev, dtype=dt)
+    tokenizer = load_tokenizer(directory, model.config.vocab_size)
+    provenance: dict[str, Any] = {
+        "model_path": str(directory.resolve()),
+        "weights_sha256": weights_sha256(files),
+        "weight_files": [p.name for p in files],
+        "format": "transformers",
+        "model_type": model_type,
+        **(revision_info or {}),
+    }
+    return HFAdapter(model, tokenizer, name or directory.name, provenance)
