@@ -39,6 +39,7 @@ SUMMARY = pa.schema(
         pa.field("full_loss", pa.float64()),
         pa.field("nodes", pa.int64()),
         pa.field("edges", pa.int64()),
+        pa.field("target_loss", pa.float64()),  # max(--target-loss, the full model's train-split loss)
         pa.field("circuit_train_loss", pa.float64()),
         pa.field("sufficiency_loss", pa.float64()),
         pa.field("sufficiency_accuracy", pa.float64()),

@@ -144,7 +144,7 @@ def test_report_compares_two_models_sharing_a_results_directory(tmp_path, small_
     assert pq.read_table(tmp_path / "summary.parquet").num_rows == 4  # both models, not just the last run
     c = compare(rows, "model-a", "model-b")
     both = [t for t in tasks if all(s["status"] == "solved" for s in (a + b) if s["task"] == t)]
-    assert list(c.tasks) == both
+    assert sorted(c.tasks) == sorted(both)
     if both:
         ea = geomean([s["edges"] for s in a if s["task"] in both])
         eb = geomean([s["edges"] for s in b if s["task"] in both])
@@ -170,3 +170,12 @@ def test_rerun_with_other_settings_refuses_to_reuse_finished_units(tmp_path, sma
     with pytest.raises(CircuitbenchError, match="weights_sha256"):
         run(_cfg(tmp_path), other)
     run(_cfg(tmp_path, target_loss=0.3, force=True), small_adapter)  # --force replaces it
+
+
+def test_target_falls_back_to_the_full_models_loss_when_the_model_is_weaker_than_it(tmp_path, small_adapter):
+    # a random model is far from the 0.15 target: the circuit must then match the full model instead
+    (summary,) = run(_cfg(tmp_path, target_loss=0.15), small_adapter)
+    table, _, _ = read_unit(next(tmp_path.glob("small/*.parquet")))
+    values = dict(zip(table.column("metric").to_pylist(), table.column("value").to_pylist(), strict=False))
+    assert summary["target_loss"] == pytest.approx(max(0.15, values["full.loss"]))
+    assert summary["status"] == "solved" and summary["circuit_train_loss"] <= summary["target_loss"] + 1e-6
