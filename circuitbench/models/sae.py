@@ -260,7 +260,7 @@ def load_sae(directory: Path | str) -> SAE:
 def resolve_sae_dir(path_or_id: str) -> Path:
     """A local SAE directory, or a Hub id `owner/repo[/folder]` fetched with huggingface_hub (cfg + weights only).
 
-    Respects HF_HUB_OFFLINE and the Hub cache variables.
+    Respects HF_HUB_OFFLINE and the Hub cache variables, read at call time (as `models.hub` does).
 
     Raises:
         ModelNotFoundError: when neither a directory nor a fetchable Hub id.
@@ -274,16 +274,19 @@ def resolve_sae_dir(path_or_id: str) -> Path:
     if len(parts) < 2 or path_or_id.startswith((".", "/", "~")) or not all(parts):
         raise ModelNotFoundError(f"--sae {path_or_id}: no such directory, and not a Hub id (owner/repo[/folder])")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError
+
+    from circuitbench.models.hub import hub_cache_dir, hub_offline
 
     repo, folder = "/".join(parts[:2]), "/".join(parts[2:])
     prefix = f"{folder}/" if folder else ""
+    cache = hub_cache_dir()
     try:
-        root = snapshot_download(repo, allow_patterns=[prefix + CFG_FILE, prefix + WEIGHTS_FILE])
-    except (HfHubHTTPError, OSError, ValueError) as err:
+        root = snapshot_download(repo, allow_patterns=[prefix + CFG_FILE, prefix + WEIGHTS_FILE], cache_dir=cache,
+                                 local_files_only=hub_offline())
+    except (OSError, ValueError) as err:  # huggingface_hub's errors derive from these
         raise ModelNotFoundError(
             f"--sae {path_or_id}: no such directory, and the Hub repo {repo} could not be fetched "
-            f"({type(err).__name__}: {err}). Offline (HF_HUB_OFFLINE=1), it must already be in the Hub cache."
+            f"({type(err).__name__}: {str(err)[:300]}). With HF_HUB_OFFLINE=1 it must be in the cache at {cache}."
         ) from err
     return Path(root) / folder
 
@@ -361,9 +364,9 @@ class SAEAdapter:
         self.provenance: dict[str, Any] = dict(base.provenance)
         self.provenance["saes"] = [{"path": str(s.path.resolve()), "hook": p, "weights_sha256": s.weights_sha256}
                                    for p, s in self.splices.items()]
+        # appended to the model's name (and results directory): SAE folder names and a hash of their weights
         digest = hashlib.sha256(",".join(s.weights_sha256 for s in self.splices.values()).encode()).hexdigest()
         self.suffix = f"+sae:{','.join(s.path.name for s in self.splices.values())}-{digest[:8]}"
-        """Appended to the model's name: SAE folder names and a hash of their weights."""
         self.name = base.name + self.suffix
 
     def _splice_hook(self, hook: Hook | None) -> Hook:

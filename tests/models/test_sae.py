@@ -161,6 +161,15 @@ def test_keeping_everything_reproduces_the_base_logits(spliced, base):
     assert all((cache[n] - plain[n]).abs().max() <= 1e-5 for n in plain)
 
 
+def test_a_bfloat16_model_keeps_its_dtype_through_the_splice(tmp_path):
+    model = random_model(GPTConfig.model_validate(BASE), seed=1, density=0.5).to(torch.bfloat16)
+    base16 = SparseGPTAdapter(model, MissingTokenizer(None, BASE["vocab_size"]), "b16")  # type: ignore[arg-type]
+    spliced = load_saes(base16, [str(write_sae(tmp_path, "s", "blocks.0.hook_mlp_out"))])
+    _, cache = spliced.run_with_cache(tokens(), names=["0.mlp.resid_delta", "0.mlp.resid_delta.sae"])
+    assert cache["0.mlp.resid_delta"].dtype == torch.bfloat16 and cache["0.mlp.resid_delta.sae"].dtype == torch.float32
+    assert torch.equal(spliced.logits(tokens()), base16.logits(tokens()))  # x0 + (recon - recon) rounds back to x
+
+
 def test_ablating_latents_changes_the_logits_and_counts_nodes_by_kind(spliced, base):
     x = tokens()
     index = NodeIndex.of(spliced)
@@ -290,6 +299,21 @@ def test_weights_that_do_not_fit_the_cfg_are_listed(tmp_path):
         load_sae(misfit)
     with pytest.raises(CircuitbenchError, match="cfg.json"):
         load_sae(tmp_path / "missing")
+
+
+def test_a_hub_id_resolves_from_the_local_hub_cache_offline(tmp_path, base, monkeypatch):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--test-saes"
+    write_sae(repo / "snapshots" / commit, "blocks.0.hook_resid_mid", "blocks.0.hook_resid_mid")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spliced = load_saes(base, ["someone/test-saes/blocks.0.hook_resid_mid"])
+    assert list(spliced.splices) == ["0.resid_mid"]
+    assert spliced.provenance["saes"][0]["path"].endswith(f"{commit}/blocks.0.hook_resid_mid")
+    with pytest.raises(CircuitbenchError, match="someone/missing.*HF_HUB_OFFLINE"):
+        load_saes(base, ["someone/missing/blocks.0.hook_resid_mid"])
 
 
 # --- the run loop and the CLI ----------------------------------------------------------------------
