@@ -161,6 +161,31 @@ def test_keeping_everything_reproduces_the_base_logits(spliced, base):
     assert all((cache[n] - plain[n]).abs().max() <= 1e-5 for n in plain)
 
 
+def test_splices_into_a_transformers_model_through_the_same_protocol(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from circuitbench.models.hf import HFAdapter
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=97, n_positions=64, n_embd=D, n_layer=2, n_head=4)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    hf = HFAdapter(model, MissingTokenizer(None, 97), "gpt2")  # type: ignore[arg-type]
+    dirs = [write_sae(tmp_path, "post", "blocks.0.hook_resid_post", arch="topk"),
+            write_sae(tmp_path, "z", "blocks.1.attn.hook_z", reshape_activations="hook_z", seed=1),
+            write_sae(tmp_path, "neurons", "blocks.1.mlp.hook_post", arch="jumprelu", d_in=4 * D, seed=2)]
+    spliced = load_saes(hf, [str(d) for d in dirs])
+    assert list(spliced.splices) == ["1.resid_in", "1.attn.y", "1.mlp.post_act"]
+    x = tokens()
+    assert (spliced.logits(x) - hf.logits(x)).abs().max() <= 1e-5
+    index = NodeIndex.of(spliced)
+    errors_only = torch.tensor([k == "sae_error" for k in index.kinds()]).float()
+    with torch.no_grad():
+        ablated = spliced.forward(x, gate_hook(index, errors_only, torch.zeros(index.value_size)))
+    assert (ablated - hf.logits(x)).abs().max() > 1e-3
+
+
 def test_a_bfloat16_model_keeps_its_dtype_through_the_splice(tmp_path):
     model = random_model(GPTConfig.model_validate(BASE), seed=1, density=0.5).to(torch.bfloat16)
     base16 = SparseGPTAdapter(model, MissingTokenizer(None, BASE["vocab_size"]), "b16")  # type: ignore[arg-type]
