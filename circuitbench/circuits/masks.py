@@ -66,7 +66,7 @@ class NodeIndex:
 
 
 def gate_hook(index: NodeIndex, gates: Tensor, ablation: Tensor, also: Hook | None = None) -> Hook:
-    """A hook that replaces each site's activation x by ablation + (x - ablation) * gate.
+    """A hook that replaces each site's activation x by x * gate + ablation * (1 - gate).
 
     Args:
         index: the node layout.
@@ -75,11 +75,13 @@ def gate_hook(index: NodeIndex, gates: Tensor, ablation: Tensor, also: Hook | No
         also: an optional second hook run after gating (e.g. to record activations).
     """
     g, mu = index.split(gates), index.split_values(ablation)
+    # x * g + mu * (1 - g): exact for a 0/1 gate in every dtype (a kept node is x itself, also in bfloat16,
+    # and a pruned one exactly mu), one fused multiply-add per site; the gradient reaches g through both terms.
+    offset = {name: mu[name] * (1.0 - m) for name, m in g.items()}
 
     def hook(name: str, x: Tensor) -> Tensor:
         if name in g:
-            m, a = g[name].to(x.dtype), mu[name].to(x.dtype)
-            x = a + (x - a) * m
+            x = torch.addcmul(offset[name].to(x.dtype), x, g[name].to(x.dtype))
         return also(name, x) if also is not None else x
 
     return hook

@@ -179,3 +179,27 @@ def test_target_falls_back_to_the_full_models_loss_when_the_model_is_weaker_than
     values = dict(zip(table.column("metric").to_pylist(), table.column("value").to_pylist(), strict=False))
     assert summary["target_loss"] == pytest.approx(max(0.15, values["full.loss"]))
     assert summary["status"] == "solved" and summary["circuit_train_loss"] <= summary["target_loss"] + 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kept_nodes_are_exact_and_pruned_nodes_take_their_ablation_value_in_every_dtype(small_adapter, dtype):
+    from circuitbench.circuits.masks import NodeIndex, gate_hook
+
+    index = NodeIndex.of(small_adapter)
+    model = SparseGPTAdapter(small_adapter.model, small_adapter.tokenizer, "small")
+    model.model.to(dtype)
+    try:
+        tokens = torch.randint(0, 2048, (2, 12), generator=torch.Generator().manual_seed(0))
+        ablation = torch.randn(index.value_size, generator=torch.Generator().manual_seed(1))  # nonzero values
+        plain = model.forward(tokens)
+        assert torch.equal(model.forward(tokens, gate_hook(index, torch.ones(index.size), ablation)), plain)
+        site = index.sites[0]
+        gates = torch.ones(index.size)
+        gates[index.slice(0)] = 0.0
+        seen = {}
+        record = gate_hook(index, gates, ablation, also=lambda n, x: seen.setdefault(n, x))
+        model.forward(tokens, record)
+        expect = index.split_values(ablation)[site.name].to(dtype)
+        assert torch.equal(seen[site.name], expect.expand_as(seen[site.name]))
+    finally:
+        model.model.to(torch.float32)
