@@ -299,6 +299,49 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- export --------------------------------------------------------------------------------------
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export the tasks for other harnesses (lm-evaluation-harness)")
+    esub = p.add_subparsers(dest="export_command", required=True, metavar="TARGET")
+    lm = esub.add_parser(
+        "lm-eval",
+        help="lm-eval task configs + local data + group `circuitbench`, for one model's tokenizer",
+        description="Write one lm-eval multiple-choice task per circuitbench task (YAML + JSON Lines) and a "
+        "group `circuitbench`; then `lm_eval --include_path OUT --tasks circuitbench ...` runs offline. "
+        "circuitbench scores the first completion token, which depends on the tokenizer, so the export is "
+        "made for the tokenizer of the model you will evaluate.",
+    )
+    lm.add_argument("--out", type=Path, required=True, help="output directory")
+    lm.add_argument("--tokenizer", required=True,
+                    help="the evaluated model's tokenizer: a bundled model name (tiny-sparse), a model "
+                    "directory, or a tokenizer.json")
+    lm.add_argument("--tasks", default="all", help="comma-separated task names, or `all` (default)")
+    lm.add_argument("--split", choices=["train", "test"], default="test")
+    lm.add_argument("--format", choices=["table", "json"], default="table")
+    lm.set_defaults(handler=_cmd_export_lm_eval)
+
+
+def _cmd_export_lm_eval(args: argparse.Namespace) -> int:
+    from circuitbench.integrations.lm_eval_tasks import export_lm_eval, resolve_tokenizer
+    from circuitbench.tasks.export import resolve_tasks
+
+    names = [n.strip() for n in args.tasks.split(",") if n.strip()]
+    specs = resolve_tasks(None if names == ["all"] else names)
+    exported = export_lm_eval(args.out, specs, resolve_tokenizer(args.tokenizer), args.split)
+    _print_table([t.report_row() for t in exported], args.format)
+    if args.format == "table":
+        n = sum(1 for t in exported if t.docs)
+        print(f"\n{n} task(s) and group `circuitbench` -> {args.out}; run them with an lm-eval model,\n"
+              f"  lm_eval --model hf --model_args pretrained=MODEL_DIR --device cpu "
+              f"--include_path {args.out} --tasks circuitbench\n"
+              "or with circuitbench's (anything circuitbench.load_model loads),\n"
+              "  python -m circuitbench.integrations.lm_eval --model circuitbench --model_args model=MODEL "
+              f"--device cpu --batch_size 64 --include_path {args.out} --tasks circuitbench")
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -307,6 +350,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_report,
     _add_train,
     _add_tasks,
+    _add_export,
 ]
 
 
