@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from circuitbench.errors import CircuitbenchError
 from circuitbench.models.sparse_gpt import Hook
 from circuitbench.models.tokenizer import Tokenizer
 
@@ -90,6 +91,37 @@ class ModelAdapter(Protocol):
     def site_weight(self, site: Site) -> Tensor | None:
         """The dense matrix [site.width, source.width] connecting `site.source` to `site`, if any."""
         ...
+
+
+def cache_through_hooks(
+    forward: Callable[[Tensor, Hook | None, Tensor | None], Tensor],
+    hook_names: list[str],
+    tokens: Tensor,
+    names: Iterable[str] | None = None,
+    at: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """`run_with_cache` for any adapter whose `forward` calls a hook at every hook point.
+
+    Raises:
+        CircuitbenchError: for a name that is not one of `hook_names`.
+    """
+    wanted = set(hook_names if names is None else names)
+    unknown = wanted - set(hook_names)
+    if unknown:
+        raise CircuitbenchError(
+            f"unknown hook names {sorted(unknown)}; this model has {', '.join(hook_names[:12])}"
+            + (", ..." if len(hook_names) > 12 else "")
+        )
+    cache: dict[str, Tensor] = {}
+
+    def record(name: str, x: Tensor) -> Tensor:
+        if name in wanted:
+            cache[name] = x.detach()
+        return x
+
+    with torch.no_grad():
+        logits = forward(tokens, record, at)
+    return logits, cache
 
 
 def site_table(adapter: ModelAdapter) -> dict[str, Site]:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from circuitbench.errors import CheckpointError, CircuitbenchError, ConfigError
-from circuitbench.models.adapter import Site, SiteKind
+from circuitbench.models.adapter import Site, SiteKind, cache_through_hooks
 from circuitbench.models.native import file_sha256, resolve_device, resolve_dtype
 from circuitbench.models.sparse_gpt import Hook
 from circuitbench.models.tokenizer import Tokenizer, load_tokenizer
@@ -352,22 +352,7 @@ class HFAdapter:
         Raises:
             CircuitbenchError: for a name that is not a hook point of this model.
         """
-        wanted = set(self.hook_names if names is None else names)
-        unknown = wanted - set(self.hook_names)
-        if unknown:
-            raise CircuitbenchError(
-                f"unknown hook names {sorted(unknown)}; this model has {', '.join(self.hook_names[:12])}, ..."
-            )
-        cache: dict[str, Tensor] = {}
-
-        def record(name: str, x: Tensor) -> Tensor:
-            if name in wanted:
-                cache[name] = x.detach()
-            return x
-
-        with torch.no_grad():
-            logits = self.forward(tokens, record, at)
-        return logits, cache
+        return cache_through_hooks(self.forward, self.hook_names, tokens, names, at)
 
 
 # --- loading ----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from circuitbench.errors import CircuitbenchError
-from circuitbench.models.adapter import Site
+from circuitbench.models.adapter import Site, cache_through_hooks
 from circuitbench.models.checkpoint import find_weights, load_weights, read_state_dict
 from circuitbench.models.config import GPTConfig, load_config
 from circuitbench.models.sparse_gpt import Hook, SparseGPT
@@ -92,22 +92,7 @@ class SparseGPTAdapter:
         self, tokens: Tensor, names: Iterable[str] | None = None, at: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits and the named activations, without gradients (logits only at `at` if given)."""
-        wanted = set(self.hook_names if names is None else names)
-        unknown = wanted - set(self.hook_names)
-        if unknown:
-            raise CircuitbenchError(
-                f"unknown hook names {sorted(unknown)}; this model has {', '.join(self.hook_names[:12])}, ..."
-            )
-        cache: dict[str, Tensor] = {}
-
-        def record(name: str, x: Tensor) -> Tensor:
-            if name in wanted:
-                cache[name] = x.detach()
-            return x
-
-        with torch.no_grad():
-            logits = self.forward(tokens, record, at)
-        return logits, cache
+        return cache_through_hooks(self.forward, self.hook_names, tokens, names, at)
 
     def site_weight(self, site: Site) -> Tensor | None:
         """The matrix [site.width, source.width] connecting `site.source` to `site`."""

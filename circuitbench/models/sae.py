@@ -40,7 +40,7 @@ from torch import Tensor
 
 from circuitbench.circuits.metrics import Batch, answer_logits, task_loss
 from circuitbench.errors import CheckpointError, ConfigError, ModelNotFoundError
-from circuitbench.models.adapter import ModelAdapter, Site
+from circuitbench.models.adapter import ModelAdapter, Site, cache_through_hooks
 from circuitbench.models.checkpoint import read_state_dict
 from circuitbench.models.native import file_sha256
 from circuitbench.models.sparse_gpt import Hook
@@ -398,20 +398,7 @@ class SAEAdapter:
         self, tokens: Tensor, names: Iterable[str] | None = None, at: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits and the named activations (base hook points as spliced, plus the SAE sites)."""
-        wanted = set(self.hook_names if names is None else names)
-        unknown = wanted - set(self.hook_names)
-        if unknown:
-            raise ConfigError(f"unknown hook names {sorted(unknown)}; this model has {', '.join(self.hook_names)}")
-        cache: dict[str, Tensor] = {}
-
-        def record(name: str, x: Tensor) -> Tensor:
-            if name in wanted:
-                cache[name] = x.detach()
-            return x
-
-        with torch.no_grad():
-            logits = self.forward(tokens, record, at)
-        return logits, cache
+        return cache_through_hooks(self.forward, self.hook_names, tokens, names, at)
 
     def site_weight(self, site: Site) -> Tensor | None:
         """None: SAE sites have no connecting matrix (see the module docstring on edges)."""
