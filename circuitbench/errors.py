@@ -29,3 +29,7 @@ class SpecError(CircuitbenchError):
 
 class TaskError(CircuitbenchError):
     """A task name that does not exist, or a task that cannot be built as asked."""
+
+
+class UnsupportedRequestError(CircuitbenchError):
+    """A request a model wrapper does not serve (e.g. text generation from the lm-eval model)."""

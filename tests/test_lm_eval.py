@@ -26,7 +26,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 import circuitbench
 from circuitbench.circuits.metrics import answer_logits
 from circuitbench.cli import main as cli_main
-from circuitbench.errors import CircuitbenchError
+from circuitbench.errors import CircuitbenchError, UnsupportedRequestError
 from circuitbench.integrations.lm_eval import CircuitbenchLM
 from circuitbench.integrations.lm_eval_tasks import (
     ALL_DROP_REASONS,
@@ -368,9 +368,9 @@ def test_wrapper_scores_multi_token_and_empty_context_continuations(tiny_sparse:
 def test_wrapper_refuses_what_it_cannot_do(tiny_sparse: ModelAdapter) -> None:
     lm = CircuitbenchLM(adapter=tiny_sparse)
     req = Instance(request_type="generate_until", doc={}, arguments=("x", {}), idx=0)
-    with pytest.raises(NotImplementedError, match="does not generate"):
+    with pytest.raises(UnsupportedRequestError, match="does not generate"):
         lm.generate_until([req])
-    with pytest.raises(NotImplementedError, match="loglikelihoods"):
+    with pytest.raises(UnsupportedRequestError, match="loglikelihoods"):
         lm.loglikelihood_rolling([req])
     with pytest.raises(CircuitbenchError, match="model=NAME"):
         CircuitbenchLM()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from circuitbench.errors import CircuitbenchError
+from circuitbench.errors import CircuitbenchError, UnsupportedRequestError
 
 try:
     import lm_eval.models  # noqa: F401  (registers lm-eval's own models; get_model skips it once ours is in)
@@ -196,14 +196,14 @@ class CircuitbenchLM(LM):  # type: ignore[misc]  # lm-eval ships no type informa
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
         """Not supported: the circuitbench model scores multiple-choice and loglikelihood tasks only."""
-        raise NotImplementedError(
+        raise UnsupportedRequestError(
             "the lm-eval model `circuitbench` computes loglikelihoods of continuations only "
             "(output_type multiple_choice or loglikelihood); for perplexity tasks use lm-eval's hf model."
         )
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         """Not supported: the circuitbench model does not generate text."""
-        raise NotImplementedError(
+        raise UnsupportedRequestError(
             "the lm-eval model `circuitbench` does not generate text (output_type generate_until); "
             "it computes loglikelihoods only. For generation tasks use lm-eval's hf model."
         )
