@@ -160,9 +160,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _print_table(rows, args.format, floatfmt=".3f")
     if args.format == "table":
         g = geometric_means(summaries)
-        print(f"\n{int(g['solved'])}/{int(g['tasks'])} tasks solved by the full model and pruned to the "
-              f"target; geometric mean over them: {g['geomean_nodes']:.1f} nodes, {g['geomean_edges']:.1f} edges."
-              f"\nResults: {args.out}/ (Parquet, one file per task, plus summary.parquet)")
+        head = f"\n{int(g['solved'])}/{int(g['tasks'])} tasks solved by the full model and pruned to the target"
+        if g["solved"]:
+            print(f"{head}; geometric mean over them: {g['geomean_nodes']:.1f} nodes, {g['geomean_edges']:.1f} edges.")
+        else:
+            print(f"{head}: no circuit to report. Tasks marked unsolved have full-model accuracy below "
+                  f"--min-accuracy {args.min_accuracy}; the model must solve a task before it can be pruned.")
+        print(f"Results: {args.out}/ (Parquet, one file per task, plus summary.parquet)")
     return 0
 
 
