@@ -1,74 +1,143 @@
-"""Training throughput of weight-sparse vs dense steps at the same shape, and the projection's cost.
+"""Training speed: the float32 path of the previous release against today's fast path, in one run.
 
-Both models are built by `circuitbench.train.loop` and stepped by its `train_step` on the same random
-batches, alternating one sparse and one dense step so both see the same machine load (the 2 CPU
-cores are shared). The sparse model is measured after the L0 anneal (at the target density), where
-every step projects every weight matrix and bias. Reported: median step times, tokens/s, their ratio,
-and the projection's share of the sparse step.
+The baseline is the previous trainer exactly: float32 matrix products and AbsTopK as
+`zeros.scatter(idx, x.gather(idx))` (kept here as `abs_topk_scatter`). The fast path is what
+`circuitbench train` does today with `--precision auto` on these CPUs: bfloat16 autocast for the
+forward and backward matrix products (float32 master weights, optimizer state, L0 projection and loss)
+and the mask-multiply AbsTopK. Optionally a third variant adds `torch.compile` (`--compile`), its
+compile time reported separately, so you can see whether it pays for a run of a given length.
 
-    python benchmarks/bench_train.py --steps 20 --threads 2
+For each shape, both paths train a weight-sparse model from the same seed on the same real token
+batches for N steps (past the L0 anneal's start, so the projection runs every step). Reported per
+path: median step time, tokens/s, the speed-up over the baseline, and the training loss averaged over
+the last steps. The two losses must agree within bfloat16 noise (the run prints their difference).
+
+    python benchmarks/bench_train.py --steps 30 --threads 2
+    python benchmarks/bench_train.py --shapes 2x128,4x256 --steps 30 --threads 2 --corpus pypi
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
+from circuitbench.models import sparse_gpt
 from circuitbench.train import recipe
-from circuitbench.train.loop import TrainConfig, _build, train_step
+from circuitbench.train.loop import TrainConfig, _build, resolve_precision, train_step
+
+
+def abs_topk_scatter(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The previous release's AbsTopK (the baseline)."""
+    if k >= x.shape[-1]:
+        return x
+    idx = x.abs().topk(k, dim=-1, sorted=False).indices
+    return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
+
+
+@contextlib.contextmanager
+def baseline_topk() -> Iterator[None]:
+    """Run with the scatter AbsTopK in place of today's."""
+    fast = sparse_gpt.abs_topk
+    sparse_gpt.abs_topk = abs_topk_scatter
+    try:
+        yield
+    finally:
+        sparse_gpt.abs_topk = fast
+
+
+def batches(corpus: str | None, n: int, batch_size: int, ctx: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """N real training batches (seeded) from a cached corpus, or random tokens without one."""
+    gen = torch.Generator().manual_seed(0)
+    if corpus is None:
+        out = []
+        for _ in range(n):
+            w = torch.randint(0, 2048, (batch_size, ctx + 1), generator=gen)
+            out.append((w[:, :-1], w[:, 1:]))
+        return out
+    from circuitbench.train.data import prepare_data, sample_batch
+    from circuitbench.train.loop import _cache_dir
+
+    data, _ = prepare_data(_cache_dir(TrainConfig(out_dir=Path("unused"))), corpus, 2048,
+                           TrainConfig.model_fields["tokenizer_bytes"].default)
+    return [sample_batch(data.train, batch_size, ctx, gen) for _ in range(n)]
+
+
+def measure(shape: dict, precision: str, baseline: bool, data: list, warmup: int, compile_: bool) -> dict:
+    """Train one fresh sparse model over `data`; step times after warmup and the mean final loss."""
+    cfg = TrainConfig(out_dir=Path("unused"), precision=precision, **shape)
+    model, opt = _build(cfg)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    sparse = recipe.sparsifiable(model)
+    compile_s = 0.0
+    if compile_:
+        t0 = time.perf_counter()
+        model.forward = torch.compile(model.forward)  # type: ignore[method-assign]
+        x, y = data[0]
+        train_step(model, opt, x, y, cfg, 0, params, sparse, resolve_precision(cfg))  # compiles
+        compile_s = time.perf_counter() - t0
+        model, opt = _build(cfg)  # start the measured run from the same initial state
+        model.forward = torch.compile(model.forward)  # type: ignore[method-assign]
+        params = [p for p in model.parameters() if p.requires_grad]
+        sparse = recipe.sparsifiable(model)
+    times, losses = [], []
+    ctx = baseline_topk() if baseline else contextlib.nullcontext()
+    with ctx:
+        for i, (x, y) in enumerate(data):
+            t0 = time.perf_counter()
+            loss, *_ = train_step(model, opt, x, y, cfg, i + 20, params, sparse, resolve_precision(cfg))
+            dt = time.perf_counter() - t0
+            if i >= warmup:
+                times.append(dt)
+            losses.append(float(loss))
+    tail = max(1, len(losses) // 5)
+    step_s = statistics.median(times)
+    return {"step_s": round(step_s, 4), "tok_s": round(shape["batch_size"] * shape["ctx"] / step_s),
+            "final_loss": round(statistics.fmean(losses[-tail:]), 4), "compile_s": round(compile_s, 1)}
 
 
 def main() -> None:
     """Run the benchmark and print a JSON summary."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20, help="measured steps per model")
-    ap.add_argument("--warmup", type=int, default=3, help="unmeasured steps per model")
+    ap.add_argument("--shapes", default="2x128,4x256", help="comma-separated LAYERSxD_MODEL")
+    ap.add_argument("--steps", type=int, default=30, help="training steps per path and shape")
+    ap.add_argument("--warmup", type=int, default=3, help="steps not timed")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--d-model", type=int, default=128)
-    ap.add_argument("--n-layer", type=int, default=2)
-    ap.add_argument("--n-head", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--ctx", type=int, default=256)
+    ap.add_argument("--density", type=float, default=1 / 8)
+    ap.add_argument("--corpus", default=None, help="train on real batches of this corpus (e.g. pypi)")
+    ap.add_argument("--compile", action="store_true", help="also measure the fast path under torch.compile")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    shape = dict(d_model=args.d_model, n_layer=args.n_layer, n_head=args.n_head,
-                 batch_size=args.batch_size, ctx=args.ctx, max_steps=1000)
-    runs = {}
-    for dense in (False, True):
-        cfg = TrainConfig(out_dir="unused", dense=dense, **shape)
-        model, opt = _build(cfg)
-        model.train()
-        params = [p for p in model.parameters() if p.requires_grad]
-        runs[dense] = (cfg, model, opt, params, recipe.sparsifiable(model))
-    gen = torch.Generator().manual_seed(0)
-    times: dict[bool, list[float]] = {False: [], True: []}
-    proj: list[float] = []
-    step0 = 600  # past the anneal (ends at 50%): the sparse model is at its target density
-    for i in range(args.warmup + args.steps):
-        x = torch.randint(0, 2048, (args.batch_size, args.ctx), generator=gen)
-        y = torch.randint(0, 2048, (args.batch_size, args.ctx), generator=gen)
-        for dense in (False, True):
-            cfg, model, opt, params, sparse = runs[dense]
-            t0 = time.perf_counter()
-            _, _, _, t_proj = train_step(model, opt, x, y, cfg, step0 + i, params, sparse)
-            dt = time.perf_counter() - t0
-            if i >= args.warmup:
-                times[dense].append(dt)
-                if not dense:
-                    proj.append(t_proj / dt)
-    tokens = args.batch_size * args.ctx
-    sparse_s, dense_s = statistics.median(times[False]), statistics.median(times[True])
-    print(json.dumps({
-        "shape": shape, "threads": args.threads, "steps": args.steps,
-        "sparse_step_s": round(sparse_s, 4), "dense_step_s": round(dense_s, 4),
-        "sparse_tok_s": round(tokens / sparse_s), "dense_tok_s": round(tokens / dense_s),
-        "sparse_over_dense_throughput": round(dense_s / sparse_s, 3),
-        "projection_fraction_of_sparse_step": round(statistics.median(proj), 4),
-    }, indent=2))
+    data = batches(args.corpus, args.steps, args.batch_size, args.ctx)
+    results = []
+    for spec in args.shapes.split(","):
+        n_layer, d_model = map(int, spec.lower().split("x"))
+        shape = dict(n_layer=n_layer, d_model=d_model, n_head=max(4, d_model // 32), batch_size=args.batch_size,
+                     ctx=args.ctx, max_steps=args.steps * 4, weight_density=args.density)
+        row = {"shape": spec, "params": shape}
+        row["baseline_float32"] = measure(shape, "float32", True, data, args.warmup, False)
+        row["fast"] = measure(shape, "auto", False, data, args.warmup, False)
+        row["fast"]["precision"] = resolve_precision(TrainConfig(out_dir=Path("unused")))
+        if args.compile:
+            row["fast_compiled"] = measure(shape, "auto", False, data, args.warmup, True)
+        base = row["baseline_float32"]
+        for key in ("fast", "fast_compiled"):
+            if key in row:
+                row[key]["speedup"] = round(base["step_s"] / row[key]["step_s"], 2)
+                row[key]["loss_minus_baseline"] = round(row[key]["final_loss"] - base["final_loss"], 4)
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    print(json.dumps({"threads": args.threads, "steps": args.steps, "corpus": args.corpus,
+                      "torch": torch.__version__, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -71,7 +71,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="train a weight-sparse model (or its dense twin) with the recipe of Gao et al. 2025",
     )
     p.add_argument("--out", required=True, help="output directory (checkpoints and final model)")
-    p.add_argument("--corpus", default=None, help="directory of .py files (default: the stdlib)")
+    p.add_argument("--corpus", default=None,
+                   help="a directory of .py files, a pinned package list (*.txt), or `pypi` (the bundled "
+                        "list, fetched with pip into --cache-dir); default: the standard library")
+    p.add_argument("--pos-emb", choices=["zero", "learned"], default="zero",
+                   help=d["pos_emb"].description)
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="bfloat16 autocast for matrix products where the hardware has it (auto), or force one")
+    p.add_argument("--tokenizer-bytes", type=int, default=d["tokenizer_bytes"].default,
+                   help=d["tokenizer_bytes"].description)
     p.add_argument("--cache-dir", default=None, help="tokenizer/token cache (~/.cache/circuitbench)")
     p.add_argument("--dense", action="store_true", help="dense twin: no weight or activation sparsity")
     for name in ("n_layer", "d_model", "n_head", "d_mlp", "ctx", "vocab_size", "batch_size", "max_steps", "seed",

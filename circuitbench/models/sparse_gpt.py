@@ -22,11 +22,19 @@ Hook = Callable[[str, Tensor], Tensor]
 
 
 def abs_topk(x: Tensor, k: int) -> Tensor:
-    """Keep the k entries of largest magnitude along the last dim, zero the rest (App. A: AbsTopK)."""
+    """Keep the k entries of largest magnitude along the last dim, zero the rest (App. A: AbsTopK).
+
+    Computed as x times a 0/1 mask scattered from the top-k indices, rather than as
+    `zeros.scatter(idx, x.gather(idx))`: the same entries kept (the same top-k call picks them, ties
+    included), the same values and the same gradient (1 on the kept entries, 0 elsewhere), with a
+    one-byte mask instead of a zero tensor and a gather, and a backward that is one multiply instead of
+    a gather and a scatter-add.
+    """
     if k >= x.shape[-1]:
         return x
-    idx = x.abs().topk(k, dim=-1, sorted=False).indices
-    return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
+    idx = x.detach().abs().topk(k, dim=-1, sorted=False).indices
+    keep = torch.zeros(x.shape, dtype=torch.bool, device=x.device).scatter_(-1, idx, True)
+    return x * keep
 
 
 class LayerNorm(nn.Module):
@@ -106,6 +114,34 @@ class CausalSelfAttention(nn.Module):
     def _sink_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         # The sink is a dummy key slot 0 with value zero, always visible, whose attention logit is the
         # learned sink_logit instead of q.k: it only adds exp(sink_logit) to each softmax denominator.
+        #
+        # Computed with the fused causal kernel (no T x T mask tensor): one extra head dimension
+        # carries the sink logit, q' = [q, 1], k'_real = [k, 0], k'_sink = [0, s * sqrt(D)] with the
+        # scale fixed to 1/sqrt(D), so q'.k' * scale is q.k / sqrt(D) for real keys and exactly s for
+        # the sink. A dummy query in front makes the causal mask square: real query t (row t + 1)
+        # then sees the sink and real keys 0..t, as it should; the dummy row is dropped.
+        assert self.attn_imp is not None
+        B, H, T, D = q.shape
+        out_dtype = q.dtype
+        if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+            # The fused CPU kernel with an odd head size is faster in float32 than in bfloat16
+            # (benchmarks/bench_train.py), and float32 is the more accurate of the two anyway.
+            with torch.autocast("cpu", enabled=False):
+                return self._sink_attention(q.float(), k.float(), v.float()).to(out_dtype)
+        scale = 1.0 / math.sqrt(D)
+        s = self.attn_imp.sink_logit.to(q.dtype)  # (nh,)
+        one = q.new_ones(B, H, T, 1)
+        qa = torch.cat([q.new_zeros(B, H, 1, D + 1), torch.cat([q, one], dim=-1)], dim=2)  # (B,nh,T+1,D+1)
+        sink_k = torch.cat([q.new_zeros(H, D), (s * math.sqrt(D))[:, None]], dim=-1)  # (nh, D+1)
+        ka = torch.cat([sink_k[:, None, :].expand(B, H, 1, D + 1), torch.cat([k, one.new_zeros(B, H, T, 1)], dim=-1)],
+                       dim=2)  # (B, nh, T+1, D+1)
+        va = torch.cat([v.new_zeros(B, H, 1, D), v], dim=2)  # (B, nh, T+1, D)
+        # v is padded to D + 1 as well: the fused CPU kernel wants one head size for q, k and v.
+        y = F.scaled_dot_product_attention(qa, ka, F.pad(va, (0, 1)), is_causal=True, scale=scale)
+        return y[:, :, 1:, :D]  # (B, nh, T, hs)
+
+    def _sink_attention_masked(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """The sink by an explicit additive mask (the reference form; `_sink_attention` equals it)."""
         assert self.attn_imp is not None
         B, H, T, D = q.shape
         zeros = q.new_zeros(B, H, 1, D)

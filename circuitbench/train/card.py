@@ -84,6 +84,20 @@ def evaluate_tasks(adapter: ModelAdapter, split: str = "test") -> list[dict[str,
     return rows
 
 
+def _corpus_line(cfg: dict[str, Any], meta: dict[str, Any]) -> str:
+    pk = meta.get("corpus_packages")
+    if pk:
+        return (
+            f"| corpus | `{cfg['corpus']}`: {len(pk['train_packages'])} pinned PyPI packages plus the standard "
+            f"library (train) and {len(pk['val_packages'])} whole packages held out (validation: "
+            f"{', '.join(pk['val_packages'])}); list `{pk['list']}` sha256 `{pk['list_sha256'][:16]}...`, "
+            "every pin in `train_meta.json` |"
+        )
+    if cfg.get("corpus") is None:
+        return "| corpus | Python standard library of the training interpreter (deduplicated, split by file) |"
+    return f"| corpus | `{cfg['corpus']}` |"
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     from tabulate import tabulate
 
@@ -118,9 +132,7 @@ def render_card(name: str, meta: dict[str, Any], tasks: list[dict[str, Any]], no
         "",
         "| | |",
         "|---|---|",
-        "| corpus | Python standard library of the training interpreter (deduplicated, split by file) "
-        "unless the command names `--corpus` |" if cfg.get("corpus") is None
-        else f"| corpus | `{cfg['corpus']}` |",
+        _corpus_line(cfg, meta),
         f"| corpus hash | `{meta['corpus_hash']}` |",
         f"| corpus tokens | {meta['train_tokens_in_corpus']:,} train, {meta['val_tokens_in_corpus']:,} "
         "validation |",
@@ -128,15 +140,17 @@ def render_card(name: str, meta: dict[str, Any], tasks: list[dict[str, Any]], no
         f"`{meta['tokenizer_sha256'][:16]}...`) |",
         f"| shape | {cfg['n_layer']} layers, d_model {cfg['d_model']}, {cfg['n_head']} heads, d_mlp "
         f"{cfg['d_mlp'] or 4 * cfg['d_model']}, context {cfg['ctx']}, bigram table, attention sink, "
-        "RMSNorm, zeroed positional embeddings |",
+        f"RMSNorm, {'learned' if cfg.get('pos_emb') == 'learned' else 'zeroed'} positional embeddings |",
+        f"| precision | {meta.get('precision', 'float32')} matrix products, float32 weights, optimizer, "
+        "projection and loss |",
         f"| sparsity | {'none' if cfg['dense'] else 'weights ' + format(cfg['weight_density'], '.4g') + ' nonzero per matrix and bias (bigram table exempt), AbsTopK ' + format(cfg['afrac'], 'g') + ' at the eight node sites'} |",  # noqa: E501
         f"| steps x batch x context | {meta['steps']:,} x {cfg['batch_size']} x {cfg['ctx']} |",
         f"| tokens seen | {meta['tokens_seen']:,} |",
         f"| validation loss | {meta['val_loss']:.4f} nats/token ({meta['val_tokens']:,} validation "
         "tokens) |",
         f"| parameters | {meta['params_total']:,} total, {meta['params_nonzero']:,} nonzero |",
-        f"| of which weight matrices and biases (all but the bigram table, norm gains, sink logits, "
-        f"zeroed positional embeddings) | {sp_total:,} total, {sp_nonzero:,} nonzero "
+        f"| of which weight matrices and biases (all but the bigram table, norm gains, sink logits"
+        f"{', zeroed positional embeddings' if cfg.get('pos_emb') != 'learned' else ''}) | {sp_total:,} total, {sp_nonzero:,} nonzero "
         f"({sp_nonzero / max(sp_total, 1):.2%}) |",
         f"| wall time | {meta['wall_time_s'] / 60:.1f} min (training, validation and checkpoints) |",
         f"| hardware | {meta['hardware']}, shared with other jobs |",

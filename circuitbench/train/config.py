@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -15,7 +17,8 @@ class TrainConfig(BaseModel):
     out_dir: Path
     """Directory for checkpoints, the loss curve and the final model."""
     corpus: Path | None = None
-    """Directory of Python files to train on; None means the standard library."""
+    """Directory of Python files, a pinned package list (`*.txt`), or `pypi` (the bundled list);
+    None means the standard library."""
     cache_dir: Path | None = None
     """Where the tokenizer and token arrays are cached; None means ~/.cache/circuitbench."""
     dense: bool = False
@@ -30,8 +33,14 @@ class TrainConfig(BaseModel):
     """MLP width; None means 4 * d_model."""
     ctx: int = 256
     """Context length (Gao et al. 2025: 256)."""
+    pos_emb: Literal["zero", "learned"] = "zero"
+    """Absolute positional embeddings: `zero` (zeroed and frozen, as Gao et al. 2025) or `learned`
+    (trained, and sparsified like every other weight matrix in a sparse run)."""
     vocab_size: int = 2048
     """Tokenizer vocabulary size (tinypython_2k: 2048)."""
+    tokenizer_bytes: int | None = 64_000_000
+    """Train the tokenizer on an even sample (by content hash) of this many bytes of the training
+    split; None uses all of it."""
     afrac: float = 0.25
     """AbsTopK fraction at the eight node sites (Gao et al. 2025: 0.25); ignored with dense."""
     weight_density: float = 1 / 16
@@ -50,6 +59,10 @@ class TrainConfig(BaseModel):
     """Adam epsilon (Gao et al. 2025, App.: 0.1, large because gradients are RMS-normalised)."""
     seed: int = 0
     """Seeds the initialisation and the batch sampler."""
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Matrix products in the forward and backward pass: `bfloat16` autocast (float32 master weights,
+    optimizer state, L0 projection, loss and validation), `float32`, or `auto`: bfloat16 where the
+    hardware multiplies it natively (AMX or AVX512-BF16 CPUs, CUDA GPUs with bf16), else float32."""
     eval_every: int = 200
     """Steps between validation-loss measurements."""
     val_windows: int = 128

@@ -75,6 +75,14 @@ class Corpus:
         return [f.text for f in self.val]
 
 
+def corpus_hash(train: list[SourceFile] | tuple[SourceFile, ...], val: list[SourceFile] | tuple[SourceFile, ...]) -> str:
+    """Hex sha256 over the sorted (file hash, split) pairs: the identity of a corpus's text and split."""
+    h = hashlib.sha256()
+    for digest, split in sorted([(f.sha256, "train") for f in train] + [(f.sha256, "val") for f in val]):
+        h.update(f"{digest} {split}\n".encode())
+    return h.hexdigest()
+
+
 def default_root() -> Path:
     """The running interpreter's standard library directory."""
     return Path(sysconfig.get_paths()["stdlib"])
@@ -147,15 +155,10 @@ def collect_corpus(
             f"{root}: no UTF-8 `.py` files found (excluding {sorted(exclude)})."
         )
 
-    h = hashlib.sha256()
-    for digest, split in sorted(
-        [(f.sha256, "train") for f in train] + [(f.sha256, "val") for f in val]
-    ):
-        h.update(f"{digest} {split}\n".encode())
     corpus = Corpus(
         train=tuple(train),
         val=tuple(val),
-        hash=h.hexdigest(),
+        hash=corpus_hash(train, val),
         n_files=len(train) + len(val),
         n_bytes=n_bytes,
         root=str(root),

@@ -43,11 +43,20 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _encode(tok: Tokenizer, texts: list[str]) -> np.ndarray:
+def _encode(tok: Tokenizer, texts: list[str], chunk: int = 512) -> np.ndarray:
+    """Token ids of every text, each followed by `<|endoftext|>`, as one uint16 array.
+
+    Encoded in chunks: an `Encoding` object holds offsets and masks besides the ids, so encoding a
+    corpus of hundreds of MB in one batch would hold tens of GB at once.
+    """
+    from tqdm import tqdm
+
     eot = tok.token_to_id(EOT)
     out: list[np.ndarray] = []
-    for enc in tok.encode_batch(texts):
-        out.append(np.asarray(enc.ids + [eot], dtype=np.uint16))
+    for i in tqdm(range(0, len(texts), chunk), desc="tokenize", unit="chunk", disable=len(texts) <= chunk):
+        for enc in tok.encode_batch_fast(texts[i : i + chunk]) if hasattr(tok, "encode_batch_fast") \
+                else tok.encode_batch(texts[i : i + chunk]):
+            out.append(np.asarray(enc.ids + [eot], dtype=np.uint16))
     return np.concatenate(out) if out else np.zeros(0, dtype=np.uint16)
 
 
@@ -55,6 +64,29 @@ def _save_atomic(path: Path, arr: np.ndarray) -> None:
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, arr)
     os.replace(tmp, path)
+
+
+def load_corpus(spec: Path | str | None, cache_dir: Path) -> Corpus:
+    """The corpus a `--corpus` value names.
+
+    None is the standard library; `pypi` is the bundled pinned package list (plus the standard
+    library); a `.txt` file is another pinned package list; anything else is a directory of `.py` files.
+    """
+    from circuitbench.train import packages
+
+    if spec is None:
+        return collect_corpus(None)
+    if str(spec) == packages.PACKAGES:
+        return packages.collect_package_corpus(None, cache_dir)
+    path = Path(spec)
+    if path.is_file():
+        if path.suffix != ".txt":
+            raise CircuitbenchError(
+                f"--corpus {path}: a file must be a pinned package list (`name==version` lines, *.txt); "
+                "pass a directory of .py files, `pypi`, or nothing for the standard library."
+            )
+        return packages.collect_package_corpus(path, cache_dir)
+    return collect_corpus(path)
 
 
 def prepare_data(
@@ -75,13 +107,16 @@ def prepare_data(
     Returns:
         The token data and the corpus.
     """
-    corpus = collect_corpus(corpus_root)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    corpus = load_corpus(corpus_root, cache_dir)
     tok_path = cache_dir / f"tokenizer-{corpus.hash[:16]}-{vocab_size}-{tokenizer_max_bytes}.json"
     if not tok_path.is_file():
         log.info("training a %d-token BPE on %d files", vocab_size, len(corpus.train))
-        tok = train_tokenizer(corpus.train_texts, vocab_size=vocab_size, max_bytes=tokenizer_max_bytes)
+        texts = corpus.train_texts
+        if tokenizer_max_bytes is not None:  # a capped tokenizer sees an even sample, not the first folders
+            texts = [f.text for f in sorted(corpus.train, key=lambda f: f.sha256)]
+        tok = train_tokenizer(texts, vocab_size=vocab_size, max_bytes=tokenizer_max_bytes)
         tmp = tok_path.with_suffix(".tmp")
         save_tokenizer(tok, tmp)
         os.replace(tmp, tok_path)

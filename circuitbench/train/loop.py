@@ -69,6 +69,30 @@ def model_config(cfg: TrainConfig) -> GPTConfig:
     )
 
 
+def bf16_native(device: torch.device | str = "cpu") -> bool:
+    """Whether this device multiplies bfloat16 matrices natively (so autocast pays)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device | str = "cpu") -> str:
+    """`float32` or `bfloat16`: what `precision=auto` means on this device."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bfloat16" if bf16_native(device) else "float32"
+
+
+def _autocast(precision: str, device: torch.device | str = "cpu") -> Any:
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
 def _identity(cfg: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _RUNTIME_FIELDS}
 
@@ -76,9 +100,10 @@ def _identity(cfg: TrainConfig) -> dict[str, Any]:
 def _build(cfg: TrainConfig) -> tuple[SparseGPT, torch.optim.Optimizer]:
     torch.manual_seed(cfg.seed)
     model = SparseGPT(model_config(cfg))
-    with torch.no_grad():  # positional embeddings are zeroed and frozen (Gao et al. 2025)
-        model.transformer.wpe.weight.zero_()
-    model.transformer.wpe.weight.requires_grad_(False)
+    if cfg.pos_emb == "zero":
+        with torch.no_grad():  # positional embeddings are zeroed and frozen (Gao et al. 2025)
+            model.transformer.wpe.weight.zero_()
+        model.transformer.wpe.weight.requires_grad_(False)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() == 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -108,6 +133,7 @@ def evaluate(model: SparseGPT, x: torch.Tensor, y: torch.Tensor, chunk: int = 16
 def train_step(
     model: SparseGPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
     step: int, params: list[torch.nn.Parameter], sparse: list[tuple[str, torch.nn.Parameter]],
+    precision: str = "float32",
 ) -> tuple[torch.Tensor, float, float, float]:
     """One optimizer step of the recipe.
 
@@ -120,12 +146,14 @@ def train_step(
         step: Steps completed before this one.
         params: The trainable parameters (for gradient normalisation).
         sparse: The parameters the top-|w| projection applies to.
+        precision: `float32`, or `bfloat16` for autocast matrix products (resolved, not `auto`).
 
     Returns:
         (loss, learning rate used, density after the step, seconds spent in the projection).
     """
-    logits = model(x)  # (B, T, V)
-    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+    with _autocast(precision):
+        logits = model(x)  # (B, T, V), bfloat16 under autocast
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())  # float32 loss
     opt.zero_grad(set_to_none=True)
     loss.backward()
     recipe.normalize_grads_(params)
@@ -191,7 +219,7 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     ckpt_path = out / CHECKPOINT
     corpus_hash = None
     if data is None:
-        data, corpus = prepare_data(_cache_dir(cfg), cfg.corpus, cfg.vocab_size)
+        data, corpus = prepare_data(_cache_dir(cfg), cfg.corpus, cfg.vocab_size, cfg.tokenizer_bytes)
         corpus_hash = corpus.hash
     model, opt = _build(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -239,6 +267,8 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     params = [p for p in model.parameters() if p.requires_grad]
     sparse = recipe.sparsifiable(model)
     tokens_per_step = cfg.batch_size * cfg.ctx
+    precision = resolve_precision(cfg)
+    log.info("precision: %s (asked: %s)", precision, cfg.precision)
     end = cfg.max_steps if cfg.stop_after is None else min(cfg.max_steps, cfg.stop_after)
     if cfg.finish:
         end = step
@@ -249,7 +279,7 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     while step < end and not reached_target:
         t0 = time.perf_counter()
         x, y = sample_batch(data.train, cfg.batch_size, cfg.ctx, gen)
-        loss, lr, density, _ = train_step(model, opt, x, y, cfg, step, params, sparse)
+        loss, lr, density, _ = train_step(model, opt, x, y, cfg, step, params, sparse, precision)
         step += 1
         row: dict[str, Any] = {
             "step": step, "tokens": step * tokens_per_step, "train_loss": round(loss.item(), 5),
@@ -304,6 +334,7 @@ def _finalize(
         "config": cfg.model_dump(mode="json", exclude={"resume", "finish", "stop_after", "quiet"}),
         "command": cfg.command,
         "corpus_hash": corpus_hash or data.corpus_hash,
+        "corpus_packages": _package_record(cfg.corpus),
         "tokenizer_sha256": data.tokenizer_hash,
         "train_tokens_in_corpus": int(len(data.train)),
         "val_tokens_in_corpus": int(len(data.val)),
@@ -316,12 +347,26 @@ def _finalize(
         "params_nonzero": nonzero,
         "sparsified": matrices,
         "wall_time_s": round(elapsed, 1),
+        "precision": resolve_precision(cfg),
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads",
         "final_model_bytes": (out / "final_model.pt").stat().st_size,
     }
     (out / META).write_text(json.dumps(meta, indent=2) + "\n")
     log.info("wrote %s: val loss %.4f, %d/%d nonzero parameters", out, val_loss, nonzero, total)
+
+
+def _package_record(corpus: Path | None) -> dict[str, Any] | None:
+    """The package list of a package corpus (for the model card), None for a directory corpus."""
+    from circuitbench.train import packages
+
+    if corpus is None:
+        return None
+    if str(corpus) == packages.PACKAGES:
+        return packages.package_list_record(None)
+    if Path(corpus).is_file():
+        return packages.package_list_record(Path(corpus))
+    return None
 
 
 def tokens_per_second(history: list[dict[str, Any]]) -> float:

@@ -100,11 +100,12 @@ def sparsifiable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """The parameters the projection applies to: every weight matrix and bias.
 
     Exempt: the bigram table (Gao et al. 2025 leave it dense), norm gains, attention-sink logits and
-    the positional embeddings (zeroed and frozen in this recipe).
+    frozen parameters (the positional embeddings when zeroed, as in the paper's recipe; learned
+    positional embeddings are a weight matrix and are sparsified).
     """
     out = []
     for name, p in model.named_parameters():
-        if not p.requires_grad or name == "bigram_table" or "wpe" in name:
+        if not p.requires_grad or name == "bigram_table":  # a frozen (zeroed) wpe has no grad
             continue
         if "ln_" in name or "sink_logit" in name:
             continue

@@ -1,0 +1,120 @@
+"""Recipe search under a fixed budget: short training runs of equal wall time, scored by what they solve.
+
+Each candidate is a set of `circuitbench train` options. For each one this script
+1. times a few training steps of that shape on this machine (the probe, not counted),
+2. sets `--max-steps` so the run takes about `--minutes` of wall time, so every candidate gets the
+   same compute, with its learning-rate and L0 schedules laid out over the steps it will really take,
+3. trains it with `circuitbench.train.loop.train` (the same code as `circuitbench train`),
+4. scores the model as every user would: validation loss on the held-out packages, and full-model
+   accuracy and task loss on every task's test split (`circuitbench.train.card.evaluate_tasks`).
+
+One JSON line per candidate goes to `--out/results.jsonl` (a rerun skips candidates already there),
+and a markdown table sorted by tasks solved to `--out/results.md`.
+
+    python benchmarks/recipe_search.py --minutes 6 --threads 2 --out runs/search
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+CANDIDATES: dict[str, dict] = {
+    # name: TrainConfig overrides (the rest: circuitbench train's defaults with --corpus pypi)
+    "s-2x128-zero": dict(n_layer=2, d_model=128, n_head=4, weight_density=1 / 8),
+    "s-2x128-learned": dict(n_layer=2, d_model=128, n_head=4, weight_density=1 / 8, pos_emb="learned"),
+    "s-2x256-learned": dict(n_layer=2, d_model=256, n_head=8, weight_density=1 / 8, pos_emb="learned"),
+    "s-2x128-learned-b16": dict(n_layer=2, d_model=128, n_head=4, weight_density=1 / 8, pos_emb="learned",
+                                batch_size=16),
+    "s-2x128-learned-lr2.6e-2": dict(n_layer=2, d_model=128, n_head=4, weight_density=1 / 8, pos_emb="learned",
+                                     lr=2.56e-2),
+}
+
+
+def step_seconds(cfg, data, steps: int = 6) -> float:
+    """Median wall time of a training step of this configuration on this machine."""
+    from circuitbench.train import recipe
+    from circuitbench.train.data import sample_batch
+    from circuitbench.train.loop import _build, resolve_precision, train_step
+
+    model, opt = _build(cfg)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    sparse = recipe.sparsifiable(model)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for i in range(steps):
+        x, y = sample_batch(data.train, cfg.batch_size, cfg.ctx, gen)
+        t0 = time.perf_counter()
+        train_step(model, opt, x, y, cfg, cfg.max_steps // 2, params, sparse, resolve_precision(cfg))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def main() -> None:
+    """Run every candidate not yet in the results and write the table."""
+    from tabulate import tabulate
+
+    import circuitbench
+    from circuitbench.train.card import evaluate_tasks
+    from circuitbench.train.config import TrainConfig
+    from circuitbench.train.data import prepare_data
+    from circuitbench.train.loop import META, _cache_dir, train
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=6.0, help="wall time per candidate")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--corpus", default="pypi")
+    ap.add_argument("--only", default=None, help="comma-separated candidate names")
+    ap.add_argument("--out", type=Path, default=Path("runs/search"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "results.jsonl"
+    done = {}
+    if results_path.is_file():
+        done = {r["name"]: r for r in map(json.loads, results_path.read_text().splitlines()) if r}
+    base = TrainConfig(out_dir=Path("unused"), corpus=args.corpus)
+    data, _ = prepare_data(_cache_dir(base), args.corpus, base.vocab_size, base.tokenizer_bytes)
+    names = args.only.split(",") if args.only else list(CANDIDATES)
+    for name in names:
+        if name in done:
+            continue
+        over = CANDIDATES[name]
+        probe = TrainConfig(out_dir=Path("unused"), corpus=args.corpus, max_steps=1000, **over)
+        sec = step_seconds(probe, data)
+        steps = max(50, int(args.minutes * 60 / sec))
+        cfg = TrainConfig(out_dir=args.out / name, corpus=args.corpus, max_steps=steps, threads=args.threads,
+                          eval_every=max(50, steps // 4), checkpoint_every=steps, val_windows=256,
+                          quiet=True, command=f"recipe_search {name}", **over)
+        t0 = time.perf_counter()
+        train(cfg, data=data)
+        wall = time.perf_counter() - t0
+        meta = json.loads((cfg.out_dir / META).read_text())
+        tasks = evaluate_tasks(circuitbench.load_model(str(cfg.out_dir), device="cpu"))
+        solved = [t["task"] for t in tasks if t["accuracy"] >= 0.9]
+        row = {
+            "name": name, **over, "steps": steps, "step_s": round(sec, 3), "tokens": meta["tokens_seen"],
+            "wall_min": round(wall / 60, 2), "val_loss": meta["val_loss"], "solved": len(solved),
+            "mean_task_loss": round(statistics.fmean(t["task_loss"] for t in tasks), 4),
+            "mean_accuracy": round(statistics.fmean(t["accuracy"] for t in tasks), 4),
+            "solved_tasks": solved, "nonzero": meta["params_nonzero"],
+        }
+        print(json.dumps(row), flush=True)
+        with open(results_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        done[name] = row
+    rows = sorted(done.values(), key=lambda r: (-r["solved"], r["mean_task_loss"]))
+    cols = ["name", "steps", "tokens", "wall_min", "val_loss", "solved", "mean_accuracy", "mean_task_loss"]
+    table = tabulate([{c: r[c] for c in cols} for r in rows], headers="keys", tablefmt="github")
+    (args.out / "results.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
