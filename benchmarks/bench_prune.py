@@ -18,7 +18,7 @@ import circuitbench
 from circuitbench.circuits.masks import NodeIndex, gate_hook
 from circuitbench.circuits.methods.learned_mask import hard_gate
 from circuitbench.circuits.metrics import answer_logits, task_loss
-from circuitbench.circuits.problem import Rows
+from circuitbench.protocols import Batch
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     seq = min(args.seq, adapter.config.block_size)
     gen = torch.Generator().manual_seed(0)
     n = 2 * args.batch_pairs
-    rows = Rows(torch.randint(0, vocab, (n, seq), generator=gen), torch.full((n,), seq - 1),
+    rows = Batch(torch.randint(0, vocab, (n, seq), generator=gen), torch.full((n,), seq - 1),
                 torch.randint(0, vocab, (n,), generator=gen), torch.randint(0, vocab, (n,), generator=gen))
     index = NodeIndex.of(adapter)
     ablation = torch.zeros(index.size)

@@ -24,9 +24,10 @@ import torch
 from tabulate import tabulate
 
 import circuitbench
-from circuitbench.circuits.loop import RunConfig, resolve_tasks, run
 from circuitbench.circuits.masks import NodeIndex
-from circuitbench.circuits.problem import Problem, Rows
+from circuitbench.circuits.problem import Problem
+from circuitbench.protocols import Batch
+from circuitbench.runs.runner import RunConfig, resolve_tasks, run
 from circuitbench.tasks.encode import encode_task
 from circuitbench.tasks.load import get_task
 
@@ -52,7 +53,7 @@ def main() -> None:
         index = NodeIndex.of(adapter)
         t0 = time.perf_counter()
         for task in resolve_tasks(args.tasks.split(",")):
-            test = Rows.of(encode_task(get_task(task), adapter.tokenizer, "test"), adapter.device)
+            test = Batch.of(encode_task(get_task(task), adapter.tokenizer, "test"), adapter.device)
             Problem(adapter, index, torch.zeros(index.size), test, 0, False).scores(test, None)
         baseline_s = time.perf_counter() - t0
 

@@ -131,7 +131,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sae", default=None, metavar="PATH[,PATH...]",
                    help="splice SAELens-format SAEs (directories or Hub ids) into the model and prune their latents")
     p.add_argument("--tasks", default="all", help="comma-separated task names (NAME:inverted too), or all")
-    p.add_argument("--method", default="learned-mask", help="learned-mask | random")
+    p.add_argument("--method", default="learned-mask", help="learned-mask | random (registry names; - or _)")
     p.add_argument("--steps", type=int, default=None, help="learned-mask optimizer steps")
     p.add_argument("--target-loss", type=float, default=0.15, help="per-example task-loss target")
     p.add_argument("--ablation", choices=["mean", "task-mean", "zero"], default="mean")
@@ -151,7 +151,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from circuitbench.circuits.loop import RunConfig, geometric_means, run
+    from circuitbench.runs.runner import RunConfig, geometric_means, run
 
     kwargs = {"steps": args.steps} if args.steps is not None else {}
     cfg = RunConfig(model=args.model, saes=args.sae.split(",") if args.sae else [],
@@ -161,11 +161,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     min_accuracy=args.min_accuracy, control=not args.no_control, calibrate=args.calibrate,
                     show_progress=not args.quiet, revision=args.revision, trust_remote_code=args.trust_remote_code)
     summaries = run(cfg)
-    rows = [{"task": s["task"], "status": s["status"], "full acc": s.get("full_accuracy"),
-             "nodes": s.get("nodes"), "edges": s.get("edges"), "suff loss": s.get("sufficiency_loss"),
-             "nec loss": s.get("necessity_loss"), "faithful": s.get("faithfulness"),
-             "control nodes": s.get("control_nodes")} for s in summaries]
-    _print_table(rows, args.format, floatfmt=".3f")
+    # the summary's own column names (the Parquet and the code use the same ones)
+    cols = ["task", "status", "full_accuracy", "nodes", "edges", "sufficiency_loss", "necessity_loss",
+            "faithfulness", "control_nodes"]
+    _print_table([{c: s.get(c) for c in cols} for s in summaries], args.format, floatfmt=".3f")
     if args.format == "table":
         g = geometric_means(summaries)
         head = f"\n{int(g['solved'])}/{int(g['tasks'])} tasks solved by the full model and pruned to the target"
@@ -174,7 +173,74 @@ def _cmd_run(args: argparse.Namespace) -> int:
         else:
             print(f"{head}: no circuit to report. Tasks marked unsolved have full-model accuracy below "
                   f"--min-accuracy {args.min_accuracy}; the model must solve a task before it can be pruned.")
-        print(f"Results: {args.out}/ (Parquet, one file per task, plus summary.parquet)")
+        unsolved = [s["task"] for s in summaries if s.get("status") == "unsolved"]
+        if unsolved and g["solved"]:
+            print(f"Not solved by the full model (accuracy < {args.min_accuracy}), so not pruned: {', '.join(unsolved)}.")
+        print(f"Results: {args.out}/ (per task: Parquet measurements, circuit .safetensors, edges .parquet; "
+              "plus summary.parquet). See one: circuitbench circuit show FILE.parquet")
+    return 0
+
+
+# --- circuit -------------------------------------------------------------------------------------
+
+
+def _add_circuit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("circuit", help="show, re-evaluate or export a saved circuit")
+    csub = p.add_subparsers(dest="circuit_command", required=True, metavar="ACTION")
+    show = csub.add_parser("show", help="print a saved circuit: kept channels per site, strongest edges")
+    show.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
+    show.set_defaults(handler=_cmd_circuit_show)
+    ev = csub.add_parser("eval", help="re-evaluate a saved circuit and compare with its stored numbers")
+    ev.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
+    ev.add_argument("--split", choices=["train", "test"], default="test")
+    ev.add_argument("--device", default=None, help="default: the device the unit ran on")
+    ev.add_argument("--format", choices=["table", "json"], default="table")
+    ev.set_defaults(handler=_cmd_circuit_eval)
+    ex = csub.add_parser("export", help="write a saved circuit in MIB's circuit format (EAP-IG Graph JSON)")
+    ex.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
+    ex.add_argument("--format", choices=["mib"], default="mib")
+    ex.add_argument("--out", type=Path, required=True, help="output .json file")
+    ex.set_defaults(handler=_cmd_circuit_export)
+
+
+def _cmd_circuit_show(args: argparse.Namespace) -> int:
+    from circuitbench.runs.saved import load_saved, show
+
+    print(show(load_saved(args.result)), end="")
+    return 0
+
+
+def _cmd_circuit_eval(args: argparse.Namespace) -> int:
+    import circuitbench
+    from circuitbench.runs.saved import compare_stored, load_saved, reevaluate
+
+    saved = load_saved(args.result)
+    u = saved.prov.unit
+    model = u.model.name.split("+sae:")[0]
+    adapter = circuitbench.load_model(model, device=args.device or saved.prov.device, dtype=u.dtype,
+                                      revision=u.model.revision)
+    if saved.prov.saes:
+        from circuitbench.models.sae import load_saes
+
+        adapter = load_saes(adapter, [s["path"] for s in saved.prov.saes])
+    fresh = reevaluate(saved, adapter, args.split)
+    if args.split != "test":
+        _print_table([{"metric": k, "now": v} for k, v in fresh.items()], args.format, floatfmt=".6f")
+        return 0
+    rows = compare_stored(saved, fresh)
+    _print_table(rows, args.format, floatfmt=".6f")
+    if args.format == "table":
+        same = all(r["equal"] for r in rows)
+        print("\nThe saved circuit reproduces its stored numbers exactly." if same else
+              "\nSome numbers differ from the stored ones (another device, dtype or torch version?).")
+    return 0
+
+
+def _cmd_circuit_export(args: argparse.Namespace) -> int:
+    from circuitbench.runs.saved import export_mib, load_saved
+
+    path = export_mib(load_saved(args.result), args.out)
+    print(f"MIB circuit (EAP-IG Graph JSON) -> {path}")
     return 0
 
 
@@ -257,7 +323,8 @@ def _cmd_tasks_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_tasks_encode(args: argparse.Namespace) -> int:
-    from circuitbench.tasks.export import encode_rows, load_tokenizer_path, resolve_tasks
+    from circuitbench.models.tokenizer import load_tokenizer_path
+    from circuitbench.tasks.export import encode_rows, resolve_tasks
 
     tok = load_tokenizer_path(args.tokenizer)
     _print_table(encode_rows(resolve_tasks(args.tasks), tok, args.split), args.format)
@@ -359,6 +426,7 @@ def _cmd_export_lm_eval(args: argparse.Namespace) -> int:
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_inspect,
     _add_run,
+    _add_circuit,
     _add_report,
     _add_train,
     _add_tasks,

@@ -1,4 +1,10 @@
-"""Ablation values for pruned nodes: the pretraining mean (default), the task mean, or zero."""
+"""Ablation values for pruned nodes: the pretraining mean (default), the task mean, or zero, in a registry.
+
+An `AblationSource` gives the values pruned nodes take for one model; `ablation_source(kind, adapter,
+index)` builds the registered one. The corpus mean is computed on first use (a run whose tasks are all
+unsolved needs none) from held-out windows of the standard-library corpus, and cached on disk by model
+weights and corpus.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,20 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from circuitbench.circuits.masks import NodeIndex
-from circuitbench.circuits.problem import Rows
-from circuitbench.models.adapter import ModelAdapter
+from circuitbench.circuits.unit import AblationKind
+from circuitbench.errors import CircuitbenchError
+from circuitbench.protocols import Batch, ModelAdapter
 
 log = logging.getLogger(__name__)
-
-AblationKind = Literal["mean", "task-mean", "zero"]
 
 
 def mean_activations(
@@ -50,12 +56,11 @@ def mean_activations(
     return (total / count).float()
 
 
-def task_mean(adapter: ModelAdapter, index: NodeIndex, rows: Rows, batch: int = 256) -> Tensor:
+def task_mean(adapter: ModelAdapter, index: NodeIndex, rows: Batch, batch: int = 256) -> Tensor:
     """Mean over every prompt position of a task's examples."""
 
     def batches() -> Iterable[tuple[Tensor, Tensor]]:
-        for i in range(0, len(rows), batch):
-            part = rows.take(torch.arange(i, min(i + batch, len(rows)), device=rows.last.device))
+        for part in rows.chunks(batch):
             pos = torch.arange(part.tokens.shape[1], device=part.last.device)
             yield part.tokens, pos[None, :] <= part.last[:, None]
 
@@ -102,3 +107,97 @@ def corpus_mean(
         torch.save(means, f)
     os.replace(tmp, path)
     return means
+
+
+class AblationSource(Protocol):
+    """The values pruned nodes of one model take."""
+
+    kind: str
+    """Registry name (`mean`, `task-mean`, `zero`)."""
+    key: str | None
+    """What the values depend on besides the model and task (the corpus behind `mean`), for provenance."""
+
+    def values(self, train: Batch) -> Tensor:
+        """[index.value_size] float32 values, for a task whose train split is `train`."""
+        ...
+
+
+@dataclass
+class ZeroAblation:
+    """Pruned nodes are zero."""
+
+    index: NodeIndex
+    kind: str = "zero"
+    key: str | None = None
+
+    def values(self, train: Batch) -> Tensor:
+        """Zeros."""
+        return torch.zeros(self.index.value_size)
+
+
+@dataclass
+class TaskMeanAblation:
+    """Pruned nodes take their mean over every prompt position of the task's train split."""
+
+    adapter: ModelAdapter
+    index: NodeIndex
+    kind: str = "task-mean"
+    key: str | None = None
+
+    def values(self, train: Batch) -> Tensor:
+        """The task mean."""
+        return task_mean(self.adapter, self.index, train)
+
+
+def corpus_windows(adapter: ModelAdapter, n: int = 64, ctx: int = 128) -> tuple[Tensor, str]:
+    """Windows of the standard-library corpus (held-out split) in the model's tokenizer, and their key."""
+    from circuitbench.corpus import collect_corpus
+
+    corpus = collect_corpus()
+    ctx = min(ctx, adapter.context_length or ctx)
+    ids: list[int] = []
+    for text in corpus.val_texts:
+        ids.extend(adapter.tokenizer.encode(text))
+        if len(ids) >= n * ctx:
+            break
+    usable = len(ids) // ctx
+    if usable == 0:
+        raise CircuitbenchError("the corpus is too small for mean ablation; use --ablation task-mean")
+    return torch.tensor(ids[: usable * ctx]).view(usable, ctx), f"{corpus.hash}|{adapter.tokenizer.name}|{ctx}"
+
+
+@dataclass
+class CorpusMeanAblation:
+    """Pruned nodes take their mean over pretraining-like text (Gao et al. 2025), computed once per model."""
+
+    adapter: ModelAdapter
+    index: NodeIndex
+    kind: str = "mean"
+    key: str | None = None
+    _means: Tensor | None = field(default=None, repr=False)
+
+    def values(self, train: Batch) -> Tensor:
+        """The corpus mean (the same for every task)."""
+        if self._means is None:
+            windows, self.key = corpus_windows(self.adapter)
+            self._means = corpus_mean(self.adapter, self.index, windows.to(self.adapter.device), self.key)
+        return self._means
+
+
+ABLATIONS: dict[str, Callable[[ModelAdapter, NodeIndex], AblationSource]] = {
+    "mean": lambda adapter, index: CorpusMeanAblation(adapter, index),
+    "task-mean": lambda adapter, index: TaskMeanAblation(adapter, index),
+    "zero": lambda adapter, index: ZeroAblation(index),
+}
+"""Ablation registry: `--ablation NAME`."""
+
+
+def ablation_source(kind: AblationKind | str, adapter: ModelAdapter, index: NodeIndex) -> AblationSource:
+    """The registered ablation source of that name for a model.
+
+    Raises:
+        CircuitbenchError: for an unknown name, listing the registered ones.
+    """
+    if kind not in ABLATIONS:
+        raise CircuitbenchError(f"--ablation {kind}: unknown ablation; choose one of {', '.join(ABLATIONS)}")
+    return ABLATIONS[kind](adapter, index)

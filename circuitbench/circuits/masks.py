@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from circuitbench.models.adapter import ModelAdapter, Site
-from circuitbench.models.sparse_gpt import Hook
+from circuitbench.protocols import Hook, ModelAdapter, Site
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,25 +1,15 @@
-"""Task loss, accuracy and logit difference at the answer position; faithfulness; circuit edge counts."""
+"""Task loss, accuracy and logit difference at the answer position; faithfulness; circuit sizes; loss recovered."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from circuitbench.circuits.masks import NodeIndex
-from circuitbench.models.adapter import READ_KINDS, WRITE_KINDS, ModelAdapter
-
-
-class Batch(Protocol):
-    """What scoring needs from an encoded task (see `circuitbench.tasks.encode.EncodedTask`)."""
-
-    tokens: Tensor  # [N, T] right-padded
-    last: Tensor  # [N] index of the last prompt token
-    correct: Tensor  # [N] candidate token ids
-    incorrect: Tensor  # [N]
+from circuitbench.protocols import READ_KINDS, WRITE_KINDS, Batch, Hook, ModelAdapter
 
 
 def answer_logits(logits: Tensor, batch: Batch) -> Tensor:
@@ -49,9 +39,9 @@ class Scores:
     logit_diff: float
 
     def as_dict(self, prefix: str) -> dict[str, float]:
-        """Named measurements, e.g. {'full.loss': ...}."""
-        return {f"{prefix}.loss": self.loss, f"{prefix}.accuracy": self.accuracy,
-                f"{prefix}.logit_diff": self.logit_diff}
+        """Named measurements, e.g. {'full_loss': ...}: the summary's column names where they meet."""
+        return {f"{prefix}_loss": self.loss, f"{prefix}_accuracy": self.accuracy,
+                f"{prefix}_logit_diff": self.logit_diff}
 
 
 def score(two: Tensor) -> Scores:
@@ -97,7 +87,62 @@ def count_nodes(index: NodeIndex, gates: Tensor) -> dict[str, int]:
     """Kept nodes in total and per site kind."""
     out = {"nodes": int((gates > 0.5).sum())}
     for kind in dict.fromkeys(s.kind for s in index.sites):
-        out[f"nodes.{kind}"] = sum(
+        out[f"nodes_{kind}"] = sum(
             int((index.split(gates)[s.name] > 0.5).sum()) for s in index.sites if s.kind == kind
         )
+    return out
+
+
+def mean_task_loss(adapter: ModelAdapter, rows: Batch, hook: Hook | None = None, batch: int = 256) -> float:
+    """Mean two-token task loss of a model (with an optional hook) over rows, in trimmed batches."""
+    total = 0.0
+    with torch.no_grad():
+        for part in rows.chunks(batch):
+            logits = adapter.forward(part.tokens, hook, at=part.last)
+            total += float(task_loss(answer_logits(logits, part)).sum())
+    return total / len(rows)
+
+
+def loss_recovered(adapter: ModelAdapter, rows: Batch, batch: int = 256) -> dict[str, float]:
+    """SAEBench's loss recovered of an SAE-augmented model, with circuitbench's two-token task loss.
+
+    (L_zero - L_spliced) / (L_zero - L_clean), where L_clean is the base model's task loss, L_spliced the
+    loss with each splice's error removed (the activation replaced by its reconstruction, latents kept),
+    and L_zero the loss with the spliced activations set to zero. 1 means the SAEs lose nothing of the
+    task; 0 means they do no better than zeroing the activation. NaN when L_zero == L_clean.
+
+    Args:
+        adapter: An SAE-augmented adapter (`circuitbench.models.sae.SAEAdapter`): it has `base`, the model
+            without SAEs, and `splices`, the hook points the SAEs replace.
+        rows: The examples.
+        batch: Rows per forward pass.
+
+    Returns:
+        `sae_loss_recovered` (all splices at once) with its three losses, and with several SAEs also
+        `sae_loss_recovered.{hook}` for each splice alone (the others kept exact).
+    """
+    base: ModelAdapter = adapter.base  # type: ignore[attr-defined]
+    splices: list[str] = list(adapter.splices)  # type: ignore[attr-defined]
+    clean = mean_task_loss(base, rows, None, batch)
+
+    def measure(points: set[str]) -> tuple[float, float, float]:
+        errors = {f"{p}.sae_error" for p in points}
+
+        def no_error(name: str, x: Tensor) -> Tensor:
+            return torch.zeros_like(x) if name in errors else x
+
+        def zero(name: str, x: Tensor) -> Tensor:
+            return torch.zeros_like(x) if name in points else x
+
+        spliced = mean_task_loss(adapter, rows, no_error, batch)
+        zeroed = mean_task_loss(base, rows, zero, batch)
+        denom = zeroed - clean
+        return (zeroed - spliced) / denom if abs(denom) > 1e-9 else float("nan"), spliced, zeroed
+
+    value, spliced, zeroed = measure(set(splices))
+    out = {"sae_loss_recovered": value, "sae_loss_recovered.loss_clean": clean,
+           "sae_loss_recovered.loss_spliced": spliced, "sae_loss_recovered.loss_zero": zeroed}
+    if len(splices) > 1:
+        for point in splices:
+            out[f"sae_loss_recovered.{point}"] = measure({point})[0]
     return out

@@ -9,38 +9,7 @@ from torch import Tensor
 
 from circuitbench.circuits.masks import NodeIndex, gate_hook
 from circuitbench.circuits.metrics import Scores, answer_logits, score, task_loss
-from circuitbench.models.adapter import ModelAdapter
-
-
-@dataclass(frozen=True, slots=True)
-class Rows:
-    """A batch of encoded examples: tokens [N, T] right-padded, and per-row last/correct/incorrect."""
-
-    tokens: Tensor
-    last: Tensor
-    correct: Tensor
-    incorrect: Tensor
-
-    @classmethod
-    def of(cls, encoded: object, device: torch.device) -> Rows:
-        """Copy the tensors of an EncodedTask (or any object with these fields) onto a device."""
-        last = encoded.last  # type: ignore[attr-defined]
-        width = int(last.max()) + 1  # nothing after the last prompt token can affect it (causal)
-        return cls(encoded.tokens[:, :width].to(device), last.to(device),  # type: ignore[attr-defined]
-                   encoded.correct.to(device), encoded.incorrect.to(device))  # type: ignore[attr-defined]
-
-    def __len__(self) -> int:
-        return int(self.tokens.shape[0])
-
-    def take(self, idx: Tensor) -> Rows:
-        """The rows at idx, trimmed to their longest prompt."""
-        last = self.last[idx]
-        width = int(last.max()) + 1
-        return Rows(self.tokens[idx, :width], last, self.correct[idx], self.incorrect[idx])
-
-    def swapped(self) -> Rows:
-        """The inverted-label control: the same prompts with the two answers exchanged."""
-        return Rows(self.tokens, self.last, self.incorrect, self.correct)
+from circuitbench.protocols import Batch, ModelAdapter
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,22 +20,21 @@ class Problem:
     index: NodeIndex
     ablation: Tensor
     """[n_nodes] float32 values taken by pruned nodes."""
-    train: Rows
+    train: Batch
     seed: int
     show_progress: bool = True
     eval_batch: int = 256
 
-    def two_logits(self, rows: Rows, gates: Tensor | None) -> Tensor:
+    def two_logits(self, rows: Batch, gates: Tensor | None) -> Tensor:
         """[N, 2] candidate logits with the given gates (None: the full model), in eval batches."""
         hook = None if gates is None else gate_hook(self.index, gates, self.ablation)
         out = []
         with torch.no_grad():
-            for i in range(0, len(rows), self.eval_batch):
-                part = rows.take(torch.arange(i, min(i + self.eval_batch, len(rows)), device=rows.last.device))
+            for part in rows.chunks(self.eval_batch):
                 out.append(answer_logits(self.adapter.forward(part.tokens, hook, at=part.last), part))
         return torch.cat(out)
 
-    def scores(self, rows: Rows, gates: Tensor | None) -> Scores:
+    def scores(self, rows: Batch, gates: Tensor | None) -> Scores:
         """Loss, accuracy and logit difference with the given gates."""
         return score(self.two_logits(rows, gates))
 
@@ -84,7 +52,7 @@ class Calibration:
     scale: float
     shift: dict[int, float]
 
-    def apply(self, two: Tensor, rows: Rows) -> Tensor:
+    def apply(self, two: Tensor, rows: Batch) -> Tensor:
         """Calibrated [N, 2] candidate logits."""
         b = torch.zeros(max(max(self.shift, default=0), int(rows.correct.max()), int(rows.incorrect.max())) + 1,
                         device=two.device)
@@ -93,7 +61,7 @@ class Calibration:
         return self.scale * two + torch.stack([b[rows.correct.to(two.device)], b[rows.incorrect.to(two.device)]], 1)
 
 
-def fit_calibration(two: Tensor, rows: Rows, steps: int = 16) -> Calibration:
+def fit_calibration(two: Tensor, rows: Batch, steps: int = 16) -> Calibration:
     """Fit scale and per-candidate shift to minimise the mean task loss of [N, 2] logits by LBFGS."""
     tokens = torch.unique(torch.cat([rows.correct, rows.incorrect])).tolist()
     col = {t: i for i, t in enumerate(tokens)}

@@ -210,15 +210,8 @@ class CircuitbenchLM(LM):  # type: ignore[misc]  # lm-eval ships no type informa
 
 
 def _context_window(adapter: ModelAdapter) -> int | None:
-    """The model's context length: native `config.block_size`, or a transformers config's."""
-    native = getattr(getattr(adapter, "config", None), "block_size", None)
-    if native:
-        return int(native)
-    hf = getattr(adapter, "hf_config", None)
-    for key in ("n_positions", "max_position_embeddings"):
-        if getattr(hf, key, None):
-            return int(getattr(hf, key))
-    return None
+    """The model's context length (`ModelAdapter.context_length`)."""
+    return adapter.context_length
 
 
 def _batch_size(value: int | str | None) -> int:

@@ -291,7 +291,7 @@ def resolve_tokenizer(arg: str) -> Tokenizer:
         ModelNotFoundError: when the argument is neither a path nor a bundled model.
     """
     from circuitbench.models.hub import resolve_model_dir
-    from circuitbench.tasks.export import load_tokenizer_path
+    from circuitbench.models.tokenizer import load_tokenizer_path
 
     path = Path(arg).expanduser()
     return load_tokenizer_path(path if path.exists() else resolve_model_dir(arg))

@@ -118,6 +118,9 @@ class HFAdapter:
             )
         self.model = model.eval().requires_grad_(False)  # adapters never train the model
         self.hf_config = model.config
+        self.context_length: int | None = next(
+            (int(getattr(model.config, k)) for k in ("n_positions", "max_position_embeddings")
+             if getattr(model.config, k, None)), None)
         self.model_type: str = model_type
         self.arch = ARCHITECTURES[model_type]
         self.tokenizer = tokenizer

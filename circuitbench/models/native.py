@@ -70,6 +70,7 @@ class SparseGPTAdapter:
     ) -> None:
         self.model = model.eval().requires_grad_(False)  # adapters never train the model
         self.config: GPTConfig = model.config
+        self.context_length: int | None = self.config.block_size
         self.tokenizer = tokenizer
         self.name = name
         self.sites = gpt_sites(self.config)

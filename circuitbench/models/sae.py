@@ -38,7 +38,6 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from circuitbench.circuits.metrics import Batch, answer_logits, task_loss
 from circuitbench.errors import CheckpointError, ConfigError, ModelNotFoundError
 from circuitbench.models.adapter import ModelAdapter, Site, cache_through_hooks
 from circuitbench.models.checkpoint import read_state_dict
@@ -360,7 +359,8 @@ class SAEAdapter:
         self.hook_names = order + [s.name for s in self.sites]
         self.tokenizer = base.tokenizer
         self.device, self.dtype = base.device, base.dtype
-        self.config = getattr(base, "config", None)  # block_size for corpus windows, when the base has one
+        self.config = getattr(base, "config", None)
+        self.context_length: int | None = base.context_length
         self.provenance: dict[str, Any] = dict(base.provenance)
         self.provenance["saes"] = [{"path": str(s.path.resolve()), "hook": p, "weights_sha256": s.weights_sha256}
                                    for p, s in self.splices.items()]
@@ -412,64 +412,3 @@ def load_saes(base: ModelAdapter, paths_or_ids: Iterable[str]) -> SAEAdapter:
         CircuitbenchError: for an SAE that cannot be found, read or fitted to the model's hook points.
     """
     return SAEAdapter(base, [load_sae(resolve_sae_dir(p)) for p in paths_or_ids])
-
-
-# --- loss recovered ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Rows:
-    tokens: Tensor
-    last: Tensor
-    correct: Tensor
-    incorrect: Tensor
-
-
-def _task_loss(adapter: ModelAdapter, rows: Batch, hook: Hook | None, batch: int) -> float:
-    """Mean two-token task loss over rows, in batches trimmed to their longest prompt."""
-    total, n = 0.0, int(rows.tokens.shape[0])
-    with torch.no_grad():
-        for i in range(0, n, batch):
-            last = rows.last[i : i + batch]
-            tokens = rows.tokens[i : i + batch, : int(last.max()) + 1]
-            logits = adapter.forward(tokens, hook, at=last)
-            part = _Rows(tokens, last, rows.correct[i : i + batch], rows.incorrect[i : i + batch])
-            total += float(task_loss(answer_logits(logits, part)).sum())
-    return total / n
-
-
-def loss_recovered(adapter: SAEAdapter, rows: Batch, batch: int = 256) -> dict[str, float]:
-    """SAEBench's loss recovered, with circuitbench's two-token task loss.
-
-    (L_zero - L_spliced) / (L_zero - L_clean), where L_clean is the base model's task loss, L_spliced the
-    loss with each splice's error removed (the activation replaced by its reconstruction, latents kept),
-    and L_zero the loss with the spliced activations set to zero. 1 means the SAEs lose nothing of the
-    task; 0 means they do no better than zeroing the activation. NaN when L_zero == L_clean.
-
-    Returns:
-        `sae_loss_recovered` (all splices at once) with its three losses, and with several SAEs also
-        `sae_loss_recovered.{hook}` for each splice alone (the others kept exact).
-    """
-    clean = _task_loss(adapter.base, rows, None, batch)
-
-    def measure(points: set[str]) -> tuple[float, float, float]:
-        errors = {f"{p}.sae_error" for p in points}
-
-        def no_error(name: str, x: Tensor) -> Tensor:
-            return torch.zeros_like(x) if name in errors else x
-
-        def zero(name: str, x: Tensor) -> Tensor:
-            return torch.zeros_like(x) if name in points else x
-
-        spliced = _task_loss(adapter, rows, no_error, batch)
-        zeroed = _task_loss(adapter.base, rows, zero, batch)
-        denom = zeroed - clean
-        return (zeroed - spliced) / denom if abs(denom) > 1e-9 else float("nan"), spliced, zeroed
-
-    score, spliced, zeroed = measure(set(adapter.splices))
-    out = {"sae_loss_recovered": score, "sae_loss_recovered.loss_clean": clean,
-           "sae_loss_recovered.loss_spliced": spliced, "sae_loss_recovered.loss_zero": zeroed}
-    if len(adapter.splices) > 1:
-        for point in adapter.splices:
-            out[f"sae_loss_recovered.{point}"] = measure({point})[0]
-    return out

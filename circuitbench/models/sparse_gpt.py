@@ -9,16 +9,13 @@ serves caching, masking and ablation, with no module hooks to install or remove.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from circuitbench.models.config import GPTConfig
-
-# hook(name, activation) -> activation to use from here on (return x unchanged to only observe).
-Hook = Callable[[str, Tensor], Tensor]
+from circuitbench.protocols import Hook
 
 
 def abs_topk(x: Tensor, k: int) -> Tensor:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 from circuitbench.errors import TokenizerError
+from circuitbench.protocols import Tokenizer
+
+__all__ = ["HFTokenizer", "MissingTokenizer", "TiktokenTokenizer", "Tokenizer", "load_tokenizer", "load_tokenizer_path"]
 
 # tinypython_2k, the paper's tokenizer, is a GPT-2-style BPE; its files do not carry the pre-split
 # pattern, so we use GPT-2's (r50k), which is what a data-gym vocab.bpe + encoder.json pair implies.
@@ -14,23 +16,6 @@ _GPT2_PAT = (
     r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 )
 _EOT = "<|endoftext|>"
-
-
-@runtime_checkable
-class Tokenizer(Protocol):
-    """What circuitbench needs from a tokenizer."""
-
-    name: str
-    vocab_size: int
-    eot_id: int | None
-
-    def encode(self, text: str) -> list[int]:
-        """Encode text to token ids, with no special tokens added."""
-        ...
-
-    def decode(self, ids: list[int]) -> str:
-        """Decode token ids to text."""
-        ...
 
 
 class TiktokenTokenizer:
@@ -165,3 +150,20 @@ def load_tokenizer(directory: Path, vocab_size: int, name: str | None = None) ->
             f"{vocab_size}; this tokenizer does not belong to this model."
         )
     return tok
+
+
+def load_tokenizer_path(path: Path) -> Tokenizer:
+    """A tokenizer from a `tokenizer.json` file or a directory holding tokenizer files.
+
+    Raises:
+        TokenizerError: when no tokenizer is found there.
+    """
+    path = Path(path)
+    if path.is_file():
+        return HFTokenizer(path, name=path.stem if path.stem != "tokenizer" else path.parent.name)
+    if path.is_dir():
+        tok = load_tokenizer(path, vocab_size=2**31 - 1, name=path.name)
+        if tok.eot_id is None and tok.name == "missing":
+            raise TokenizerError(f"{path}: no tokenizer.json, or vocab.bpe + encoder.json, in this directory.")
+        return tok
+    raise TokenizerError(f"{path}: no such tokenizer file or directory.")

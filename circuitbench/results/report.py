@@ -26,14 +26,14 @@ def collect(out: Path) -> list[dict[str, Any]]:
     Raises:
         CircuitbenchError: when `out` holds no result files.
     """
-    files = sorted(Path(out).glob("*/*.parquet"))
+    files = sorted(p for p in Path(out).glob("*/*.parquet") if not p.name.endswith(".edges.parquet"))
     if not files:
         raise CircuitbenchError(f"{out}: no result files (expected {out}/MODEL/TASK.METHOD.seedN.parquet); "
                                 "run `circuitbench run --out DIR` first")
     rows = []
     for path in files:
         _, summary, prov = read_unit(path)
-        rows.append({**summary, "model": prov.model, "weights_sha256": prov.weights_sha256})
+        rows.append({**summary, "model": prov.unit.model.name, "weights_sha256": prov.unit.model.weights_sha256})
     return sorted(rows, key=lambda r: (r["model"], r["task"], r["method"], r["seed"]))
 
 

@@ -3,41 +3,38 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from circuitbench.circuits.unit import UnitResult
 from circuitbench.errors import CircuitbenchError
+from circuitbench.results.files import atomic_path
 from circuitbench.results.schema import MEASUREMENTS, SCHEMA_VERSION, SUMMARY, Provenance
 
 _PROVENANCE_KEY = b"circuitbench.provenance"
 
 
 def unit_path(out: Path, model: str, task: str, method: str, seed: int) -> Path:
-    """The file of one (model, task, method, seed) unit."""
+    """The file of one (model, task, method, seed) unit (its circuit and edges sit beside it)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model).strip("_") or "model"
     return out / safe / f"{task.replace(':', '__')}.{method}.seed{seed}.parquet"
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
-def write_unit(path: Path, rows: list[dict[str, Any]], summary: dict[str, Any], prov: Provenance) -> None:
+def write_unit(path: Path, result: UnitResult, prov: Provenance) -> None:
     """Write one unit's measurements, with its summary row and provenance in the file metadata."""
+    u = result.unit
+    base = dict(model=u.model.name, task=u.task, task_hash=u.task_hash, method=u.method, seed=u.seed)
+    rows = [dict(base, split=m.split, metric=m.metric, value=m.value) for m in result.measurements]
+    summary = result.summary()
     table = pa.Table.from_pylist(rows, schema=MEASUREMENTS)
     meta = dict(MEASUREMENTS.metadata or {})
     meta[_PROVENANCE_KEY] = prov.model_dump_json().encode()
@@ -59,8 +56,9 @@ def read_unit(path: Path) -> tuple[pa.Table, dict[str, Any], Provenance]:
     version = meta.get(b"circuitbench.schema_version", b"?").decode()
     if version != SCHEMA_VERSION:
         raise CircuitbenchError(
-            f"{path}: written with result schema v{version}, this circuitbench reads v{SCHEMA_VERSION}; "
-            "rerun with --force to recompute"
+            f"{path}: written with result schema v{version} (an earlier circuitbench), this circuitbench reads "
+            f"v{SCHEMA_VERSION}; old and new results are never mixed: rerun with --force to recompute it, or use "
+            "another --out"
         )
     if not table.schema.equals(MEASUREMENTS, check_metadata=False):
         raise CircuitbenchError(f"{path}: columns do not match the measurements schema")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from circuitbench.errors import TaskError
-from circuitbench.models.tokenizer import Tokenizer
+from circuitbench.protocols import Tokenizer
 from circuitbench.tasks.pairs import Pair, make_pairs
 from circuitbench.tasks.spec import SplitName, TaskSpec
 
@@ -183,7 +183,7 @@ def encode_task(
 
     Args:
         task: A spec (its pairs for `split` are generated) or pairs already made.
-        tokenizer: The model's tokenizer (`circuitbench.models.tokenizer.Tokenizer`).
+        tokenizer: The model's tokenizer (`circuitbench.protocols.Tokenizer`).
         split: Which split to generate when given a spec; ignored for pairs.
         max_len: Prompts are left-truncated to this many tokens; None uses the spec's max_tokens
             (255 for pairs).

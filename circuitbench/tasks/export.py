@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from circuitbench.errors import TaskError, TokenizerError
+from circuitbench.errors import TaskError
 from circuitbench.tasks.load import get_task, list_specs
 from circuitbench.tasks.pairs import Pair, make_pairs
 from circuitbench.tasks.spec import SPLITS, SplitName, TaskSpec
 
 if TYPE_CHECKING:
-    from circuitbench.models.tokenizer import Tokenizer
+    from circuitbench.protocols import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -149,25 +149,6 @@ def format_pair(pair: Pair, marker: str = "\u2588") -> str:
         out.append(f"side {side}: correct {pair.correct(side)!r}, incorrect {pair.incorrect(side)!r}")
         out.append(pair.prompts[side] + marker)
     return "\n".join(out)
-
-
-def load_tokenizer_path(path: Path) -> Tokenizer:
-    """A tokenizer from a `tokenizer.json` file or a directory holding tokenizer files.
-
-    Raises:
-        TokenizerError: when no tokenizer is found there.
-    """
-    from circuitbench.models.tokenizer import HFTokenizer, load_tokenizer
-
-    path = Path(path)
-    if path.is_file():
-        return HFTokenizer(path, name=path.stem if path.stem != "tokenizer" else path.parent.name)
-    if path.is_dir():
-        tok = load_tokenizer(path, vocab_size=2**31 - 1, name=path.name)
-        if tok.eot_id is None and tok.name == "missing":
-            raise TokenizerError(f"{path}: no tokenizer.json, or vocab.bpe + encoder.json, in this directory.")
-        return tok
-    raise TokenizerError(f"{path}: no such tokenizer file or directory.")
 
 
 def encode_rows(specs: Sequence[TaskSpec], tokenizer: Tokenizer, split: SplitName = "test") -> list[dict[str, Any]]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
-from circuitbench.models.adapter import ModelAdapter
+from circuitbench.protocols import Batch, ModelAdapter
 from circuitbench.train.loop import META
 
 log = logging.getLogger(__name__)
@@ -51,19 +51,11 @@ def score_task(adapter: ModelAdapter, encoded: Any, batch: int = 64) -> dict[str
         return {"accuracy": float("nan"), "task_loss": float("nan"), "n": 0}
     # the same scoring as `circuitbench run`, so the card's table and a run's full-model row agree
     two = []
-    for i in range(0, n, batch):
-        part = slice(i, i + batch)
-        last = encoded.last[part]
-        logits = adapter.forward(encoded.tokens[part, : int(last.max()) + 1], at=last)  # (b, V)
-        two.append(answer_logits(logits, _Rows(last, encoded.correct[part], encoded.incorrect[part])))
+    for part in Batch.of(encoded).chunks(batch):
+        logits = adapter.forward(part.tokens, at=part.last)  # (b, V)
+        two.append(answer_logits(logits, part))
     s = score(torch.cat(two))
     return {"accuracy": s.accuracy, "task_loss": s.loss, "n": n}
-
-
-class _Rows(NamedTuple):
-    last: torch.Tensor
-    correct: torch.Tensor
-    incorrect: torch.Tensor
 
 
 def evaluate_tasks(adapter: ModelAdapter, split: str = "test") -> list[dict[str, Any]]:
@@ -73,9 +65,9 @@ def evaluate_tasks(adapter: ModelAdapter, split: str = "test") -> list[dict[str,
 
     rows = []
     for spec in list_specs():
-        # A model with a shorter context than the task's prompts sees their last block_size tokens.
-        block = getattr(getattr(adapter, "config", None), "block_size", spec.max_tokens)
-        enc = encode_task(spec, adapter.tokenizer, split, max_len=min(spec.max_tokens, block))  # type: ignore[arg-type]
+        # A model with a shorter context than the task's prompts sees their last context_length tokens.
+        enc = encode_task(spec, adapter.tokenizer, split, max_len=min(spec.max_tokens, adapter.context_length
+                                                                        or spec.max_tokens))  # type: ignore[arg-type]
         res = score_task(adapter, enc)
         rows.append({"task": spec.name, "n": res["n"], "kept_fraction": round(enc.kept_fraction, 4),
                      "accuracy": round(res["accuracy"], 4), "task_loss": round(res["task_loss"], 4)})

@@ -13,8 +13,8 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from circuitbench.corpus import Corpus, collect_corpus
 from circuitbench.errors import CircuitbenchError
-from circuitbench.train.corpus import Corpus, collect_corpus
 from circuitbench.train.tokenizer import EOT, save_tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)

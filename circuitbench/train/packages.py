@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from circuitbench.corpus import Corpus, SourceFile, collect_corpus, corpus_hash
 from circuitbench.errors import CircuitbenchError
-from circuitbench.train.corpus import Corpus, SourceFile, collect_corpus, corpus_hash
 
 log = logging.getLogger(__name__)
 

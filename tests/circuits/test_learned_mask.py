@@ -3,15 +3,16 @@ import torch
 from circuitbench.circuits.ablation import task_mean
 from circuitbench.circuits.masks import NodeIndex, keep_top
 from circuitbench.circuits.methods import get_method
-from circuitbench.circuits.problem import Problem, Rows
+from circuitbench.circuits.problem import Problem
 from circuitbench.circuits.search import smallest_k
+from circuitbench.protocols import Batch
 from tests.circuits.toy import PLANTED, toy_adapter, toy_task
 
 
 def _problem(seed=0):
     adapter = toy_adapter()
     index = NodeIndex.of(adapter)
-    rows = Rows.of(toy_task(), adapter.device)
+    rows = Batch.of(toy_task(), adapter.device)
     return Problem(adapter, index, task_mean(adapter, index, rows), rows, seed, show_progress=False)
 
 

@@ -12,11 +12,11 @@ from safetensors.torch import save_file
 
 from circuitbench.circuits.ablation import corpus_mean, mean_activations
 from circuitbench.circuits.masks import NodeIndex, gate_hook
-from circuitbench.circuits.metrics import count_edges, count_nodes
+from circuitbench.circuits.metrics import count_edges, count_nodes, loss_recovered
 from circuitbench.errors import CheckpointError, CircuitbenchError, ConfigError
 from circuitbench.models.config import GPTConfig
 from circuitbench.models.native import SparseGPTAdapter, file_sha256
-from circuitbench.models.sae import SAEAdapter, load_sae, load_saes, loss_recovered
+from circuitbench.models.sae import SAEAdapter, load_sae, load_saes
 from circuitbench.models.tokenizer import MissingTokenizer
 from tests.models.conftest import BASE, random_model
 
@@ -209,7 +209,7 @@ def test_ablating_latents_changes_the_logits_and_counts_nodes_by_kind(spliced, b
     with torch.no_grad():
         mean_ablated = spliced.forward(x, gate_hook(index, keep_errors, mean))
     assert (mean_ablated - base.logits(x)).abs().max() > 1e-3
-    assert count_nodes(index, keep_errors) == {"nodes": 5, "nodes.sae_latent": 0, "nodes.sae_error": 5}
+    assert count_nodes(index, keep_errors) == {"nodes": 5, "nodes_sae_latent": 0, "nodes_sae_error": 5}
     assert count_edges(spliced, index, torch.ones(index.size)) == {"edges": 0, "edges_weighted": 0,
                                                                    "edges_residual": 0}
 
@@ -356,9 +356,9 @@ def small_adapter(python_bpe):
 def test_run_loop_prunes_sae_sites_and_writes_schema_valid_results(tmp_path, small_adapter):
     import pyarrow.parquet as pq
 
-    from circuitbench.circuits.loop import RunConfig, run
     from circuitbench.results.schema import MEASUREMENTS, SUMMARY
     from circuitbench.results.store import read_unit
+    from circuitbench.runs.runner import RunConfig, run
 
     dirs = [write_sae(tmp_path / "saes", "post", "blocks.0.hook_resid_post", arch="topk", d_sae=64),
             write_sae(tmp_path / "saes", "mlp", "blocks.0.hook_mlp_out", arch="jumprelu", d_sae=64, seed=1)]
@@ -366,19 +366,19 @@ def test_run_loop_prunes_sae_sites_and_writes_schema_valid_results(tmp_path, sma
                     ablation="task-mean", min_accuracy=0.0, control=False, out=tmp_path / "out",
                     show_progress=False, search_examples=64)
     (summary,) = run(cfg, small_adapter)
-    (unit,) = (tmp_path / "out").glob("small_sae_*/*.parquet")
+    (unit,) = (tmp_path / "out").glob("small_sae_*/*.seed0.parquet")
     table, _, prov = read_unit(unit)
     assert table.schema.equals(MEASUREMENTS, check_metadata=False)
     assert pq.read_table(tmp_path / "out" / "summary.parquet").schema.equals(SUMMARY, check_metadata=False)
     assert summary["model"].startswith("small+sae:mlp,post-") and summary["status"] in ("solved", "target_missed")
     m = {metric: v for split, metric, v in zip(*(table.column(c).to_pylist() for c in ("split", "metric", "value")),
                                                   strict=True) if split in ("", "test")}
-    assert m["nodes"] == m["nodes.sae_latent"] + m["nodes.sae_error"] == summary["nodes"] <= 2 * 64 + 2
-    assert m["nodes.sae_error"] <= 2 and m["edges"] == 0
+    assert m["nodes"] == m["nodes_sae_latent"] + m["nodes_sae_error"] == summary["nodes"] <= 2 * 64 + 2
+    assert m["nodes_sae_error"] <= 2 and m["edges"] == 0
     assert {"sae_loss_recovered", "sae_loss_recovered.0.mlp.resid_delta", "sae_loss_recovered.final_resid"} <= set(m)
     # the splice with its error kept is the base model: the clean loss is the full model's test loss
-    assert m["sae_loss_recovered.loss_clean"] == pytest.approx(m["full.loss"], abs=1e-4)
-    assert prov.weights_sha256 == "small"
+    assert m["sae_loss_recovered.loss_clean"] == pytest.approx(m["full_loss"], abs=1e-4)
+    assert prov.unit.model.weights_sha256 == "small"
     assert [(s["hook"], s["weights_sha256"]) for s in prov.saes] == [
         ("0.mlp.resid_delta", file_sha256(dirs[1] / "sae_weights.safetensors")),
         ("final_resid", file_sha256(dirs[0] / "sae_weights.safetensors"))]
@@ -409,7 +409,7 @@ def test_cli_run_with_sae_records_loss_recovered(tmp_path, capsys, small_adapter
     argv = ["run", "--model", str(model_dir), "--sae", str(sae_dir), "--tasks", TASK, "--min-accuracy", "1.01",
             "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet", "--format", "json"]
     assert main(argv) == 0
-    (unit,) = (tmp_path / "out").glob("*small_sae_tiny-sae-*/*.parquet")
+    (unit,) = (tmp_path / "out").glob("*small_sae_tiny-sae-*/*.seed0.parquet")
     table, summary, prov = read_unit(unit)
     assert "sae_loss_recovered" in table.column("metric").to_pylist() and summary["status"] == "unsolved"
     assert prov.saes[0]["path"] == str(sae_dir.resolve())

@@ -2,13 +2,12 @@ import json
 
 import pytest
 import torch
-from tests.models.reference_gpt import reference_forward
 
 import circuitbench
 from circuitbench.models.config import GPTConfig
 from circuitbench.models.sparse_gpt import SparseGPT, abs_topk
-
 from tests.models.conftest import FIXTURE_EXPECTED, FIXTURE_MODEL, random_model
+from tests.models.reference_gpt import reference_forward
 
 
 def _cache_and_logits(adapter, idx):
@@ -156,3 +155,42 @@ def test_state_dict_keys_are_the_released_checkpoint_keys():
     sd = torch.load(FIXTURE_MODEL / "final_model.pt", weights_only=True)
     cfg = GPTConfig.model_validate(json.loads((FIXTURE_MODEL / "beeg_config.json").read_text()))
     assert set(SparseGPT(cfg).state_dict()) == set(sd)
+
+
+def _abs_topk_scatter(x, k):  # the previous implementation, kept as the oracle
+    idx = x.abs().topk(k, dim=-1, sorted=False).indices
+    return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mask_abs_topk_equals_the_scatter_form_values_and_gradient(dtype):
+    torch.manual_seed(0)
+    x = torch.randn(64, 7, 96).to(dtype)  # bfloat16 has many ties at the k-th magnitude
+    x[0, 0, :10] = 0.5
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = abs_topk(a, 24), _abs_topk_scatter(b, 24)
+    assert torch.equal(ya, yb)
+    assert ((ya != 0).sum(-1) <= 24).all()
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_sink_attention_equals_the_explicit_mask_form(dtype):
+    model = random_model(GPTConfig(block_size=32, vocab_size=31, n_layer=1, n_head=3, d_model=24, sink=True))
+    attn = model.transformer.h[0].attn
+    with torch.no_grad():
+        attn.attn_imp.sink_logit.copy_(torch.tensor([-1.0, 0.5, 2.0]))
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(2, 3, 17, 8, dtype=dtype, requires_grad=True) for _ in range(3))
+    fused, masked = attn._sink_attention(q, k, v), attn._sink_attention_masked(q, k, v)
+    assert fused.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert (fused.float() - masked.float()).abs().max() < tol
+    g = torch.randn_like(fused)
+    grads_f = torch.autograd.grad(fused, [q, k, v, attn.attn_imp.sink_logit], g)
+    grads_m = torch.autograd.grad(masked, [q, k, v, attn.attn_imp.sink_logit], g)
+    for gf, gm in zip(grads_f, grads_m):
+        assert (gf.float() - gm.float()).abs().max() < tol * max(1.0, gm.float().abs().max().item())

@@ -168,3 +168,32 @@ def test_a_checkpoint_resumes_from_another_directory(tmp_path, data):
     moved = train(_cfg(tmp_path / "c", resume=True), data)
     a, b = _weights(full), _weights(moved)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bfloat16_autocast_trains_the_same_model_within_bfloat16_noise(tmp_path, data):
+    f32 = train(_cfg(tmp_path / "f32", precision="float32", max_steps=24, eval_every=8), data=data)
+    bf16 = train(_cfg(tmp_path / "bf16", precision="bfloat16", max_steps=24, eval_every=8), data=data)
+    m32, m16 = (json.loads((o / META).read_text()) for o in (f32, bf16))
+    assert m32["precision"] == "float32" and m16["precision"] == "bfloat16"
+    assert abs(m32["val_loss"] - m16["val_loss"]) < 0.02 * m32["val_loss"]
+    w32, w16 = _weights(f32), _weights(bf16)
+    assert w16["lm_head.weight"].dtype == torch.float32  # master weights stay float32
+    for name in ("transformer.h.0.mlp.c_fc.weight", "lm_head.weight"):  # same sparsity budget
+        assert int((w16[name] != 0).sum()) == int((w32[name] != 0).sum())
+
+
+def test_auto_precision_resolves_to_what_the_hardware_multiplies(tmp_path):
+    from circuitbench.train.loop import bf16_native, resolve_precision
+
+    cfg = _cfg(tmp_path)
+    assert resolve_precision(cfg) == ("bfloat16" if bf16_native("cpu") else "float32")
+    assert resolve_precision(_cfg(tmp_path, precision="float32")) == "float32"
+
+
+def test_learned_positional_embeddings_train_and_are_sparsified(tmp_path, data):
+    out = train(_cfg(tmp_path / "pos", pos_emb="learned", weight_density=0.25), data=data)
+    w = _weights(out)["transformer.wpe.weight"]
+    assert w.abs().sum() > 0
+    assert int((w != 0).sum()) <= -(-w.numel() // 4)
+    meta = json.loads((out / META).read_text())
+    assert "transformer.wpe.weight" in meta["sparsified"]

@@ -68,7 +68,9 @@ def _tiny() -> SparseGPT:
 
 
 def test_sparsifiable_covers_matrices_and_biases_not_bigram_norms_sink_or_wpe():
-    names = {n for n, _ in recipe.sparsifiable(_tiny())}
+    model = _tiny()
+    model.transformer.wpe.weight.requires_grad_(False)  # zeroed and frozen, as the recipe trains it
+    names = {n for n, _ in recipe.sparsifiable(model)}
     assert "transformer.h.0.attn.c_attn.weight" in names
     assert "transformer.h.0.attn.c_attn.bias" in names
     assert "transformer.wte.weight" in names and "lm_head.weight" in names
@@ -94,3 +96,8 @@ def test_normalize_grads_sets_global_rms_to_one():
     sq = a.grad.pow(2).sum() + b.grad.pow(2).sum()
     assert float((sq / 8).sqrt()) == pytest.approx(1.0)
     assert float(b.grad[0] / a.grad[0]) == pytest.approx(3.0)
+
+
+def test_learned_positional_embeddings_are_sparsified_like_any_weight_matrix():
+    names = {n for n, _ in recipe.sparsifiable(_tiny())}  # wpe trainable: --pos-emb learned
+    assert "transformer.wpe.weight" in names

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import pydantic
 from torch import Tensor
 
 from circuitbench.errors import CircuitbenchError
@@ -38,17 +40,50 @@ def register_method(name: str) -> Callable[[Callable[..., Method]], Callable[...
     return deco
 
 
-def get_method(name: str, **kwargs: Any) -> Method:
-    """Build a registered method by name ('-' and '_' are interchangeable).
+def method_names() -> list[str]:
+    """Registered method names."""
+    _register_builtins()
+    return sorted(_METHODS)
 
-    Raises:
-        CircuitbenchError: for unknown names, listing the options and the closest one.
-    """
+
+def hyperparameter_names(name: str) -> list[str]:
+    """The hyperparameters a method takes (its dataclass fields)."""
+    factory = _lookup(name)
+    return [f.name for f in dataclasses.fields(factory)] if dataclasses.is_dataclass(factory) else []
+
+
+def _register_builtins() -> None:
     from circuitbench.circuits.methods import learned_mask, random_baseline  # noqa: F401  (registers)
 
+
+def _lookup(name: str) -> Callable[..., Method]:
+    _register_builtins()
     key = name.replace("-", "_")
     if key not in _METHODS:
         close = difflib.get_close_matches(key, list(_METHODS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise CircuitbenchError(f"--method {name}: unknown method.{hint} Available: {', '.join(sorted(_METHODS))}")
-    return _METHODS[key](**kwargs)
+    return _METHODS[key]
+
+
+def get_method(name: str, **kwargs: Any) -> Method:
+    """Build a registered method by name ('-' and '_' are interchangeable), validating its hyperparameters.
+
+    Raises:
+        CircuitbenchError: for unknown names (listing the options and the closest one), and for unknown or
+            ill-typed hyperparameters (naming each, with the ones the method takes).
+    """
+    factory = _lookup(name)
+    allowed = hyperparameter_names(name)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        takes = ", ".join(allowed) if allowed else "no hyperparameters"
+        raise CircuitbenchError(
+            f"--method {name} does not take {', '.join(unknown)} (e.g. --{unknown[0].replace('_', '-')}); "
+            f"it takes {takes}."
+        )
+    try:
+        return pydantic.TypeAdapter(factory).validate_python(kwargs)  # type: ignore[no-any-return]
+    except pydantic.ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise CircuitbenchError(f"--method {name}: bad hyperparameters: {problems}") from None

@@ -4,23 +4,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from circuitbench.circuits.loop import RunConfig, geometric_means, run
 from circuitbench.models.config import GPTConfig
 from circuitbench.models.native import SparseGPTAdapter
 from circuitbench.results.schema import MEASUREMENTS, SUMMARY
 from circuitbench.results.store import read_unit
+from circuitbench.runs.runner import RunConfig, geometric_means, run
 from tests.models.conftest import random_model
 
 TASK = "while_return_true"
-
-
-@pytest.fixture(scope="module")
-def small_adapter(python_bpe):
-    cfg = GPTConfig(block_size=256, vocab_size=2048, n_layer=1, n_head=2, d_model=32, d_mlp=64,
-                    rms_norm=True, sink=True, afrac=0.25,
-                    afrac_loctypes="attn_in,attn_out,mlp_in,mlp_out,attn_q,attn_k,attn_v,mlp_neuron")
-    model = random_model(cfg, seed=0, density=0.3)
-    return SparseGPTAdapter(model, python_bpe, "small", {"weights_sha256": "test-small"})
 
 
 def _cfg(tmp_path, **over):
@@ -31,13 +22,15 @@ def _cfg(tmp_path, **over):
 
 def test_run_writes_schema_valid_units_and_a_summary_with_provenance(tmp_path, small_adapter):
     (summary,) = run(_cfg(tmp_path), small_adapter)
-    table, unit_summary, prov = read_unit(next(tmp_path.glob("small/*.parquet")))
+    table, unit_summary, prov = read_unit(next(tmp_path.glob("small/*.seed0.parquet")))
     assert table.schema.equals(MEASUREMENTS, check_metadata=False)
-    assert prov.task == TASK and prov.method == "learned_mask" and prov.method_kwargs["steps"] == 5
-    assert prov.weights_sha256 == "test-small" and prov.ablation == "task-mean" and len(prov.task_hash) > 6
+    u = prov.unit
+    assert u.task == TASK and u.method == "learned_mask" and u.method_kwargs["steps"] == 5
+    assert u.model.weights_sha256 == "test-small" and u.ablation == "task-mean" and len(u.task_hash) > 6
+    assert prov.unit_key == u.key() and prov.threads >= 1 and prov.torch_version == torch.__version__
     metrics = set(table.column("metric").to_pylist())
-    assert {"full.loss", "sufficiency.loss", "necessity.loss", "nodes", "edges", "faithfulness",
-            "control.nodes"} <= metrics
+    assert {"full_loss", "sufficiency_loss", "necessity_loss", "nodes", "edges", "faithfulness",
+            "control_nodes"} <= metrics
     assert pq.read_table(tmp_path / "summary.parquet").schema.equals(SUMMARY, check_metadata=False)
     assert unit_summary == summary
     assert summary["status"] in ("solved", "target_missed")
@@ -46,7 +39,7 @@ def test_run_writes_schema_valid_units_and_a_summary_with_provenance(tmp_path, s
 
 def test_rerun_skips_finished_units_and_force_recomputes(tmp_path, small_adapter):
     run(_cfg(tmp_path), small_adapter)
-    unit = next(tmp_path.glob("small/*.parquet"))
+    unit = next(tmp_path.glob("small/*.seed0.parquet"))
     before = unit.stat().st_mtime_ns
     run(_cfg(tmp_path), small_adapter)
     assert unit.stat().st_mtime_ns == before
@@ -75,11 +68,12 @@ def test_geometric_means_use_solved_tasks_only():
 
 def test_all_ones_and_all_zeros_gates_bracket_the_model(small_adapter, python_bpe):
     from circuitbench.circuits.masks import NodeIndex
-    from circuitbench.circuits.problem import Problem, Rows
+    from circuitbench.circuits.problem import Problem
+    from circuitbench.protocols import Batch
     from circuitbench.tasks.encode import encode_task
     from circuitbench.tasks.load import get_task
 
-    rows = Rows.of(encode_task(get_task(TASK), python_bpe, "test"), small_adapter.device)
+    rows = Batch.of(encode_task(get_task(TASK), python_bpe, "test"), small_adapter.device)
     index = NodeIndex.of(small_adapter)
     p = Problem(small_adapter, index, torch.zeros(index.size), rows, 0, show_progress=False)
     assert torch.equal(p.two_logits(rows, torch.ones(index.size)), p.two_logits(rows, None))
@@ -97,14 +91,15 @@ def test_mean_ablation_is_computed_only_when_a_task_is_pruned(tmp_path, small_ad
 
 def test_calibration_recovers_a_known_scale_and_shift_and_cannot_flip_answers():
     from circuitbench.circuits.metrics import score
-    from circuitbench.circuits.problem import Rows, fit_calibration
+    from circuitbench.circuits.problem import fit_calibration
+    from circuitbench.protocols import Batch
 
     g = torch.Generator().manual_seed(0)
     n = 200
     # pairs: token 5 correct in even rows, token 7 in odd rows; true logit diff +2 with noise
     correct = torch.tensor([5, 7] * (n // 2))
     incorrect = torch.tensor([7, 5] * (n // 2))
-    rows = Rows(torch.zeros(n, 1, dtype=torch.long), torch.zeros(n, dtype=torch.long), correct, incorrect)
+    rows = Batch(torch.zeros(n, 1, dtype=torch.long), torch.zeros(n, dtype=torch.long), correct, incorrect)
     clean = torch.stack([2.0 + 0.3 * torch.randn(n, generator=g), torch.zeros(n)], 1)
     # the circuit's logits: squashed by 0.1 and offset towards token 7 by 0.15
     bias = torch.where(correct == 7, 0.15, 0.0), torch.where(incorrect == 7, 0.15, 0.0)
@@ -114,7 +109,7 @@ def test_calibration_recovers_a_known_scale_and_shift_and_cannot_flip_answers():
     assert cal.scale > 5  # undoes the squashing (the loss keeps rewarding confidence, so larger is fine)
     assert cal.shift[7] - cal.shift[5] < 0  # undoes the offset towards token 7
     # inverted labels: calibration must not be able to flip the model into solving them
-    swapped = Rows(rows.tokens, rows.last, incorrect, correct)
+    swapped = Batch(rows.tokens, rows.last, incorrect, correct)
     inv = squashed.flip(1)
     inv_cal = fit_calibration(inv, swapped)
     assert inv_cal.scale > 0
@@ -124,12 +119,12 @@ def test_calibration_recovers_a_known_scale_and_shift_and_cannot_flip_answers():
 
 def test_calibrated_run_records_the_calibration_and_phase_times(tmp_path, small_adapter):
     (summary,) = run(_cfg(tmp_path, calibrate=True, target_loss=0.69), small_adapter)
-    table, _, _ = read_unit(next(tmp_path.glob("small/*.parquet")))
+    table, _, _ = read_unit(next(tmp_path.glob("small/*.seed0.parquet")))
     values = dict(zip(table.column("metric").to_pylist(), table.column("value").to_pylist(), strict=False))
     if summary["status"] != "unsolved":
-        assert values["calibration.scale"] > 0
-        assert "sufficiency_uncalibrated.loss" in values
-    assert values["time.full_model_s"] > 0 and values["time.method_s"] > 0 and values["time.control_s"] > 0
+        assert values["calibration_scale"] > 0
+        assert "sufficiency_uncalibrated_loss" in values
+    assert values["time_full_model_s"] > 0 and values["time_method_s"] > 0 and values["time_control_s"] > 0
 
 
 def test_report_compares_two_models_sharing_a_results_directory(tmp_path, small_adapter):
@@ -167,7 +162,7 @@ def test_rerun_with_other_settings_refuses_to_reuse_finished_units(tmp_path, sma
     with pytest.raises(CircuitbenchError, match=r"target_loss.*--force"):
         run(_cfg(tmp_path, target_loss=0.3), small_adapter)
     other = SparseGPTAdapter(small_adapter.model, small_adapter.tokenizer, "small", {"weights_sha256": "other"})
-    with pytest.raises(CircuitbenchError, match="weights_sha256"):
+    with pytest.raises(CircuitbenchError, match=r"model\.weights_sha256 \(then 'test-small', now 'other'\)"):
         run(_cfg(tmp_path), other)
     run(_cfg(tmp_path, target_loss=0.3, force=True), small_adapter)  # --force replaces it
 
@@ -175,9 +170,9 @@ def test_rerun_with_other_settings_refuses_to_reuse_finished_units(tmp_path, sma
 def test_target_falls_back_to_the_full_models_loss_when_the_model_is_weaker_than_it(tmp_path, small_adapter):
     # a random model is far from the 0.15 target: the circuit must then match the full model instead
     (summary,) = run(_cfg(tmp_path, target_loss=0.15), small_adapter)
-    table, _, _ = read_unit(next(tmp_path.glob("small/*.parquet")))
+    table, _, _ = read_unit(next(tmp_path.glob("small/*.seed0.parquet")))
     values = dict(zip(table.column("metric").to_pylist(), table.column("value").to_pylist(), strict=False))
-    assert summary["target_loss"] == pytest.approx(max(0.15, values["full.loss"]))
+    assert summary["target_loss"] == pytest.approx(max(0.15, values["full_loss"]))
     assert summary["status"] == "solved" and summary["circuit_train_loss"] <= summary["target_loss"] + 1e-6
 
 

@@ -1,0 +1,75 @@
+"""`RunConfig` (what `circuitbench run` was asked) and its expansion into units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from circuitbench.circuits.methods import get_method
+from circuitbench.circuits.unit import AblationKind, ModelRef, Unit
+from circuitbench.protocols import ModelAdapter
+
+
+@dataclass
+class RunConfig:
+    """What `circuitbench run` does; every field is a CLI flag."""
+
+    model: str = "tiny-sparse"
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) when `model` is a Hub id."""
+    trust_remote_code: bool = False
+    """Let a Hub repository's own model code run (--trust-remote-code); never implied."""
+    saes: list[str] = field(default_factory=list)
+    """SAE directories or Hub ids to splice into the model (`--sae`); its sites become their latents."""
+    tasks: list[str] = field(default_factory=lambda: ["all"])
+    method: str = "learned_mask"
+    method_kwargs: dict[str, Any] = field(default_factory=dict)
+    target_loss: float = 0.15  # per-example scale (Gao et al. 2025)
+    ablation: AblationKind = "mean"
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    out: Path = Path("results")
+    force: bool = False
+    min_accuracy: float = 0.9
+    control: bool = True
+    search_examples: int = 512
+    """Train-split examples the bisection evaluates (both members of each pair)."""
+    calibrate: bool = False
+    """Fit a scale and shift of the final logits to each circuit (16 LBFGS steps) before scoring it."""
+    show_progress: bool = True
+
+
+def resolve_tasks(names: list[str]) -> list[str]:
+    """Expand 'all' and check every name (NAME:inverted included) exists."""
+    from circuitbench.tasks.load import get_task, spec_names
+
+    out: list[str] = []
+    for name in names:
+        if name == "all":
+            out.extend(spec_names())
+        else:
+            get_task(name)  # raises TaskError with a did-you-mean
+            out.append(name)
+    return list(dict.fromkeys(out))
+
+
+def model_ref(name: str, adapter: ModelAdapter) -> ModelRef:
+    """How units name a loaded model."""
+    prov = adapter.provenance
+    return ModelRef(name=name, weights_sha256=prov.get("weights_sha256"),
+                    revision=prov.get("commit") or prov.get("revision"),
+                    sae_weights_sha256=tuple(s["weights_sha256"] for s in prov.get("saes") or ()))
+
+
+def make_units(cfg: RunConfig, model: ModelRef, dtype: str) -> list[Unit]:
+    """One unit per task of the config, with the method's full (validated) hyperparameters."""
+    from circuitbench.tasks.load import get_task
+
+    method = get_method(cfg.method, **cfg.method_kwargs)
+    return [Unit(model=model, task=task, task_hash=get_task(task).content_hash, method=method.name,
+                 method_kwargs=method.hyperparameters(), ablation=cfg.ablation, seed=cfg.seed,
+                 target_loss=cfg.target_loss, min_accuracy=cfg.min_accuracy, control=cfg.control,
+                 calibrate=cfg.calibrate, search_examples=cfg.search_examples, dtype=dtype)
+            for task in resolve_tasks(cfg.tasks)]

@@ -1,0 +1,182 @@
+"""The runner: expand a run into units, skip the finished ones, compute the rest behind an executor,
+write each atomically with its circuit, then reduce every unit in the directory to one summary.
+
+Only this module writes results. A unit's files are written circuit first, edges second and the unit's
+Parquet file last, each by an atomic rename, so the Parquet file's presence means the unit is complete:
+an interrupted run loses at most the unit in flight, and a rerun resumes after the finished ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+import circuitbench
+from circuitbench.circuits.ablation import AblationSource, ablation_source
+from circuitbench.circuits.circuit import circuit_paths, edge_rows, write_edges
+from circuitbench.circuits.evaluate import evaluate
+from circuitbench.circuits.masks import NodeIndex
+from circuitbench.circuits.unit import Unit, UnitResult
+from circuitbench.errors import CircuitbenchError
+from circuitbench.protocols import ModelAdapter
+from circuitbench.results.schema import Provenance
+from circuitbench.results.store import read_unit, unit_path, write_summary, write_unit
+from circuitbench.runs.config import RunConfig, make_units, model_ref, resolve_tasks
+from circuitbench.runs.executors import Executor, LocalExecutor
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RunConfig", "UnitWorker", "geometric_means", "reduce", "resolve_tasks", "run", "unit_file"]
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(circuitbench.__file__).resolve().parents[1]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=False)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def unit_file(out: Path, unit: Unit) -> Path:
+    """Where a unit's Parquet file goes."""
+    return unit_path(out, unit.model.name, unit.task, unit.method, unit.seed)
+
+
+def finished(out: Path, unit: Unit) -> dict[str, Any] | None:
+    """The summary of a finished unit with this identity, or None when it is still to do.
+
+    Raises:
+        CircuitbenchError: when the unit's file holds a unit with another identity (naming every
+            difference and the two ways out).
+    """
+    path = unit_file(out, unit)
+    if not path.is_file():
+        return None
+    _, summary, prov = read_unit(path)
+    if prov.unit != unit:
+        raise CircuitbenchError(
+            f"{path}: finished earlier with a different setup: {'; '.join(unit.differences(prov.unit))}. Rerun "
+            "with --force to replace it, or choose another --out to keep both."
+        )
+    return summary
+
+
+@dataclasses.dataclass
+class UnitWorker:
+    """Computes and writes one unit: what an executor maps over the units (one model, loaded once)."""
+
+    adapter: ModelAdapter
+    ablation: AblationSource
+    out: Path
+    show_progress: bool = False
+
+    def __call__(self, unit: Unit) -> dict[str, Any]:
+        """Evaluate the unit, write its circuit, edges and measurements; return its summary row."""
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        result = evaluate(unit, self.adapter, self.ablation, self.show_progress)
+        self.write(result, started)
+        return result.summary()
+
+    def write(self, result: UnitResult, started: str) -> Path:
+        """Write a result's files, circuit first and the unit's Parquet file last."""
+        path = unit_file(self.out, result.unit)
+        if result.circuit is not None:
+            cpath, epath = circuit_paths(path)
+            result.circuit.save(cpath)
+            index = NodeIndex.of(self.adapter)
+            edges = edge_rows(self.adapter, index, result.circuit.gates())
+            if len(edges) != result.edges:
+                raise AssertionError(f"edge table has {len(edges)} rows, the unit counts {result.edges}")
+            write_edges(epath, edges)
+        prov = Provenance(
+            unit=result.unit, unit_key=result.unit.key(), circuitbench_version=circuitbench.__version__,
+            git_commit=_git_commit(), ablation_corpus=self.ablation.key, device=str(self.adapter.device),
+            torch_version=torch.__version__, threads=torch.get_num_threads(), started_at=started,
+            wall_s=result.wall_s, saes=self.adapter.provenance.get("saes"),
+        )
+        write_unit(path, result, prov)
+        return path
+
+
+def reduce(out: Path) -> Path:
+    """The single reduce step: the summary of every unit in `out` (several runs may share it)."""
+    from circuitbench.results.report import collect
+
+    return write_summary(out, collect(out))
+
+
+def load_run_model(cfg: RunConfig) -> tuple[ModelAdapter, str]:
+    """The model a run names, with its SAEs spliced in, and the name its results are filed under."""
+    from circuitbench.models.sae import load_saes
+
+    adapter = circuitbench.load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, revision=cfg.revision,
+                                      trust_remote_code=cfg.trust_remote_code)
+    name = cfg.model
+    if cfg.saes:  # the SAE-augmented model's results are filed under a name of their own
+        adapter = load_saes(adapter, cfg.saes)
+        name += adapter.suffix  # type: ignore[attr-defined]
+    return adapter, name
+
+
+def run(cfg: RunConfig, adapter: ModelAdapter | None = None, executor: Executor | None = None) -> list[dict[str, Any]]:
+    """Find, measure and write the circuit of every task; skip units already in `cfg.out`.
+
+    Args:
+        cfg: The run.
+        adapter: The model, already loaded (tests, notebooks); None loads `cfg.model`.
+        executor: Where units run; None runs them here, one after another.
+
+    Returns:
+        One summary row per (task, method, seed) asked for, finished now or earlier, in task order.
+    """
+    resolve_tasks(cfg.tasks)  # bad task names fail before the model loads
+    if adapter is None:
+        adapter, name = load_run_model(cfg)
+    else:
+        name = cfg.model + (getattr(adapter, "suffix", "") if cfg.saes else "")
+    units = make_units(cfg, model_ref(name, adapter), str(adapter.dtype).removeprefix("torch."))
+    done: dict[str, dict[str, Any]] = {}
+    todo: list[Unit] = []
+    for unit in units:
+        summary = None if cfg.force else finished(cfg.out, unit)
+        if summary is None:
+            todo.append(unit)
+        else:
+            done[unit.key()] = summary
+            log.info("%s: done already (%s); --force recomputes", unit.task, unit_file(cfg.out, unit))
+    worker = UnitWorker(adapter, ablation_source(cfg.ablation, adapter, NodeIndex.of(adapter)), cfg.out,
+                        cfg.show_progress)
+    failures: list[str] = []
+    bar = tqdm(total=len(units), initial=len(done), desc="units", unit="unit", disable=not cfg.show_progress)
+    for outcome in (executor or LocalExecutor()).map(worker, todo):
+        bar.update(1)
+        bar.set_postfix_str(outcome.unit.task)
+        if outcome.error is not None:
+            failures.append(f"{outcome.unit.task}: {outcome.error}")
+        else:
+            done[outcome.unit.key()] = outcome.value  # type: ignore[assignment]
+    bar.close()
+    reduce(cfg.out)  # every unit in the directory: several models may share it
+    if failures:
+        raise CircuitbenchError("some units failed (the others are written):\n  " + "\n  ".join(failures))
+    return [done[u.key()] for u in units]
+
+
+def geometric_means(summaries: list[dict[str, Any]]) -> dict[str, float]:
+    """Geometric means of nodes and edges over solved tasks (the paper's headline is edges)."""
+    from circuitbench.results.report import geomean
+
+    solved = [s for s in summaries if s.get("status") == "solved"]
+    out = {"solved": float(len(solved)), "tasks": float(len(summaries))}
+    for key in ("nodes", "edges"):
+        out[f"geomean_{key}"] = geomean([int(s[key]) for s in solved])
+    return out

@@ -1,0 +1,134 @@
+"""Saved circuits, read back: show one, re-evaluate it against its stored numbers, export it to MIB."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from circuitbench.circuits.circuit import Circuit, circuit_paths, to_mib
+from circuitbench.circuits.evaluate import encode_unit_task, measure_circuit
+from circuitbench.circuits.masks import NodeIndex
+from circuitbench.circuits.problem import Calibration, Problem
+from circuitbench.errors import CircuitbenchError
+from circuitbench.protocols import Batch, ModelAdapter
+from circuitbench.results.schema import Provenance
+from circuitbench.results.store import read_unit
+
+
+@dataclass(frozen=True)
+class SavedUnit:
+    """A unit's files: provenance, summary, measurements, circuit and edges."""
+
+    path: Path
+    prov: Provenance
+    summary: dict[str, Any]
+    measurements: dict[tuple[str, str], float]
+    circuit: Circuit
+    edges: list[dict[str, Any]]
+
+
+def load_saved(path: Path) -> SavedUnit:
+    """Read a unit's Parquet file and the circuit beside it (give the `.parquet` or the `.circuit.safetensors`).
+
+    Raises:
+        CircuitbenchError: when the unit has no circuit (its task was not pruned) or a file is missing.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.name.endswith(".circuit.safetensors"):
+        path = path.with_name(path.name.removesuffix(".circuit.safetensors") + ".parquet")
+    if not path.is_file():
+        raise CircuitbenchError(f"{path}: no such result file (give RESULTS/MODEL/TASK.METHOD.seedN.parquet)")
+    table, summary, prov = read_unit(path)
+    if summary.get("status") == "unsolved":
+        raise CircuitbenchError(f"{path}: the task was not pruned (the full model's accuracy "
+                                f"{summary.get('full_accuracy')} is below {prov.unit.min_accuracy}); no circuit")
+    cpath, epath = circuit_paths(path)
+    circuit = Circuit.load(cpath)
+    if circuit.unit_key != prov.unit_key:
+        raise CircuitbenchError(f"{cpath}: belongs to unit {circuit.unit_key}, not {prov.unit_key}")
+    edges = pq.read_table(epath).to_pylist() if epath.is_file() else []
+    rows = table.to_pylist()
+    return SavedUnit(path, prov, summary, {(r["split"], r["metric"]): r["value"] for r in rows}, circuit, edges)
+
+
+def show(saved: SavedUnit, max_channels: int = 24, max_edges: int = 20) -> str:
+    """A readable account of a saved circuit: the unit, the numbers, kept channels per site, strongest edges."""
+    from tabulate import tabulate
+
+    u, s, c = saved.prov.unit, saved.summary, saved.circuit
+    head = [
+        f"circuit of {u.task} in {u.model.name} ({u.method}, seed {u.seed}, {u.ablation} ablation)",
+        f"  {c.k} of {c.n_nodes} nodes, {s.get('edges')} edges; status {s.get('status')}; target loss "
+        f"{s.get('target_loss'):.4f}",
+        f"  test: full accuracy {s.get('full_accuracy'):.3f}, sufficiency loss {s.get('sufficiency_loss'):.4f} "
+        f"(accuracy {s.get('sufficiency_accuracy'):.3f}), necessity accuracy {s.get('necessity_accuracy'):.3f}, "
+        f"faithfulness {s.get('faithfulness'):.3f}",
+        "",
+    ]
+    rows = []
+    for site in c.sites:
+        kept = c.kept()[site.name]
+        if not kept:
+            continue
+        shown = ", ".join(map(str, kept[:max_channels])) + (f", ... (+{len(kept) - max_channels})"
+                                                              if len(kept) > max_channels else "")
+        rows.append({"site": site.name, "kind": site.kind, "kept": f"{len(kept)}/{site.width}", "channels": shown})
+    out = "\n".join(head) + tabulate(rows, headers="keys", tablefmt="simple") + "\n"
+    weighted = sorted((e for e in saved.edges if e["kind"] == "weighted"), key=lambda e: -abs(e["weight"]))
+    if weighted:
+        top = [{"from": f"{e['src_site']}[{e['src_channel']}]", "to": f"{e['dst_site']}[{e['dst_channel']}]",
+                "weight": e["weight"]} for e in weighted[:max_edges]]
+        n_res = sum(1 for e in saved.edges if e["kind"] == "residual")
+        out += (f"\nstrongest of {len(weighted)} weighted edges ({n_res} residual edges not listed):\n"
+                + tabulate(top, headers="keys", tablefmt="simple", floatfmt=".4f") + "\n")
+    return out
+
+
+def reevaluate(saved: SavedUnit, adapter: ModelAdapter, split: str = "test") -> dict[str, float]:
+    """Measure a saved circuit again on a split: sufficiency, necessity and empty-circuit numbers.
+
+    On the same device and dtype, the test numbers equal the stored ones exactly.
+
+    Raises:
+        CircuitbenchError: when the model is not the one the circuit was found on.
+    """
+    u = saved.prov.unit
+    sha = adapter.provenance.get("weights_sha256")
+    if u.model.weights_sha256 is not None and sha != u.model.weights_sha256:
+        raise CircuitbenchError(f"the circuit was found on weights {u.model.weights_sha256}; this model has {sha}. "
+                                "Load the same model (and revision) to re-evaluate it.")
+    index = NodeIndex.of(adapter)
+    saved.circuit.check_layout(index)
+    train_enc, test_enc = encode_unit_task(u, adapter)
+    rows = Batch.of(test_enc if split == "test" else train_enc, adapter.device)
+    problem = Problem(adapter, index, saved.circuit.ablation.to(adapter.device), Batch.of(train_enc, adapter.device),
+                      u.seed, False)
+    cal = saved.circuit.calibration
+    calibration = None if cal is None else Calibration(cal["scale"], {int(t): v for t, v in cal["shift"].items()})
+    gates = saved.circuit.gates().to(adapter.device)
+    suff, nec, empty = measure_circuit(problem, rows, gates, calibration)
+    return {**suff.as_dict("sufficiency"), **nec.as_dict("necessity"), **empty.as_dict("empty")}
+
+
+def compare_stored(saved: SavedUnit, fresh: dict[str, float], split: str = "test") -> list[dict[str, Any]]:
+    """Fresh numbers beside the stored ones (test split only: only it is stored)."""
+    rows = []
+    for metric, value in fresh.items():
+        stored = saved.measurements.get((split, metric))
+        rows.append({"metric": metric, "stored": stored, "now": value,
+                     "equal": None if stored is None else bool(stored == value or abs(stored - value) == 0.0)})
+    return rows
+
+
+def export_mib(saved: SavedUnit, out: Path) -> Path:
+    """Write the circuit as MIB / EAP-IG Graph JSON."""
+    from circuitbench.results.files import atomic_path
+
+    graph = to_mib(saved.circuit, saved.edges)
+    with atomic_path(Path(out)) as tmp:
+        tmp.write_text(json.dumps(graph))
+    return Path(out)

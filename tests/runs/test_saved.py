@@ -1,0 +1,160 @@
+"""Saved circuits: written with every unit, shown, re-evaluated exactly, exported to MIB and read back."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from circuitbench.circuits.circuit import Circuit, circuit_paths, read_mib
+from circuitbench.circuits.masks import NodeIndex
+from circuitbench.circuits.metrics import count_edges
+from circuitbench.cli import main
+from circuitbench.errors import CircuitbenchError
+from circuitbench.runs.runner import RunConfig, run
+from circuitbench.runs.saved import compare_stored, export_mib, load_saved, reevaluate, show
+
+TASK = "else_elif"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The bundled weight-sparse reference model: a real model whose circuits matter (a random one's do not)."""
+    import circuitbench
+
+    return circuitbench.load_model("tiny-sparse", device="cpu")
+
+
+def _run(tmp_path, adapter, **over):
+    base = dict(model="tiny-sparse", tasks=[TASK], method_kwargs={"steps": 5}, ablation="zero", min_accuracy=0.0,
+                out=tmp_path, show_progress=False, search_examples=64, target_loss=0.15, control=False)
+    (summary,) = run(RunConfig(**{**base, **over}), adapter)
+    return summary, next(tmp_path.glob("tiny-sparse/*.seed0.parquet"))
+
+
+@pytest.fixture(scope="module")
+def saved_unit(tmp_path_factory, reference):
+    out = tmp_path_factory.mktemp("saved")
+    summary, path = _run(out, reference)
+    assert summary["status"] == "solved" and summary["nodes"] > 0
+    return summary, path
+
+
+def test_every_pruned_unit_writes_its_circuit_and_edge_table(saved_unit, reference):
+    summary, path = saved_unit
+    cpath, epath = circuit_paths(path)
+    circuit = Circuit.load(cpath)
+    index = NodeIndex.of(reference)
+    assert circuit.k == summary["nodes"] == int(circuit.gates().sum())
+    assert circuit.scores.shape == (index.size,) and circuit.ablation.shape == (index.value_size,)
+    kept = circuit.kept()
+    assert sum(len(v) for v in kept.values()) == summary["nodes"]
+    edges = pq.read_table(epath)
+    assert edges.num_rows == summary["edges"] == count_edges(reference, index, circuit.gates())["edges"]
+    assert set(edges.column("kind").to_pylist()) <= {"weighted", "residual"}
+    for row in edges.to_pylist():  # every edge joins two kept channels
+        assert row["src_channel"] in kept[row["src_site"]] and row["dst_channel"] in kept[row["dst_site"]]
+
+
+def test_a_saved_circuit_reevaluates_to_its_stored_numbers_exactly(saved_unit, reference):
+    _, path = saved_unit
+    saved = load_saved(path)
+    fresh = reevaluate(saved, reference, "test")
+    rows = compare_stored(saved, fresh)
+    assert rows and all(r["equal"] for r in rows), rows
+    assert fresh["sufficiency_loss"] == saved.summary["sufficiency_loss"]
+
+
+def test_reevaluation_refuses_another_model(saved_unit, reference):
+    from circuitbench.models.native import SparseGPTAdapter
+
+    other = SparseGPTAdapter(reference.model, reference.tokenizer, "tiny-sparse", {"weights_sha256": "other"})
+    with pytest.raises(CircuitbenchError, match="this model has other"):
+        reevaluate(load_saved(saved_unit[1]), other)
+
+
+def test_an_edited_circuit_file_is_refused(saved_unit, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    cpath, _ = circuit_paths(saved_unit[1])
+    tensors = load_file(str(cpath))
+    from safetensors import safe_open
+
+    with safe_open(str(cpath), framework="pt") as f:
+        meta = f.metadata()
+    first = next(k for k in tensors if k.startswith("kept.") and len(tensors[k]))
+    tensors[first] = tensors[first][1:]  # drop a kept channel by hand
+    bad = tmp_path / "bad.circuit.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    with pytest.raises(CircuitbenchError, match="edited or is corrupt"):
+        Circuit.load(bad)
+
+
+def test_show_prints_the_circuit_per_site(saved_unit):
+    text = show(load_saved(saved_unit[1]))
+    assert TASK in text and "kept" in text and ("mlp" in text or "attn" in text)
+
+
+def test_mib_export_is_read_back_with_the_same_nodes_and_edges(saved_unit, tmp_path, reference):
+    saved = load_saved(saved_unit[1])
+    out = export_mib(saved, tmp_path / "circuit.json")
+    graph = read_mib(out)
+    cfg = reference.config
+    d, nh, nl = cfg.d_model, cfg.n_head, cfg.n_layer
+    assert graph["cfg"] == {"n_layers": nl, "n_heads": nh, "parallel_attn_mlp": False, "d_model": d}
+    kept = saved.circuit.kept()
+    d_head = cfg.head_dim
+    for L in range(nl):
+        for h in range(nh):
+            ours = any(c // d_head == h for s in ("q", "k", "v") for c in kept[f"{L}.attn.{s}"])
+            assert graph["nodes"][f"a{L}.h{h}"]["in_graph"] == ours
+            assert graph["nodes"][f"a{L}.h{h}"]["neurons"] == [c in kept[f"{L}.attn.resid_delta"] for c in range(d)]
+        assert graph["nodes"][f"m{L}"]["in_graph"] == bool(kept[f"{L}.mlp.post_act"])
+    # an MIB edge into an MLP is in the graph iff one of our channel paths realises it, scored by their number
+    L = nl - 1
+    reads = {e["src_channel"] for e in saved.edges if e["kind"] == "weighted" and e["src_site"] == f"{L}.mlp.act_in"}
+    assert graph["edges"][f"input->m{L}"]["in_graph"] == bool(reads)
+    assert graph["edges"][f"input->m{L}"]["score"] == len(reads)
+    for h in range(nh):
+        writes = set(kept[f"{L}.attn.resid_delta"]) if graph["nodes"][f"a{L}.h{h}"]["in_graph"] else set()
+        assert graph["edges"][f"a{L}.h{h}->m{L}"]["score"] == len(reads & writes)
+    n_src = 1 + nl * (nh + 1)
+    per_layer = sum(3 * nh * (1 + L * (nh + 1)) + (1 + L * (nh + 1) + nh) for L in range(nl))
+    assert len(graph["edges"]) == per_layer + n_src  # every MIB edge, plus one from each source to the logits
+    assert any(e["in_graph"] for e in graph["edges"].values())
+
+
+def test_a_malformed_mib_file_is_refused(tmp_path, saved_unit):
+    good = json.loads(export_mib(load_saved(saved_unit[1]), tmp_path / "g.json").read_text())
+    good["edges"]["m1->a0.h0<q>"] = {"in_graph": True, "score": 1.0}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(good))
+    with pytest.raises(CircuitbenchError, match="runs backwards"):
+        read_mib(bad)
+
+
+def test_circuit_cli_show_eval_export(saved_unit, tmp_path, capsys, monkeypatch, reference):
+    import circuitbench
+
+    monkeypatch.setattr(circuitbench, "load_model", lambda *a, **k: reference)  # the in-memory test model
+    path = str(saved_unit[1])
+    assert main(["circuit", "show", path]) == 0
+    assert main(["circuit", "eval", path]) == 0
+    assert "reproduces its stored numbers exactly" in capsys.readouterr().out
+    assert main(["circuit", "export", path, "--out", str(tmp_path / "m.json")]) == 0
+    read_mib(tmp_path / "m.json")
+    assert main(["circuit", "show", str(tmp_path / "missing.parquet")]) == 1
+
+
+def test_an_unpruned_unit_has_no_circuit_and_says_why(tmp_path, reference):
+    _, path = _run(tmp_path, reference, min_accuracy=1.01)
+    assert not circuit_paths(path)[0].exists()
+    with pytest.raises(CircuitbenchError, match="not pruned"):
+        load_saved(path)
+
+
+def test_circuit_gates_break_ties_by_index():
+    from circuitbench.circuits.circuit import SiteLayout
+
+    c = Circuit((SiteLayout("s", "mlp_neuron", 0, 4),), torch.tensor([1.0, 2.0, 2.0, 0.0]), 2, torch.zeros(4))
+    assert c.kept() == {"s": [1, 2]}
