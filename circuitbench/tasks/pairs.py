@@ -2,7 +2,7 @@
 
 Pair `k` of a split uses template `k mod (number of templates)`, so templates are balanced; then one
 entry is drawn from every pool (in sorted pool order) with a `random.Random` seeded from the task's
-name, split and seed (never from Python's salted `hash`). A draw whose prompts repeat an earlier
+name, split and pair_seed (never from Python's salted `hash`). A draw whose prompts repeat an earlier
 pair, or that gives two `distinct` slots the same value, is redrawn. Side `i` of a pair fills the
 contrast slots with `contrast.sides[i]`; its correct completion is `completions[i]` and its
 incorrect one `completions[1 - i]`. Template `values` override pool draws.
@@ -81,7 +81,7 @@ def render(text: str, values: dict[str, str]) -> str:
 
 
 def _rng(spec: TaskSpec, split: SplitName) -> random.Random:
-    key = f"{spec.base_name}|{split}|{spec.seed}".encode()
+    key = f"{spec.base_name}|{split}|{spec.pair_seed}".encode()
     return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
 
 

@@ -173,8 +173,8 @@ class TaskSpec(_Model):
     test: Split
     """The held-out split, with templates disjoint from train."""
 
-    seed: int = 0
-    """Seed of the pair generator."""
+    pair_seed: int = 0
+    """Seed of the pair generator (`pair_seed`, not `seed`: a unit's `seed` seeds the method)."""
 
     max_tokens: Annotated[int, Field(ge=8)] = 255
     """Maximum prompt length in tokens; longer prompts are left-truncated (paper: 255)."""

@@ -79,4 +79,4 @@ def test_reloading_an_edited_file_sees_the_change(tmp_path: Path) -> None:
     shutil.copy(specs_dir() / "with_as.yaml", path)
     first = load_spec(path)
     path.write_text(path.read_text().replace("seed: 0", "seed: 7") + "\n")
-    assert load_spec(path).seed == 7 and first.seed == 0
+    assert load_spec(path).pair_seed == 7 and first.pair_seed == 0

@@ -127,7 +127,7 @@ def test_splits_do_not_depend_on_each_other() -> None:
 
 def test_seed_changes_the_pairs(toy: dict[str, Any]) -> None:
     a = make_pairs(TaskSpec.model_validate(toy), "train")
-    b = make_pairs(TaskSpec.model_validate({**toy, "seed": 1}), "train")
+    b = make_pairs(TaskSpec.model_validate({**toy, "pair_seed": 1}), "train")
     assert [p.prompts for p in a] != [p.prompts for p in b]
 
 

@@ -222,7 +222,7 @@ def test_content_hash_ignores_prose_but_not_examples(toy: dict[str, Any]) -> Non
     assert len(base) == 16 and TaskSpec.model_validate(toy).content_hash == base
     prose = {**toy, "description": "Reworded.", "probes": "other words"}
     assert TaskSpec.model_validate(prose).content_hash == base
-    changed = {**toy, "seed": 1}
+    changed = {**toy, "pair_seed": 1}
     assert TaskSpec.model_validate(changed).content_hash != base
     pools = {**toy, "pools": {**toy["pools"], "word": ["alpha", "beta"]}}
     assert TaskSpec.model_validate(pools).content_hash != base
@@ -241,4 +241,4 @@ def test_invert_swaps_completions_and_names_the_control(toy: dict[str, Any]) -> 
 def test_specs_are_frozen(toy: dict[str, Any]) -> None:
     spec = TaskSpec.model_validate(toy)
     with pytest.raises(Exception, match="frozen"):
-        spec.seed = 3  # type: ignore[misc]
+        spec.pair_seed = 3  # type: ignore[misc]

@@ -1,0 +1,70 @@
+"""Tasks solved against training tokens: every kept checkpoint of a run, scored on every task.
+
+`circuitbench train --keep-checkpoints` keeps `checkpoint-STEP.pt` files; this script loads each into the
+native model with the run's tokenizer, measures validation loss on the run's held-out split and
+full-model test accuracy on the 20 tasks (the model card's code), and prints one row per checkpoint: the
+curve from which the compute a target needs is projected. A checkpoint mid-run has not had its learning
+rate decayed yet, so its numbers are a lower bound on what a run of that length would reach.
+
+    python benchmarks/tasks_vs_tokens.py runs/ref-sparse [--bar 0.9] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    """Score every checkpoint of a run directory."""
+    from tabulate import tabulate
+
+    from circuitbench.models.native import SparseGPTAdapter
+    from circuitbench.models.tokenizer import HFTokenizer
+    from circuitbench.models.sparse_gpt import SparseGPT
+    from circuitbench.train.card import evaluate_tasks
+    from circuitbench.train.config import TrainConfig
+    from circuitbench.train.data import prepare_data, val_windows
+    from circuitbench.train.loop import _cache_dir, evaluate, model_config
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="a `circuitbench train --keep-checkpoints` output directory")
+    ap.add_argument("--bar", type=float, default=0.9, help="accuracy that counts as solved")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ckpts = sorted(args.run.glob("checkpoint-*.pt"), key=lambda p: int(re.findall(r"\d+", p.name)[-1]))
+    if not ckpts:
+        raise SystemExit(f"{args.run}: no checkpoint-STEP.pt files (train with --keep-checkpoints)")
+    first = torch.load(ckpts[0], weights_only=True)
+    cfg = TrainConfig(**{k: v for k, v in json.loads(first["config"]).items() if k in TrainConfig.model_fields})
+    data, _ = prepare_data(_cache_dir(cfg), cfg.corpus, cfg.vocab_size, cfg.tokenizer_bytes)
+    vx, vy = val_windows(data.val, cfg.ctx, cfg.val_windows)
+    tok = HFTokenizer(Path(data.tokenizer_path), name="run")
+    rows = []
+    for path in ckpts:
+        state = torch.load(path, weights_only=True)
+        model = SparseGPT(model_config(cfg))
+        model.load_state_dict(state["model"])
+        adapter = SparseGPTAdapter(model, tok, path.stem)
+        tasks = evaluate_tasks(adapter)
+        solved = sorted(t["task"] for t in tasks if t["accuracy"] >= args.bar)
+        rows.append({"step": state["step"], "tokens": state["step"] * cfg.batch_size * cfg.ctx,
+                     "wall_min": round(state["elapsed_s"] / 60, 1), "val_loss": round(evaluate(model, vx, vy), 4),
+                     "solved": len(solved), "mean_accuracy": round(statistics.fmean(t["accuracy"] for t in tasks), 4),
+                     "mean_task_loss": round(statistics.fmean(t["task_loss"] for t in tasks), 4),
+                     "solved_tasks": ",".join(solved)})
+        print(json.dumps(rows[-1]), flush=True)
+    print(tabulate(rows, headers="keys", tablefmt="github"))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
