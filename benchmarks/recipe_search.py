@@ -86,17 +86,21 @@ def main() -> None:
         if name in done:
             continue
         over = CANDIDATES[name]
-        probe = TrainConfig(out_dir=Path("unused"), corpus=args.corpus, max_steps=1000, **over)
-        sec = step_seconds(probe, data)
-        steps = max(50, int(args.minutes * 60 / sec))
-        cfg = TrainConfig(out_dir=args.out / name, corpus=args.corpus, max_steps=steps, threads=args.threads,
-                          eval_every=max(50, steps // 4), checkpoint_every=steps, val_windows=256,
-                          quiet=True, command=f"recipe_search {name}", **over)
-        t0 = time.perf_counter()
-        train(cfg, data=data)
-        wall = time.perf_counter() - t0
-        meta = json.loads((cfg.out_dir / META).read_text())
-        tasks = evaluate_tasks(circuitbench.load_model(str(cfg.out_dir), device="cpu"))
+        if (args.out / name / META).is_file():  # trained before the search was interrupted: score it
+            meta = json.loads((args.out / name / META).read_text())
+            steps, sec, wall = meta["steps"], meta["wall_time_s"] / meta["steps"], meta["wall_time_s"]
+        else:
+            probe = TrainConfig(out_dir=Path("unused"), corpus=args.corpus, max_steps=1000, **over)
+            sec = step_seconds(probe, data)
+            steps = max(50, int(args.minutes * 60 / sec))
+            cfg = TrainConfig(out_dir=args.out / name, corpus=args.corpus, max_steps=steps, threads=args.threads,
+                              eval_every=max(50, steps // 4), checkpoint_every=steps, val_windows=256,
+                              quiet=True, command=f"recipe_search {name}", **over)
+            t0 = time.perf_counter()
+            train(cfg, data=data)
+            wall = time.perf_counter() - t0
+            meta = json.loads((cfg.out_dir / META).read_text())
+        tasks = evaluate_tasks(circuitbench.load_model(str(args.out / name), device="cpu"))
         solved = [t["task"] for t in tasks if t["accuracy"] >= 0.9]
         row = {
             "name": name, **over, "steps": steps, "step_s": round(sec, 3), "tokens": meta["tokens_seen"],

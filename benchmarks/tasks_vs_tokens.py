@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--bar", type=float, default=0.9, help="accuracy that counts as solved")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--target", type=int, default=10, help="tasks solved to project the compute for")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ckpts = sorted(args.run.glob("checkpoint-*.pt"), key=lambda p: int(re.findall(r"\d+", p.name)[-1]))
@@ -62,8 +63,39 @@ def main() -> None:
                      "solved_tasks": ",".join(solved)})
         print(json.dumps(rows[-1]), flush=True)
     print(tabulate(rows, headers="keys", tablefmt="github"))
+    projection = project(rows, args.target)
+    print(json.dumps(projection, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        args.json.write_text(json.dumps({"rows": rows, "projection": projection}, indent=2) + "\n")
+
+
+def project(rows: list[dict], target: int) -> dict:
+    """Least-squares line of tasks solved against log10(tokens), extrapolated to `target` tasks.
+
+    Also gives the wall time (and CPU-hours on the run's 2 cores) that many tokens take at the run's
+    measured throughput. A straight line in log-tokens is an assumption, stated with the projection: the
+    numbers say how far off the bar is, not exactly when it is reached.
+    """
+    import math
+
+    pts = [(math.log10(r["tokens"]), r["solved"]) for r in rows if r["tokens"] > 0]
+    if len(pts) < 2:
+        return {"note": "need two checkpoints"}
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    slope = sum((x - mx) * (y - my) for x, y in pts) / sxx if sxx else 0.0
+    last = rows[-1]
+    tok_s = last["tokens"] / max(last["wall_min"] * 60, 1e-9)
+    out = {"fit": f"solved = {my - slope * mx:.2f} + {slope:.2f} * log10(tokens)", "slope_per_decade": slope,
+           "target_tasks": target, "throughput_tok_s": round(tok_s)}
+    if slope <= 0:
+        out["note"] = "no upward trend over the checkpoints: no projection"
+        return out
+    tokens = 10 ** (mx + (target - my) / slope)
+    out.update(projected_tokens=float(f"{tokens:.3g}"), projected_wall_h=round(tokens / tok_s / 3600, 1),
+               projected_cpu_core_h=round(2 * tokens / tok_s / 3600, 1))
+    return out
 
 
 if __name__ == "__main__":

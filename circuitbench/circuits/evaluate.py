@@ -153,6 +153,7 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     on_search = circuit_scorer(problem, search_rows, unit.calibrate)
     with phases("method"):
         node_scores = method.node_scores(problem)
+    rows += [("", f"method_{k}", v) for k, v in getattr(method, "diagnostics", dict)().items()]
     with phases("search"):
         found = smallest_k(lambda k: on_search(keep_top(node_scores, k))[0].loss, index.size, target)
         gates = keep_top(node_scores, found.k)

@@ -51,3 +51,16 @@ def test_all_ones_gates_reproduce_the_plain_forward_exactly():
     p = _problem()
     plain = p.two_logits(p.train, None)
     assert torch.equal(p.two_logits(p.train, torch.ones(p.index.size)), plain)
+
+
+def test_patience_stops_once_the_active_set_settles_and_finds_the_same_circuit():
+    p = _problem()
+    full = get_method("learned_mask", steps=300)
+    early = get_method("learned_mask", steps=300, patience=40)
+    s_full, s_early = full.node_scores(p), early.node_scores(p)
+    assert full.diagnostics()["steps_run"] == 300
+    assert early.diagnostics()["steps_run"] < 300
+    k_full = smallest_k(lambda k: p.scores(p.train, keep_top(s_full, k)).loss, p.index.size, 0.15)
+    k_early = smallest_k(lambda k: p.scores(p.train, keep_top(s_early, k)).loss, p.index.size, 0.15)
+    assert k_early.met_target and _kept(p.index, keep_top(s_early, k_early.k)) <= PLANTED
+    assert k_early.k <= k_full.k + 1

@@ -45,6 +45,9 @@ class LearnedMask:
     """Initial tau mean (App.: N(0.1, 0.01), all nodes on)."""
     init_std: float = 0.01
     """Initial tau standard deviation."""
+    patience: int | None = None
+    """Stop early once the set of active nodes has stayed the same for this many steps (None: always run
+    `steps`). The steps run are recorded (`method_steps_run`)."""
 
     name = "learned_mask"
 
@@ -64,6 +67,9 @@ class LearnedMask:
         ablation = problem.ablation.to(device)
         n_pairs = len(problem.train) // 2
         bar = tqdm(range(self.steps), desc="learned_mask", leave=False, disable=not problem.show_progress)
+        active = tau > 0
+        unchanged = 0
+        self._steps_run = 0
         for _ in bar:
             pairs = torch.randperm(n_pairs, generator=gen)[: self.batch_pairs]
             rows = problem.train.take(torch.stack([2 * pairs, 2 * pairs + 1], 1).flatten().to(device))
@@ -82,5 +88,17 @@ class LearnedMask:
             sched.step()
             with torch.no_grad():
                 tau.clamp_(-1.0, 1.0)
-            bar.set_postfix(ce=f"{ce.item():.3f}", active=int((tau > 0).sum()))
+                now = tau > 0
+                unchanged = unchanged + 1 if torch.equal(now, active) else 0
+                active = now
+            self._steps_run += 1
+            bar.set_postfix(ce=f"{ce.item():.3f}", active=int(now.sum()))
+            if self.patience is not None and unchanged >= self.patience:
+                log.info("learned_mask: active set unchanged for %d steps; stopped at step %d of %d",
+                         unchanged, self._steps_run, self.steps)
+                break
         return tau.detach()
+
+    def diagnostics(self) -> dict[str, float]:
+        """What the last `node_scores` call did: the steps it ran."""
+        return {"steps_run": float(getattr(self, "_steps_run", 0))}
