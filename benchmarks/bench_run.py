@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--tasks", default="all")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=None, help="learned-mask steps (default: the method's)")
+    ap.add_argument("--patience", type=int, default=None, help="learned-mask patience (default: the method's)")
     ap.add_argument("--cold", action="store_true", help="also time the corpus-mean ablation (fresh cache)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -57,7 +58,7 @@ def main() -> None:
             Problem(adapter, index, torch.zeros(index.size), test, 0, False).scores(test, None)
         baseline_s = time.perf_counter() - t0
 
-        kwargs = {"steps": args.steps} if args.steps else {}
+        kwargs = {k: v for k, v in (("steps", args.steps), ("patience", args.patience)) if v is not None}
         cfg = RunConfig(model=args.model, tasks=args.tasks.split(","), out=Path(tmp) / "out", show_progress=False,
                         method_kwargs=kwargs)
         t0 = time.perf_counter()
@@ -65,10 +66,12 @@ def main() -> None:
         run_s = time.perf_counter() - t0
 
         phases: dict[str, float] = defaultdict(float)
-        for unit in (Path(tmp) / "out").glob("*/*.parquet"):
+        for unit in (Path(tmp) / "out").glob("*/*.seed*.parquet"):
+            if unit.name.endswith(".edges.parquet"):
+                continue
             table = pq.read_table(unit).to_pylist()
             for row in table:
-                if row["metric"].startswith("time."):
+                if row["metric"].startswith("time_"):
                     phases[row["metric"][5:-2]] += row["value"]
     solved = [s for s in summaries if s["status"] != "unsolved"]
     print(f"model {args.model}, {len(summaries)} tasks, {len(solved)} pruned, {args.threads} threads, "

@@ -48,7 +48,7 @@ def step_seconds(cfg, data, steps: int = 6) -> float:
     sparse = recipe.sparsifiable(model)
     gen = torch.Generator().manual_seed(0)
     times = []
-    for i in range(steps):
+    for _ in range(steps):
         x, y = sample_batch(data.train, cfg.batch_size, cfg.ctx, gen)
         t0 = time.perf_counter()
         train_step(model, opt, x, y, cfg, cfg.max_steps // 2, params, sparse, resolve_precision(cfg))

@@ -25,8 +25,8 @@ def main() -> None:
     from tabulate import tabulate
 
     from circuitbench.models.native import SparseGPTAdapter
-    from circuitbench.models.tokenizer import HFTokenizer
     from circuitbench.models.sparse_gpt import SparseGPT
+    from circuitbench.models.tokenizer import HFTokenizer
     from circuitbench.train.card import evaluate_tasks
     from circuitbench.train.config import TrainConfig
     from circuitbench.train.data import prepare_data, val_windows

@@ -133,6 +133,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", default="all", help="comma-separated task names (NAME:inverted too), or all")
     p.add_argument("--method", default="learned-mask", help="learned-mask | random (registry names; - or _)")
     p.add_argument("--steps", type=int, default=None, help="learned-mask optimizer steps")
+    p.add_argument("--patience", type=int, default=None,
+                   help="learned-mask: stop once the set of active nodes is unchanged for N steps")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (recorded in every unit; circuits can differ slightly across "
+                        "thread counts)")
     p.add_argument("--target-loss", type=float, default=0.15, help="per-example task-loss target")
     p.add_argument("--ablation", choices=["mean", "task-mean", "zero"], default="mean")
     p.add_argument("--min-accuracy", type=float, default=0.9,
@@ -153,7 +158,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from circuitbench.runs.runner import RunConfig, geometric_means, run
 
-    kwargs = {"steps": args.steps} if args.steps is not None else {}
+    kwargs = {k: v for k, v in (("steps", args.steps), ("patience", args.patience)) if v is not None}
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CircuitbenchError(f"--threads {args.threads}: give a positive number of threads")
+        import torch
+
+        torch.set_num_threads(args.threads)
     cfg = RunConfig(model=args.model, saes=args.sae.split(",") if args.sae else [],
                     tasks=args.tasks.split(","), method=args.method.replace("-", "_"),
                     method_kwargs=kwargs, target_loss=args.target_loss, ablation=args.ablation,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +75,7 @@ class Corpus:
         return [f.text for f in self.val]
 
 
-def corpus_hash(train: list[SourceFile] | tuple[SourceFile, ...], val: list[SourceFile] | tuple[SourceFile, ...]) -> str:
+def corpus_hash(train: Sequence[SourceFile], val: Sequence[SourceFile]) -> str:
     """Hex sha256 over the sorted (file hash, split) pairs: the identity of a corpus's text and split."""
     h = hashlib.sha256()
     for digest, split in sorted([(f.sha256, "train") for f in train] + [(f.sha256, "val") for f in val]):

@@ -56,8 +56,9 @@ class Batch:
 
     @classmethod
     def of(cls, encoded: Any, device: torch.device | str = "cpu") -> Batch:
-        """The batch of an `EncodedTask` (or anything with these four fields), on a device, trimmed to its
-        longest prompt (nothing after the last prompt token can affect it: attention is causal).
+        """The batch of an `EncodedTask` (or anything with these four fields), on a device.
+
+        Trimmed to its longest prompt: nothing after the last prompt token can affect it (causal attention).
         """
         last = encoded.last
         width = int(last.max()) + 1 if len(last) else 0

@@ -1,5 +1,6 @@
-"""A circuit as data: which channels of which sites were kept, the method's score of every node, the
-ablation values pruned nodes took, and its edges. Saved next to its unit, re-evaluable, exportable.
+"""A circuit as data: kept channels per site, every node's score, the ablation values, and its edges.
+
+Saved next to its unit, re-evaluable, exportable.
 
 Files written per unit (beside `TASK.METHOD.seedN.parquet`):
 - `TASK.METHOD.seedN.circuit.safetensors`: tensors `scores` ([n_nodes] float32, the method's score of

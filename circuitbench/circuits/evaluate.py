@@ -51,7 +51,9 @@ class _Phases:
         return [("", f"time_{k}_s", v) for k, v in self.seconds.items()]
 
 
-def circuit_scorer(problem: Problem, rows: Batch, calibrate: bool) -> Callable[[Tensor], tuple[Scores, Calibration | None]]:
+def circuit_scorer(
+    problem: Problem, rows: Batch, calibrate: bool
+) -> Callable[[Tensor], tuple[Scores, Calibration | None]]:
     """Scores of a gate vector on `rows`, after fitting a calibration to them when asked."""
 
     def at(gates: Tensor) -> tuple[Scores, Calibration | None]:

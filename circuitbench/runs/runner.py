@@ -1,5 +1,6 @@
-"""The runner: expand a run into units, skip the finished ones, compute the rest behind an executor,
-write each atomically with its circuit, then reduce every unit in the directory to one summary.
+"""The runner: units from a run, finished ones skipped, the rest computed behind an executor, one reduce.
+
+Each unit is written atomically with its circuit; the reduce step summarises every unit in the directory.
 
 Only this module writes results. A unit's files are written circuit first, edges second and the unit's
 Parquet file last, each by an atomic rename, so the Parquet file's presence means the unit is complete:
@@ -142,7 +143,12 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None, executor: Executor 
     if adapter is None:
         adapter, name = load_run_model(cfg)
     else:
-        name = cfg.model + (getattr(adapter, "suffix", "") if cfg.saes else "")
+        name = cfg.model
+        if cfg.saes:
+            from circuitbench.models.sae import load_saes
+
+            adapter = load_saes(adapter, cfg.saes)
+            name += adapter.suffix  # type: ignore[attr-defined]
     units = make_units(cfg, model_ref(name, adapter), str(adapter.dtype).removeprefix("torch."))
     done: dict[str, dict[str, Any]] = {}
     todo: list[Unit] = []

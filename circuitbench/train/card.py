@@ -66,8 +66,8 @@ def evaluate_tasks(adapter: ModelAdapter, split: str = "test") -> list[dict[str,
     rows = []
     for spec in list_specs():
         # A model with a shorter context than the task's prompts sees their last context_length tokens.
-        enc = encode_task(spec, adapter.tokenizer, split, max_len=min(spec.max_tokens, adapter.context_length
-                                                                        or spec.max_tokens))  # type: ignore[arg-type]
+        max_len = min(spec.max_tokens, adapter.context_length or spec.max_tokens)
+        enc = encode_task(spec, adapter.tokenizer, split, max_len=max_len)  # type: ignore[arg-type]
         res = score_task(adapter, enc)
         rows.append({"task": spec.name, "n": res["n"], "kept_fraction": round(enc.kept_fraction, 4),
                      "accuracy": round(res["accuracy"], 4), "task_loss": round(res["task_loss"], 4)})

@@ -4,12 +4,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from circuitbench.models.config import GPTConfig
 from circuitbench.models.native import SparseGPTAdapter
 from circuitbench.results.schema import MEASUREMENTS, SUMMARY
 from circuitbench.results.store import read_unit
 from circuitbench.runs.runner import RunConfig, geometric_means, run
-from tests.models.conftest import random_model
 
 TASK = "while_return_true"
 
