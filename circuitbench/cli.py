@@ -192,6 +192,57 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- compare -------------------------------------------------------------------------------------
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="run several methods on the same tasks and compare their faithfulness curves")
+    p.add_argument("--methods", default="learned-mask,eap,eap-ig,magnitude,random",
+                   help="comma-separated method names (registry: learned_mask, eap, eap_ig, magnitude, "
+                        "activation_patching, random)")
+    p.add_argument("--model", default="tiny-sparse", help="bundled name, model directory or Hub id")
+    p.add_argument("--tasks", default="all", help="comma-separated task names, or all")
+    p.add_argument("--ablation", choices=["mean", "task-mean", "zero"], default="mean")
+    p.add_argument("--min-accuracy", type=float, default=0.9)
+    p.add_argument("--target-loss", type=float, default=0.15)
+    p.add_argument("--steps", type=int, default=None, help="learned-mask optimizer steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, default=Path("results"), help="results directory (shared with run)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(handler=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import circuitbench
+    from circuitbench.circuits.methods import get_method, hyperparameter_names
+    from circuitbench.results.report import collect, method_table
+    from circuitbench.runs.runner import RunConfig, run
+
+    methods = [m.strip().replace("-", "_") for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        get_method(m)  # every name checked before any compute
+    adapter = circuitbench.load_model(args.model, device=args.device)
+    for m in methods:
+        kwargs = {"steps": args.steps} if args.steps is not None and "steps" in hyperparameter_names(m) else {}
+        cfg = RunConfig(model=args.model, tasks=args.tasks.split(","), method=m, method_kwargs=kwargs,
+                        ablation=args.ablation, min_accuracy=args.min_accuracy, target_loss=args.target_loss,
+                        seed=args.seed, device=args.device, out=args.out, control=False,
+                        show_progress=not args.quiet)
+        run(cfg, adapter)
+    rows = [r for r in collect(args.out) if r["method"] in methods]
+    table = method_table(rows, args.model, args.seed)
+    _print_table(table, args.format, floatfmt=".3f")
+    if args.format == "table":
+        n = table[0]["tasks_compared"] if table else 0
+        print(f"\nOver the {n} task(s) every method pruned (the full model solves them). CPR: area under "
+              "faithfulness over circuit size (higher is better), CMD: area under |1 - faithfulness| (lower is "
+              "better), on MIB's linear size axis and on a log axis (_log) that sees circuits under 10% of the "
+              "model. Per-task curves: the curve_f_* measurements of each unit.")
+    return 0
+
+
 # --- circuit -------------------------------------------------------------------------------------
 
 
@@ -437,6 +488,7 @@ def _cmd_export_lm_eval(args: argparse.Namespace) -> int:
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_inspect,
     _add_run,
+    _add_compare,
     _add_circuit,
     _add_report,
     _add_train,

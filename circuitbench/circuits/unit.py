@@ -134,6 +134,14 @@ class UnitResult(BaseModel):
     necessity_loss: float | None = None
     necessity_accuracy: float | None = None
     faithfulness: float | None = None
+    cpr: float | None = None
+    """Area under faithfulness over circuit size, MIB's sizes on MIB's linear axis (higher is better)."""
+    cmd: float | None = None
+    """Area under |1 - faithfulness| over size, linear axis (lower is better)."""
+    cpr_log: float | None = None
+    """CPR on a log10 size axis normalised to [0, 1] (sees circuits far below 10 % of the model)."""
+    cmd_log: float | None = None
+    """CMD on the log10 size axis."""
     control_nodes: int | None = None
     control_met_target: bool | None = None
     test_examples: int = 0

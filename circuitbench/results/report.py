@@ -111,3 +111,32 @@ def side_by_side(rows: list[dict[str, Any]], models: list[str], method: str = "l
             cell = r["edges"] if r["status"] == "solved" else r["status"]
             table.setdefault(r["task"], {"task": r["task"]})[f"{r['model']} edges"] = cell
     return [table[t] for t in sorted(table)]
+
+
+def method_table(rows: list[dict[str, Any]], model: str, seed: int = 0) -> list[dict[str, Any]]:
+    """One row per method on one model: tasks pruned, mean CPR / CMD (linear and log axis), geomean nodes.
+
+    Means are over the tasks every listed method pruned, so the methods are compared on equal terms.
+    """
+    import statistics
+
+    mine = [r for r in rows if r["model"] == model and r["seed"] == seed]
+    by_method: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in mine:
+        by_method.setdefault(r["method"], {})[r["task"]] = r
+    pruned = {m: {t for t, r in rs.items() if r["status"] != "unsolved" and r.get("cpr") is not None}
+              for m, rs in by_method.items()}
+    common = set.intersection(*pruned.values()) if pruned else set()
+
+    def mean(m: str, key: str) -> float:
+        vals = [by_method[m][t][key] for t in common if by_method[m][t].get(key) is not None]
+        vals = [v for v in vals if not math.isnan(v)]
+        return statistics.fmean(vals) if vals else float("nan")
+
+    out = []
+    for m in sorted(by_method):
+        out.append({"method": m, "tasks_compared": len(common), "cpr": mean(m, "cpr"), "cmd": mean(m, "cmd"),
+                    "cpr_log": mean(m, "cpr_log"), "cmd_log": mean(m, "cmd_log"),
+                    "geomean_nodes": geomean([by_method[m][t]["nodes"] for t in common]),
+                    "solved_at_target": sum(1 for t in common if by_method[m][t]["status"] == "solved")})
+    return sorted(out, key=lambda r: -r["cpr_log"] if not math.isnan(r["cpr_log"]) else math.inf)

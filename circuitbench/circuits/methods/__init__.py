@@ -26,6 +26,10 @@ class Method(Protocol):
         """Everything needed to reproduce the scores (recorded in every result row)."""
         ...
 
+    def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
+        """Forward and backward passes over batches of examples the scores take: {"forward", "backward"}."""
+        ...
+
 
 _METHODS: dict[str, Callable[..., Method]] = {}
 
@@ -53,7 +57,7 @@ def hyperparameter_names(name: str) -> list[str]:
 
 
 def _register_builtins() -> None:
-    from circuitbench.circuits.methods import learned_mask, random_baseline  # noqa: F401  (registers)
+    from circuitbench.circuits.methods import attribution, learned_mask, random_baseline  # noqa: F401  (registers)
 
 
 def _lookup(name: str) -> Callable[..., Method]:

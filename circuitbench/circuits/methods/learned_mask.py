@@ -99,6 +99,10 @@ class LearnedMask:
                 break
         return tau.detach()
 
+    def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
+        """One forward and one backward pass of `batch_pairs` pairs per step."""
+        return {"forward": self.steps, "backward": self.steps}
+
     def diagnostics(self) -> dict[str, float]:
         """What the last `node_scores` call did: the steps it ran."""
         return {"steps_run": float(getattr(self, "_steps_run", 0))}

@@ -23,6 +23,10 @@ class RandomRanking:
         """No hyperparameters."""
         return {}
 
+    def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
+        """No passes at all."""
+        return {"forward": 0, "backward": 0}
+
     def node_scores(self, problem: Problem) -> Tensor:
         """Uniform random scores."""
         gen = torch.Generator().manual_seed(problem.seed)

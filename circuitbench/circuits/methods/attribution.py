@@ -1,0 +1,204 @@
+"""Attribution methods at the node (channel) level: magnitude, EAP, EAP-IG and exact activation patching.
+
+All four score nodes through the same gate the evaluator prunes with: a node's activation becomes
+x * g + mu * (1 - g), so g = 1 is the model and g = 0 ablates the node to its ablation value mu. The
+metric m is the logit difference, logit(correct) - logit(incorrect), at the last prompt position,
+averaged over the task's train examples (MIB's and EAP-IG's metric).
+
+- `magnitude`: mean |x - mu| over every prompt position of the train split (no gradients).
+- `eap` (attribution patching, Syed et al. 2023; node-level EAP): dm/dg at g = 1, which is
+  sum over positions of (x - mu) . dm/dx: the first-order estimate of what ablating the node alone
+  costs. One backward pass per batch.
+- `eap_ig` (Hanna et al. 2024, EAP-IG; MIB uses 5 steps): the same gradient averaged over gates
+  g = k / steps, k = 1..steps, on the straight path from the ablated model to the model: integrated
+  gradients, whose attributions sum to m(g = 1) - m(g = 0).
+- `activation_patching`: m(model) - m(model with only this node ablated), exactly, for every node:
+  one forward pass per node (batched over nodes), so it is for small models and as the oracle the
+  tests hold `eap` against.
+
+Scores are |attribution| (a node that hurts the metric matters as much as one that helps), in float32.
+Each method states its cost in passes over the examples it uses (`cost`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from circuitbench.circuits.masks import gate_hook
+from circuitbench.circuits.methods import register_method
+from circuitbench.circuits.metrics import answer_logits
+from circuitbench.circuits.problem import Problem
+from circuitbench.protocols import Batch
+
+
+def _examples(problem: Problem, max_examples: int | None) -> Batch:
+    """The train examples a method uses: all, or a seeded subset of whole pairs."""
+    rows = problem.train
+    if max_examples is None or len(rows) <= max_examples:
+        return rows
+    gen = torch.Generator().manual_seed(problem.seed)
+    return rows.pairs(torch.randperm(len(rows) // 2, generator=gen)[: max_examples // 2])
+
+
+def _logit_diff(problem: Problem, part: Batch, gates: Tensor) -> Tensor:
+    """Sum over rows of logit(correct) - logit(incorrect) with the given gates."""
+    logits = problem.adapter.forward(part.tokens, gate_hook(problem.index, gates, problem.ablation), at=part.last)
+    two = answer_logits(logits, part)
+    return (two[:, 0] - two[:, 1]).sum()
+
+
+def gate_gradient(problem: Problem, rows: Batch, level: float, batch: int) -> Tensor:
+    """d mean-logit-difference / d gates, with every gate at `level`: [n_nodes] float32."""
+    device = rows.last.device
+    grad = torch.zeros(problem.index.size, device=device)
+    for part in rows.chunks(batch):
+        gates = torch.full((problem.index.size,), float(level), device=device, requires_grad=True)
+        (g,) = torch.autograd.grad(_logit_diff(problem, part, gates), gates)
+        grad += g.float()
+    return grad / len(rows)
+
+
+@dataclass
+class _Base:
+    max_examples: int | None = 256
+    """Train examples used (whole pairs, seeded); None: all of them."""
+    batch: int = 64
+    """Rows per pass."""
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The dataclass fields."""
+        return asdict(self)
+
+
+@register_method("magnitude")
+@dataclass
+class Magnitude(_Base):
+    """Mean |activation - ablation value| over every prompt position of the train examples."""
+
+    name = "magnitude"
+
+    def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
+        """One forward pass over the examples."""
+        return {"forward": math.ceil(n_examples / self.batch), "backward": 0}
+
+    def node_scores(self, problem: Problem) -> Tensor:
+        """Mean absolute deviation from the ablation value, per node."""
+        rows = _examples(problem, self.max_examples)
+        index = problem.index
+        names = [s.name for s in index.sites]
+        mu = index.split_values(problem.ablation)
+        total = torch.zeros(index.size, dtype=torch.float64)
+        count = 0
+        for part in rows.chunks(self.batch):
+            _, cache = problem.adapter.run_with_cache(part.tokens, names=names, at=part.last)
+            pos = torch.arange(part.tokens.shape[1], device=part.last.device)
+            valid = (pos[None, :] <= part.last[:, None]).to(problem.adapter.device)  # (b, T)
+            chunks = []
+            for site in index.sites:
+                dev = (cache[site.name].float() - mu[site.name].to(cache[site.name].device).float()).abs()
+                if site.value_width:  # one node gates a vector (SAE error): its mean deviation
+                    dev = dev.mean(-1, keepdim=True)
+                chunks.append((dev * valid[..., None]).sum(dim=(0, 1)).double().cpu())
+            total += torch.cat(chunks)
+            count += int(valid.sum())
+        return (total / max(count, 1)).float()
+
+
+@register_method("eap")
+@dataclass
+class EAP(_Base):
+    """Attribution patching: |dm/dg| at g = 1, one backward pass per batch."""
+
+    name = "eap"
+
+    def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
+        """One forward and one backward pass over the examples."""
+        n = math.ceil(n_examples / self.batch)
+        return {"forward": n, "backward": n}
+
+    def node_scores(self, problem: Problem) -> Tensor:
+        """|attribution| per node."""
+        return gate_gradient(problem, _examples(problem, self.max_examples), 1.0, self.batch).abs().cpu()
+
+
+@register_method("eap_ig")
+@dataclass
+class EAPIG(_Base):
+    """EAP with integrated gradients along the gates from ablated (0) to clean (1)."""
+
+    steps: int = 5
+    """Points on the path (MIB: 5)."""
+    name = "eap_ig"
+
+    def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
+        """`steps` forward and backward passes over the examples."""
+        n = self.steps * math.ceil(n_examples / self.batch)
+        return {"forward": n, "backward": n}
+
+    def node_scores(self, problem: Problem) -> Tensor:
+        """|integrated gradient| per node."""
+        rows = _examples(problem, self.max_examples)
+        total = sum(gate_gradient(problem, rows, k / self.steps, self.batch) for k in range(1, self.steps + 1))
+        return (total / self.steps).abs().cpu()
+
+
+@register_method("activation_patching")
+@dataclass
+class ActivationPatching(_Base):
+    """Exact effect on the metric of ablating each node alone (one forward pass per node)."""
+
+    max_examples: int | None = 64
+    nodes_per_pass: int = 16
+    """Nodes ablated side by side in one pass (the examples repeated once per node)."""
+    name = "activation_patching"
+
+    def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
+        """One forward pass over the examples per node, plus one for the model."""
+        return {"forward": (n_nodes + 1) * math.ceil(n_examples / self.batch), "backward": 0}
+
+    @torch.no_grad()
+    def node_scores(self, problem: Problem) -> Tensor:
+        """|m(model) - m(model without node i)| per node."""
+        rows = _examples(problem, self.max_examples)
+        index, device = problem.index, rows.last.device
+        n = index.size
+        ones = torch.ones(n, device=device)
+        base = sum(float(_logit_diff(problem, part, ones)) for part in rows.chunks(self.batch)) / len(rows)
+        out = torch.zeros(n)
+        c = self.nodes_per_pass
+        for part in rows.chunks(max(1, self.batch // c)):
+            b = len(part)
+            for start in range(0, n, c):
+                nodes = torch.arange(start, min(start + c, n), device=device)
+                gates = torch.ones(len(nodes), n, device=device)
+                gates[torch.arange(len(nodes), device=device), nodes] = 0.0
+                rep = Batch(part.tokens.repeat(len(nodes), 1), part.last.repeat(len(nodes)),
+                            part.correct.repeat(len(nodes)), part.incorrect.repeat(len(nodes)))
+                g = gates.repeat_interleave(b, dim=0)  # (len(nodes) * b, n): row r ablates node r // b
+                logits = problem.adapter.forward(rep.tokens, _row_gate_hook(problem, g), at=rep.last)
+                two = answer_logits(logits, rep)
+                diff = (two[:, 0] - two[:, 1]).view(len(nodes), b).sum(1)
+                out[start : start + len(nodes)] += diff.cpu()
+        return (base - out / len(rows)).abs()
+
+
+def _row_gate_hook(problem: Problem, gates: Tensor) -> Any:
+    """A gate hook with one gate vector per row ([B, n_nodes]), ablating to the problem's values."""
+    index = problem.index
+    g = {s.name: gates[:, index.slice(i)] for i, s in enumerate(index.sites)}
+    mu = index.split_values(problem.ablation)
+
+    def hook(name: str, x: Tensor) -> Tensor:
+        if name not in g:
+            return x
+        gi = g[name].to(x.dtype)
+        shape = (gi.shape[0],) + (1,) * (x.dim() - 2) + (gi.shape[1],)
+        gi = gi.view(shape)
+        return x * gi + mu[name].to(x.dtype) * (1 - gi)
+
+    return hook
