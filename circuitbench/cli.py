@@ -234,12 +234,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     rows = [r for r in collect(args.out) if r["method"] in methods]
     table = method_table(rows, args.model, args.seed)
     _print_table(table, args.format, floatfmt=".3f")
+    plot_note = ""
+    try:
+        from circuitbench.results.plots import plot_curves, read_curves
+
+        paths = plot_curves(read_curves(args.out, args.model, methods, args.seed),
+                            args.out / f"compare-{args.model.replace('/', '_')}-seed{args.seed}",
+                            title=f"{args.model}: faithfulness by circuit size")
+        plot_note = f"\nCurves: {', '.join(map(str, paths))}"
+    except CircuitbenchError as err:
+        plot_note = f"\nNo plot: {err}"
     if args.format == "table":
         n = table[0]["tasks_compared"] if table else 0
         print(f"\nOver the {n} task(s) every method pruned (the full model solves them). CPR: area under "
               "faithfulness over circuit size (higher is better), CMD: area under |1 - faithfulness| (lower is "
               "better), on MIB's linear size axis and on a log axis (_log) that sees circuits under 10% of the "
-              "model. Per-task curves: the curve_f_* measurements of each unit.")
+              "model. Per-task curves: the curve_f_* measurements of each unit." + plot_note)
     return 0
 
 

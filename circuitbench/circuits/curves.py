@@ -25,6 +25,26 @@ MIB_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 
 """Circuit sizes as fractions of all nodes (MIB: 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100 %)."""
 
 
+def node_grid(n_nodes: int) -> tuple[int, ...]:
+    """Absolute circuit sizes 1, 2, 4, 8, ... and finally all nodes."""
+    out, k = [], 1
+    while k < n_nodes:
+        out.append(k)
+        k *= 2
+    return (*out, n_nodes)
+
+
+def node_curve(problem: Problem, rows: Batch, scores: Tensor) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Faithfulness at the absolute node grid (1, 2, 4, ... nodes)."""
+    n = problem.index.size
+    m_full = problem.scores(rows, None).logit_diff
+    m_empty = problem.scores(rows, torch.zeros(n, device=rows.last.device)).logit_diff
+    ks = node_grid(n)
+    fs = tuple(faithfulness(problem.scores(rows, keep_top(scores, k).to(rows.last.device)).logit_diff, m_full,
+                            m_empty) for k in ks)
+    return ks, fs
+
+
 @dataclass(frozen=True)
 class Curve:
     """Faithfulness at each circuit size."""

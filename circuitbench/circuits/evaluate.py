@@ -21,7 +21,7 @@ from torch import Tensor
 
 from circuitbench.circuits.ablation import AblationSource
 from circuitbench.circuits.circuit import Circuit
-from circuitbench.circuits.curves import faithfulness_curve
+from circuitbench.circuits.curves import faithfulness_curve, node_curve
 from circuitbench.circuits.masks import NodeIndex, keep_top
 from circuitbench.circuits.methods import get_method
 from circuitbench.circuits.metrics import Scores, count_edges, count_nodes, faithfulness, loss_recovered, score
@@ -161,7 +161,9 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     rows += [("", f"method_cost_{k}_passes", v) for k, v in cost.items()]
     with phases("curve"):
         curve = faithfulness_curve(problem, test, node_scores)
+        grid, grid_f = node_curve(problem, test, node_scores)
     rows += [("test", f"curve_f_{frac:g}", f) for frac, f in zip(curve.fractions, curve.f, strict=True)]
+    rows += [("test", f"curve_nodes_f_{k}", f) for k, f in zip(grid, grid_f, strict=True)]
     fields.update(cpr=curve.cpr(), cmd=curve.cmd(), cpr_log=curve.cpr_log(), cmd_log=curve.cmd_log())
     with phases("search"):
         found = smallest_k(lambda k: on_search(keep_top(node_scores, k))[0].loss, index.size, target)

@@ -95,6 +95,8 @@ def count_nodes(index: NodeIndex, gates: Tensor) -> dict[str, int]:
 
 def mean_task_loss(adapter: ModelAdapter, rows: Batch, hook: Hook | None = None, batch: int = 256) -> float:
     """Mean two-token task loss of a model (with an optional hook) over rows, in trimmed batches."""
+    if not isinstance(rows, Batch):  # an EncodedTask or any object with the four fields
+        rows = Batch.of(rows, adapter.device)
     total = 0.0
     with torch.no_grad():
         for part in rows.chunks(batch):

@@ -134,9 +134,13 @@ def method_table(rows: list[dict[str, Any]], model: str, seed: int = 0) -> list[
         return statistics.fmean(vals) if vals else float("nan")
 
     out = []
+    base = mean("random", "cpr_log") if "random" in by_method else float("nan")
     for m in sorted(by_method):
         out.append({"method": m, "tasks_compared": len(common), "cpr": mean(m, "cpr"), "cmd": mean(m, "cmd"),
                     "cpr_log": mean(m, "cpr_log"), "cmd_log": mean(m, "cmd_log"),
+                    "cpr_log_over_random": mean(m, "cpr_log") / base if base and not math.isnan(base) else float("nan"),
                     "geomean_nodes": geomean([by_method[m][t]["nodes"] for t in common]),
-                    "solved_at_target": sum(1 for t in common if by_method[m][t]["status"] == "solved")})
+                    "geomean_edges": geomean([by_method[m][t]["edges"] for t in common]),
+                    "solved_at_target": sum(1 for t in common if by_method[m][t]["status"] == "solved"),
+                    "method_s": sum(by_method[m][t].get("wall_s") or 0.0 for t in common)})
     return sorted(out, key=lambda r: -r["cpr_log"] if not math.isnan(r["cpr_log"]) else math.inf)

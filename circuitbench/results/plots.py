@@ -1,0 +1,68 @@
+"""Pictures of results: faithfulness curves per task, one line per method (matplotlib, an optional extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from circuitbench.errors import CircuitbenchError
+
+
+def read_curves(out: Path, model: str, methods: list[str], seed: int = 0) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """task -> method -> [(fraction of nodes, faithfulness)] from the units' `curve_f_*` measurements."""
+    from circuitbench.results.store import read_unit
+
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for path in sorted(Path(out).glob("*/*.seed*.parquet")):
+        if path.name.endswith(".edges.parquet"):
+            continue
+        table, summary, prov = read_unit(path)
+        u = prov.unit
+        if u.model.name != model or u.method not in methods or u.seed != seed:
+            continue
+        pts = [(float(r["metric"].removeprefix("curve_f_")), r["value"]) for r in table.to_pylist()
+               if r["metric"].startswith("curve_f_") and r["split"] == "test"]
+        if pts:
+            curves.setdefault(u.task, {})[u.method] = sorted(pts)
+    return curves
+
+
+def plot_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], path: Path, title: str = "") -> list[Path]:
+    """One panel per task, faithfulness against circuit size (log axis); writes PATH.svg and PATH.png.
+
+    Raises:
+        CircuitbenchError: when matplotlib is not installed (it is an optional extra) or there is nothing to plot.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise CircuitbenchError("plots need matplotlib: pip install 'circuitbench[plot]'") from err
+    if not curves:
+        raise CircuitbenchError("no faithfulness curves to plot (no task was pruned)")
+    tasks = sorted(curves)
+    cols = min(3, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        for method, pts in sorted(curves[task].items()):
+            ax.plot([100 * x for x, _ in pts], [y for _, y in pts], marker="o", ms=3, label=method)
+        ax.set_xscale("log")
+        ax.axhline(1.0, color="grey", lw=0.5, ls="--")
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("circuit size (% of nodes)")
+        ax.set_ylabel("faithfulness")
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out: list[Path] = []
+    for ext in ("svg", "png"):
+        p = Path(path).with_suffix(f".{ext}")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(p, dpi=120)
+        out.append(p)
+    plt.close(fig)
+    return out

@@ -1,0 +1,52 @@
+"""circuitbench compare: several methods, the same tasks, curves, CPR / CMD, the plot."""
+
+import math
+
+import pytest
+
+from circuitbench.cli import main
+from circuitbench.results.report import collect
+from circuitbench.results.store import read_unit
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    code = main(["compare", "--methods", "eap,magnitude,random", "--tasks", "else_elif,while_return_true",
+                 "--min-accuracy", "0", "--ablation", "zero", "--device", "cpu", "--out", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_compare_writes_units_curves_and_the_plot(compared, capsys):
+    rows = collect(compared)
+    assert {r["method"] for r in rows} == {"eap", "magnitude", "random"} and len(rows) == 6
+    assert all(r["cpr"] is not None and r["cmd"] is not None for r in rows)
+    assert list(compared.glob("compare-*.svg")) and list(compared.glob("compare-*.png"))
+
+
+def test_cpr_and_cmd_recomputed_from_the_stored_curve_with_mibs_formula_equal_the_stored_values(compared):
+    for path in compared.glob("*/*.seed0.parquet"):
+        if path.name.endswith(".edges.parquet"):
+            continue
+        table, summary, _ = read_unit(path)
+        pts = sorted((float(r["metric"].removeprefix("curve_f_")), r["value"]) for r in table.to_pylist()
+                     if r["metric"].startswith("curve_f_"))
+        xs, fs = [x for x, _ in pts], [f for _, f in pts]
+        cpr = sum((xs[i + 1] - xs[i]) * (fs[i] + fs[i + 1]) / 2 for i in range(len(xs) - 1))
+        cmd = sum((xs[i + 1] - xs[i]) * (abs(1 - fs[i]) + abs(1 - fs[i + 1])) / 2 for i in range(len(xs) - 1))
+        assert math.isclose(cpr, summary["cpr"], rel_tol=1e-12) and math.isclose(cmd, summary["cmd"], rel_tol=1e-12)
+        grid = [r for r in table.to_pylist() if r["metric"].startswith("curve_nodes_f_")]
+        assert [int(r["metric"].rsplit("_", 1)[1]) for r in grid][:3] == [1, 2, 4]
+
+
+def test_compare_reruns_skip_finished_units(compared):
+    before = {p: p.stat().st_mtime_ns for p in compared.glob("*/*.seed0.parquet")}
+    assert main(["compare", "--methods", "eap,random", "--tasks", "else_elif", "--min-accuracy", "0",
+                 "--ablation", "zero", "--device", "cpu", "--out", str(compared), "--quiet"]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+
+
+def test_compare_checks_every_method_name_before_any_compute(tmp_path, capsys):
+    assert main(["compare", "--methods", "eap,nope", "--out", str(tmp_path)]) == 1
+    assert "unknown method" in capsys.readouterr().err and not any(tmp_path.iterdir())
