@@ -41,6 +41,44 @@ class RunConfig:
     show_progress: bool = True
 
 
+def validate(cfg: RunConfig) -> None:
+    """Check every setting before any compute: each problem is a one-line error naming the flag.
+
+    Raises:
+        CircuitbenchError: for a non-finite or non-positive target, a bad accuracy bar or example count,
+            an unknown task, method or hyperparameter, a device string torch cannot parse, or an `--out`
+            that is a file or cannot be written.
+    """
+    import math
+    import os
+
+    import torch
+
+    from circuitbench.errors import CircuitbenchError
+
+    if not (math.isfinite(cfg.target_loss) and cfg.target_loss > 0):
+        raise CircuitbenchError(f"--target-loss {cfg.target_loss}: give a finite loss above 0 (the paper uses 0.15)")
+    if not (math.isfinite(cfg.min_accuracy) and cfg.min_accuracy >= 0):
+        raise CircuitbenchError(f"--min-accuracy {cfg.min_accuracy}: give a number in [0, 1]")
+    if cfg.search_examples < 2:
+        raise CircuitbenchError(f"search_examples {cfg.search_examples}: the search needs at least one pair (2)")
+    resolve_tasks(cfg.tasks)
+    get_method(cfg.method, **cfg.method_kwargs)
+    if str(cfg.device) != "auto":
+        try:
+            torch.device(cfg.device)
+        except (RuntimeError, ValueError) as err:
+            raise CircuitbenchError(f"--device {cfg.device}: not a torch device ({err}); use auto, cpu or cuda") from None
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise CircuitbenchError(f"--out {out}: is a file; give a directory for the results")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CircuitbenchError(f"--out {out}: {probe} is not writable; choose another --out")
+
+
 def resolve_tasks(names: list[str]) -> list[str]:
     """Expand 'all' and check every name (NAME:inverted included) exists."""
     from circuitbench.tasks.load import get_task, spec_names

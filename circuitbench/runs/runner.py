@@ -29,7 +29,7 @@ from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import ModelAdapter
 from circuitbench.results.schema import Provenance
 from circuitbench.results.store import read_unit, unit_path, write_summary, write_unit
-from circuitbench.runs.config import RunConfig, make_units, model_ref, resolve_tasks
+from circuitbench.runs.config import RunConfig, make_units, model_ref, resolve_tasks, validate
 from circuitbench.runs.executors import Executor, LocalExecutor
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None, executor: Executor 
     Returns:
         One summary row per (task, method, seed) asked for, finished now or earlier, in task order.
     """
-    resolve_tasks(cfg.tasks)  # bad task names fail before the model loads
+    validate(cfg)  # every setting checked before the model loads
     if adapter is None:
         adapter, name = load_run_model(cfg)
     else:

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from circuitbench.circuits.masks import gate_hook
@@ -65,9 +66,9 @@ def gate_gradient(problem: Problem, rows: Batch, level: float, batch: int) -> Te
 
 @dataclass
 class _Base:
-    max_examples: int | None = 256
+    max_examples: Annotated[int, Field(ge=2)] | None = 256
     """Train examples used (whole pairs, seeded); None: all of them."""
-    batch: int = 64
+    batch: Annotated[int, Field(gt=0)] = 64
     """Rows per pass."""
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -131,7 +132,7 @@ class EAP(_Base):
 class EAPIG(_Base):
     """EAP with integrated gradients along the gates from ablated (0) to clean (1)."""
 
-    steps: int = 5
+    steps: Annotated[int, Field(gt=0)] = 5
     """Points on the path (MIB: 5)."""
     name = "eap_ig"
 
@@ -152,8 +153,8 @@ class EAPIG(_Base):
 class ActivationPatching(_Base):
     """Exact effect on the metric of ablating each node alone (one forward pass per node)."""
 
-    max_examples: int | None = 64
-    nodes_per_pass: int = 16
+    max_examples: Annotated[int, Field(ge=2)] | None = 64
+    nodes_per_pass: Annotated[int, Field(gt=0)] = 16
     """Nodes ablated side by side in one pass (the examples repeated once per node)."""
     name = "activation_patching"
 

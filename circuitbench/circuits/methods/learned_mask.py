@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 import torch
 from torch import Tensor
@@ -29,7 +31,7 @@ def hard_gate(tau: Tensor, temperature: float) -> Tensor:
 class LearnedMask:
     """Train a gate threshold per node on task loss + k_coef * active nodes; rank nodes by threshold."""
 
-    steps: int = 400
+    steps: Annotated[int, Field(gt=0)] = 400
     """Optimizer steps (the paper uses up to a few thousand; small models converge sooner)."""
     k_coef: float = 1e-4
     """Penalty per active node (App.: k_coef ~ 1e-4)."""
@@ -37,15 +39,15 @@ class LearnedMask:
     """AdamW learning rate (App.), decayed linearly to zero."""
     weight_decay: float = 1e-3
     """AdamW weight decay (App.)."""
-    batch_pairs: int = 64
+    batch_pairs: Annotated[int, Field(gt=0)] = 64
     """Pairs per step (App.: 64); both members of each pair are in the batch."""
-    temperature: float = 0.1
+    temperature: Annotated[float, Field(gt=0)] = 0.1
     """Surrogate-gradient temperature T; not given in the paper, chosen for taus in [-1, 1]."""
     init_mean: float = 0.1
     """Initial tau mean (App.: N(0.1, 0.01), all nodes on)."""
     init_std: float = 0.01
     """Initial tau standard deviation."""
-    patience: int | None = None
+    patience: Annotated[int, Field(gt=0)] | None = None
     """Stop early once the set of active nodes has stayed the same for this many steps (None: always run
     `steps`). The steps run are recorded (`method_steps_run`)."""
 
