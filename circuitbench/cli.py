@@ -371,7 +371,7 @@ def _cmd_tasks_show(args: argparse.Namespace) -> int:
     from circuitbench.tasks.pairs import make_pairs
 
     spec = get_task(args.name)
-    print(f"{spec.name} ({spec.provenance}, hash {spec.content_hash}): {spec.probes}")
+    print(f"{spec.name} ({spec.provenance}, task_hash {spec.task_hash}): {spec.probes}")
     print(f"contrast: {spec.contrast.detail}\n")
     for pair in make_pairs(spec, args.split)[: max(args.n, 0)]:
         print(format_pair(pair) + "\n")

@@ -84,8 +84,8 @@ def encode_unit_task(unit: Unit, adapter: ModelAdapter) -> tuple[Any, Any]:
     from circuitbench.tasks.load import get_task
 
     spec = get_task(unit.task)
-    if spec.content_hash != unit.task_hash:
-        raise CircuitbenchError(f"task {unit.task}: the spec's hash is {spec.content_hash}, the unit's "
+    if spec.task_hash != unit.task_hash:
+        raise CircuitbenchError(f"task {unit.task}: the spec's hash is {spec.task_hash}, the unit's "
                                 f"{unit.task_hash}; the task changed since this unit was made")
     max_len = min(spec.max_tokens, adapter.context_length or spec.max_tokens)
     return (encode_task(spec, adapter.tokenizer, "train", max_len=max_len),

@@ -106,7 +106,7 @@ def make_units(cfg: RunConfig, model: ModelRef, dtype: str) -> list[Unit]:
     from circuitbench.tasks.load import get_task
 
     method = get_method(cfg.method, **cfg.method_kwargs)
-    return [Unit(model=model, task=task, task_hash=get_task(task).content_hash, method=method.name,
+    return [Unit(model=model, task=task, task_hash=get_task(task).task_hash, method=method.name,
                  method_kwargs=method.hyperparameters(), ablation=cfg.ablation, seed=cfg.seed,
                  target_loss=cfg.target_loss, min_accuracy=cfg.min_accuracy, control=cfg.control,
                  calibrate=cfg.calibrate, search_examples=cfg.search_examples, dtype=dtype)

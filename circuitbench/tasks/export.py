@@ -55,7 +55,7 @@ def summary_rows(specs: Sequence[TaskSpec]) -> list[dict[str, Any]]:
             "train": s.train.n_pairs,
             "test": s.test.n_pairs,
             "check": s.check.kind,
-            "hash": s.content_hash,
+            "task_hash": s.task_hash,
         }
         for s in specs
     ]

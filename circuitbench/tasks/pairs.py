@@ -105,7 +105,7 @@ def make_pairs(spec: TaskSpec, split: SplitName) -> list[Pair]:
     cfg = spec.split(split)
     pools = {**spec.pools, **cfg.pools}
     rng = _rng(spec, split)
-    task_hash = spec.content_hash
+    task_hash = spec.task_hash
     seen: set[tuple[str, str]] = set()
     pairs: list[Pair] = []
     for pair_id in range(cfg.n_pairs):

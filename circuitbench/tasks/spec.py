@@ -279,7 +279,7 @@ class TaskSpec(_Model):
         return self.model_copy(update={"name": f"{self.name}:inverted", "completions": self.completions[::-1]})
 
     @property
-    def content_hash(self) -> str:
+    def task_hash(self) -> str:
         """Short sha256 of everything that determines the examples, plus the generator version.
 
         Prose (probes, description, contrast.detail) and the check are left out: fixing a typo does not

@@ -52,7 +52,7 @@ def test_every_task_encodes_and_keeps_at_least_90_percent_on_a_python_bpe(name: 
         enc = encode_task(spec, python_bpe, split)
         assert enc.kept_fraction >= 0.9, enc.drop_report()
         assert enc.n == enc.n_total - enc.n_dropped and enc.n_total == 2 * len(pairs)
-        assert enc.task == name and enc.split == split and enc.task_hash == spec.content_hash
+        assert enc.task == name and enc.split == split and enc.task_hash == spec.task_hash
         n, width = enc.tokens.shape
         for t in (enc.last, enc.correct, enc.incorrect, enc.pair_id, enc.side):
             assert t.shape == (n,) and t.dtype == torch.long

@@ -28,7 +28,7 @@ def test_jsonl_export_has_one_row_per_example_and_is_byte_identical(tmp_path: Pa
     pair = make_pairs(get_task("var_swap"), "train")[0]
     assert first["task"] == "var_swap" and first["split"] == "train" and first["pair_id"] == 0
     assert (first["prompt"], first["correct"], first["incorrect"]) == (pair.prompts[0], *pair.answers)
-    assert first["task_hash"] == get_task("var_swap").content_hash
+    assert first["task_hash"] == get_task("var_swap").task_hash
     assert {r["task"] for r in rows} == {"var_swap", "with_as:inverted"}
 
 
@@ -53,7 +53,7 @@ def test_export_leaves_no_partial_file_on_error(tmp_path: Path) -> None:
 def test_summary_lists_every_task() -> None:
     rows = summary_rows(list_specs())
     assert len(rows) == 20
-    assert set(rows[0]) == {"name", "probes", "provenance", "train", "test", "check", "hash"}
+    assert set(rows[0]) == {"name", "probes", "provenance", "train", "test", "check", "task_hash"}
     assert all(r["train"] >= 512 and r["test"] >= 128 for r in rows)
 
 

@@ -69,7 +69,7 @@ def test_load_by_path_and_missing_path(tmp_path: Path) -> None:
     copy = tmp_path / "with_as.yaml"
     shutil.copy(specs_dir() / "with_as.yaml", copy)
     assert load_spec(copy) == get_task("with_as")
-    assert load_spec(str(copy)).content_hash == get_task("with_as").content_hash
+    assert load_spec(str(copy)).task_hash == get_task("with_as").task_hash
     with pytest.raises(TaskError, match="no such spec file"):
         load_spec(tmp_path / "nope.yaml")
 

@@ -63,7 +63,7 @@ def test_every_task_gives_distinct_contrast_pairs(name: str) -> None:
         assert [p.pair_id for p in pairs] == list(range(len(pairs)))
         assert len({p.prompts for p in pairs}) == len(pairs)
         for p in pairs:
-            assert p.task == name and p.split == split and p.task_hash == spec.content_hash
+            assert p.task == name and p.split == split and p.task_hash == spec.task_hash
             assert p.prompts[0] != p.prompts[1]
             assert p.answers[0] != p.answers[1]
             assert p.correct(0) == p.incorrect(1) and p.correct(1) == p.incorrect(0)

@@ -217,15 +217,15 @@ def test_schema_carries_field_docstrings() -> None:
     assert schema["additionalProperties"] is False
 
 
-def test_content_hash_ignores_prose_but_not_examples(toy: dict[str, Any]) -> None:
-    base = TaskSpec.model_validate(toy).content_hash
-    assert len(base) == 16 and TaskSpec.model_validate(toy).content_hash == base
+def test_task_hash_ignores_prose_but_not_examples(toy: dict[str, Any]) -> None:
+    base = TaskSpec.model_validate(toy).task_hash
+    assert len(base) == 16 and TaskSpec.model_validate(toy).task_hash == base
     prose = {**toy, "description": "Reworded.", "probes": "other words"}
-    assert TaskSpec.model_validate(prose).content_hash == base
+    assert TaskSpec.model_validate(prose).task_hash == base
     changed = {**toy, "pair_seed": 1}
-    assert TaskSpec.model_validate(changed).content_hash != base
+    assert TaskSpec.model_validate(changed).task_hash != base
     pools = {**toy, "pools": {**toy["pools"], "word": ["alpha", "beta"]}}
-    assert TaskSpec.model_validate(pools).content_hash != base
+    assert TaskSpec.model_validate(pools).task_hash != base
     assert GENERATOR_VERSION  # part of the hashed payload
 
 
@@ -234,7 +234,7 @@ def test_invert_swaps_completions_and_names_the_control(toy: dict[str, Any]) -> 
     inv = spec.invert()
     assert inv.name == "toy:inverted" and inv.inverted and inv.base_name == "toy"
     assert inv.completions == spec.completions[::-1]
-    assert inv.content_hash != spec.content_hash
+    assert inv.task_hash != spec.task_hash
     assert inv.invert() == spec
 
 
