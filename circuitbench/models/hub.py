@@ -17,6 +17,8 @@ import difflib
 import logging
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -187,18 +189,58 @@ def _not_cached_message(repo_id: str, rev: str, cache: Path, offline: bool, err:
             f"{cache}.{have} Check the connection (or a proxy), then retry or run {fetch}. ({err})")
 
 
+@dataclass(frozen=True)
+class ModelFormat:
+    """A model directory layout circuitbench can load: how to recognise it and how to load it."""
+
+    name: str
+    detect: Callable[[Path], bool]
+    load: Callable[..., ModelAdapter]
+    """load(directory, device=, dtype=, name=, trust_remote_code=, revision_info=) -> adapter."""
+
+
+MODEL_FORMATS: list[ModelFormat] = []
+"""The format registry, tried in order; `register_format` adds one."""
+
+
+def register_format(fmt: ModelFormat, first: bool = False) -> None:
+    """Make a directory layout loadable by `load_model` (tried before the built-ins with `first`)."""
+    if any(f.name == fmt.name for f in MODEL_FORMATS):
+        raise ValueError(f"model format {fmt.name!r} is registered already")
+    MODEL_FORMATS.insert(0, fmt) if first else MODEL_FORMATS.append(fmt)
+
+
+def _load_native_format(directory: Path, *, device: Any, dtype: Any, name: str, trust_remote_code: bool,
+                        revision_info: dict[str, Any] | None) -> ModelAdapter:
+    adapter: ModelAdapter = load_native(directory, device=device, dtype=dtype, name=name)
+    adapter.provenance.update(revision_info or {})
+    return adapter
+
+
+def _load_circuitgpt_format(directory: Path, **kw: Any) -> ModelAdapter:
+    return load_circuitgpt(directory, **kw)
+
+
+def _load_transformers_format(directory: Path, **kw: Any) -> ModelAdapter:
+    try:
+        from circuitbench.models.hf import load_transformers
+    except ImportError as err:
+        raise ModelNotFoundError(
+            f"{directory}: a transformers model ({HF_CONFIG_FILE}), but this build has no transformers adapter "
+            "(circuitbench.models.hf)."
+        ) from err
+    return load_transformers(directory, **kw)
+
+
 def detect_format(directory: Path) -> str:
-    """Name the format of a model directory: "circuit-sparsity", "circuit-sparsity-hub" or "transformers".
+    """Name the format of a model directory ("circuit-sparsity", "circuit-sparsity-hub", "transformers", ...).
 
     Raises:
         ModelNotFoundError: listing the files found and what each format needs.
     """
-    if (directory / CONFIG_FILE).is_file():
-        return "circuit-sparsity"
-    if is_circuitgpt_dir(directory):
-        return "circuit-sparsity-hub"
-    if _is_transformers_dir(directory):
-        return "transformers"
+    for fmt in MODEL_FORMATS:
+        if fmt.detect(directory):
+            return fmt.name
     found = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
     raise ModelNotFoundError(
         f"{directory}: not a model directory this version can load. Files present: "
@@ -239,21 +281,11 @@ def load_model(
     else:
         directory, revision_info = download_model(path_or_id, revision, trust_remote_code)
         name = path_or_id
-    fmt = detect_format(directory)
-    if fmt == "circuit-sparsity":
-        adapter: ModelAdapter = load_native(directory, device=device, dtype=dtype, name=name)
-        adapter.provenance.update(revision_info or {})
-        return adapter
-    if fmt == "circuit-sparsity-hub":
-        return load_circuitgpt(directory, device=device, dtype=dtype, name=name,
-                               trust_remote_code=trust_remote_code, revision_info=revision_info)
-    try:
-        from circuitbench.models.hf import load_transformers
-    except ImportError as err:
-        raise ModelNotFoundError(
-            f"{directory}: a transformers model ({HF_CONFIG_FILE}), but this build has no transformers adapter "
-            "(circuitbench.models.hf)."
-        ) from err
-    adapter = load_transformers(directory, device=device, dtype=dtype, name=name,
-                                trust_remote_code=trust_remote_code, revision_info=revision_info)
-    return adapter
+    fmt = next(f for f in MODEL_FORMATS if f.name == detect_format(directory))
+    return fmt.load(directory, device=device, dtype=dtype, name=name, trust_remote_code=trust_remote_code,
+                    revision_info=revision_info)
+
+
+register_format(ModelFormat("circuit-sparsity", lambda d: (d / CONFIG_FILE).is_file(), _load_native_format))
+register_format(ModelFormat("circuit-sparsity-hub", lambda d: is_circuitgpt_dir(d), _load_circuitgpt_format))
+register_format(ModelFormat("transformers", lambda d: _is_transformers_dir(d), _load_transformers_format))

@@ -40,3 +40,25 @@ def test_sites_cover_eight_kinds_per_layer_with_connecting_weights():
             assert site.kind in ("attn_in", "mlp_in") and w is None
         else:
             assert w.shape == (site.width, by_name[site.source].width)
+
+
+def test_a_registered_model_format_is_detected_and_loaded(tmp_path):
+    from circuitbench.models import hub
+
+    calls = []
+
+    def load(directory, **kw):
+        calls.append((directory, kw["name"]))
+        return circuitbench.load_model("fixture-sparse-sink-bigram", device="cpu")
+
+    fmt = hub.ModelFormat("my-format", lambda d: (d / "my.cfg").is_file(), load)
+    hub.register_format(fmt, first=True)
+    try:
+        (tmp_path / "my.cfg").write_text("x")
+        assert hub.detect_format(tmp_path) == "my-format"
+        adapter = circuitbench.load_model(str(tmp_path), device="cpu")
+        assert calls == [(tmp_path, tmp_path.name)] and adapter.sites
+        with pytest.raises(ValueError, match="registered already"):
+            hub.register_format(fmt)
+    finally:
+        hub.MODEL_FORMATS.remove(fmt)
