@@ -135,6 +135,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="learned-mask optimizer steps")
     p.add_argument("--patience", type=int, default=None,
                    help="learned-mask: stop once the set of active nodes is unchanged for N steps")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where units run: here, one after another, or as Ray tasks (pip install 'circuitbench[ray]')")
+    p.add_argument("--address", default=None, help="with --executor ray: the Ray cluster (default: start one here)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (recorded in every unit; circuits can differ slightly across "
                         "thread counts)")
@@ -171,7 +174,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     seed=args.seed, device=args.device, dtype=args.dtype, out=args.out, force=args.force,
                     min_accuracy=args.min_accuracy, control=not args.no_control, calibrate=args.calibrate,
                     show_progress=not args.quiet, revision=args.revision, trust_remote_code=args.trust_remote_code)
-    summaries = run(cfg)
+    from circuitbench.runs.executors import make_executor
+
+    summaries = run(cfg, executor=make_executor(args.executor, args.address))
     # the summary's own column names (the Parquet and the code use the same ones)
     cols = ["task", "status", "full_accuracy", "nodes", "edges", "sufficiency_loss", "necessity_loss",
             "faithfulness", "control_nodes"]
@@ -250,6 +255,33 @@ def _cmd_compare(args: argparse.Namespace) -> int:
               "faithfulness over circuit size (higher is better), CMD: area under |1 - faithfulness| (lower is "
               "better), on MIB's linear size axis and on a log axis (_log) that sees circuits under 10% of the "
               "model. Per-task curves: the curve_f_* measurements of each unit." + plot_note)
+    return 0
+
+
+# --- submit --------------------------------------------------------------------------------------
+
+
+def _add_submit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("submit", help="validate a results directory for the leaderboard and add it to a board")
+    p.add_argument("results", type=Path, help="a `circuitbench run` results directory")
+    p.add_argument("--meta", type=Path, required=True, help="submission.json (format in circuitbench/leaderboard)")
+    p.add_argument("--board", type=Path, default=Path("leaderboard"), help="the board directory")
+    p.add_argument("--check", action="store_true", help="validate only; do not add it to the board")
+    p.set_defaults(handler=_cmd_submit)
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from circuitbench.leaderboard.submit import accept, validate
+
+    if args.check:
+        report = validate(args.results, args.meta, args.board)
+        if report.ok:
+            print(f"valid: {report.units} unit(s), content hash {report.content_hash[:16]}")
+            return 0
+        print(f"invalid ({len(report.problems)} problem(s)):\n  " + "\n  ".join(report.problems), file=sys.stderr)
+        return 1
+    dest = accept(args.results, args.meta, args.board)
+    print(f"accepted -> {dest}")
     return 0
 
 
@@ -500,6 +532,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_run,
     _add_compare,
     _add_circuit,
+    _add_submit,
     _add_report,
     _add_train,
     _add_tasks,

@@ -1,0 +1,1 @@
+"""Leaderboard: submission format and validation (the static site is not built yet)."""

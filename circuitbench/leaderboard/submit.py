@@ -1,0 +1,222 @@
+"""Leaderboard submissions: a documented, versioned format, and a validator that lists every problem.
+
+A submission is a results directory written by `circuitbench run` (units, circuits, edge tables, the
+summary) plus a metadata file, `submission.json`:
+
+```json
+{
+  "submission_format": "1",
+  "model": {"name": "tiny-sparse", "hub_id": null, "revision": null, "weights_sha256": "..."},
+  "validation": {"loss": 3.91, "corpus": "circuitbench pypi (sha256 ...)"},
+  "method": {"name": "learned_mask", "hyperparameters": {"steps": 400}},
+  "submitter": "Ada Lovelace",
+  "description": "What was run, on what, and why."
+}
+```
+
+`validate` checks, and reports every failure naming its file and field: the metadata's format and fields;
+each unit's result schema version and complete provenance; task hashes equal to the current task specs
+(stale tasks are rejected); test-split numbers present for every task claimed; every summary number
+following from the unit's own measurements and saved circuit (so a hand-edited node or edge count is
+caught); the model's weights hash and method agreeing with the metadata; and no duplicate of an accepted
+submission. `accept` copies a valid submission under `BOARD/submissions/<content hash>/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from circuitbench.errors import CircuitbenchError
+
+SUBMISSION_FORMAT = "1"
+META_FILE = "submission.json"
+
+
+class ModelInfo(BaseModel):
+    """The submitted model."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    hub_id: str | None = None
+    revision: str | None = None
+    weights_sha256: str
+
+
+class Validation(BaseModel):
+    """Validation loss on a named corpus, when known."""
+
+    model_config = ConfigDict(extra="forbid")
+    loss: float | None = None
+    corpus: str | None = None
+
+
+class MethodInfo(BaseModel):
+    """The circuit-finding method and its hyperparameters."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    hyperparameters: dict[str, Any] = {}
+
+
+class SubmissionMeta(BaseModel):
+    """`submission.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+    submission_format: str
+    model: ModelInfo
+    validation: Validation = Validation()
+    method: MethodInfo
+    submitter: str
+    description: str
+
+
+@dataclass
+class Report:
+    """The outcome of validating a submission: every problem found, each naming its file and field."""
+
+    problems: list[str] = field(default_factory=list)
+    units: int = 0
+    content_hash: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """No problem found."""
+        return not self.problems
+
+    def add(self, where: Path | str, what: str) -> None:
+        """Record one problem."""
+        self.problems.append(f"{where}: {what}")
+
+
+def _unit_files(results: Path) -> list[Path]:
+    return sorted(p for p in results.glob("*/*.parquet") if not p.name.endswith(".edges.parquet"))
+
+
+def content_hash(results: Path, meta: Path) -> str:
+    """sha256 over the submission's files (names and bytes), the identity used to spot duplicates."""
+    h = hashlib.sha256()
+    for p in sorted([*results.rglob("*")]):
+        if p.is_file() and p.name != "summary.parquet":
+            h.update(str(p.relative_to(results)).encode() + b"\0" + p.read_bytes())
+    h.update(meta.read_bytes())
+    return h.hexdigest()
+
+
+def _close(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    if isinstance(a, float) or isinstance(b, float):
+        fa, fb = float(a), float(b)
+        return (math.isnan(fa) and math.isnan(fb)) or math.isclose(fa, fb, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(a == b)
+
+
+def _check_unit(path: Path, meta: SubmissionMeta, report: Report) -> None:
+    import pyarrow.parquet as pq
+
+    from circuitbench.circuits.circuit import Circuit, circuit_paths
+    from circuitbench.results.store import read_unit
+    from circuitbench.tasks.load import get_task
+
+    try:
+        table, summary, prov = read_unit(path)
+    except (CircuitbenchError, ValidationError, KeyError) as err:
+        report.add(path, f"unreadable or incomplete unit ({str(err).splitlines()[0]})")
+        return
+    u = prov.unit
+    try:
+        current = get_task(u.task).task_hash
+        if current != u.task_hash:
+            report.add(path, f"provenance.unit.task_hash {u.task_hash} is stale: the current {u.task} spec has "
+                       f"{current}; rerun on the current tasks")
+    except CircuitbenchError:
+        report.add(path, f"provenance.unit.task: {u.task!r} is not a task of this circuitbench")
+    if u.model.weights_sha256 != meta.model.weights_sha256:
+        report.add(path, f"provenance.unit.model.weights_sha256 {u.model.weights_sha256} differs from "
+                   f"{META_FILE} model.weights_sha256 {meta.model.weights_sha256}")
+    if u.method != meta.method.name:
+        report.add(path, f"provenance.unit.method {u.method!r} differs from {META_FILE} method.name "
+                   f"{meta.method.name!r}")
+    m = {(r["split"], r["metric"]): r["value"] for r in table.to_pylist()}
+    if ("test", "full_accuracy") not in m:
+        report.add(path, "no test-split full_accuracy: every claimed task needs its test numbers")
+    derived = {"full_accuracy": m.get(("test", "full_accuracy")), "full_loss": m.get(("test", "full_loss"))}
+    if summary.get("status") != "unsolved":
+        derived.update(nodes=m.get(("", "nodes")), edges=m.get(("", "edges")),
+                       sufficiency_loss=m.get(("test", "sufficiency_loss")),
+                       necessity_loss=m.get(("test", "necessity_loss")), faithfulness=m.get(("test", "faithfulness")))
+        cpath, epath = circuit_paths(path)
+        try:
+            circuit = Circuit.load(cpath)
+            if circuit.k != summary.get("nodes"):
+                report.add(cpath, f"k {circuit.k} differs from the summary's nodes {summary.get('nodes')}")
+            if epath.is_file() and pq.read_metadata(epath).num_rows != summary.get("edges"):
+                report.add(epath, f"{pq.read_metadata(epath).num_rows} edge rows, the summary says edges "
+                           f"{summary.get('edges')}")
+            elif not epath.is_file():
+                report.add(epath, "missing edge table")
+        except CircuitbenchError as err:
+            report.add(cpath, str(err).split(": ", 1)[-1])
+    for key, value in derived.items():
+        if key in ("nodes", "edges") and value is not None:
+            value = int(value)
+        if not _close(summary.get(key), value):
+            report.add(path, f"summary {key} = {summary.get(key)!r} does not follow from the unit's measurements "
+                       f"({value!r})")
+
+
+def validate(results: Path, meta_path: Path, board: Path | None = None) -> Report:
+    """Check a submission; the report lists every problem (an empty list means it can be accepted)."""
+    report = Report()
+    results, meta_path = Path(results), Path(meta_path)
+    try:
+        meta = SubmissionMeta.model_validate_json(meta_path.read_text())
+    except FileNotFoundError:
+        report.add(meta_path, "no such metadata file")
+        return report
+    except ValidationError as err:
+        for e in err.errors():
+            report.add(meta_path, f"{'.'.join(map(str, e['loc']))}: {e['msg']}")
+        return report
+    if meta.submission_format != SUBMISSION_FORMAT:
+        report.add(meta_path, f"submission_format {meta.submission_format!r}: this board reads "
+                   f"{SUBMISSION_FORMAT!r}")
+    units = _unit_files(results)
+    if not units:
+        report.add(results, "no unit files (RESULTS/MODEL/TASK.METHOD.seedN.parquet); run `circuitbench run` first")
+    for path in units:
+        _check_unit(path, meta, report)
+    report.units = len(units)
+    report.content_hash = content_hash(results, meta_path) if units else ""
+    if board is not None and report.content_hash and (Path(board) / "submissions" / report.content_hash).exists():
+        report.add(results, f"a duplicate of accepted submission {report.content_hash[:16]}")
+    return report
+
+
+def accept(results: Path, meta_path: Path, board: Path) -> Path:
+    """Validate and copy a submission under BOARD/submissions/<content hash>/.
+
+    Raises:
+        CircuitbenchError: listing every problem found, when the submission is not valid.
+    """
+    report = validate(results, meta_path, board)
+    if not report.ok:
+        raise CircuitbenchError(f"submission refused ({len(report.problems)} problem(s)):\n  "
+                                + "\n  ".join(report.problems))
+    dest = Path(board) / "submissions" / report.content_hash
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(results, tmp / "results")
+    shutil.copyfile(meta_path, tmp / META_FILE)
+    tmp.rename(dest)
+    (dest / "accepted.json").write_text(json.dumps({"content_hash": report.content_hash, "units": report.units},
+                                                   indent=2) + "\n")
+    return dest
