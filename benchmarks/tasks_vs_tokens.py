@@ -44,7 +44,8 @@ def main() -> None:
     if not ckpts:
         raise SystemExit(f"{args.run}: no checkpoint-STEP.pt files (train with --keep-checkpoints)")
     first = torch.load(ckpts[0], weights_only=True)
-    cfg = TrainConfig(**{k: v for k, v in json.loads(first["config"]).items() if k in TrainConfig.model_fields})
+    stored = {k: v for k, v in json.loads(first["config"]).items() if k in TrainConfig.model_fields}
+    cfg = TrainConfig(**{**stored, "out_dir": args.run})
     data, _ = prepare_data(_cache_dir(cfg), cfg.corpus, cfg.vocab_size, cfg.tokenizer_bytes)
     vx, vy = val_windows(data.val, cfg.ctx, cfg.val_windows)
     tok = HFTokenizer(Path(data.tokenizer_path), name="run")

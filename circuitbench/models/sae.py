@@ -15,7 +15,7 @@ circuit work does (Marks et al. 2024, "Sparse Feature Circuits"); the base model
 unmasked. SAE sites have no connecting weight matrix (`Site.source` is None), so `count_edges` reports 0
 edges for them: a latent-to-latent edge would have to be read off the whole model between two splices,
 not off one matrix, and circuitbench does not estimate it. SAE circuits are compared by nodes
-(`nodes.sae_latent`, `nodes.sae_error` in the results); their `edges` rows are 0 by this definition.
+(`nodes_sae_latent`, `nodes_sae_error` in the results); their `edges` rows are 0 by this definition.
 
 SAELens format (https://github.com/jbloomAus/SAELens): a directory with `cfg.json` and
 `sae_weights.safetensors` holding W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in]
