@@ -27,6 +27,7 @@ import circuitbench
 from circuitbench.circuits.masks import NodeIndex
 from circuitbench.circuits.problem import Problem
 from circuitbench.protocols import Batch
+from circuitbench.results.store import unit_files
 from circuitbench.runs.runner import RunConfig, resolve_tasks, run
 from circuitbench.tasks.encode import encode_task
 from circuitbench.tasks.load import get_task
@@ -66,9 +67,7 @@ def main() -> None:
         run_s = time.perf_counter() - t0
 
         phases: dict[str, float] = defaultdict(float)
-        for unit in (Path(tmp) / "out").glob("*/*.seed*.parquet"):
-            if unit.name.endswith(".edges.parquet"):
-                continue
+        for unit in unit_files(Path(tmp) / "out"):
             table = pq.read_table(unit).to_pylist()
             for row in table:
                 if row["metric"].startswith("time_"):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from circuitbench.circuits.masks import keep_top
@@ -34,11 +33,10 @@ def node_grid(n_nodes: int) -> tuple[int, ...]:
     return (*out, n_nodes)
 
 
-def node_curve(problem: Problem, rows: Batch, scores: Tensor) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """Faithfulness at the absolute node grid (1, 2, 4, ... nodes)."""
+def node_curve(problem: Problem, rows: Batch, scores: Tensor, m_full: float,
+               m_empty: float) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Faithfulness at the absolute node grid (1, 2, 4, ... nodes), given m of the model and of the empty circuit."""
     n = problem.index.size
-    m_full = problem.scores(rows, None).logit_diff
-    m_empty = problem.scores(rows, torch.zeros(n, device=rows.last.device)).logit_diff
     ks = node_grid(n)
     fs = tuple(faithfulness(problem.scores(rows, keep_top(scores, k).to(rows.last.device)).logit_diff, m_full,
                             m_empty) for k in ks)
@@ -82,12 +80,10 @@ def _area(x: tuple[float, ...], y: tuple[float, ...]) -> float:
     return sum((x[i + 1] - x[i]) * (y[i] + y[i + 1]) / 2 for i in range(len(x) - 1))
 
 
-def faithfulness_curve(problem: Problem, rows: Batch, scores: Tensor,
+def faithfulness_curve(problem: Problem, rows: Batch, scores: Tensor, m_full: float, m_empty: float,
                        fractions: tuple[float, ...] = MIB_FRACTIONS) -> Curve:
-    """f at each size for a node ranking, measured on `rows` (the test split in results)."""
+    """F at each size for a node ranking on `rows` (the test split in results), given m(model) and m(empty)."""
     n = problem.index.size
-    m_full = problem.scores(rows, None).logit_diff
-    m_empty = problem.scores(rows, torch.zeros(n, device=rows.last.device)).logit_diff
     ks, fs = [], []
     for frac in fractions:
         k = min(n, math.ceil(frac * n))

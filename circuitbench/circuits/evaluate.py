@@ -25,7 +25,7 @@ from circuitbench.circuits.curves import faithfulness_curve, node_curve
 from circuitbench.circuits.masks import NodeIndex, keep_top
 from circuitbench.circuits.methods import get_method
 from circuitbench.circuits.metrics import Scores, count_edges, count_nodes, faithfulness, loss_recovered, score
-from circuitbench.circuits.problem import Calibration, Problem, fit_calibration
+from circuitbench.circuits.problem import Calibration, Problem, fit_calibration, search_subset
 from circuitbench.circuits.search import smallest_k
 from circuitbench.circuits.unit import Measurement, Unit, UnitResult
 from circuitbench.errors import CircuitbenchError
@@ -65,13 +65,6 @@ def circuit_scorer(
         return score(cal.apply(two, rows)), cal
 
     return at
-
-
-def search_subset(train: Batch, n_examples: int, seed: int) -> Batch:
-    """The seeded subset of whole train pairs the bisection evaluates."""
-    gen = torch.Generator().manual_seed(seed)
-    n_pairs = min(len(train) // 2, n_examples // 2)
-    return train.pairs(torch.randperm(len(train) // 2, generator=gen)[:n_pairs])
 
 
 def encode_unit_task(unit: Unit, adapter: ModelAdapter) -> tuple[Any, Any]:
@@ -160,8 +153,9 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     cost = method.cost(len(train), index.size) if hasattr(method, "cost") else {}
     rows += [("", f"method_cost_{k}_passes", v) for k, v in cost.items()]
     with phases("curve"):
-        curve = faithfulness_curve(problem, test, node_scores)
-        grid, grid_f = node_curve(problem, test, node_scores)
+        empty = problem.scores(test, torch.zeros(index.size, device=adapter.device))
+        curve = faithfulness_curve(problem, test, node_scores, full_test.logit_diff, empty.logit_diff)
+        grid, grid_f = node_curve(problem, test, node_scores, full_test.logit_diff, empty.logit_diff)
     rows += [("test", f"curve_f_{frac:g}", f) for frac, f in zip(curve.fractions, curve.f, strict=True)]
     rows += [("test", f"curve_nodes_f_{k}", f) for k, f in zip(grid, grid_f, strict=True)]
     fields.update(cpr=curve.cpr(), cmd=curve.cmd(), cpr_log=curve.cpr_log(), cmd_log=curve.cmd_log())
@@ -173,7 +167,7 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     rows += [("", k, v) for k, v in sizes.items()]
     rows += [("train", "circuit_loss", found.loss), ("train", "search_evaluations", found.evaluations)]
     with phases("measure"):
-        suff, nec, empty = measure_circuit(problem, test, gates, calibration)
+        suff, nec, _ = measure_circuit(problem, test, gates, calibration, empty)
     if calibration is not None:
         uncalibrated = problem.scores(test, gates)
         rows += [("test", k, v) for k, v in uncalibrated.as_dict("sufficiency_uncalibrated").items()]
@@ -204,13 +198,17 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     return result("solved" if found.met_target else "target_missed", circuit=circuit)
 
 
-def measure_circuit(problem: Problem, rows: Batch, gates: Tensor,
-                    calibration: Calibration | None) -> tuple[Scores, Scores, Scores]:
-    """Sufficiency (only the circuit kept, calibrated when it was), necessity (only it ablated), empty circuit."""
+def measure_circuit(problem: Problem, rows: Batch, gates: Tensor, calibration: Calibration | None,
+                    empty: Scores | None = None) -> tuple[Scores, Scores, Scores]:
+    """Sufficiency (only the circuit kept, calibrated when it was), necessity (only it ablated), empty circuit.
+
+    `empty`, when the caller has it already for these rows, is returned instead of being measured again.
+    """
     two = problem.two_logits(rows, gates)
     suff = score(two if calibration is None else calibration.apply(two, rows))
     nec = problem.scores(rows, 1.0 - gates)
-    empty = problem.scores(rows, torch.zeros_like(gates))
+    if empty is None:
+        empty = problem.scores(rows, torch.zeros_like(gates))
     return suff, nec, empty
 
 

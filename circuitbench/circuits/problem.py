@@ -84,3 +84,10 @@ def fit_calibration(two: Tensor, rows: Batch, steps: int = 16) -> Calibration:
     if not torch.isfinite(torch.tensor(s)) or not torch.isfinite(shift).all():
         return Calibration(1.0, {t: 0.0 for t in tokens})
     return Calibration(s, {t: float(v) for t, v in zip(tokens, shift.detach().tolist(), strict=True)})
+
+
+def search_subset(train: Batch, n_examples: int, seed: int) -> Batch:
+    """The seeded subset of whole train pairs the bisection evaluates."""
+    gen = torch.Generator().manual_seed(seed)
+    n_pairs = min(len(train) // 2, n_examples // 2)
+    return train.pairs(torch.randperm(len(train) // 2, generator=gen)[:n_pairs])

@@ -96,10 +96,6 @@ class Report:
         self.problems.append(f"{where}: {what}")
 
 
-def _unit_files(results: Path) -> list[Path]:
-    return sorted(p for p in results.glob("*/*.parquet") if not p.name.endswith(".edges.parquet"))
-
-
 def content_hash(results: Path, meta: Path) -> str:
     """sha256 over the submission's files (names and bytes), the identity used to spot duplicates."""
     h = hashlib.sha256()
@@ -189,7 +185,9 @@ def validate(results: Path, meta_path: Path, board: Path | None = None) -> Repor
     if meta.submission_format != SUBMISSION_FORMAT:
         report.add(meta_path, f"submission_format {meta.submission_format!r}: this board reads "
                    f"{SUBMISSION_FORMAT!r}")
-    units = _unit_files(results)
+    from circuitbench.results.store import unit_files
+
+    units = unit_files(results)
     if not units:
         report.add(results, "no unit files (RESULTS/MODEL/TASK.METHOD.seedN.parquet); run `circuitbench run` first")
     for path in units:

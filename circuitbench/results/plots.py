@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from circuitbench.errors import CircuitbenchError
 
 
 def read_curves(out: Path, model: str, methods: list[str], seed: int = 0) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    """task -> method -> [(fraction of nodes, faithfulness)] from the units' `curve_f_*` measurements."""
-    from circuitbench.results.store import read_unit
+    """Task -> method -> [(fraction of nodes, faithfulness)] from the units' `curve_f_*` measurements."""
+    from circuitbench.results.store import read_unit, unit_files
 
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
-    for path in sorted(Path(out).glob("*/*.seed*.parquet")):
-        if path.name.endswith(".edges.parquet"):
-            continue
+    for path in unit_files(out):
         table, summary, prov = read_unit(path)
         u = prov.unit
         if u.model.name != model or u.method not in methods or u.seed != seed:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from circuitbench.errors import CircuitbenchError
-from circuitbench.results.store import read_unit
+from circuitbench.results.store import read_unit, unit_files
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def collect(out: Path) -> list[dict[str, Any]]:
     Raises:
         CircuitbenchError: when `out` holds no result files.
     """
-    files = sorted(p for p in Path(out).glob("*/*.parquet") if not p.name.endswith(".edges.parquet"))
+    files = unit_files(out)
     if not files:
         raise CircuitbenchError(f"{out}: no result files (expected {out}/MODEL/TASK.METHOD.seedN.parquet); "
                                 "run `circuitbench run --out DIR` first")

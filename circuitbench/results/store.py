@@ -24,6 +24,11 @@ def unit_path(out: Path, model: str, task: str, method: str, seed: int) -> Path:
     return out / safe / f"{task.replace(':', '__')}.{method}.seed{seed}.parquet"
 
 
+def unit_files(out: Path) -> list[Path]:
+    """Every unit's Parquet file under a results directory (not the edge tables beside them), sorted."""
+    return sorted(p for p in Path(out).glob("*/*.parquet") if not p.name.endswith(".edges.parquet"))
+
+
 def _write_atomic(table: pa.Table, path: Path) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

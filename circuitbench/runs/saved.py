@@ -120,7 +120,7 @@ def compare_stored(saved: SavedUnit, fresh: dict[str, float], split: str = "test
     for metric, value in fresh.items():
         stored = saved.measurements.get((split, metric))
         rows.append({"metric": metric, "stored": stored, "now": value,
-                     "equal": None if stored is None else bool(stored == value or abs(stored - value) == 0.0)})
+                     "equal": None if stored is None else stored == value})
     return rows
 
 

@@ -33,7 +33,7 @@ from torch import Tensor
 from circuitbench.circuits.masks import gate_hook
 from circuitbench.circuits.methods import register_method
 from circuitbench.circuits.metrics import answer_logits
-from circuitbench.circuits.problem import Problem
+from circuitbench.circuits.problem import Problem, search_subset
 from circuitbench.protocols import Batch
 
 
@@ -42,8 +42,7 @@ def _examples(problem: Problem, max_examples: int | None) -> Batch:
     rows = problem.train
     if max_examples is None or len(rows) <= max_examples:
         return rows
-    gen = torch.Generator().manual_seed(problem.seed)
-    return rows.pairs(torch.randperm(len(rows) // 2, generator=gen)[: max_examples // 2])
+    return search_subset(rows, max_examples, problem.seed)
 
 
 def _logit_diff(problem: Problem, part: Batch, gates: Tensor) -> Tensor:
@@ -54,7 +53,7 @@ def _logit_diff(problem: Problem, part: Batch, gates: Tensor) -> Tensor:
 
 
 def gate_gradient(problem: Problem, rows: Batch, level: float, batch: int) -> Tensor:
-    """d mean-logit-difference / d gates, with every gate at `level`: [n_nodes] float32."""
+    """D mean-logit-difference / d gates, with every gate at `level`: [n_nodes] float32."""
     device = rows.last.device
     grad = torch.zeros(problem.index.size, device=device)
     for part in rows.chunks(batch):

@@ -6,9 +6,8 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
-from pydantic import Field
-
 import torch
+from pydantic import Field
 from torch import Tensor
 from tqdm.auto import tqdm
 
