@@ -1,49 +1,77 @@
-"""The whole default `circuitbench run`: wall time, what dominates it, and its cost per solved task.
+"""The whole default `circuitbench run`, and per task the fast default path against the slow one.
 
-Usage: python benchmarks/bench_run.py [--model NAME|DIR] [--tasks all] [--threads 2] [-- extra run flags]
+Usage: python benchmarks/bench_run.py [--model NAME|DIR] [--tasks all] [--threads 2] [--no-compare]
+       [--json FILE]
 
-Runs `circuitbench run` in-process into a fresh temporary `--out` (nothing cached but the corpus-mean
-ablation, which is keyed by model and corpus and lives in $CIRCUITBENCH_CACHE; pass --cold to time its
-computation too), then reads the per-phase wall times every unit records (`time.<phase>_s` measurements)
-and prints them as shares of the whole. The baseline measured in the same run is a plain evaluation of
-the full model on every task's test split (the least any run does): the ratio says what circuit search
-and measurement cost on top of it.
+1. Baseline: a plain evaluation of the full model on every task's test split (the least any run does).
+2. The whole default run (`circuitbench run`'s defaults: learned mask, mean ablation, the control on)
+   into a fresh `--out`, timed, with the wall time every unit records per phase (`time_<phase>_s`).
+3. `--compare` (on by default): every task the default run pruned is run again with the slow path the
+   fast defaults replaced, `--dtype float32`-exact: float32 matrix products, one padded batch per step,
+   400 steps at lr 3e-3 (the paper's settings, this package's defaults until the fast path), without the
+   control, since the control repeats the task's own computation; the default run's units give the
+   fast side, with their control phase taken out of their wall time. Both are measured on the same
+   machine in the same process. Per task: wall time, nodes, edges, train-split circuit loss against the
+   target, test sufficiency and necessity, the overlap of the two node sets, and whether they agree
+   (both meet the target and the fast circuit has at most 1.25x the slow one's nodes).
+
+Only the corpus-mean ablation values are cached between runs (keyed by model and corpus, in
+$CIRCUITBENCH_CACHE); pass --cold to time their computation too.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import torch
 from tabulate import tabulate
 
 import circuitbench
+from circuitbench.circuits.ablation import ablation_source
+from circuitbench.circuits.circuit import Circuit, circuit_paths
+from circuitbench.circuits.evaluate import evaluate
 from circuitbench.circuits.masks import NodeIndex
 from circuitbench.circuits.problem import Problem
 from circuitbench.protocols import Batch
 from circuitbench.results.store import unit_files
-from circuitbench.runs.runner import RunConfig, resolve_tasks, run
+from circuitbench.runs.config import make_units, model_ref
+from circuitbench.runs.runner import RunConfig, resolve_tasks, run, unit_file
 from circuitbench.tasks.encode import encode_task
 from circuitbench.tasks.load import get_task
 
+SLOW = {"precision": "float32", "length_groups": 1, "steps": 400, "lr": 3e-3, "patience": None}
+"""The learned mask before the fast path: the paper's lr and a fixed 400 steps, float32, one padded batch."""
+
+
+def _measurements(path: Path) -> dict[str, float]:
+    return {r["metric"]: r["value"] for r in pq.read_table(path).to_pylist()}
+
+
+def _nodes(circuit: Circuit) -> set[int]:
+    return set(torch.nonzero(circuit.gates() > 0.5).flatten().tolist())
+
 
 def main() -> None:
-    """Time the run and its phases; print markdown tables for BENCHMARKS.md."""
+    """Time the default run and its phases, compare the paths; print markdown tables for BENCHMARKS.md."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="tiny-sparse")
     ap.add_argument("--tasks", default="all")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=None, help="learned-mask steps (default: the method's)")
-    ap.add_argument("--patience", type=int, default=None, help="learned-mask patience (default: the method's)")
+    ap.add_argument("--no-compare", dest="compare", action="store_false", help="skip the slow path")
     ap.add_argument("--cold", action="store_true", help="also time the corpus-mean ablation (fresh cache)")
+    ap.add_argument("--json", type=Path, default=None, help="also write every number here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    report: dict[str, Any] = {"model": args.model, "threads": args.threads, "torch": torch.__version__,
+                              "load_avg_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         if args.cold:
             os.environ["CIRCUITBENCH_CACHE"] = str(Path(tmp) / "cache")
@@ -59,30 +87,77 @@ def main() -> None:
             Problem(adapter, index, torch.zeros(index.size), test, 0, False).scores(test, None)
         baseline_s = time.perf_counter() - t0
 
-        kwargs = {k: v for k, v in (("steps", args.steps), ("patience", args.patience)) if v is not None}
-        cfg = RunConfig(model=args.model, tasks=args.tasks.split(","), out=Path(tmp) / "out", show_progress=False,
-                        method_kwargs=kwargs)
+        out = Path(tmp) / "out"
+        cfg = RunConfig(model=args.model, tasks=args.tasks.split(","), out=out, show_progress=False)
         t0 = time.perf_counter()
         summaries = run(cfg, adapter)
         run_s = time.perf_counter() - t0
 
         phases: dict[str, float] = defaultdict(float)
-        for unit in unit_files(Path(tmp) / "out"):
-            table = pq.read_table(unit).to_pylist()
-            for row in table:
-                if row["metric"].startswith("time_"):
-                    phases[row["metric"][5:-2]] += row["value"]
-    solved = [s for s in summaries if s["status"] != "unsolved"]
-    print(f"model {args.model}, {len(summaries)} tasks, {len(solved)} pruned, {args.threads} threads, "
-          f"torch {torch.__version__}\n")
-    rows = [["load model", load_s, ""], ["baseline: full-model evaluation of every task", baseline_s, ""],
-            ["circuitbench run (everything below)", run_s, f"{run_s / baseline_s:.1f}x baseline"]]
-    rows += [[f"  {k}", v, f"{100 * v / run_s:.0f}%"] for k, v in sorted(phases.items(), key=lambda kv: -kv[1])]
-    other = run_s - sum(phases.values())
-    rows.append(["  other (encoding tasks, writing Parquet)", other, f"{100 * other / run_s:.0f}%"])
-    print(tabulate(rows, headers=["phase", "seconds", "share"], tablefmt="github", floatfmt=".1f"))
-    if solved:
-        print(f"\nper pruned task: {(run_s - phases.get('full_model', 0.0)) / len(solved):.1f} s")
+        for path in unit_files(out):
+            for metric, value in _measurements(path).items():
+                if metric.startswith("time_"):
+                    phases[metric[5:-2]] += value
+        pruned = [s for s in summaries if s["status"] != "unsolved"]
+        print(f"model {args.model}, {len(summaries)} tasks, {len(pruned)} pruned, {args.threads} threads, "
+              f"torch {torch.__version__}, load average before {report['load_avg_before'][0]:.2f}\n")
+        rows = [["load model", load_s, ""], ["baseline: full-model evaluation of every task", baseline_s, ""],
+                ["circuitbench run, defaults (everything below)", run_s, f"{run_s / baseline_s:.1f}x baseline"]]
+        rows += [[f"  {k}", v, f"{100 * v / run_s:.0f}%"] for k, v in sorted(phases.items(), key=lambda kv: -kv[1])]
+        other = run_s - sum(phases.values())
+        rows.append(["  other (encoding tasks, writing results)", other, f"{100 * other / run_s:.0f}%"])
+        print(tabulate(rows, headers=["phase", "seconds", "share"], tablefmt="github", floatfmt=".1f"))
+        report.update(load_s=load_s, baseline_s=baseline_s, default_run_s=run_s, phases=dict(phases),
+                      pruned=[s["task"] for s in pruned], summaries=summaries)
+
+        if args.compare and pruned:
+            report["compare"] = compare(adapter, cfg, pruned, out)
+    report["load_avg_after"] = os.getloadavg()
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str))
+
+
+def compare(adapter: Any, cfg: RunConfig, pruned: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """Each pruned task again on the slow path; the table of the two side by side."""
+    source = ablation_source(cfg.ablation, adapter, NodeIndex.of(adapter))
+    slow_cfg = RunConfig(model=cfg.model, tasks=[s["task"] for s in pruned], method_kwargs=SLOW, control=False,
+                         out=out, show_progress=False)
+    fast_units = {u.task: u for u in make_units(cfg, model_ref(cfg.model, adapter), "float32", "cpu")}
+    table, rows = [], []
+    for unit in make_units(slow_cfg, model_ref(cfg.model, adapter), "float32", "cpu"):
+        t0 = time.perf_counter()
+        slow = evaluate(unit, adapter, source)
+        slow_s = time.perf_counter() - t0
+        path = unit_file(out, fast_units[unit.task])
+        fast = {**next(s for s in pruned if s["task"] == unit.task), **_measurements(path)}
+        fast_s = fast["wall_s"] - fast.get("time_control_s", 0.0)
+        fast_nodes = _nodes(Circuit.load(circuit_paths(path)[0]))
+        slow_nodes = _nodes(slow.circuit) if slow.circuit is not None else set()
+        jaccard = len(fast_nodes & slow_nodes) / max(1, len(fast_nodes | slow_nodes))
+        ratio = fast["nodes"] / max(1, slow.nodes)
+        met = (slow.status == "solved", fast["status"] == "solved")
+        agree = all(met) and ratio <= 1.25
+        row = dict(task=unit.task, slow_s=slow_s, fast_s=fast_s, speedup=slow_s / fast_s,
+                   slow_nodes=slow.nodes, fast_nodes=fast["nodes"], nodes_ratio=ratio, slow_edges=slow.edges,
+                   fast_edges=fast["edges"], target=slow.target_loss, slow_train_loss=slow.circuit_train_loss,
+                   fast_train_loss=fast["circuit_train_loss"], slow_sufficiency=slow.sufficiency_loss,
+                   fast_sufficiency=fast["sufficiency_loss"], slow_necessity=slow.necessity_loss,
+                   fast_necessity=fast["necessity_loss"], node_jaccard=jaccard, fast_steps=fast.get("method_steps_run"),
+                   agree=agree)
+        rows.append(row)
+        table.append([unit.task, f"{slow_s:.0f} / {fast_s:.0f} ({slow_s / fast_s:.1f}x)",
+                      f"{slow.nodes} / {fast['nodes']} ({ratio:.2f}x)", f"{slow.edges} / {fast['edges']}",
+                      f"{slow.circuit_train_loss:.3f} / {fast['circuit_train_loss']:.3f} (<= {slow.target_loss:.3f})",
+                      f"{slow.sufficiency_loss:.3f} / {fast['sufficiency_loss']:.3f}",
+                      f"{slow.necessity_loss:.2f} / {fast['necessity_loss']:.2f}", f"{jaccard:.2f}",
+                      int(fast.get("method_steps_run", 0)), "yes" if agree else "NO"])
+    print("\nPer task, slow path / fast path (no control on either side; the fast side's control phase removed):\n")
+    print(tabulate(table, headers=["task", "wall s", "nodes", "edges", "train loss (target)", "test sufficiency",
+                                   "test necessity", "node overlap (Jaccard)", "fast steps", "agree"],
+                   tablefmt="github"))
+    n_agree = sum(r["agree"] for r in rows)
+    print(f"\n{n_agree} of {len(rows)} tasks agree (both meet the target, fast nodes <= 1.25x slow).")
+    return rows
 
 
 if __name__ == "__main__":

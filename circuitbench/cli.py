@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from circuitbench.errors import CircuitbenchError
 
@@ -132,9 +133,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="splice SAELens-format SAEs (directories or Hub ids) into the model and prune their latents")
     p.add_argument("--tasks", default="all", help="comma-separated task names (NAME:inverted too), or all")
     p.add_argument("--method", default="learned-mask", help="learned-mask | random (registry names; - or _)")
-    p.add_argument("--steps", type=int, default=None, help="learned-mask optimizer steps")
+    p.add_argument("--steps", type=int, default=None, help="learned-mask optimizer steps (default 400)")
     p.add_argument("--patience", type=int, default=None,
-                   help="learned-mask: stop once the set of active nodes is unchanged for N steps")
+                   help="learned-mask: stop once the set of active nodes is unchanged for N steps (default: off)")
+    p.add_argument("--batch-pairs", type=int, default=None,
+                   help="learned-mask: pairs per step (default 32; the paper's 64 is the slow path)")
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=None,
+                   help="learned-mask matrix products: bfloat16 autocast where the hardware has it (auto, the "
+                        "default), or float32 (the slow path); evaluation is always in the model's --dtype")
+    p.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="any hyperparameter of the method (repeatable), e.g. --method-arg length_groups=1; "
+                        "see `circuitbench methods`")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="where units run: here, one after another, or as Ray tasks (pip install 'circuitbench[ray]')")
     p.add_argument("--address", default=None, help="with --executor ray: the Ray cluster (default: start one here)")
@@ -158,10 +167,27 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_run)
 
 
+def _method_args(items: list[str]) -> dict[str, Any]:
+    """`--method-arg KEY=VALUE` flags as keyword arguments (VALUE read as JSON when it parses: 1, 0.5, null)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CircuitbenchError(f"--method-arg {item}: write KEY=VALUE, e.g. --method-arg length_groups=1")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from circuitbench.runs.runner import RunConfig, geometric_means, run
 
-    kwargs = {k: v for k, v in (("steps", args.steps), ("patience", args.patience)) if v is not None}
+    kwargs = {**_method_args(args.method_arg),
+              **{k: v for k, v in (("steps", args.steps), ("patience", args.patience),
+                                   ("batch_pairs", args.batch_pairs), ("precision", args.precision))
+                 if v is not None}}
     if args.threads is not None:
         if args.threads < 1:
             raise CircuitbenchError(f"--threads {args.threads}: give a positive number of threads")
@@ -194,6 +220,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"Not solved by the full model (accuracy < {args.min_accuracy}), so not pruned: {', '.join(unsolved)}.")
         print(f"Results: {args.out}/ (per task: Parquet measurements, circuit .safetensors, edges .parquet; "
               "plus summary.parquet). See one: circuitbench circuit show FILE.parquet")
+    return 0
+
+
+# --- methods -------------------------------------------------------------------------------------
+
+
+def _add_methods(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("methods", help="list the circuit-finding methods and their hyperparameters (defaults)")
+    p.set_defaults(handler=_cmd_methods)
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from circuitbench.circuits.methods import get_method, method_names
+
+    rows = []
+    for name in method_names():
+        method = get_method(name)
+        doc = (type(method).__doc__ or "").strip().splitlines()[0]
+        fields = {f.name: f for f in dataclasses.fields(method)} if dataclasses.is_dataclass(method) else {}
+        params = ", ".join(f"{k}={v!r}" for k, v in method.hyperparameters().items() if k in fields)
+        rows.append({"method": name.replace("_", "-"), "what": doc, "hyperparameters (defaults)": params})
+    _print_table(rows, "table")
+    print("\nSet any of them with `circuitbench run --method NAME --method-arg KEY=VALUE`.")
     return 0
 
 
@@ -530,6 +581,7 @@ def _cmd_export_lm_eval(args: argparse.Namespace) -> int:
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_inspect,
     _add_run,
+    _add_methods,
     _add_compare,
     _add_circuit,
     _add_submit,

@@ -169,3 +169,17 @@ class ModelAdapter(Protocol):
     def site_weight(self, site: Site) -> Tensor | None:
         """The dense matrix [site.width, source.width] connecting `site.source` to `site`, if any."""
         ...
+
+
+def forward_at(adapter: ModelAdapter, tokens: Tensor, hook: Hook | None, at: Tensor) -> Tensor:
+    """Logits [B, V] at positions `at`, letting the adapter skip work that cannot reach them.
+
+    An adapter with `supports_answer_only = True` takes `forward(..., answer_only=True)`: it may then
+    compute its last layer only at the `at` positions (the logits are the same up to float rounding, and
+    hooks there see one position per row). Gating and scoring use this; activation statistics over all
+    positions (`run_with_cache`) do not.
+    """
+    if getattr(adapter, "supports_answer_only", False):
+        return adapter.forward(tokens, hook, at=at, answer_only=True)  # type: ignore[call-arg]
+    return adapter.forward(tokens, hook, at=at)
+

@@ -11,6 +11,7 @@ linear axis the sizes below 10 % span a tenth of the area.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -33,14 +34,30 @@ def node_grid(n_nodes: int) -> tuple[int, ...]:
     return (*out, n_nodes)
 
 
-def node_curve(problem: Problem, rows: Batch, scores: Tensor, m_full: float,
+def top_k_logit_diff(problem: Problem, rows: Batch, scores: Tensor, m_full: float,
+                     m_empty: float) -> Callable[[int], float]:
+    """The mean logit difference m on `rows` of a ranking's top-k circuit, as a function of k (memoised).
+
+    k = n is the full model and k = 0 the empty circuit, whose m the caller has measured already (all-ones
+    gates reproduce the plain forward exactly, and all-zeros gates are the empty circuit), so they cost
+    nothing; both curves share one memo, so a size on both grids is evaluated once.
+    """
+    n = problem.index.size
+    memo: dict[int, float] = {0: m_empty, n: m_full}
+
+    def m_at(k: int) -> float:
+        if k not in memo:
+            memo[k] = problem.scores(rows, keep_top(scores, k).to(rows.last.device)).logit_diff
+        return memo[k]
+
+    return m_at
+
+
+def node_curve(m_at: Callable[[int], float], n: int, m_full: float,
                m_empty: float) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """Faithfulness at the absolute node grid (1, 2, 4, ... nodes), given m of the model and of the empty circuit."""
-    n = problem.index.size
     ks = node_grid(n)
-    fs = tuple(faithfulness(problem.scores(rows, keep_top(scores, k).to(rows.last.device)).logit_diff, m_full,
-                            m_empty) for k in ks)
-    return ks, fs
+    return ks, tuple(faithfulness(m_at(k), m_full, m_empty) for k in ks)
 
 
 @dataclass(frozen=True)
@@ -80,14 +97,8 @@ def _area(x: tuple[float, ...], y: tuple[float, ...]) -> float:
     return sum((x[i + 1] - x[i]) * (y[i] + y[i + 1]) / 2 for i in range(len(x) - 1))
 
 
-def faithfulness_curve(problem: Problem, rows: Batch, scores: Tensor, m_full: float, m_empty: float,
+def faithfulness_curve(m_at: Callable[[int], float], n: int, m_full: float, m_empty: float,
                        fractions: tuple[float, ...] = MIB_FRACTIONS) -> Curve:
-    """F at each size for a node ranking on `rows` (the test split in results), given m(model) and m(empty)."""
-    n = problem.index.size
-    ks, fs = [], []
-    for frac in fractions:
-        k = min(n, math.ceil(frac * n))
-        m = problem.scores(rows, keep_top(scores, k).to(rows.last.device)).logit_diff
-        ks.append(k)
-        fs.append(faithfulness(m, m_full, m_empty))
-    return Curve(tuple(fractions), tuple(ks), tuple(fs))
+    """F at each size (a fraction of the n nodes) for a ranking's m of the top-k circuit, given m(model), m(empty)."""
+    ks = tuple(min(n, math.ceil(frac * n)) for frac in fractions)
+    return Curve(tuple(fractions), ks, tuple(faithfulness(m_at(k), m_full, m_empty) for k in ks))

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from circuitbench.circuits.ablation import AblationSource
 from circuitbench.circuits.circuit import Circuit
-from circuitbench.circuits.curves import faithfulness_curve, node_curve
+from circuitbench.circuits.curves import faithfulness_curve, node_curve, top_k_logit_diff
 from circuitbench.circuits.masks import NodeIndex, keep_top
 from circuitbench.circuits.methods import get_method
 from circuitbench.circuits.metrics import Scores, count_edges, count_nodes, faithfulness, loss_recovered, score
@@ -154,13 +154,15 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     rows += [("", f"method_cost_{k}_passes", v) for k, v in cost.items()]
     with phases("curve"):
         empty = problem.scores(test, torch.zeros(index.size, device=adapter.device))
-        curve = faithfulness_curve(problem, test, node_scores, full_test.logit_diff, empty.logit_diff)
-        grid, grid_f = node_curve(problem, test, node_scores, full_test.logit_diff, empty.logit_diff)
+        m_at = top_k_logit_diff(problem, test, node_scores, full_test.logit_diff, empty.logit_diff)
+        curve = faithfulness_curve(m_at, index.size, full_test.logit_diff, empty.logit_diff)
+        grid, grid_f = node_curve(m_at, index.size, full_test.logit_diff, empty.logit_diff)
     rows += [("test", f"curve_f_{frac:g}", f) for frac, f in zip(curve.fractions, curve.f, strict=True)]
     rows += [("test", f"curve_nodes_f_{k}", f) for k, f in zip(grid, grid_f, strict=True)]
     fields.update(cpr=curve.cpr(), cmd=curve.cmd(), cpr_log=curve.cpr_log(), cmd_log=curve.cmd_log())
     with phases("search"):
-        found = smallest_k(lambda k: on_search(keep_top(node_scores, k))[0].loss, index.size, target)
+        found = smallest_k(lambda k: on_search(keep_top(node_scores, k))[0].loss, index.size, target,
+                           getattr(method, "native_k", None))
         gates = keep_top(node_scores, found.k)
         calibration = on_search(gates)[1]
     sizes = {**count_nodes(index, gates), **count_edges(adapter, index, gates)}
@@ -186,7 +188,8 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
         on_control = circuit_scorer(control, search_rows.swapped(), unit.calibrate)
         with phases("control"):
             c_scores = method.node_scores(control)
-            c_found = smallest_k(lambda k: on_control(keep_top(c_scores, k))[0].loss, index.size, target)
+            c_found = smallest_k(lambda k: on_control(keep_top(c_scores, k))[0].loss, index.size, target,
+                                 getattr(method, "native_k", None))
         rows += [("", "control_nodes", c_found.k), ("train", "control_loss", c_found.loss),
                  ("", "control_met_target", float(c_found.met_target))]
         fields.update(control_nodes=c_found.k, control_met_target=c_found.met_target)

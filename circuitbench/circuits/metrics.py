@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from circuitbench.circuits.masks import NodeIndex
-from circuitbench.protocols import READ_KINDS, WRITE_KINDS, Batch, Hook, ModelAdapter
+from circuitbench.protocols import READ_KINDS, WRITE_KINDS, Batch, Hook, ModelAdapter, forward_at
 
 
 def answer_logits(logits: Tensor, batch: Batch) -> Tensor:
@@ -100,7 +100,7 @@ def mean_task_loss(adapter: ModelAdapter, rows: Batch, hook: Hook | None = None,
     total = 0.0
     with torch.no_grad():
         for part in rows.chunks(batch):
-            logits = adapter.forward(part.tokens, hook, at=part.last)
+            logits = forward_at(adapter, part.tokens, hook, part.last)
             total += float(task_loss(answer_logits(logits, part)).sum())
     return total / len(rows)
 

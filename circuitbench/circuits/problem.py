@@ -9,7 +9,7 @@ from torch import Tensor
 
 from circuitbench.circuits.masks import NodeIndex, gate_hook
 from circuitbench.circuits.metrics import Scores, answer_logits, score, task_loss
-from circuitbench.protocols import Batch, ModelAdapter
+from circuitbench.protocols import Batch, ModelAdapter, forward_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,7 @@ class Problem:
         out = []
         with torch.no_grad():
             for part in rows.chunks(self.eval_batch):
-                out.append(answer_logits(self.adapter.forward(part.tokens, hook, at=part.last), part))
+                out.append(answer_logits(forward_at(self.adapter, part.tokens, hook, part.last), part))
         return torch.cat(out)
 
     def scores(self, rows: Batch, gates: Tensor | None) -> Scores:

@@ -19,12 +19,19 @@ class SearchResult:
     evaluations: int
 
 
-def smallest_k(loss_at: Callable[[int], float], n: int, target: float) -> SearchResult:
+def smallest_k(loss_at: Callable[[int], float], n: int, target: float, native: int | None = None) -> SearchResult:
     """Bisect on k in [0, n] for the smallest k with loss_at(k) <= target.
 
     Assumes loss_at is non-increasing in k (more nodes, lower loss), as it is for a good ranking; when
     it is not, the k returned still meets the target (it was evaluated), it may just not be the
-    smallest. If even k = n misses the target, returns k = n with met_target False.
+    smallest.
+
+    `native` is the size of the circuit the method itself found, when it finds one (a learned mask's
+    active nodes). The search then starts from it: if it meets the target, the bisection runs in
+    [0, native]; if not, in [0, n]. This matters where the full model is the worst circuit of all: on
+    the inverted-label control, k = n is the full model, which answers every example wrongly, while the
+    mask trained for the inverted labels may meet the target (Drori 2026). If no upper end meets the
+    target, returns the native size (else n) with met_target False.
     """
     cache: dict[int, float] = {}
 
@@ -33,9 +40,11 @@ def smallest_k(loss_at: Callable[[int], float], n: int, target: float) -> Search
             cache[k] = loss_at(k)
         return cache[k]
 
-    if f(n) > target:
-        return SearchResult(n, f(n), False, len(cache))
-    lo, hi = 0, n  # invariant: f(hi) <= target; every k < lo that was tried missed it
+    ends = [k for k in dict.fromkeys([native, n]) if k is not None and 0 <= k <= n]
+    top = next((k for k in ends if f(k) <= target), None)
+    if top is None:
+        return SearchResult(ends[0], f(ends[0]), False, len(cache))
+    lo, hi = 0, top  # invariant: f(hi) <= target; every k < lo that was tried missed it
     while lo < hi:
         mid = (lo + hi) // 2
         if f(mid) <= target:

@@ -80,9 +80,13 @@ class SparseGPTAdapter:
         self.device, self.dtype = param.device, param.dtype
         self._params = dict(model.named_parameters())
 
-    def forward(self, tokens: Tensor, hook: Hook | None = None, at: Tensor | None = None) -> Tensor:
+    supports_answer_only = True
+    """`forward(..., answer_only=True)` computes the last block only where the logits read it."""
+
+    def forward(self, tokens: Tensor, hook: Hook | None = None, at: Tensor | None = None,
+                answer_only: bool = False) -> Tensor:
         """Logits [B, T, V] (or [B, V] at positions `at`) with `hook` applied at every hook point."""
-        return self.model(tokens.to(self.device), hook, None if at is None else at.to(self.device))
+        return self.model(tokens.to(self.device), hook, None if at is None else at.to(self.device), answer_only)
 
     def logits(self, tokens: Tensor) -> Tensor:
         """Logits [B, T, V], without gradients."""

@@ -89,22 +89,31 @@ class CausalSelfAttention(nn.Module):
         self.attn_imp = AttnSink(cfg.n_head) if cfg.sink else None
         self.sparsify = sparsify
 
-    def forward(self, x: Tensor, prefix: str, hook: Hook) -> Tensor:
-        """Attention write [B, T, d_model] for a normed input; hook points are named under `prefix`."""
+    def forward(self, x: Tensor, prefix: str, hook: Hook, at: Tensor | None = None) -> Tensor:
+        """Attention write [B, T, d_model] for a normed input; hook points are named under `prefix`.
+
+        With `at` ([B]), only the queries at position at[b] of each row: keys and values are computed at
+        every position, q and everything after it only there, and the write is [B, 1, d_model].
+        """
         B, T, _ = x.shape
         x = hook(f"{prefix}.act_in", self.sparsify(x, "attn_in"))
         q, k, v = self.c_attn(x).split(self.n_head * self.d_head, dim=2)  # 3 x (B, T, nh*hs)
+        if at is not None:
+            q = q[torch.arange(B, device=q.device), at][:, None]  # (B, 1, nh*hs)
+        Tq = q.shape[1]
         q = hook(f"{prefix}.q", self.sparsify(q, "attn_q"))
         k = hook(f"{prefix}.k", self.sparsify(k, "attn_k"))
         v = hook(f"{prefix}.v", self.sparsify(v, "attn_v"))
-        q = q.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
+        q = q.view(B, Tq, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
-        if self.attn_imp is None:
+        if at is not None:
+            y = self._attention_at(q, k, v, at)  # (B, nh, 1, hs)
+        elif self.attn_imp is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
         else:
             y = self._sink_attention(q, k, v)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.d_head)  # (B, T, nh*hs)
+        y = y.transpose(1, 2).reshape(B, Tq, self.n_head * self.d_head)  # (B, Tq, nh*hs)
         y = hook(f"{prefix}.y", y)
         return self.sparsify(self.c_proj(y), "attn_out")  # (B, T, d_model)
 
@@ -136,6 +145,21 @@ class CausalSelfAttention(nn.Module):
         # v is padded to D + 1 as well: the fused CPU kernel wants one head size for q, k and v.
         y = F.scaled_dot_product_attention(qa, ka, F.pad(va, (0, 1)), is_causal=True, scale=scale)
         return y[:, :, 1:, :D]  # (B, nh, T, hs)
+
+    def _attention_at(self, q: Tensor, k: Tensor, v: Tensor, at: Tensor) -> Tensor:
+        """One query per row (q: [B, nh, 1, hs], at position at[b]) against keys 0..at[b], and the sink."""
+        B, H, _, D = q.shape
+        T = k.shape[2]
+        visible = torch.arange(T, device=q.device)[None, :] <= at[:, None]  # (B, T)
+        if self.attn_imp is None:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None, None, :])
+        out_dtype = q.dtype
+        q, k, v = q.float(), k.float(), v.float()  # as `_sink_attention` on CPU: float32 softmax
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(D)  # (B, nh, 1, T)
+        scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
+        sink = self.attn_imp.sink_logit.float()[None, :, None, None].expand(B, H, 1, 1)
+        weights = torch.softmax(torch.cat([sink, scores], dim=-1), dim=-1)[..., 1:]  # the sink's value is zero
+        return (weights @ v).to(out_dtype)  # (B, nh, 1, hs)
 
     def _sink_attention_masked(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """The sink by an explicit additive mask (the reference form; `_sink_attention` equals it)."""
@@ -192,10 +216,18 @@ class Block(nn.Module):
         p = getattr(self, pnorm)(pos).expand(x.shape[0], -1, -1)  # (B, T, d_pos_emb)
         return torch.cat([x, p], dim=-1)  # (B, T, d_model_in)
 
-    def forward(self, x: Tensor, layer: int, hook: Hook, pos: Tensor | None) -> Tensor:
-        """The residual stream after this block."""
+    def forward(self, x: Tensor, layer: int, hook: Hook, pos: Tensor | None, at: Tensor | None = None) -> Tensor:
+        """The residual stream after this block; [B, 1, d_model] at positions `at` when given.
+
+        See `SparseGPT.forward`'s `answer_only`.
+        """
         x = hook(f"{layer}.resid_in", x)
-        delta = self.attn(self._input(self.ln_1, "ln_p1", x, pos), f"{layer}.attn", hook)
+        delta = self.attn(self._input(self.ln_1, "ln_p1", x, pos), f"{layer}.attn", hook, at)
+        if at is not None:
+            rows = torch.arange(x.shape[0], device=x.device)
+            x = x[rows, at][:, None]  # (B, 1, d_model)
+            if pos is not None:
+                pos = pos[0, at][:, None]  # (B, 1, d_pos_emb)
         x = x + hook(f"{layer}.attn.resid_delta", delta)
         if self.resid_relu:
             x = torch.relu(x)
@@ -249,7 +281,8 @@ class SparseGPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: Tensor, hook: Hook | None = None, at: Tensor | None = None) -> Tensor:
+    def forward(self, idx: Tensor, hook: Hook | None = None, at: Tensor | None = None,
+                answer_only: bool = False) -> Tensor:
         """Logits for token ids.
 
         Args:
@@ -257,6 +290,11 @@ class SparseGPT(nn.Module):
             hook: called as hook(name, x) at every official hook point; its return value replaces x.
             at: optional LongTensor [B]: compute logits only at position at[b] of row b. The unembedding
                 is most of a small model's cost, and scoring needs one position per row.
+            answer_only: with `at`, also compute the last block only where it reaches those logits: its
+                attention keys and values at every position, everything from its queries on at position
+                at[b] only. The logits are the same (up to float rounding: one query's attention is
+                computed unfused); hooks in the last block from `q` on see [B, 1, width]. Pruning uses
+                it; activation statistics over positions must not.
 
         Returns:
             Logits [B, T, vocab_size], or [B, vocab_size] when `at` is given.
@@ -270,12 +308,14 @@ class SparseGPT(nn.Module):
             x = x + wpe  # zeroed in the released models, but part of the format
         else:
             pos = wpe
+        n_layer = len(self.transformer.h)
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, layer, hook, pos)
+            x = block(x, layer, hook, pos, at if answer_only and at is not None and layer == n_layer - 1 else None)
         x = hook("final_resid", x)
         if at is not None:
             rows = torch.arange(B, device=idx.device)
-            x, idx = x[rows, at], idx[rows, at]  # (B, d_model), (B,)
+            x = x[:, 0] if answer_only else x[rows, at]  # (B, d_model)
+            idx = idx[rows, at]  # (B,)
         logits = self.lm_head(self.transformer.ln_f(x)) + self.final_logits_bias  # (B, [T,] V)
         if self.bigram_table is not None:
             logits = logits + F.embedding(idx, self.bigram_table).to(logits.dtype)  # (B, [T,] V)

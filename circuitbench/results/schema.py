@@ -89,5 +89,9 @@ class Provenance(BaseModel):
     """Seconds for this unit."""
     saes: list[dict[str, str]] | None = None
     """SAEs spliced into the model (`--sae`): path, hook point and weights sha256 of each."""
+    host: str | None = None
+    """Host name of the process that computed the unit."""
+    pid: int | None = None
+    """Process id that computed the unit (with `host`: which of several runs sharing `--out` wrote it)."""
     schema_version: str = SCHEMA_VERSION
     """Version of the result tables."""

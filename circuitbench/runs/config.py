@@ -101,13 +101,21 @@ def model_ref(name: str, adapter: ModelAdapter) -> ModelRef:
                     sae_weights_sha256=tuple(s["weights_sha256"] for s in prov.get("saes") or ()))
 
 
-def make_units(cfg: RunConfig, model: ModelRef, dtype: str) -> list[Unit]:
-    """One unit per task of the config, with the method's full (validated) hyperparameters."""
+def make_units(cfg: RunConfig, model: ModelRef, dtype: str, device: str = "cpu") -> list[Unit]:
+    """One unit per task of the config, with the method's full (validated) hyperparameters.
+
+    A `precision` of `auto` is resolved for `device` here, so a unit records the precision it runs at
+    (bfloat16 on an AMX CPU or a GPU, float32 elsewhere) and a float32 unit is never reused for bfloat16.
+    """
+    from circuitbench.hardware import resolve_precision
     from circuitbench.tasks.load import get_task
 
     method = get_method(cfg.method, **cfg.method_kwargs)
+    kwargs = method.hyperparameters()
+    if kwargs.get("precision") == "auto":
+        kwargs["precision"] = resolve_precision("auto", device)
     return [Unit(model=model, task=task, task_hash=get_task(task).task_hash, method=method.name,
-                 method_kwargs=method.hyperparameters(), ablation=cfg.ablation, seed=cfg.seed,
+                 method_kwargs=kwargs, ablation=cfg.ablation, seed=cfg.seed,
                  target_loss=cfg.target_loss, min_accuracy=cfg.min_accuracy, control=cfg.control,
                  calibrate=cfg.calibrate, search_examples=cfg.search_examples, dtype=dtype)
             for task in resolve_tasks(cfg.tasks)]

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,10 +32,14 @@ from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import ModelAdapter
 from circuitbench.results.schema import Provenance
 from circuitbench.results.store import read_unit, unit_path, write_summary, write_unit
+from circuitbench.runs import claims
 from circuitbench.runs.config import RunConfig, make_units, model_ref, resolve_tasks, validate
 from circuitbench.runs.executors import Executor, LocalExecutor
 
 log = logging.getLogger(__name__)
+
+HELD = "_held_by"
+"""The key of the row a worker returns for a unit another live run has claimed."""
 
 __all__ = ["RunConfig", "UnitWorker", "geometric_means", "reduce", "resolve_tasks", "run", "unit_file"]
 
@@ -79,13 +86,29 @@ class UnitWorker:
     ablation: AblationSource
     out: Path
     show_progress: bool = False
+    force: bool = False
+    """Recompute a unit even when another run has written it meanwhile."""
 
     def __call__(self, unit: Unit) -> dict[str, Any]:
-        """Evaluate the unit, write its circuit, edges and measurements; return its summary row."""
-        started = datetime.now(UTC).isoformat(timespec="seconds")
-        result = evaluate(unit, self.adapter, self.ablation, self.show_progress)
-        self.write(result, started)
-        return result.summary()
+        """Claim the unit, evaluate it, write its circuit, edges and measurements; return its summary row.
+
+        When another live run holds the unit's claim, nothing is computed and the row is
+        `{HELD: "pid ... on host ..."}`: the driver waits for that run's result instead.
+        """
+        path = unit_file(self.out, unit)
+        held = claims.acquire(path)
+        if held is not None:
+            return {HELD: held.describe()}
+        try:
+            if not self.force and (done := finished(self.out, unit)) is not None:
+                return done  # another run wrote it between this run's look and its claim
+            started = datetime.now(UTC).isoformat(timespec="seconds")
+            log.debug("computing unit %s (pid %d)", unit.key(), os.getpid())
+            result = evaluate(unit, self.adapter, self.ablation, self.show_progress)
+            self.write(result, started)
+            return result.summary()
+        finally:
+            claims.release(path)
 
     def write(self, result: UnitResult, started: str) -> Path:
         """Write a result's files, circuit first and the unit's Parquet file last."""
@@ -102,7 +125,8 @@ class UnitWorker:
             unit=result.unit, unit_key=result.unit.key(), circuitbench_version=circuitbench.__version__,
             git_commit=_git_commit(), ablation_corpus=self.ablation.key, device=str(self.adapter.device),
             torch_version=torch.__version__, threads=torch.get_num_threads(), started_at=started,
-            wall_s=result.wall_s, saes=self.adapter.provenance.get("saes"),
+            wall_s=result.wall_s, saes=self.adapter.provenance.get("saes"), host=socket.gethostname(),
+            pid=os.getpid(),
         )
         write_unit(path, result, prov)
         return path
@@ -128,13 +152,33 @@ def load_run_model(cfg: RunConfig) -> tuple[ModelAdapter, str]:
     return adapter, name
 
 
-def run(cfg: RunConfig, adapter: ModelAdapter | None = None, executor: Executor | None = None) -> list[dict[str, Any]]:
+def wait_for(worker: UnitWorker, unit: Unit, poll_s: float = 1.0) -> dict[str, Any]:
+    """The summary of a unit another run holds: its result once written, or computed here if that run dies."""
+    path = unit_file(worker.out, unit)
+    while True:
+        if claims.holder(path) is None:  # released (written) or its process is gone
+            summary = finished(worker.out, unit)
+            if summary is not None:
+                return summary
+            summary = worker(unit)
+            if HELD not in summary:
+                return summary
+        time.sleep(poll_s)
+
+
+def run(cfg: RunConfig, adapter: ModelAdapter | None = None, executor: Executor | None = None,
+        poll_s: float = 1.0) -> list[dict[str, Any]]:
     """Find, measure and write the circuit of every task; skip units already in `cfg.out`.
+
+    Several runs may share one `cfg.out` at the same time: each claims a unit before computing it
+    (`circuitbench.runs.claims`), skips units another live run holds, and at the end waits for their
+    results, so every unit is computed once and every run returns every row.
 
     Args:
         cfg: The run.
         adapter: The model, already loaded (tests, notebooks); None loads `cfg.model`.
         executor: Where units run; None runs them here, one after another.
+        poll_s: How often to look for a unit another run is computing.
 
     Returns:
         One summary row per (task, method, seed) asked for, finished now or earlier, in task order.
@@ -149,7 +193,7 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None, executor: Executor 
 
             adapter = load_saes(adapter, cfg.saes)
             name += adapter.suffix  # type: ignore[attr-defined]
-    units = make_units(cfg, model_ref(name, adapter), str(adapter.dtype).removeprefix("torch."))
+    units = make_units(cfg, model_ref(name, adapter), str(adapter.dtype).removeprefix("torch."), str(adapter.device))
     done: dict[str, dict[str, Any]] = {}
     todo: list[Unit] = []
     for unit in units:
@@ -160,16 +204,25 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None, executor: Executor 
             done[unit.key()] = summary
             log.info("%s: done already (%s); --force recomputes", unit.task, unit_file(cfg.out, unit))
     worker = UnitWorker(adapter, ablation_source(cfg.ablation, adapter, NodeIndex.of(adapter)), cfg.out,
-                        cfg.show_progress)
+                        cfg.show_progress, cfg.force)
     failures: list[str] = []
+    held: list[tuple[Unit, str]] = []
     bar = tqdm(total=len(units), initial=len(done), desc="units", unit="unit", disable=not cfg.show_progress)
     for outcome in (executor or LocalExecutor()).map(worker, todo):
-        bar.update(1)
-        bar.set_postfix_str(outcome.unit.task)
         if outcome.error is not None:
             failures.append(f"{outcome.unit.task}: {outcome.error}")
+        elif isinstance(outcome.value, dict) and HELD in outcome.value:
+            held.append((outcome.unit, outcome.value[HELD]))
+            continue
         else:
             done[outcome.unit.key()] = outcome.value  # type: ignore[assignment]
+        bar.update(1)
+        bar.set_postfix_str(outcome.unit.task)
+    for unit, who in held:  # computed by another run into the same --out: wait for its result
+        log.warning("%s: another run is computing this unit (%s); waiting for it", unit.task, who)
+        bar.set_postfix_str(f"{unit.task}: waiting for {who.split(' (')[0]}")
+        done[unit.key()] = wait_for(worker, unit, poll_s)
+        bar.update(1)
     bar.close()
     reduce(cfg.out)  # every unit in the directory: several models may share it
     if failures:

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from circuitbench.errors import CircuitbenchError
+from circuitbench.hardware import autocast
+from circuitbench.hardware import resolve_precision as _resolve_precision
 from circuitbench.models.config import GPTConfig
 from circuitbench.models.sparse_gpt import SparseGPT
 from circuitbench.train import recipe
@@ -69,28 +71,9 @@ def model_config(cfg: TrainConfig) -> GPTConfig:
     )
 
 
-def bf16_native(device: torch.device | str = "cpu") -> bool:
-    """Whether this device multiplies bfloat16 matrices natively (so autocast pays)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
-
-
 def resolve_precision(cfg: TrainConfig, device: torch.device | str = "cpu") -> str:
-    """`float32` or `bfloat16`: what `precision=auto` means on this device."""
-    if cfg.precision != "auto":
-        return cfg.precision
-    return "bfloat16" if bf16_native(device) else "float32"
-
-
-def _autocast(precision: str, device: torch.device | str = "cpu") -> Any:
-    device = torch.device(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+    """`float32` or `bfloat16`: what the config's `precision` (`auto` included) means on this device."""
+    return _resolve_precision(cfg.precision, device)
 
 
 def _identity(cfg: TrainConfig) -> dict[str, Any]:
@@ -151,7 +134,7 @@ def train_step(
     Returns:
         (loss, learning rate used, density after the step, seconds spent in the projection).
     """
-    with _autocast(precision):
+    with autocast(precision):
         logits = model(x)  # (B, T, V), bfloat16 under autocast
     loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())  # float32 loss
     opt.zero_grad(set_to_none=True)

@@ -64,3 +64,37 @@ def test_patience_stops_once_the_active_set_settles_and_finds_the_same_circuit()
     k_early = smallest_k(lambda k: p.scores(p.train, keep_top(s_early, k)).loss, p.index.size, 0.15)
     assert k_early.met_target and _kept(p.index, keep_top(s_early, k_early.k)) <= PLANTED
     assert k_early.k <= k_full.k + 1
+
+
+def _task_problem(task="with_as"):
+    import circuitbench
+    from circuitbench.tasks.encode import encode_task
+    from circuitbench.tasks.load import get_task
+    adapter = circuitbench.load_model("tiny-sparse", device="cpu")
+    index = NodeIndex.of(adapter)
+    rows = Batch.of(encode_task(get_task(task), adapter.tokenizer, "train"), adapter.device)
+    values = torch.randn(index.value_size, generator=torch.Generator().manual_seed(0)) * 0.1
+    return Problem(adapter, index, values, rows, 0, show_progress=False)
+
+
+def test_length_groups_give_the_same_thresholds_as_one_padded_batch():
+    """Sub-batches by prompt length are a sum of the same loss: the trained thresholds agree to rounding."""
+    p = _task_problem()
+    lengths = p.train.last.unique()
+    assert len(lengths) > 4  # prompts of many lengths, so the groups really differ in padding
+    one = get_method("learned_mask", steps=6, precision="float32", length_groups=1).node_scores(p)
+    four = get_method("learned_mask", steps=6, precision="float32", length_groups=4).node_scores(p)
+    assert (one - four).abs().max() < 1e-5
+    assert (one - 0.1).abs().max() > 1e-3  # the thresholds moved
+
+
+def test_bfloat16_pruning_finds_the_same_circuit_size_as_float32_on_the_toy_model():
+    p = _problem()
+    sizes = {}
+    for precision in ("float32", "bfloat16"):
+        scores = get_method("learned_mask", steps=300, precision=precision).node_scores(p)
+        found = smallest_k(lambda k, s=scores: p.scores(p.train, keep_top(s, k)).loss, p.index.size, 0.15)
+        assert found.met_target
+        sizes[precision] = found.k
+        assert _kept(p.index, keep_top(scores, found.k)) <= PLANTED
+    assert sizes["bfloat16"] == sizes["float32"]

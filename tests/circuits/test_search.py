@@ -24,3 +24,19 @@ def test_a_non_monotone_loss_still_returns_a_k_that_meets_the_target():
     losses = {k: (0.1 if k in (3, 10) or k >= 20 else 0.9) for k in range(33)}
     r = smallest_k(lambda k: losses[k], 32, 0.2)
     assert r.met_target and losses[r.k] <= 0.2
+
+
+def test_the_control_case_the_full_model_misses_but_the_methods_own_circuit_meets():
+    """Inverted labels: k = n (the full model) is the worst circuit; the mask's own size is searched below."""
+    losses = {k: (2.0 if k > 40 else (0.1 if k >= 12 else 0.9)) for k in range(101)}
+    assert not smallest_k(lambda k: losses[k], 100, 0.2).met_target  # without the native size: missed
+    r = smallest_k(lambda k: losses[k], 100, 0.2, native=30)
+    assert r.met_target and r.k == 12
+
+
+def test_a_native_size_that_misses_falls_back_to_all_nodes_and_reports_the_native_size_when_both_miss():
+    losses = {k: (0.1 if k >= 60 else 0.9) for k in range(101)}
+    r = smallest_k(lambda k: losses[k], 100, 0.2, native=30)
+    assert r.met_target and r.k == 60
+    r = smallest_k(lambda k: 1.0, 100, 0.2, native=30)
+    assert not r.met_target and r.k == 30

@@ -194,3 +194,35 @@ def test_fused_sink_attention_equals_the_explicit_mask_form(dtype):
     grads_m = torch.autograd.grad(masked, [q, k, v, attn.attn_imp.sink_logit], g)
     for gf, gm in zip(grads_f, grads_m):
         assert (gf.float() - gm.float()).abs().max() < tol * max(1.0, gm.float().abs().max().item())
+
+
+@pytest.mark.parametrize("over", OTHER_CONFIGS.values(), ids=OTHER_CONFIGS.keys())
+def test_answer_only_gives_the_same_logits_and_gate_gradients(make_model_dir, over):
+    """The last block at the answer positions only: same logits and gate gradients as the full forward."""
+    from circuitbench.circuits.masks import NodeIndex, gate_hook
+
+    raw = dict(block_size=32, vocab_size=97, n_layer=2, n_head=4, d_model=32, d_mlp=64)
+    raw.update(over)
+    raw = {k: v for k, v in raw.items() if v is not None}
+    directory, raw = make_model_dir(raw=raw)
+    if over.get("d_pos_emb"):
+        sd = torch.load(directory / "final_model.pt", weights_only=True)
+        sd["transformer.wpe.weight"].normal_(0, 0.3)
+        torch.save(sd, directory / "final_model.pt")
+    adapter = circuitbench.load_model(str(directory), device="cpu")
+    gen = torch.Generator().manual_seed(2)
+    idx = torch.randint(0, 97, (6, 20), generator=gen)
+    at = torch.tensor([19, 0, 7, 12, 3, 19])  # first, last and middle positions: padding after them
+    index = NodeIndex.of(adapter)
+    grads = []
+    for answer_only in (False, True):
+        gates = torch.rand(index.size, generator=torch.Generator().manual_seed(3)).requires_grad_()
+        mu = torch.randn(index.value_size, generator=torch.Generator().manual_seed(4))
+        logits = adapter.forward(idx, gate_hook(index, gates, mu), at=at, answer_only=answer_only)
+        assert logits.shape == (6, 97)
+        logits.pow(2).sum().backward()
+        grads.append((logits.detach(), gates.grad))
+    (full, g_full), (fast, g_fast) = grads
+    assert (full - fast).abs().max() <= 1e-4 * max(1.0, float(full.abs().max()))
+    assert (g_full - g_fast).abs().max() <= 1e-4 * max(1.0, float(g_full.abs().max()))
+    assert g_full.abs().sum() > 0

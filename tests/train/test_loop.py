@@ -183,7 +183,8 @@ def test_bfloat16_autocast_trains_the_same_model_within_bfloat16_noise(tmp_path,
 
 
 def test_auto_precision_resolves_to_what_the_hardware_multiplies(tmp_path):
-    from circuitbench.train.loop import bf16_native, resolve_precision
+    from circuitbench.hardware import bf16_native
+    from circuitbench.train.loop import resolve_precision
 
     cfg = _cfg(tmp_path)
     assert resolve_precision(cfg) == ("bfloat16" if bf16_native("cpu") else "float32")

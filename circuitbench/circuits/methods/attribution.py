@@ -34,7 +34,7 @@ from circuitbench.circuits.masks import gate_hook
 from circuitbench.circuits.methods import register_method
 from circuitbench.circuits.metrics import answer_logits
 from circuitbench.circuits.problem import Problem, search_subset
-from circuitbench.protocols import Batch
+from circuitbench.protocols import Batch, forward_at
 
 
 def _examples(problem: Problem, max_examples: int | None) -> Batch:
@@ -47,7 +47,7 @@ def _examples(problem: Problem, max_examples: int | None) -> Batch:
 
 def _logit_diff(problem: Problem, part: Batch, gates: Tensor) -> Tensor:
     """Sum over rows of logit(correct) - logit(incorrect) with the given gates."""
-    logits = problem.adapter.forward(part.tokens, gate_hook(problem.index, gates, problem.ablation), at=part.last)
+    logits = forward_at(problem.adapter, part.tokens, gate_hook(problem.index, gates, problem.ablation), part.last)
     two = answer_logits(logits, part)
     return (two[:, 0] - two[:, 1]).sum()
 
@@ -180,7 +180,7 @@ class ActivationPatching(_Base):
                 rep = Batch(part.tokens.repeat(len(nodes), 1), part.last.repeat(len(nodes)),
                             part.correct.repeat(len(nodes)), part.incorrect.repeat(len(nodes)))
                 g = gates.repeat_interleave(b, dim=0)  # (len(nodes) * b, n): row r ablates node r // b
-                logits = problem.adapter.forward(rep.tokens, _row_gate_hook(problem, g), at=rep.last)
+                logits = forward_at(problem.adapter, rep.tokens, _row_gate_hook(problem, g), rep.last)
                 two = answer_logits(logits, rep)
                 diff = (two[:, 0] - two[:, 1]).view(len(nodes), b).sum(1)
                 out[start : start + len(nodes)] += diff.cpu()

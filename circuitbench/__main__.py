@@ -1,0 +1,7 @@
+"""`python -m circuitbench`: the command line."""
+
+import sys
+
+from circuitbench.cli import main
+
+sys.exit(main())

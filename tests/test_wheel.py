@@ -1,0 +1,49 @@
+"""What users install: the built wheel, in a fresh venv, run from outside the source tree."""
+
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_package_on_disk_is_in_the_wheel_list():
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "circuitbench").rglob("__init__.py")}
+    assert on_disk <= listed, f"add to [tool.setuptools].packages: {sorted(on_disk - listed)}"
+
+
+def test_the_built_wheel_installs_and_runs_circuitbench_run_from_outside_the_tree(tmp_path):
+    src = tmp_path / "src"
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard"], capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:  # a clean copy: building must not write into the checkout
+        if (REPO / f).is_file():
+            (src / f).parent.mkdir(parents=True, exist_ok=True)
+            (src / f).write_bytes((REPO / f).read_bytes())
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
+                    str(src)], check=True, timeout=300)
+    (wheel,) = dist.glob("circuitbench-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, system_site_packages=True, with_pip=False)  # torch and the rest from this environment
+    py = env_dir / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q",
+                    str(wheel)], check=True, timeout=300)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    where = subprocess.run([str(py), "-c", "import circuitbench; print(circuitbench.__file__)"], cwd=work,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert where.startswith(str(env_dir)), where  # the wheel, not the checkout
+    run = subprocess.run([str(env_dir / "bin" / "circuitbench"), "run", "--tasks", "while_return_true", "--steps", "4",
+                          "--no-control", "--quiet", "--threads", "1", "--out", str(work / "results")], cwd=work,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "while_return_true" in run.stdout and "solved" in run.stdout
+    assert list((work / "results").rglob("*.circuit.safetensors"))
+    listed = subprocess.run([str(env_dir / "bin" / "circuitbench"), "tasks", "list"], cwd=work, capture_output=True,
+                            text=True, check=True).stdout
+    assert listed.count("\n") >= 20  # the task specs ship in the wheel
