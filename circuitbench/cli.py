@@ -141,6 +141,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=None,
                    help="learned-mask matrix products: bfloat16 autocast where the hardware has it (auto, the "
                         "default), or float32 (the slow path); evaluation is always in the model's --dtype")
+    p.add_argument("--eval-batch", type=int, default=256,
+                   help="examples per forward pass when scoring circuits (memory is bounded by it; on a GPU "
+                        "raise it; the numbers do not change)")
     p.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="any hyperparameter of the method (repeatable), e.g. --method-arg length_groups=1; "
                         "see `circuitbench methods`")
@@ -188,18 +191,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
               **{k: v for k, v in (("steps", args.steps), ("patience", args.patience),
                                    ("batch_pairs", args.batch_pairs), ("precision", args.precision))
                  if v is not None}}
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CircuitbenchError(f"--threads {args.threads}: give a positive number of threads")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     cfg = RunConfig(model=args.model, saes=args.sae.split(",") if args.sae else [],
                     tasks=args.tasks.split(","), method=args.method.replace("-", "_"),
                     method_kwargs=kwargs, target_loss=args.target_loss, ablation=args.ablation,
                     seed=args.seed, device=args.device, dtype=args.dtype, out=args.out, force=args.force,
                     min_accuracy=args.min_accuracy, control=not args.no_control, calibrate=args.calibrate,
-                    show_progress=not args.quiet, revision=args.revision, trust_remote_code=args.trust_remote_code)
+                    show_progress=not args.quiet, revision=args.revision, trust_remote_code=args.trust_remote_code,
+                    eval_batch=args.eval_batch)
     from circuitbench.runs.executors import make_executor
 
     summaries = run(cfg, executor=make_executor(args.executor, args.address))
@@ -217,10 +216,66 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   f"--min-accuracy {args.min_accuracy}; the model must solve a task before it can be pruned.")
         unsolved = [s["task"] for s in summaries if s.get("status") == "unsolved"]
         if unsolved and g["solved"]:
-            print(f"Not solved by the full model (accuracy < {args.min_accuracy}), so not pruned: {', '.join(unsolved)}.")
+            print(f"Not solved by the full model (accuracy < {args.min_accuracy}), so not pruned: "
+                  f"{', '.join(unsolved)}.")
         print(f"Results: {args.out}/ (per task: Parquet measurements, circuit .safetensors, edges .parquet; "
               "plus summary.parquet). See one: circuitbench circuit show FILE.parquet")
     return 0
+
+
+# --- sweep ---------------------------------------------------------------------------------------
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="run a grid of models x tasks x methods x seeds from a YAML file",
+        description="Run every (model, task, method, seed) of a sweep file as units. The file lists models, "
+                    "tasks, methods (a name, or {name: NAME, HYPERPARAMETER: VALUE}) and seeds, plus any single "
+                    "run setting (out, ablation, target_loss, min_accuracy, control, ...). Finished units are "
+                    "skipped, so a rerun resumes; a failing unit is retried once, then reported.")
+    p.add_argument("file", type=Path, help="the sweep YAML file")
+    p.add_argument("--out", type=Path, default=None, help="results directory (default: the file's `out`)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where units run: here, one after another, or as Ray tasks (pip install 'circuitbench[ray]')")
+    p.add_argument("--address", default=None, help="with --executor ray: the Ray cluster (default: start one here)")
+    p.add_argument("--num-gpus", type=float, default=None,
+                   help="with --executor ray: GPUs per unit (default: 1 when this machine has CUDA, else 0)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per unit")
+    p.add_argument("--force", action="store_true", help="recompute units already in the results directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(handler=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from circuitbench.runs.executors import make_executor
+    from circuitbench.runs.sweep import load_sweep, sweep
+
+    spec = load_sweep(args.file, args.out)
+    _set_threads(args.threads)
+    num_gpus = args.num_gpus
+    if num_gpus is None:
+        import torch
+
+        num_gpus = 1.0 if torch.cuda.is_available() and spec.device in ("auto", "cuda") else 0.0
+    rows = sweep(spec, make_executor(args.executor, args.address, num_gpus, fail_fast=False), args.force,
+                 not args.quiet, where=str(args.file))
+    cols = ["model", "task", "method", "seed", "status", "nodes", "edges", "faithfulness", "cpr_log", "control_nodes"]
+    _print_table([{c: r.get(c) for c in cols} for r in rows], args.format, floatfmt=".3f")
+    if args.format == "table":
+        print(f"\n{len(rows)} units in {spec.out}/ (summary.parquet covers every unit there); "
+              "`circuitbench report` compares them.")
+    return 0
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise CircuitbenchError(f"--threads {threads}: give a positive number of threads")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 # --- methods -------------------------------------------------------------------------------------
@@ -581,6 +636,7 @@ def _cmd_export_lm_eval(args: argparse.Namespace) -> int:
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_inspect,
     _add_run,
+    _add_sweep,
     _add_methods,
     _add_compare,
     _add_circuit,

@@ -1,4 +1,4 @@
-"""Imports run downward: the layers of DESIGN.md section 2, checked on every module's source (not at runtime).
+"""Imports run downward: the layers of docs/design.md, Data flow, checked on every module's source (not at runtime).
 
 Function-level imports count too: a lazy import is still a dependency.
 """

@@ -44,6 +44,10 @@ def test_the_built_wheel_installs_and_runs_circuitbench_run_from_outside_the_tre
     assert run.returncode == 0, run.stderr[-3000:]
     assert "while_return_true" in run.stdout and "solved" in run.stdout
     assert list((work / "results").rglob("*.circuit.safetensors"))
+    from circuitbench.results.store import read_unit, unit_files
+
+    (unit,) = unit_files(work / "results")
+    assert read_unit(unit)[2].git_commit is None  # an installed wheel has no checkout to name
     listed = subprocess.run([str(env_dir / "bin" / "circuitbench"), "tasks", "list"], cwd=work, capture_output=True,
                             text=True, check=True).stdout
     assert listed.count("\n") >= 20  # the task specs ship in the wheel

@@ -85,7 +85,8 @@ def encode_unit_task(unit: Unit, adapter: ModelAdapter) -> tuple[Any, Any]:
             encode_task(spec, adapter.tokenizer, "test", max_len=max_len))
 
 
-def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_progress: bool = False) -> UnitResult:
+def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_progress: bool = False,
+             eval_batch: int = 256) -> UnitResult:
     """Measure one unit: full model, circuit search, sufficiency, necessity, faithfulness, control.
 
     Args:
@@ -93,6 +94,8 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
         adapter: The model.
         ablation: Where pruned nodes' values come from; its kind must be the unit's.
         show_progress: Show the method's progress bar.
+        eval_batch: Examples per forward pass when scoring circuits (memory is bounded by it, not by the
+            task; the numbers do not depend on it beyond float rounding).
 
     Returns:
         The result, with the circuit when the task was pruned.
@@ -126,7 +129,7 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     search_rows = search_subset(train, unit.search_examples, unit.seed)
     # the full model ignores ablation values; they are computed only for tasks that get pruned
     problem = Problem(adapter, index, torch.zeros(index.value_size, device=adapter.device), train, unit.seed,
-                      show_progress)
+                      show_progress, eval_batch)
     with phases("full_model"):
         full_test, full_train = problem.scores(test, None), problem.scores(search_rows, None)
     rows += [("test", k, v) for k, v in full_test.as_dict("full").items()]
@@ -147,9 +150,19 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     target = max(unit.target_loss, full_train.loss)
     rows.append(("train", "target_loss", target))
     on_search = circuit_scorer(problem, search_rows, unit.calibrate)
+    control = dataclasses.replace(problem, train=train.swapped()) if unit.control else None
+    # A method that can train the task and its control side by side in one batch (`joint_scores`: the same
+    # numbers as two runs, in fewer passes) does; the method phase then includes the control's training.
+    joint = control is not None and hasattr(method, "joint_scores")
     with phases("method"):
-        node_scores = method.node_scores(problem)
+        if joint:
+            node_scores, c_scores = method.joint_scores([problem, control])
+            native, c_native = method.native_ks
+        else:
+            node_scores = method.node_scores(problem)
+            native = getattr(method, "native_k", None)
     rows += [("", f"method_{k}", v) for k, v in getattr(method, "diagnostics", dict)().items()]
+    rows.append(("", "method_joint_control", float(joint)))
     cost = method.cost(len(train), index.size) if hasattr(method, "cost") else {}
     rows += [("", f"method_cost_{k}_passes", v) for k, v in cost.items()]
     with phases("curve"):
@@ -162,7 +175,7 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     fields.update(cpr=curve.cpr(), cmd=curve.cmd(), cpr_log=curve.cpr_log(), cmd_log=curve.cmd_log())
     with phases("search"):
         found = smallest_k(lambda k: on_search(keep_top(node_scores, k))[0].loss, index.size, target,
-                           getattr(method, "native_k", None))
+                           native)
         gates = keep_top(node_scores, found.k)
         calibration = on_search(gates)[1]
     sizes = {**count_nodes(index, gates), **count_edges(adapter, index, gates)}
@@ -182,14 +195,14 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     fields.update(target_loss=target, nodes=sizes["nodes"], edges=sizes["edges"], circuit_train_loss=found.loss,
                   sufficiency_loss=suff.loss, sufficiency_accuracy=suff.accuracy, necessity_loss=nec.loss,
                   necessity_accuracy=nec.accuracy, faithfulness=f)
-    if unit.control:
+    if control is not None:
         # Drori 2026: pruning can "solve" nonsense; the inverted-label control measures how easily.
-        control = dataclasses.replace(problem, train=train.swapped())
         on_control = circuit_scorer(control, search_rows.swapped(), unit.calibrate)
         with phases("control"):
-            c_scores = method.node_scores(control)
-            c_found = smallest_k(lambda k: on_control(keep_top(c_scores, k))[0].loss, index.size, target,
-                                 getattr(method, "native_k", None))
+            if not joint:
+                c_scores = method.node_scores(control)
+                c_native = getattr(method, "native_k", None)
+            c_found = smallest_k(lambda k: on_control(keep_top(c_scores, k))[0].loss, index.size, target, c_native)
         rows += [("", "control_nodes", c_found.k), ("train", "control_loss", c_found.loss),
                  ("", "control_met_target", float(c_found.met_target))]
         fields.update(control_nodes=c_found.k, control_met_target=c_found.met_target)

@@ -1,7 +1,7 @@
 """NodeMask: every channel of every site as one flat vector, and the hook that gates and ablates them.
 
 A circuit is a 0/1 (or relaxed) gate per node; a pruned node takes its ablation value:
-x * g + mu * (1 - g) (DESIGN.md section 3). Gates and ablation values are flat float32 tensors over all
+x * g + mu * (1 - g) (docs/design.md, Node sites). Gates and ablation values are flat float32 tensors over all
 nodes; each site is a slice of them, so the hot loop does one multiply-add per site and nothing per node.
 Ablation values follow the activations' layout: a site whose single node gates a whole vector (an SAE
 error node, `Site.value_width`) has one gate but a vector of ablation values.

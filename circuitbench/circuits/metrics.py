@@ -57,7 +57,7 @@ def faithfulness(m_circuit: float, m_full: float, m_empty: float) -> float:
 
 
 def count_edges(adapter: ModelAdapter, index: NodeIndex, gates: Tensor) -> dict[str, int]:
-    """Edges between kept nodes (DESIGN.md section 4, "Circuit size").
+    """Edges between kept nodes (docs/design.md, The model format and the method, "Circuit size").
 
     Weighted edges: a nonzero weight from a kept source channel to a kept channel (q/k/v from the
     attention read, attention write from v, MLP neurons from the MLP read, MLP write from the neurons).

@@ -11,7 +11,7 @@ always passes a device, `cuda:0` unless told otherwise).
 
 Unlike lm-eval's own models, a continuation is encoded on its own, never together with its context,
 so a tokenizer that merges across the boundary cannot shift or swallow the continuation's tokens
-(DESIGN.md section 5). The model computes loglikelihoods only; it cannot
+(docs/design.md, Traps). The model computes loglikelihoods only; it cannot
 generate text or score rolling windows.
 """
 

@@ -9,7 +9,7 @@ log-softmax(logits)[token] at the last prompt position; it differs from circuitb
 comparison by a constant shared by both choices, so accuracy and logit difference agree exactly.
 
 lm-eval's own models (`hf`, `vllm`, ...) encode prompt + choice together and split at the prompt's
-token count (DESIGN.md section 5); where the tokenizer merges across that boundary the choice's
+token count (docs/design.md, Traps); where the tokenizer merges across that boundary the choice's
 tokens come out wrong, and a choice that vanishes into the prompt scores log-probability 0.0. Every
 exported example is therefore checked, for both choices, that
 

@@ -3,8 +3,8 @@
 The Hub repository wraps the released GPT in transformers custom code (model_type `circuitgpt`): the
 wrapper holds the GPT as `circuit_model`, so its weights carry a prefix such as `circuit_model.` or
 `model.circuit_model.` before the released key names (`transformer.h.0.attn.c_attn.weight`, `lm_head.weight`).
-DESIGN.md section 4 notes that the exact weight file name and prefix are not confirmed, so this module
-loads defensively and never executes the repository's code unless the caller passes `trust_remote_code`:
+The exact weight file name and prefix are not confirmed (docs/design.md, The model format and the method), so
+this module loads defensively and never executes the repository's code unless the caller passes `trust_remote_code`:
 
 - config: the GPTConfig keys are read from the top level of `config.json`, or from the one sub-dict
   that holds them (`CONFIG_ALIASES` maps transformers' names such as `hidden_size` onto them);

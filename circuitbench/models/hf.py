@@ -159,7 +159,7 @@ class HFAdapter:
         return f"{self._param_names[id(self._module(layer, path))]}.weight"
 
     def _make_sites(self) -> list[Site]:
-        """The eight maskable sites per layer (DESIGN.md section 3).
+        """The eight maskable sites per layer (docs/design.md, Node sites).
 
         `Site.weight` names the parameter; `site_weight` is the source of truth for the matrix (transposed
         from Conv1D; GPT-2's `rows` index the [out, in] view; NeoX's per-head interleaved rows have no range).

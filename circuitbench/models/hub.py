@@ -3,7 +3,7 @@
 Hub ids (`owner/name`) are fetched with `huggingface_hub.snapshot_download` into the Hugging Face cache,
 taking only configuration, tokenizer and weight files (plus `*.py` with `trust_remote_code`).
 huggingface_hub reads `HF_HUB_OFFLINE`, `HF_HOME` and `HF_HUB_CACHE` once, when it is imported
-(DESIGN.md section 5); this module reads them again at every call, so setting them later still counts.
+(docs/design.md, Traps); this module reads them again at every call, so setting them later still counts.
 
 The format is detected from the files: the released circuit-sparsity format (`beeg_config.json`), the
 Hub's `openai/circuit-sparsity` layout (`config.json` of model_type circuitgpt, see `circuitgpt.py`), or

@@ -24,7 +24,7 @@ CONFIG_FILE = "beeg_config.json"
 
 
 def gpt_sites(cfg: GPTConfig) -> list[Site]:
-    """The eight maskable sites per layer of a SparseGPT (DESIGN.md section 3), in forward order."""
+    """The eight maskable sites per layer of a SparseGPT (docs/design.md, Node sites), in forward order."""
     sites: list[Site] = []
     inner = cfg.n_head * cfg.head_dim
     for i in range(cfg.n_layer):

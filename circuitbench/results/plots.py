@@ -6,8 +6,10 @@ from pathlib import Path
 
 from circuitbench.errors import CircuitbenchError
 
+Curves = dict[str, dict[str, list[tuple[float, float]]]]
 
-def read_curves(out: Path, model: str, methods: list[str], seed: int = 0) -> dict[str, dict[str, list[tuple[float, float]]]]:
+
+def read_curves(out: Path, model: str, methods: list[str], seed: int = 0) -> Curves:
     """Task -> method -> [(fraction of nodes, faithfulness)] from the units' `curve_f_*` measurements."""
     from circuitbench.results.store import read_unit, unit_files
 

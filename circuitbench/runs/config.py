@@ -39,6 +39,8 @@ class RunConfig:
     calibrate: bool = False
     """Fit a scale and shift of the final logits to each circuit (16 LBFGS steps) before scoring it."""
     show_progress: bool = True
+    eval_batch: int = 256
+    """Examples per forward pass when scoring circuits; bounds memory (GPU: raise it; numbers unchanged)."""
 
 
 def validate(cfg: RunConfig) -> None:
@@ -60,15 +62,25 @@ def validate(cfg: RunConfig) -> None:
         raise CircuitbenchError(f"--target-loss {cfg.target_loss}: give a finite loss above 0 (the paper uses 0.15)")
     if not (math.isfinite(cfg.min_accuracy) and cfg.min_accuracy >= 0):
         raise CircuitbenchError(f"--min-accuracy {cfg.min_accuracy}: give a number in [0, 1]")
+    if cfg.eval_batch < 1:
+        raise CircuitbenchError(f"--eval-batch {cfg.eval_batch}: give a positive number of examples per pass")
     if cfg.search_examples < 2:
         raise CircuitbenchError(f"search_examples {cfg.search_examples}: the search needs at least one pair (2)")
     resolve_tasks(cfg.tasks)
     get_method(cfg.method, **cfg.method_kwargs)
     if str(cfg.device) != "auto":
         try:
-            torch.device(cfg.device)
+            kind = torch.device(cfg.device).type
         except (RuntimeError, ValueError) as err:
-            raise CircuitbenchError(f"--device {cfg.device}: not a torch device ({err}); use auto, cpu or cuda") from None
+            raise CircuitbenchError(f"--device {cfg.device}: not a torch device ({err}); "
+                                    "use auto, cpu or cuda") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise CircuitbenchError(f"--device {cfg.device}: this machine has no CUDA device torch can use; "
+                                    "use --device cpu (or auto)")
+        if kind == "mps" and not torch.backends.mps.is_available():
+            raise CircuitbenchError(f"--device {cfg.device}: MPS is not available here; use --device cpu (or auto)")
+        if kind not in ("cpu", "cuda", "mps"):
+            raise CircuitbenchError(f"--device {cfg.device}: circuitbench runs on cpu, cuda or mps")
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise CircuitbenchError(f"--out {out}: is a file; give a directory for the results")

@@ -35,10 +35,15 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """One unit after another in this process; a failing unit does not stop the others unless `fail_fast`."""
+    """One unit after another in this process.
 
-    def __init__(self, fail_fast: bool = True) -> None:
-        self.fail_fast = fail_fast
+    With `fail_fast` (a single `run`), the first error stops everything and reaches the caller as it is.
+    Without it (sweeps), a failing unit is retried `retries` times, then reported with its error, and the
+    other units still run.
+    """
+
+    def __init__(self, fail_fast: bool = True, retries: int = 1) -> None:
+        self.fail_fast, self.retries = fail_fast, retries
 
     def map(self, fn: Callable[[Unit], object], units: Sequence[Unit]) -> Iterator[Outcome]:
         """Run each unit in order."""
@@ -46,10 +51,13 @@ class LocalExecutor:
             if self.fail_fast:
                 yield Outcome(unit, fn(unit))
                 continue
-            try:
-                yield Outcome(unit, fn(unit))
-            except Exception as err:  # reported per unit; the others still run
-                yield Outcome(unit, None, f"{type(err).__name__}: {err}")
+            for attempt in range(self.retries + 1):
+                try:
+                    yield Outcome(unit, fn(unit))
+                    break
+                except Exception as err:  # reported per unit after its retries; the others still run
+                    if attempt == self.retries:
+                        yield Outcome(unit, None, f"{type(err).__name__}: {err}")
 
 
 class RayExecutor:
@@ -101,10 +109,10 @@ class RayExecutor:
                 yield Outcome(unit, None, f"{type(err).__name__}: {str(err).splitlines()[0]}")
 
 
-def make_executor(name: str, address: str | None = None, num_gpus: float = 0) -> Executor:
-    """The executor a `--executor` flag names."""
+def make_executor(name: str, address: str | None = None, num_gpus: float = 0, fail_fast: bool = True) -> Executor:
+    """The executor a `--executor` flag names (`fail_fast`: a local run stops at the first error)."""
     if name == "local":
-        return LocalExecutor()
+        return LocalExecutor(fail_fast=fail_fast)
     if name == "ray":
         return RayExecutor(address=address, num_gpus=num_gpus)
     from circuitbench.errors import CircuitbenchError

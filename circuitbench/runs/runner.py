@@ -45,13 +45,22 @@ __all__ = ["RunConfig", "UnitWorker", "geometric_means", "reduce", "resolve_task
 
 
 def _git_commit() -> str | None:
+    """The commit of circuitbench's own checkout, or None when it runs from an installed wheel.
+
+    Only a checkout whose top level holds circuitbench's pyproject.toml counts: an installed package under
+    some other repository (a venv inside a user's project) must not record that project's commit.
+    """
+    root = Path(circuitbench.__file__).resolve().parents[1]
     try:
-        root = Path(circuitbench.__file__).resolve().parents[1]
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=False)
-        return out.stdout.strip() or None
+        if 'name = "circuitbench"' not in (root / "pyproject.toml").read_text():
+            return None
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=False).stdout.split()
     except (OSError, subprocess.SubprocessError):
         return None
+    if len(top) != 2 or Path(top[0]).resolve() != root:
+        return None
+    return top[1]
 
 
 def unit_file(out: Path, unit: Unit) -> Path:
@@ -88,6 +97,8 @@ class UnitWorker:
     show_progress: bool = False
     force: bool = False
     """Recompute a unit even when another run has written it meanwhile."""
+    eval_batch: int = 256
+    """Examples per forward pass when scoring circuits (`--eval-batch`)."""
 
     def __call__(self, unit: Unit) -> dict[str, Any]:
         """Claim the unit, evaluate it, write its circuit, edges and measurements; return its summary row.
@@ -100,11 +111,12 @@ class UnitWorker:
         if held is not None:
             return {HELD: held.describe()}
         try:
+            _remove_debris(path)  # what a killed run left half-written for this unit (ours now: we hold the claim)
             if not self.force and (done := finished(self.out, unit)) is not None:
                 return done  # another run wrote it between this run's look and its claim
             started = datetime.now(UTC).isoformat(timespec="seconds")
             log.debug("computing unit %s (pid %d)", unit.key(), os.getpid())
-            result = evaluate(unit, self.adapter, self.ablation, self.show_progress)
+            result = evaluate(unit, self.adapter, self.ablation, self.show_progress, self.eval_batch)
             self.write(result, started)
             return result.summary()
         finally:
@@ -130,6 +142,12 @@ class UnitWorker:
         )
         write_unit(path, result, prov)
         return path
+
+
+def _remove_debris(path: Path) -> None:
+    for f in (path, *circuit_paths(path)):
+        for tmp in f.parent.glob(f".{f.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def reduce(out: Path) -> Path:
@@ -166,6 +184,44 @@ def wait_for(worker: UnitWorker, unit: Unit, poll_s: float = 1.0) -> dict[str, A
         time.sleep(poll_s)
 
 
+def execute(units: list[Unit], worker: UnitWorker, executor: Executor, bar: Any,
+            poll_s: float = 1.0) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every unit's summary: finished ones read back, the rest computed behind `executor`.
+
+    Units another live run holds are waited for at the end (`wait_for`). Returns the summaries by unit
+    key, and one line per unit that failed (`task: error`).
+    """
+    done: dict[str, dict[str, Any]] = {}
+    todo: list[Unit] = []
+    for unit in units:
+        summary = None if worker.force else finished(worker.out, unit)
+        if summary is None:
+            todo.append(unit)
+        else:
+            done[unit.key()] = summary
+            bar.update(1)
+            log.info("%s: done already (%s); --force recomputes", unit.task, unit_file(worker.out, unit))
+    failures: list[str] = []
+    held: list[tuple[Unit, str]] = []
+    for outcome in executor.map(worker, todo):
+        if outcome.error is not None:
+            failures.append(f"{outcome.unit.model.name} {outcome.unit.task} {outcome.unit.method} "
+                            f"seed {outcome.unit.seed}: {outcome.error}")
+        elif isinstance(outcome.value, dict) and HELD in outcome.value:
+            held.append((outcome.unit, outcome.value[HELD]))
+            continue
+        else:
+            done[outcome.unit.key()] = outcome.value  # type: ignore[assignment]
+        bar.update(1)
+        bar.set_postfix_str(outcome.unit.task)
+    for unit, who in held:  # computed by another run into the same --out: wait for its result
+        log.warning("%s: another run is computing this unit (%s); waiting for it", unit.task, who)
+        bar.set_postfix_str(f"{unit.task}: waiting for {who.split(' (')[0]}")
+        done[unit.key()] = wait_for(worker, unit, poll_s)
+        bar.update(1)
+    return done, failures
+
+
 def run(cfg: RunConfig, adapter: ModelAdapter | None = None, executor: Executor | None = None,
         poll_s: float = 1.0) -> list[dict[str, Any]]:
     """Find, measure and write the circuit of every task; skip units already in `cfg.out`.
@@ -194,35 +250,10 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None, executor: Executor 
             adapter = load_saes(adapter, cfg.saes)
             name += adapter.suffix  # type: ignore[attr-defined]
     units = make_units(cfg, model_ref(name, adapter), str(adapter.dtype).removeprefix("torch."), str(adapter.device))
-    done: dict[str, dict[str, Any]] = {}
-    todo: list[Unit] = []
-    for unit in units:
-        summary = None if cfg.force else finished(cfg.out, unit)
-        if summary is None:
-            todo.append(unit)
-        else:
-            done[unit.key()] = summary
-            log.info("%s: done already (%s); --force recomputes", unit.task, unit_file(cfg.out, unit))
     worker = UnitWorker(adapter, ablation_source(cfg.ablation, adapter, NodeIndex.of(adapter)), cfg.out,
-                        cfg.show_progress, cfg.force)
-    failures: list[str] = []
-    held: list[tuple[Unit, str]] = []
-    bar = tqdm(total=len(units), initial=len(done), desc="units", unit="unit", disable=not cfg.show_progress)
-    for outcome in (executor or LocalExecutor()).map(worker, todo):
-        if outcome.error is not None:
-            failures.append(f"{outcome.unit.task}: {outcome.error}")
-        elif isinstance(outcome.value, dict) and HELD in outcome.value:
-            held.append((outcome.unit, outcome.value[HELD]))
-            continue
-        else:
-            done[outcome.unit.key()] = outcome.value  # type: ignore[assignment]
-        bar.update(1)
-        bar.set_postfix_str(outcome.unit.task)
-    for unit, who in held:  # computed by another run into the same --out: wait for its result
-        log.warning("%s: another run is computing this unit (%s); waiting for it", unit.task, who)
-        bar.set_postfix_str(f"{unit.task}: waiting for {who.split(' (')[0]}")
-        done[unit.key()] = wait_for(worker, unit, poll_s)
-        bar.update(1)
+                        cfg.show_progress, cfg.force, cfg.eval_batch)
+    bar = tqdm(total=len(units), desc="units", unit="unit", disable=not cfg.show_progress)
+    done, failures = execute(units, worker, executor or LocalExecutor(), bar, poll_s)
     bar.close()
     reduce(cfg.out)  # every unit in the directory: several models may share it
     if failures:

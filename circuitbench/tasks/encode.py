@@ -1,7 +1,7 @@
 """Per-model encoding: token tensors for the hot loop, first-token candidates, boundary checks.
 
 For each side of a pair, the prompt is encoded alone and together with each completion (never the
-completion alone: BPE merges across the boundary, the trap DESIGN.md section 5 describes). The
+completion alone: BPE merges across the boundary, the trap docs/design.md, Traps describes). The
 prompt's ids must be a prefix of the joint ids; the candidate is the first token after that prefix.
 Only this first token is scored, never the summed completion (which favours short answers). A pair
 is kept only if all four encodings pass and each side's two candidates differ; otherwise both

@@ -33,7 +33,7 @@ def score_task(adapter: ModelAdapter, encoded: Any, batch: int = 64) -> dict[str
     """Full-model accuracy and task loss of one encoded task.
 
     Accuracy: fraction of rows where logit[correct] > logit[incorrect] at `last`. Task loss: mean
-    over rows of -log_softmax([logit[correct], logit[incorrect]])[0] (DESIGN.md section 4,
+    over rows of -log_softmax([logit[correct], logit[incorrect]])[0] (docs/design.md, The model format and the method,
     per-example scale).
 
     Args:
@@ -112,7 +112,7 @@ def render_card(name: str, meta: dict[str, Any], tasks: list[dict[str, Any]], no
         f"# {name}",
         "",
         f"A {kind} GPT trained by `circuitbench train` with the recipe of Gao et al. 2025 "
-        "(DESIGN.md section 4), bundled with circuitbench as a reference model.",
+        "(docs/design.md, The model format and the method), bundled with circuitbench as a reference model.",
         "",
         "## Training",
         "",
@@ -142,7 +142,8 @@ def render_card(name: str, meta: dict[str, Any], tasks: list[dict[str, Any]], no
         "tokens) |",
         f"| parameters | {meta['params_total']:,} total, {meta['params_nonzero']:,} nonzero |",
         f"| of which weight matrices and biases (all but the bigram table, norm gains, sink logits"
-        f"{', zeroed positional embeddings' if cfg.get('pos_emb') != 'learned' else ''}) | {sp_total:,} total, {sp_nonzero:,} nonzero "
+        f"{', zeroed positional embeddings' if cfg.get('pos_emb') != 'learned' else ''}) | {sp_total:,} total, "
+        f"{sp_nonzero:,} nonzero "
         f"({sp_nonzero / max(sp_total, 1):.2%}) |",
         f"| wall time | {meta['wall_time_s'] / 60:.1f} min (training, validation and checkpoints) |",
         f"| hardware | {meta['hardware']}, shared with other jobs |",

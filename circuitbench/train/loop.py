@@ -39,7 +39,7 @@ CHECKPOINT = "checkpoint.pt"
 LOSS_CURVE = "loss_curve.csv"
 META = "train_meta.json"
 
-# The eight node sites of DESIGN.md section 3 (Gao et al. 2025: AbsTopK at all eight).
+# The eight node sites of docs/design.md, Node sites (Gao et al. 2025: AbsTopK at all eight).
 SPARSE_LOCS = "attn_in,attn_q,attn_k,attn_v,attn_out,mlp_in,mlp_neuron,mlp_out"
 
 # Fields that may differ between an interrupted run and its resumption.
@@ -62,7 +62,7 @@ def model_config(cfg: TrainConfig) -> GPTConfig:
         rms_norm=True,
         afrac=None if cfg.dense else cfg.afrac,
         afrac_loctypes=SPARSE_LOCS,
-        tied_unembed=False,  # released models untie lm_head (DESIGN.md section 4)
+        tied_unembed=False,  # released models untie lm_head (docs/design.md, The model format and the method)
         tokenizer_name="circuitbench_bpe_2k",
         grad_checkpointing=False,
         enable_bigram_table=True,

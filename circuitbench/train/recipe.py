@@ -1,7 +1,7 @@
 """The weight-sparse training recipe as pure functions: top-|w| projection, L0 schedule, lr scaling.
 
-Gao et al. 2025 (and the later upstream `train.py`, DESIGN.md section 4) train with dense gradients
-and, after every optimizer step, project each weight matrix and bias back onto its L0 budget: keep
+Gao et al. 2025 (and the later upstream `train.py`; docs/design.md, The model format and the method) train
+with dense gradients and, after every optimizer step, project each weight matrix and bias back onto its L0 budget: keep
 the entries of largest magnitude, zero the rest. Zeroed weights may regrow when a later step moves
 them past the threshold. The budget anneals linearly from dense to the target, and the learning rate
 is scaled by sqrt(L0_final / L0_current) so the per-weight step grows as the weights thin out.
@@ -19,10 +19,10 @@ MIN_PER_NEURON = 4
 """Nonzeros every neuron (output row) keeps, whatever the budget (Gao et al. 2025, App.: >= 4)."""
 
 ANNEAL_START = 0.01
-"""Fraction of training at which the L0 budget starts to fall from dense (DESIGN.md section 4)."""
+"""Fraction of training at which the L0 budget starts to fall from dense (docs/design.md, training recipe)."""
 
 ANNEAL_END = 0.5
-"""Fraction of training at which the L0 budget reaches the target (DESIGN.md section 4)."""
+"""Fraction of training at which the L0 budget reaches the target (docs/design.md, training recipe)."""
 
 
 def density_at(step: int, total_steps: int, target: float) -> float:

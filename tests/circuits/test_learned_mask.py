@@ -17,7 +17,8 @@ def _problem(seed=0):
 
 
 def _kept(index, gates):
-    return {(s.name, c) for s, part in zip(index.sites, [gates[index.slice(i)] for i in range(len(index.sites))], strict=True)
+    parts = [gates[index.slice(i)] for i in range(len(index.sites))]
+    return {(s.name, c) for s, part in zip(index.sites, parts, strict=True)
             for c in torch.nonzero(part > 0.5).flatten().tolist()}
 
 
@@ -98,3 +99,30 @@ def test_bfloat16_pruning_finds_the_same_circuit_size_as_float32_on_the_toy_mode
         sizes[precision] = found.k
         assert _kept(p.index, keep_top(scores, found.k)) <= PLANTED
     assert sizes["bfloat16"] == sizes["float32"]
+
+
+def test_the_fast_default_path_recovers_the_planted_circuit_as_the_slow_path_does():
+    """Quality guard: today's defaults against the previous exact path (float32, 64 pairs, one padded batch)."""
+    p = _problem()
+    found = {}
+    for name, kwargs in {"slow": dict(precision="float32", batch_pairs=64, length_groups=1), "fast": {}}.items():
+        method = get_method("learned_mask", steps=300, **kwargs)
+        scores = method.node_scores(p)
+        found[name] = smallest_k(lambda k, s=scores: p.scores(p.train, keep_top(s, k)).loss, p.index.size, 0.15,
+                                 method.native_k)
+        assert found[name].met_target
+        assert _kept(p.index, keep_top(scores, found[name].k)) <= PLANTED
+    assert found["fast"].k <= 1.25 * found["slow"].k
+
+
+def test_training_the_task_and_its_control_side_by_side_equals_two_separate_runs():
+    import dataclasses
+
+    p = _task_problem()
+    control = dataclasses.replace(p, train=p.train.swapped())
+    method = get_method("learned_mask", steps=6, precision="float32")
+    task_alone, control_alone = method.node_scores(p), method.node_scores(control)
+    joint = method.joint_scores([p, control])
+    assert (joint[0] - task_alone).abs().max() < 1e-5 and (joint[1] - control_alone).abs().max() < 1e-5
+    assert (task_alone - control_alone).abs().max() > 1e-3  # the two masks really differ
+    assert method.native_ks == [int((joint[0] > 0).sum()), int((joint[1] > 0).sum())]

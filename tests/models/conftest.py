@@ -29,7 +29,7 @@ def random_model(cfg: GPTConfig, seed: int = 0, density: float = 0.2) -> SparseG
             p.normal_(0, 0.3 if p.ndim > 1 else 0.1)
             if p.ndim == 2 and "wte" not in name and "lm_head" not in name:
                 p.mul_(torch.rand_like(p) < density)
-        for name, b in model.named_buffers():
+        for _, b in model.named_buffers():
             b.normal_(0, 0.1)
         model.transformer.wpe.weight.zero_()
     return model.eval()

@@ -70,7 +70,8 @@ def reference_forward(cfg: dict, sd: dict, idx: torch.Tensor):
         acts[f"{i}.attn.act_in"] = h
         qkv = linear(h, p + ".attn.c_attn")
         inner = n_head * d_head
-        q, k, v = sp(qkv[..., :inner], "attn_q"), sp(qkv[..., inner:2 * inner], "attn_k"), sp(qkv[..., 2 * inner:], "attn_v")
+        q, k = sp(qkv[..., :inner], "attn_q"), sp(qkv[..., inner:2 * inner], "attn_k")
+        v = sp(qkv[..., 2 * inner:], "attn_v")
         acts[f"{i}.attn.q"], acts[f"{i}.attn.k"], acts[f"{i}.attn.v"] = q, k, v
         heads = []
         for hd in range(n_head):

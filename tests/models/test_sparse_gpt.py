@@ -192,7 +192,7 @@ def test_fused_sink_attention_equals_the_explicit_mask_form(dtype):
     g = torch.randn_like(fused)
     grads_f = torch.autograd.grad(fused, [q, k, v, attn.attn_imp.sink_logit], g)
     grads_m = torch.autograd.grad(masked, [q, k, v, attn.attn_imp.sink_logit], g)
-    for gf, gm in zip(grads_f, grads_m):
+    for gf, gm in zip(grads_f, grads_m, strict=True):
         assert (gf.float() - gm.float()).abs().max() < tol * max(1.0, gm.float().abs().max().item())
 
 

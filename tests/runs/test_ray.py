@@ -37,3 +37,54 @@ def test_a_rerun_on_ray_skips_finished_units(cluster, tmp_path, small_adapter):
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "small").glob("*.seed0.parquet")}
     run(_cfg(tmp_path), small_adapter, executor=RayExecutor())
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "small").glob("*.seed0.parquet")} == before
+
+
+class _DieOnce:
+    """A unit worker whose process dies in the middle of one unit, once (fault injection, real computation).
+
+    Dying means what a killed Ray worker leaves: the unit claimed, a half-written temporary file beside it,
+    no result. The marker file makes only the first attempt die.
+    """
+
+    def __init__(self, worker, task, marker):
+        self.worker, self.task, self.marker = worker, task, marker
+        self.out, self.force = worker.out, worker.force
+
+    def __call__(self, unit):
+        import os
+
+        from circuitbench.runs import claims
+        from circuitbench.runs.runner import unit_file
+
+        if unit.task == self.task and not self.marker.exists():
+            self.marker.touch()
+            path = unit_file(self.out, unit)
+            assert claims.acquire(path) is None
+            path.with_name(f".{path.name}.half.tmp").write_bytes(b"PAR1 half a file")
+            os._exit(1)  # the worker process is gone mid-unit
+        return self.worker(unit)
+
+
+def test_a_worker_killed_mid_sweep_is_retried_and_every_unit_is_written_once_and_whole(cluster, tmp_path,
+                                                                                       small_adapter):
+    from tqdm import tqdm
+
+    from circuitbench.circuits.ablation import ablation_source
+    from circuitbench.circuits.masks import NodeIndex
+    from circuitbench.results.store import read_unit, unit_files
+    from circuitbench.runs.config import make_units, model_ref
+    from circuitbench.runs.runner import UnitWorker, execute
+
+    cfg = _cfg(tmp_path / "out")
+    units = make_units(cfg, model_ref("small", small_adapter), "float32", "cpu")
+    inner = UnitWorker(small_adapter, ablation_source("zero", small_adapter, NodeIndex.of(small_adapter)), cfg.out)
+    worker = _DieOnce(inner, TASKS[0], tmp_path / "died")
+    done, failures = execute(units, worker, RayExecutor(max_retries=1), tqdm(disable=True))
+    assert (tmp_path / "died").exists()  # the first attempt really died
+    assert failures == [] and set(done) == {u.key() for u in units}
+    files = unit_files(cfg.out)
+    assert sorted(read_unit(f)[1]["task"] for f in files) == sorted(TASKS)  # one file per unit, each readable
+    assert not list(cfg.out.rglob("*.claim"))  # the dead worker's claim was taken over and released
+    assert not list(cfg.out.rglob("*.tmp"))  # and its half-written file removed
+    local = run(_cfg(tmp_path / "local"), small_adapter)
+    assert [done[u.key()]["nodes"] for u in units] == [r["nodes"] for r in local]

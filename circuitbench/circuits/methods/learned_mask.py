@@ -20,12 +20,12 @@ from pydantic import Field
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from circuitbench.circuits.masks import gate_hook
+from circuitbench.circuits.masks import NodeIndex, gate_hook
 from circuitbench.circuits.methods import register_method
-from circuitbench.circuits.metrics import answer_logits, task_loss
+from circuitbench.circuits.metrics import task_loss
 from circuitbench.circuits.problem import Problem
 from circuitbench.hardware import autocast, resolve_precision
-from circuitbench.protocols import Batch, forward_at
+from circuitbench.protocols import Hook, forward_at
 
 log = logging.getLogger(__name__)
 
@@ -84,60 +84,86 @@ class LearnedMask:
 
     def node_scores(self, problem: Problem) -> Tensor:
         """Train the thresholds; return them as node scores (higher = kept longer)."""
-        device = problem.train.tokens.device
-        gen = torch.Generator(device="cpu").manual_seed(problem.seed)
-        n = problem.index.size
-        tau = (self.init_mean + self.init_std * torch.randn(n, generator=gen)).to(device).requires_grad_()
-        # App.: AdamW betas (0.9, 0.95), weight decay 1e-3, linear decay, gradient RMS clipped to 1.
+        return self.joint_scores([problem])[0]
+
+    def joint_scores(self, problems: list[Problem]) -> list[Tensor]:
+        """Masks for problems that differ only in their labels (a task and its inverted-label control).
+
+        Each problem gets its own thresholds, optimizer state and gradient clipping, exactly as if trained
+        alone (same seed: the same initial thresholds and the same pairs at every step), but every step
+        runs all of them in one batch: the prompts are stacked once per problem, each block gated by its
+        own thresholds. That is the separate runs' arithmetic (up to float rounding), in fewer, larger
+        passes. With `patience`, training stops once every problem's active set has settled.
+        """
+        first = problems[0]
+        for p in problems[1:]:
+            if p.train.tokens is not first.train.tokens or p.seed != first.seed or p.ablation is not first.ablation:
+                raise ValueError("joint_scores: problems must share prompts, seed and ablation values")
+        device = first.train.tokens.device
+        n_problems = len(problems)
+        gen = torch.Generator(device="cpu").manual_seed(first.seed)
+        n = first.index.size
+        init = self.init_mean + self.init_std * torch.randn(n, generator=gen)
+        tau = init.repeat(n_problems, 1).to(device).requires_grad_()  # (P, n): one row per problem
+        # App.: AdamW betas (0.9, 0.95), weight decay 1e-3, linear decay, gradient RMS clipped to 1. AdamW is
+        # element-wise, so one optimizer over the P rows is P independent ones.
         opt = torch.optim.AdamW([tau], lr=self.lr, betas=(0.9, 0.95), weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / self.steps)
-        ablation = problem.ablation.to(device)
-        n_pairs = len(problem.train) // 2
-        bar = tqdm(range(self.steps), desc="learned_mask", leave=False, disable=not problem.show_progress)
+        ablation = first.ablation.to(device)
+        n_pairs = len(first.train) // 2
+        bar = tqdm(range(self.steps), desc="learned_mask", leave=False, disable=not first.show_progress)
         active = tau > 0
-        unchanged = torch.zeros((), dtype=torch.long, device=device)
+        unchanged = torch.zeros(n_problems, dtype=torch.long, device=device)
         precision = resolve_precision(self.precision, device)
         trace: list[Tensor] = []
         self._steps_run = 0
+        train = first.train
+        last = train.last.cpu()  # lengths on the host: slicing a batch to its longest prompt needs no sync
+        labels = [(p.train.correct, p.train.incorrect) for p in problems]
         for step in bar:
             pairs = torch.randperm(n_pairs, generator=gen)[: self.batch_pairs]
-            rows = problem.train.take(torch.stack([2 * pairs, 2 * pairs + 1], 1).flatten().to(device))
-            gates = hard_gate(tau, self.temperature)
-            hook = gate_hook(problem.index, gates, ablation)
-            ce = sum(task_loss(answer_logits(self._logits(problem, part, hook, precision), part)).sum()
-                     for part in length_groups(rows, self.length_groups)) / len(rows)
-            loss = ce + self.k_coef * gates.sum()
+            rows = torch.stack([2 * pairs, 2 * pairs + 1], 1).flatten()
+            gates = hard_gate(tau, self.temperature)  # (P, n)
+            hook = stacked_gate_hook(first.index, gates, ablation)
+            ce = tau.new_zeros(n_problems)
+            for idx, width in length_groups(last, rows, self.length_groups, device):
+                tokens = train.tokens[idx, :width].repeat(n_problems, 1)  # (P * b, width): block i is problem i
+                at = train.last[idx].repeat(n_problems)
+                with autocast(precision, device):
+                    logits = forward_at(first.adapter, tokens, hook, at)
+                pair = torch.cat([torch.stack([c[idx], w[idx]], 1) for c, w in labels])  # (P * b, 2)
+                two = logits.gather(1, pair).float()
+                ce = ce + task_loss(two).view(n_problems, -1).sum(1)
+            ce = ce / len(rows)
+            loss = ce.sum() + self.k_coef * gates.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             with torch.no_grad():
                 assert tau.grad is not None
-                tau.grad.div_(tau.grad.pow(2).mean().sqrt().clamp(min=1.0))  # RMS clipped to 1, no host sync
+                # RMS clipped to 1 per problem, with no host sync
+                tau.grad.div_(tau.grad.pow(2).mean(1, keepdim=True).sqrt().clamp(min=1.0))
             opt.step()
             sched.step()
             with torch.no_grad():
                 tau.clamp_(-1.0, 1.0)
                 now = tau > 0
-                unchanged = (unchanged + 1) * (now == active).all()
+                unchanged = (unchanged + 1) * (now == active).all(1)
                 active = now
-                trace.append(torch.stack([ce.detach().float(), now.sum().float()]))
+                trace.append(torch.stack([ce[0].detach().float(), now[0].sum().float()]))
             self._steps_run = step + 1
             # The host looks at the loop every CHECK_EVERY steps only (the progress bar, the stopping
             # rule), so on a GPU the steps in between queue without a synchronisation.
             if self._steps_run % CHECK_EVERY == 0 or self._steps_run == self.steps:
                 ce_now, active_now = trace[-1].tolist()
                 bar.set_postfix(ce=f"{ce_now:.3f}", active=int(active_now))
-                if self.patience is not None and int(unchanged) >= self.patience:
+                if self.patience is not None and int(unchanged.min()) >= self.patience:
                     log.info("learned_mask: active set unchanged for %d steps; stopped at step %d of %d",
-                             int(unchanged), self._steps_run, self.steps)
+                             int(unchanged.min()), self._steps_run, self.steps)
                     break
         self.trace = [(float(c), int(a)) for c, a in torch.stack(trace).tolist()] if trace else []
-        self.native_k = int((tau > 0).sum())
-        return tau.detach()
-
-    @staticmethod
-    def _logits(problem: Problem, rows: Batch, hook: Any, precision: str) -> Tensor:
-        with autocast(precision, rows.tokens.device):
-            return forward_at(problem.adapter, rows.tokens, hook, rows.last)
+        self.native_ks = [int(k) for k in (tau > 0).sum(1).tolist()]
+        self.native_k = self.native_ks[0]
+        return list(tau.detach().unbind(0))
 
     def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
         """One forward and one backward pass of `batch_pairs` pairs per step."""
@@ -149,9 +175,36 @@ class LearnedMask:
                 "active_nodes": float(getattr(self, "native_k", 0))}
 
 
-def length_groups(rows: Batch, n: int) -> list[Batch]:
-    """`rows` as at most `n` sub-batches of consecutive prompt lengths, each trimmed to its longest prompt."""
-    if n <= 1:
-        return [rows]
-    order = torch.argsort(rows.last, stable=True)
-    return [rows.take(part) for part in order.chunk(n) if len(part)]
+def length_groups(last: Tensor, rows: Tensor, n: int, device: torch.device | str) -> list[tuple[Tensor, int]]:
+    """Rows `rows` as at most `n` sub-batches of consecutive prompt lengths: (row indices on `device`, width).
+
+    Each sub-batch is to be padded only to its own longest prompt (`width` tokens). `last` is the batch's
+    last prompt positions on the host, so nothing here waits for the device.
+    """
+    order = rows[torch.argsort(last[rows], stable=True)] if n > 1 else rows
+    return [(part.to(device, non_blocking=True), int(last[part].max()) + 1) for part in order.chunk(n) if len(part)]
+
+
+def stacked_gate_hook(index: NodeIndex, gates: Tensor, ablation: Tensor) -> Hook:
+    """`gate_hook` for P gate vectors at once: rows come in P equal blocks, block i gated by `gates[i]`.
+
+    Args:
+        index: the node layout.
+        gates: [P, n_nodes].
+        ablation: [index.value_size], shared by every block.
+    """
+    if gates.shape[0] == 1:
+        return gate_hook(index, gates[0], ablation)
+    g = {s.name: gates[:, index.slice(i)] for i, s in enumerate(index.sites)}  # (P, width)
+    mu = index.split_values(ablation)
+    offset = {name: mu[name] * (1.0 - m) for name, m in g.items()}  # (P, value width)
+    n_blocks = gates.shape[0]
+
+    def hook(name: str, x: Tensor) -> Tensor:
+        if name not in g:
+            return x
+        xs = x.unflatten(0, (n_blocks, x.shape[0] // n_blocks))  # (P, b, ..., C): a view
+        shape = (n_blocks,) + (1,) * (xs.dim() - 2) + (-1,)
+        return torch.addcmul(offset[name].to(x.dtype).view(shape), xs, g[name].to(x.dtype).view(shape)).flatten(0, 1)
+
+    return hook

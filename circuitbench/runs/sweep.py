@@ -1,0 +1,161 @@
+"""Sweeps: a grid of models x tasks x methods x seeds from one YAML file, run as units behind an executor.
+
+A sweep file names lists where a run names one value::
+
+    models: [tiny-sparse, tiny-dense]        # bundled names, model directories or Hub ids
+    tasks: [all]                             # task names, NAME:inverted, spec paths, or all
+    methods:                                 # a registry name, or a mapping with its hyperparameters
+      - learned_mask
+      - {name: eap, max_examples: 128}
+    seeds: [0, 1]
+    out: results/sweep                       # optional: every other run setting, as in `circuitbench run`
+    ablation: mean
+
+Every (model, method, seed) becomes a `RunConfig`, validated before any model loads; its units are the
+tasks. Each model is loaded once and its units go to the executor together (local: one after another;
+Ray: as parallel tasks). Finished units are skipped, so a rerun resumes; a failing unit is retried once,
+then reported while the others finish; one reduce step writes the summary at the end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from tqdm.auto import tqdm
+
+from circuitbench.circuits.ablation import ablation_source
+from circuitbench.circuits.masks import NodeIndex
+from circuitbench.circuits.unit import AblationKind
+from circuitbench.errors import CircuitbenchError
+from circuitbench.runs.config import RunConfig, make_units, model_ref, resolve_tasks, validate
+from circuitbench.runs.executors import Executor, LocalExecutor
+from circuitbench.runs.runner import UnitWorker, execute, load_run_model, reduce
+
+
+class SweepSpec(BaseModel):
+    """A sweep file: lists for the grid's axes, single values for everything else."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    models: list[str] = Field(min_length=1)
+    """Models to run: bundled names, model directories or Hub ids."""
+    tasks: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
+    """Task names (NAME:inverted too), spec paths, or `all`."""
+    methods: list[str | dict[str, Any]] = Field(default_factory=lambda: ["learned_mask"], min_length=1)
+    """Method names, or mappings `{name: NAME, HYPERPARAMETER: VALUE, ...}`."""
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    """Seeds (pair subsets, mask initialisation, random rankings)."""
+    out: Path = Path("results")
+    """Results directory shared by every unit."""
+    ablation: AblationKind = "mean"
+    target_loss: float = 0.15
+    min_accuracy: float = 0.9
+    control: bool = True
+    calibrate: bool = False
+    search_examples: int = 512
+    device: str = "auto"
+    dtype: str = "float32"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    eval_batch: int = 256
+    """Examples per forward pass when scoring circuits (memory; the numbers do not depend on it)."""
+
+    @field_validator("methods")
+    @classmethod
+    def _named(cls, methods: list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
+        for m in methods:
+            if isinstance(m, dict) and not isinstance(m.get("name"), str):
+                raise ValueError(f"a method given as a mapping needs `name: METHOD` (got {m})")
+        return methods
+
+    def configs(self, force: bool = False, show_progress: bool = True) -> list[RunConfig]:
+        """One `RunConfig` per (model, method, seed), in file order."""
+        out = []
+        for model in self.models:
+            for method in self.methods:
+                name, kwargs = (method, {}) if isinstance(method, str) else (
+                    method["name"], {k: v for k, v in method.items() if k != "name"})
+                for seed in self.seeds:
+                    out.append(RunConfig(
+                        model=model, tasks=list(self.tasks), method=name.replace("-", "_"), method_kwargs=kwargs,
+                        seed=seed, out=self.out, ablation=self.ablation, target_loss=self.target_loss,
+                        min_accuracy=self.min_accuracy, control=self.control, calibrate=self.calibrate,
+                        search_examples=self.search_examples, device=self.device, dtype=self.dtype,
+                        revision=self.revision, trust_remote_code=self.trust_remote_code, force=force,
+                        show_progress=show_progress, eval_batch=self.eval_batch))
+        return out
+
+
+def load_sweep(path: Path, out: Path | None = None) -> SweepSpec:
+    """Read and validate a sweep file; every problem is one line naming the file and field.
+
+    Raises:
+        CircuitbenchError: for a missing or unreadable file, bad YAML, or a field that does not validate.
+    """
+    from circuitbench.validation import format_validation_error
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise CircuitbenchError(f"{path}: cannot read the sweep file ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        pos = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        raise CircuitbenchError(f"{path}{pos}: not valid YAML: {getattr(err, 'problem', None) or err}") from None
+    if not isinstance(data, dict):
+        raise CircuitbenchError(f"{path}: expected a mapping with at least `models:` (see `circuitbench sweep -h`)")
+    if out is not None:
+        data["out"] = str(out)
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise CircuitbenchError(format_validation_error(err, str(path), SweepSpec)) from None
+
+
+def sweep(spec: SweepSpec, executor: Executor | None = None, force: bool = False, show_progress: bool = True,
+          where: str = "sweep") -> list[dict[str, Any]]:
+    """Run every unit of the grid; return one summary row per unit, in grid order.
+
+    Every configuration is validated before any model loads, so a typo in the last method fails at once.
+
+    Raises:
+        CircuitbenchError: for an invalid setting (naming the sweep file's entry), or, after every other
+            unit is written, listing the units that failed.
+    """
+    configs = spec.configs(force, show_progress)
+    for cfg in configs:
+        try:
+            validate(cfg)
+        except CircuitbenchError as err:
+            raise CircuitbenchError(f"{where}: model {cfg.model}, method {cfg.method}, seed {cfg.seed}: "
+                                    f"{err}") from None
+    executor = executor or LocalExecutor(fail_fast=False, retries=1)
+    by_model: dict[str, list[RunConfig]] = {}
+    for cfg in configs:
+        by_model.setdefault(cfg.model, []).append(cfg)
+    n_units = sum(len(resolve_tasks(c.tasks)) for c in configs)
+    bar = tqdm(total=n_units, desc="sweep units", unit="unit", disable=not show_progress)
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for cfgs in by_model.values():
+        adapter, name = load_run_model(cfgs[0])
+        ref = model_ref(name, adapter)
+        dtype, device = str(adapter.dtype).removeprefix("torch."), str(adapter.device)
+        units = [u for cfg in cfgs for u in make_units(cfg, ref, dtype, device)]
+        worker = UnitWorker(adapter, ablation_source(spec.ablation, adapter, NodeIndex.of(adapter)), spec.out,
+                            False, force, spec.eval_batch)
+        done, failed = execute(units, worker, executor, bar)
+        failures += failed
+        rows += [done[u.key()] for u in units if u.key() in done]
+        del adapter, worker
+    bar.close()
+    reduce(spec.out)
+    if failures:
+        raise CircuitbenchError(f"{len(failures)} unit(s) failed after a retry (every other unit is written to "
+                                f"{spec.out}):\n  " + "\n  ".join(failures))
+    return rows
+

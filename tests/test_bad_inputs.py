@@ -1,0 +1,65 @@
+"""Bad input through the CLI, every subcommand: a one-line error naming the flag, file or field, exit 1.
+
+Each case is what a user might type. None may end in a traceback, print more than one line, or write
+anything before failing.
+"""
+
+import pytest
+import yaml
+
+from circuitbench.cli import main
+
+CASES = {
+    "run: target nan": (["run", "--target-loss", "nan"], "--target-loss nan"),
+    "run: target inf": (["run", "--target-loss", "inf"], "--target-loss inf"),
+    "run: target zero": (["run", "--target-loss", "0"], "--target-loss 0.0"),
+    "run: negative accuracy bar": (["run", "--min-accuracy", "-1"], "--min-accuracy -1.0"),
+    "run: zero steps": (["run", "--steps", "0"], "steps: Input should be greater than 0"),
+    "run: negative steps": (["run", "--steps", "-5"], "steps: Input should be greater than 0"),
+    "run: zero patience": (["run", "--patience", "0"], "patience: Input should be greater than 0"),
+    "run: zero batch pairs": (["run", "--batch-pairs", "0"], "batch_pairs: Input should be greater than 0"),
+    "run: steps for a method without them": (["run", "--method", "random", "--steps", "5"], "does not take steps"),
+    "run: unknown method": (["run", "--method", "nope"], "unknown method"),
+    "run: method-arg without =": (["run", "--method-arg", "length_groups"],
+                                  "--method-arg length_groups: write KEY=VALUE"),
+    "run: method-arg unknown key": (["run", "--method-arg", "stepz=3"], "stepz"),
+    "run: method-arg bad value": (["run", "--method-arg", "length_groups=0"], "length_groups"),
+    "run: unknown task": (["run", "--tasks", "no_such_task"], "no_such_task"),
+    "run: device torch does not know": (["run", "--device", "tpu"], "--device tpu: not a torch device"),
+    "run: device not here": (["run", "--device", "mps"], "--device mps"),
+    "run: zero threads": (["run", "--threads", "0"], "--threads 0: give a positive number"),
+    "run: zero eval batch": (["run", "--eval-batch", "0"], "--eval-batch 0"),
+    "run: mistyped model path": (["run", "--model", "./no_such_model_dir"], "no_such_model_dir"),
+    "sweep: missing file": (["sweep", "no_such_sweep.yaml"], "no_such_sweep.yaml: cannot read the sweep file"),
+    "tasks show: unknown task": (["tasks", "show", "no_such_task"], "no_such_task"),
+    "circuit show: missing file": (["circuit", "show", "no_such_unit.parquet"], "no_such_unit.parquet"),
+    "report: missing directory": (["report", "--out", "no_such_results_dir"], "no_such_results_dir"),
+    "inspect: missing model": (["inspect", "./no_such_model_dir"], "no_such_model_dir"),
+    "train: heads that do not divide d_model": (["train", "--n-head", "3", "--d-model", "128", "--max-steps", "1"],
+                                                "n-head"),
+    "train: zero steps": (["train", "--max-steps", "0"], "max-steps"),
+    "train: negative width": (["train", "--d-model", "-5"], "d-model"),
+}
+
+
+@pytest.mark.parametrize("args, needle", CASES.values(), ids=CASES.keys())
+def test_bad_input_is_one_line_naming_what_to_fix(args, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    extra = ["--out", str(tmp_path / "out")] if args[0] in ("run", "train") else []
+    assert main([*args, *extra]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert needle in err, err
+    assert not (tmp_path / "out").exists()  # nothing written before the error
+
+
+def test_a_sweep_file_with_an_unknown_field_names_it(tmp_path, capsys):
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump({"models": ["tiny-sparse"], "metods": ["eap"]}))
+    assert main(["sweep", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert "s.yaml: metods: unknown field" in err and "methods" in err and "Traceback" not in err
+
+
+def test_at_least_25_kinds_of_bad_input_are_covered():
+    assert len(CASES) + 1 >= 25

@@ -1,0 +1,25 @@
+"""The benchmark scripts keep working: each runs at a tiny size on CPU (their numbers live in BENCHMARKS.md)."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_gpu_runs_at_a_tiny_shape_on_cpu(tmp_path):
+    out = _script("bench_gpu").main(["--shape", "tiny", "--device", "cpu", "--steps", "3", "--reps", "2",
+                                     "--batch-pairs", "4", "--json", str(tmp_path / "gpu.json")])
+    assert out["device"] == "cpu" and out["nodes"] == 2 * (64 * 7 + 256)
+    assert math.isfinite(out["prune_over_plain"]) and out["prune_over_plain"] > 0
+    assert 0 <= out["circuit_nodes"] <= out["nodes"] and out["search_evaluations"] >= 1
+    assert out["peak_memory_gib"] > 0
+    assert json.loads((tmp_path / "gpu.json").read_text())["mask_steps"] == 3
