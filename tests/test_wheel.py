@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -29,8 +30,13 @@ def test_the_built_wheel_installs_and_runs_circuitbench_run_from_outside_the_tre
                     str(src)], check=True, timeout=300)
     (wheel,) = dist.glob("circuitbench-*.whl")
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=False)  # torch and the rest from this environment
+    venv.create(env_dir, with_pip=False)
     py = env_dir / "bin" / "python"
+    # torch and the other dependencies from this environment, after the new venv's own packages: a .pth
+    # line only appends a directory (its own .pth files, an editable checkout's included, are not run)
+    child = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    Path(child, "parent_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q",
                     str(wheel)], check=True, timeout=300)
     work = tmp_path / "elsewhere"

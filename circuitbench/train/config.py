@@ -85,3 +85,35 @@ class TrainConfig(BaseModel):
     """Hide the progress bar."""
     command: str | None = None
     """The command line that started the run, for the model card."""
+
+
+def check(cfg: TrainConfig) -> None:
+    """Refuse shapes and schedules that cannot train, before anything is read or written.
+
+    Raises:
+        CircuitbenchError: one line naming every flag at fault and what would work.
+    """
+    from circuitbench.errors import CircuitbenchError
+
+    problems = []
+    for flag, value in (("--n-layer", cfg.n_layer), ("--d-model", cfg.d_model), ("--n-head", cfg.n_head),
+                        ("--batch-size", cfg.batch_size), ("--max-steps", cfg.max_steps)):
+        if value < 1:
+            problems.append(f"{flag} {value}: give a positive number")
+    if cfg.d_mlp is not None and cfg.d_mlp < 1:
+        problems.append(f"--d-mlp {cfg.d_mlp}: give a positive width (or leave it out for 4 x d_model)")
+    if cfg.d_model >= 1 and cfg.n_head >= 1 and cfg.d_model % cfg.n_head:
+        divisors = [h for h in range(1, min(cfg.d_model, 64) + 1) if cfg.d_model % h == 0]
+        near = sorted(divisors, key=lambda h: abs(h - cfg.n_head))[:2]
+        problems.append(f"--n-head {cfg.n_head} does not divide --d-model {cfg.d_model} (each head gets "
+                        f"d_model / n_head channels): use --n-head {' or '.join(map(str, sorted(near)))}")
+    if cfg.ctx < 2:
+        problems.append(f"--ctx {cfg.ctx}: a context of at least 2 tokens is needed")
+    if not cfg.lr > 0:
+        problems.append(f"--lr {cfg.lr}: give a learning rate above 0")
+    if not 0 < cfg.weight_density <= 1:
+        problems.append(f"--weight-density {cfg.weight_density}: give a fraction in (0, 1]")
+    if not 0 < cfg.afrac <= 1:
+        problems.append(f"--afrac {cfg.afrac}: give a fraction in (0, 1]")
+    if problems:
+        raise CircuitbenchError("; ".join(problems))

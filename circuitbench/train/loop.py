@@ -30,7 +30,7 @@ from circuitbench.hardware import resolve_precision as _resolve_precision
 from circuitbench.models.config import GPTConfig
 from circuitbench.models.sparse_gpt import SparseGPT
 from circuitbench.train import recipe
-from circuitbench.train.config import TrainConfig
+from circuitbench.train.config import TrainConfig, check
 from circuitbench.train.data import TokenData, prepare_data, sample_batch, val_windows
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,7 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
         CircuitbenchError: when out_dir already holds a checkpoint and resume is off, or the
             checkpoint belongs to a different configuration.
     """
+    check(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
