@@ -170,9 +170,11 @@ class LearnedMask:
         return {"forward": self.steps, "backward": self.steps}
 
     def diagnostics(self) -> dict[str, float]:
-        """What the last `node_scores` call did: the steps it ran."""
-        return {"steps_run": float(getattr(self, "_steps_run", 0)),
-                "active_nodes": float(getattr(self, "native_k", 0))}
+        """What the last call did: the steps it ran, each mask's active nodes (the control's second)."""
+        out = {"steps_run": float(getattr(self, "_steps_run", 0)), "active_nodes": float(getattr(self, "native_k", 0))}
+        if len(getattr(self, "native_ks", ())) == 2:
+            out["control_active_nodes"] = float(self.native_ks[1])
+        return out
 
 
 def length_groups(last: Tensor, rows: Tensor, n: int, device: torch.device | str) -> list[tuple[Tensor, int]]:
