@@ -196,3 +196,24 @@ def test_kept_nodes_are_exact_and_pruned_nodes_take_their_ablation_value_in_ever
         assert torch.equal(seen[site.name], expect.expand_as(seen[site.name]))
     finally:
         model.model.to(torch.float32)
+
+
+def test_one_and_two_threads_give_the_same_circuit_and_numbers(tmp_path, small_adapter):
+    """Thread counts are recorded in every unit; on this path they do not change the circuit (measured)."""
+    from circuitbench.circuits.circuit import Circuit, circuit_paths
+    from circuitbench.results.store import unit_files
+
+    before = torch.get_num_threads()
+    rows, gates = [], []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out = tmp_path / f"t{threads}"
+            (row,) = run(_cfg(out, method_kwargs={"steps": 20}, control=False), small_adapter)
+            rows.append({k: row[k] for k in ("nodes", "edges", "sufficiency_loss", "necessity_loss", "cpr")})
+            (unit,) = unit_files(out)
+            assert read_unit(unit)[2].threads == threads
+            gates.append(Circuit.load(circuit_paths(unit)[0]).gates())
+    finally:
+        torch.set_num_threads(before)
+    assert rows[0] == rows[1] and torch.equal(gates[0], gates[1])
