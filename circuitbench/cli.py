@@ -106,7 +106,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from circuitbench.train.card import write_card
-    from circuitbench.train.config import check
     from circuitbench.train.loop import META, TrainConfig, train
 
     fields = set(TrainConfig.model_fields) - {"out_dir", "command"}
@@ -116,7 +115,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         command="circuitbench " + shlex.join(sys.argv[1:]),
         **kwargs,
     )
-    check(cfg)  # before anything is read or written
     out = train(cfg)
     if (out / META).is_file() and not args.no_card:
         write_card(out)

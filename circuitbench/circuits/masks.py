@@ -86,6 +86,34 @@ def gate_hook(index: NodeIndex, gates: Tensor, ablation: Tensor, also: Hook | No
     return hook
 
 
+def stacked_gate_hook(index: NodeIndex, gates: Tensor, ablation: Tensor) -> Hook:
+    """`gate_hook` for P gate vectors at once: rows come in P equal blocks, block i gated by `gates[i]`.
+
+    With P equal to the batch size, each row has its own gates (activation patching); with P = 2, a task
+    and its control train side by side (the learned mask).
+
+    Args:
+        index: the node layout.
+        gates: [P, n_nodes].
+        ablation: [index.value_size], shared by every block.
+    """
+    if gates.shape[0] == 1:
+        return gate_hook(index, gates[0], ablation)
+    g = {s.name: gates[:, index.slice(i)] for i, s in enumerate(index.sites)}  # (P, width)
+    mu = index.split_values(ablation)
+    offset = {name: mu[name] * (1.0 - m) for name, m in g.items()}  # (P, value width)
+    n_blocks = gates.shape[0]
+
+    def hook(name: str, x: Tensor) -> Tensor:
+        if name not in g:
+            return x
+        xs = x.unflatten(0, (n_blocks, x.shape[0] // n_blocks))  # (P, b, ..., C): a view
+        shape = (n_blocks,) + (1,) * (xs.dim() - 2) + (-1,)
+        return torch.addcmul(offset[name].to(x.dtype).view(shape), xs, g[name].to(x.dtype).view(shape)).flatten(0, 1)
+
+    return hook
+
+
 def keep_top(scores: Tensor, k: int) -> Tensor:
     """A 0/1 gate keeping the k highest-scoring nodes (ties broken by index, deterministically)."""
     gates = torch.zeros_like(scores, dtype=torch.float32)

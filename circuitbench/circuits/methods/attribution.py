@@ -30,7 +30,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from circuitbench.circuits.masks import gate_hook
+from circuitbench.circuits.masks import gate_hook, stacked_gate_hook
 from circuitbench.circuits.methods import register_method
 from circuitbench.circuits.metrics import answer_logits
 from circuitbench.circuits.problem import Problem, search_subset
@@ -179,26 +179,10 @@ class ActivationPatching(_Base):
                 gates[torch.arange(len(nodes), device=device), nodes] = 0.0
                 rep = Batch(part.tokens.repeat(len(nodes), 1), part.last.repeat(len(nodes)),
                             part.correct.repeat(len(nodes)), part.incorrect.repeat(len(nodes)))
-                g = gates.repeat_interleave(b, dim=0)  # (len(nodes) * b, n): row r ablates node r // b
-                logits = forward_at(problem.adapter, rep.tokens, _row_gate_hook(problem, g), rep.last)
+                hook = stacked_gate_hook(problem.index, gates, problem.ablation)  # block i ablates nodes[i]
+                logits = forward_at(problem.adapter, rep.tokens, hook, rep.last)
                 two = answer_logits(logits, rep)
                 diff = (two[:, 0] - two[:, 1]).view(len(nodes), b).sum(1)
                 out[start : start + len(nodes)] += diff.cpu()
         return (base - out / len(rows)).abs()
 
-
-def _row_gate_hook(problem: Problem, gates: Tensor) -> Any:
-    """A gate hook with one gate vector per row ([B, n_nodes]), ablating to the problem's values."""
-    index = problem.index
-    g = {s.name: gates[:, index.slice(i)] for i, s in enumerate(index.sites)}
-    mu = index.split_values(problem.ablation)
-
-    def hook(name: str, x: Tensor) -> Tensor:
-        if name not in g:
-            return x
-        gi = g[name].to(x.dtype)
-        shape = (gi.shape[0],) + (1,) * (x.dim() - 2) + (gi.shape[1],)
-        gi = gi.view(shape)
-        return x * gi + mu[name].to(x.dtype) * (1 - gi)
-
-    return hook

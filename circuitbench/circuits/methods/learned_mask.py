@@ -20,12 +20,12 @@ from pydantic import Field
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from circuitbench.circuits.masks import NodeIndex, gate_hook
+from circuitbench.circuits.masks import stacked_gate_hook
 from circuitbench.circuits.methods import register_method
 from circuitbench.circuits.metrics import task_loss
 from circuitbench.circuits.problem import Problem
 from circuitbench.hardware import autocast, resolve_precision
-from circuitbench.protocols import Hook, forward_at
+from circuitbench.protocols import forward_at
 
 log = logging.getLogger(__name__)
 
@@ -185,28 +185,3 @@ def length_groups(last: Tensor, rows: Tensor, n: int, device: torch.device | str
     """
     order = rows[torch.argsort(last[rows], stable=True)] if n > 1 else rows
     return [(part.to(device, non_blocking=True), int(last[part].max()) + 1) for part in order.chunk(n) if len(part)]
-
-
-def stacked_gate_hook(index: NodeIndex, gates: Tensor, ablation: Tensor) -> Hook:
-    """`gate_hook` for P gate vectors at once: rows come in P equal blocks, block i gated by `gates[i]`.
-
-    Args:
-        index: the node layout.
-        gates: [P, n_nodes].
-        ablation: [index.value_size], shared by every block.
-    """
-    if gates.shape[0] == 1:
-        return gate_hook(index, gates[0], ablation)
-    g = {s.name: gates[:, index.slice(i)] for i, s in enumerate(index.sites)}  # (P, width)
-    mu = index.split_values(ablation)
-    offset = {name: mu[name] * (1.0 - m) for name, m in g.items()}  # (P, value width)
-    n_blocks = gates.shape[0]
-
-    def hook(name: str, x: Tensor) -> Tensor:
-        if name not in g:
-            return x
-        xs = x.unflatten(0, (n_blocks, x.shape[0] // n_blocks))  # (P, b, ..., C): a view
-        shape = (n_blocks,) + (1,) * (xs.dim() - 2) + (-1,)
-        return torch.addcmul(offset[name].to(x.dtype).view(shape), xs, g[name].to(x.dtype).view(shape)).flatten(0, 1)
-
-    return hook
