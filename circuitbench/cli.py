@@ -154,7 +154,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="torch CPU threads (recorded in every unit; circuits can differ slightly across "
                         "thread counts)")
     p.add_argument("--target-loss", type=float, default=0.15, help="per-example task-loss target")
-    p.add_argument("--ablation", choices=["mean", "task-mean", "zero"], default="mean")
+    p.add_argument("--ablation", choices=["mean", "task-mean", "zero", "counterfactual"], default="mean",
+                   help="what pruned nodes take: the pretraining-corpus mean (the paper's), the task mean, zero, or "
+                        "the pair partner's activations (counterfactual, MIB's interchange) (default: %(default)s)")
     p.add_argument("--min-accuracy", type=float, default=0.9,
                    help="tasks the full model solves below this accuracy are reported, not pruned")
     p.add_argument("--no-control", action="store_true", help="skip the inverted-label control")
@@ -313,7 +315,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                         "activation_patching, random)")
     p.add_argument("--model", default="tiny-sparse", help="bundled name, model directory or Hub id")
     p.add_argument("--tasks", default="all", help="comma-separated task names, or all")
-    p.add_argument("--ablation", choices=["mean", "task-mean", "zero"], default="mean")
+    p.add_argument("--ablation", choices=["mean", "task-mean", "zero", "counterfactual"], default="mean",
+                   help="what pruned nodes take: the pretraining-corpus mean (the paper's), the task mean, zero, or "
+                        "the pair partner's activations (counterfactual, MIB's interchange) (default: %(default)s)")
     p.add_argument("--min-accuracy", type=float, default=0.9)
     p.add_argument("--target-loss", type=float, default=0.15)
     p.add_argument("--steps", type=int, default=None, help="learned-mask optimizer steps")
@@ -328,7 +332,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     import circuitbench
     from circuitbench.circuits.methods import get_method, hyperparameter_names
-    from circuitbench.results.report import collect, method_table
+    from circuitbench.results.report import collect, method_table, method_task_table
     from circuitbench.runs.runner import RunConfig, run
 
     methods = [m.strip().replace("-", "_") for m in args.methods.split(",") if m.strip()]
@@ -343,24 +347,38 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                         show_progress=not args.quiet)
         run(cfg, adapter)
     rows = [r for r in collect(args.out) if r["method"] in methods]
+    per_task = method_task_table(rows, args.model, args.seed)
     table = method_table(rows, args.model, args.seed)
-    _print_table(table, args.format, floatfmt=".3f")
+    if args.format == "json":
+        print(json.dumps({"per_task": per_task, "methods": table}, indent=2, default=str))
+    else:
+        _print_table(per_task, "table", floatfmt=".3f")
+        print()
+        _print_table(table, "table", floatfmt=".3f")
     plot_note = ""
     try:
         from circuitbench.results.plots import plot_curves, read_curves
 
-        paths = plot_curves(read_curves(args.out, args.model, methods, args.seed),
-                            args.out / f"compare-{args.model.replace('/', '_')}-seed{args.seed}",
-                            title=f"{args.model}: faithfulness by circuit size")
+        stem = args.out / f"compare-{args.model.replace('/', '_')}-seed{args.seed}"
+        paths = plot_curves(read_curves(args.out, args.model, methods, args.seed), stem,
+                            title=f"{args.model}: faithfulness (logit difference) by circuit size")
+        paths += plot_curves(read_curves(args.out, args.model, methods, args.seed, "kl"),
+                             stem.with_name(stem.name + "-kl"), ylabel="faithfulness (KL)",
+                             title=f"{args.model}: faithfulness on KL from the model, 1 - KL(C) / KL(empty)")
         plot_note = f"\nCurves: {', '.join(map(str, paths))}"
     except CircuitbenchError as err:
         plot_note = f"\nNo plot: {err}"
     if args.format == "table":
         n = table[0]["tasks_compared"] if table else 0
-        print(f"\nOver the {n} task(s) every method pruned (the full model solves them). CPR: area under "
-              "faithfulness over circuit size (higher is better), CMD: area under |1 - faithfulness| (lower is "
-              "better), on MIB's linear size axis and on a log axis (_log) that sees circuits under 10% of the "
-              "model. Per-task curves: the curve_f_* measurements of each unit." + plot_note)
+        unsolved = sorted({r["task"] for r in per_task if r["status"] == "unsolved"})
+        note = (f" Not pruned, because the full model does not solve them (below --min-accuracy "
+                f"{args.min_accuracy}): {', '.join(unsolved)}." if unsolved else "")
+        print(f"\nFirst table: every method on every task; nodes and edges of its smallest circuit at the target "
+              f"loss. Second: means over the {n} task(s) every method pruned.{note} CPR: area under faithfulness "
+              "over circuit size, nodes ranked by signed score (higher is better), CMD: area under |1 - "
+              "faithfulness|, ranked by absolute score (lower is better), on MIB's linear size axis and on a log "
+              "axis (_log) that sees circuits under 10% of the model. Per-task curves: the curve_*_f_* "
+              "measurements of each unit (logit difference, loss, accuracy, KL)." + plot_note)
     return 0
 
 

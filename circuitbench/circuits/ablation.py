@@ -1,9 +1,21 @@
-"""Ablation values for pruned nodes: the pretraining mean (default), the task mean, or zero, in a registry.
+"""Ablation values for pruned nodes: corpus mean (default), task mean, zero, or counterfactual, in a registry.
+
+Counterfactual values are the pair partner's activations.
 
 An `AblationSource` gives the values pruned nodes take for one model; `ablation_source(kind, adapter,
 index)` builds the registered one. The corpus mean is computed on first use (a run whose tasks are all
 unsolved needs none) from held-out windows of the standard-library corpus, and cached on disk by model
 weights and corpus.
+
+Counterfactual ablation (MIB's and EAP-IG's interchange setting) gives each pruned node, in each row, the
+value it has in the clean forward pass of the row's pair partner: the other member of its minimal pair,
+whose answer is the opposite one. Positions are aligned from the answer backwards: position t of a row
+whose last prompt position is L takes the partner's position t - (L - L'), L' being the partner's. Where
+the two members tokenize to equal lengths (most pairs: `counterfactual_aligned_examples` in every
+unit's measurements says how many) that is position by position. Where they do not, the longer member's
+first |L - L'| positions have no counterpart and take the task mean instead. The partner's activations
+are computed batch by batch (one extra forward pass, without gradients, per gated pass), so batches
+always hold whole pairs.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from circuitbench.circuits.masks import NodeIndex
+from circuitbench.circuits.masks import NodeIndex, PositionValues
 from circuitbench.circuits.unit import AblationKind
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import Batch, ModelAdapter
@@ -184,10 +196,72 @@ class CorpusMeanAblation:
         return self._means
 
 
+@dataclass
+class CounterfactualAblation:
+    """Pruned nodes take the pair partner's activations (see the module docstring).
+
+    This source's flat values are the task mean, which the few positions without a counterpart take.
+    """
+
+    adapter: ModelAdapter
+    index: NodeIndex
+    kind: str = "counterfactual"
+    key: str | None = "pair partner, aligned at the answer; unaligned positions: task mean"
+
+    def values(self, train: Batch) -> Tensor:
+        """The task mean (the fallback of unaligned positions)."""
+        return task_mean(self.adapter, self.index, train)
+
+
+def partner_rows(n: int, device: torch.device | str) -> Tensor:
+    """Each row's pair partner (rows 2j and 2j + 1 are each other's)."""
+    if n % 2:
+        raise ValueError(f"counterfactual ablation needs whole pairs (rows 2j, 2j + 1) in every batch, got {n} rows")
+    return torch.arange(n, device=device) ^ 1
+
+
+def aligned_examples(rows: Batch) -> int:
+    """Rows whose pair partner has the same prompt length (patched position by position)."""
+    last = rows.last
+    return int((last == last[partner_rows(len(rows), last.device)]).sum())
+
+
+def partner_values(adapter: ModelAdapter, index: NodeIndex, rows: Batch, fallback: Tensor) -> PositionValues:
+    """The counterfactual ablation values of a batch of whole pairs: each row's partner's clean activations.
+
+    Args:
+        adapter: the model.
+        index: the node layout.
+        rows: whole pairs, pair-major (rows 2j and 2j + 1 are partners).
+        fallback: [index.value_size] values for positions with no counterpart in the partner.
+
+    Returns:
+        Per site [b, T, value width], aligned from the answer position backwards.
+    """
+    n, width = rows.tokens.shape
+    device = rows.last.device
+    partner = partner_rows(n, device)
+    names = [s.name for s in index.sites]
+    with torch.no_grad():
+        _, cache = adapter.run_with_cache(rows.tokens, names=names, at=rows.last)  # logits unused
+    shift = rows.last - rows.last[partner]  # position t here is position t - shift in the partner
+    src = torch.arange(width, device=device)[None, :] - shift[:, None]  # (n, T)
+    has = (src >= 0)[..., None]
+    src = src.clamp(0, width - 1)
+    fb = index.split_values(fallback)
+    out = {}
+    for name in names:
+        act = cache[name]  # (n, T, C)
+        out[name] = torch.where(has.to(act.device), act[partner[:, None], src],
+                                fb[name].to(device=act.device, dtype=act.dtype))
+    return PositionValues(out, rows.last)
+
+
 ABLATIONS: dict[str, Callable[[ModelAdapter, NodeIndex], AblationSource]] = {
     "mean": lambda adapter, index: CorpusMeanAblation(adapter, index),
     "task-mean": lambda adapter, index: TaskMeanAblation(adapter, index),
     "zero": lambda adapter, index: ZeroAblation(index),
+    "counterfactual": lambda adapter, index: CounterfactualAblation(adapter, index),
 }
 """Ablation registry: `--ablation NAME`."""
 

@@ -1,11 +1,13 @@
 """Faithfulness curves over circuit sizes, summarised as CPR and CMD (MIB, Mueller et al. 2025).
 
 For a node ranking, the circuit of size s keeps the top ceil(s * n_nodes) nodes; its faithfulness is
-f = (m(C) - m(empty)) / (m(model) - m(empty)) on the logit difference m. CPR is the area under f over
-circuit size (higher is better), CMD the area under |1 - f| (lower is better), both by the trapezoid
-rule over MIB's sizes 0.1 ... 100 % on MIB's linear axis (comparable with MIB's numbers), and again
-on a log10 axis normalised to [0, 1], which sees the tiny circuits weight-sparse models have: on the
-linear axis the sizes below 10 % span a tenth of the area.
+f = (m(C) - m(empty)) / (m(model) - m(empty)), on the logit difference m (and, as further curves, on the
+task loss, the accuracy and the KL from the full model). CPR is the area under f over circuit size
+(higher is better), CMD the area under |1 - f| (lower is better), both by the trapezoid rule over MIB's
+sizes 0.1 ... 100 % on MIB's linear axis (comparable with MIB's numbers), and again on a log10 axis
+normalised to [0, 1], which sees the tiny circuits weight-sparse models have: on the linear axis the
+sizes below 10 % span a tenth of the area. As in MIB, CPR ranks nodes by their signed score (a node
+that lowers m comes last) and CMD by the absolute score; for a method without signs the two agree.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from circuitbench.circuits.masks import keep_top
-from circuitbench.circuits.metrics import faithfulness
+from circuitbench.circuits.metrics import Scores, faithfulness
 from circuitbench.circuits.problem import Problem
 from circuitbench.protocols import Batch
 
@@ -34,30 +36,40 @@ def node_grid(n_nodes: int) -> tuple[int, ...]:
     return (*out, n_nodes)
 
 
-def top_k_logit_diff(problem: Problem, rows: Batch, scores: Tensor, m_full: float,
-                     m_empty: float) -> Callable[[int], float]:
-    """The mean logit difference m on `rows` of a ranking's top-k circuit, as a function of k (memoised).
+CURVE_METRICS: tuple[str, ...] = ("logit_diff", "loss", "accuracy", "kl")
+"""What faithfulness is measured on: the logit difference (MIB's m; CPR and CMD use it), the task loss,
+the accuracy, and the KL from the full model's next-token distribution (m(model) = 0)."""
 
-    k = n is the full model and k = 0 the empty circuit, whose m the caller has measured already (all-ones
+
+def top_k_scores(problem: Problem, rows: Batch, scores: Tensor, full: Scores, empty: Scores,
+                 reference: Tensor | None = None) -> Callable[[int], Scores]:
+    """The `Scores` on `rows` of a ranking's top-k circuit, as a function of k (memoised).
+
+    k = n is the full model and k = 0 the empty circuit, which the caller has measured already (all-ones
     gates reproduce the plain forward exactly, and all-zeros gates are the empty circuit), so they cost
-    nothing; both curves share one memo, so a size on both grids is evaluated once.
+    nothing; every curve of one ranking shares the memo, so a size on both grids is evaluated once. With
+    `reference` (the full model's log-probabilities on `rows`), each point also has its KL.
     """
     n = problem.index.size
-    memo: dict[int, float] = {0: m_empty, n: m_full}
+    memo: dict[int, Scores] = {0: empty, n: full}
 
-    def m_at(k: int) -> float:
+    def at(k: int) -> Scores:
         if k not in memo:
-            memo[k] = problem.scores(rows, keep_top(scores, k).to(rows.last.device)).logit_diff
+            memo[k] = problem.scores(rows, keep_top(scores, k).to(rows.last.device), reference)
         return memo[k]
 
-    return m_at
+    return at
 
 
-def node_curve(m_at: Callable[[int], float], n: int, m_full: float,
-               m_empty: float) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """Faithfulness at the absolute node grid (1, 2, 4, ... nodes), given m of the model and of the empty circuit."""
+def _f(at: Callable[[int], Scores], k: int, full: Scores, empty: Scores, metric: str) -> float:
+    return faithfulness(at(k).metric(metric), full.metric(metric), empty.metric(metric))
+
+
+def node_curve(at: Callable[[int], Scores], n: int, full: Scores, empty: Scores,
+               metric: str = "logit_diff") -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Faithfulness on `metric` at the absolute node grid (1, 2, 4, ... nodes)."""
     ks = node_grid(n)
-    return ks, tuple(faithfulness(m_at(k), m_full, m_empty) for k in ks)
+    return ks, tuple(_f(at, k, full, empty, metric) for k in ks)
 
 
 @dataclass(frozen=True)
@@ -97,8 +109,8 @@ def _area(x: tuple[float, ...], y: tuple[float, ...]) -> float:
     return sum((x[i + 1] - x[i]) * (y[i] + y[i + 1]) / 2 for i in range(len(x) - 1))
 
 
-def faithfulness_curve(m_at: Callable[[int], float], n: int, m_full: float, m_empty: float,
+def faithfulness_curve(at: Callable[[int], Scores], n: int, full: Scores, empty: Scores, metric: str = "logit_diff",
                        fractions: tuple[float, ...] = MIB_FRACTIONS) -> Curve:
-    """F at each size (a fraction of the n nodes) for a ranking's m of the top-k circuit, given m(model), m(empty)."""
+    """Faithfulness on `metric` at each size (a fraction of the n nodes), from a ranking's `top_k_scores`."""
     ks = tuple(min(n, math.ceil(frac * n)) for frac in fractions)
-    return Curve(tuple(fractions), ks, tuple(faithfulness(m_at(k), m_full, m_empty) for k in ks))
+    return Curve(tuple(fractions), ks, tuple(_f(at, k, full, empty, metric) for k in ks))

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from circuitbench.circuits.ablation import AblationSource
 from circuitbench.circuits.circuit import Circuit
-from circuitbench.circuits.curves import faithfulness_curve, node_curve, top_k_logit_diff
+from circuitbench.circuits.curves import CURVE_METRICS, faithfulness_curve, node_curve, top_k_scores
 from circuitbench.circuits.masks import NodeIndex, keep_top
 from circuitbench.circuits.methods import get_method
 from circuitbench.circuits.metrics import Scores, count_edges, count_nodes, faithfulness, loss_recovered, score
@@ -128,8 +128,14 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     phases = _Phases()
     search_rows = search_subset(train, unit.search_examples, unit.seed)
     # the full model ignores ablation values; they are computed only for tasks that get pruned
+    counterfactual = unit.ablation == "counterfactual"
+    if counterfactual:  # how many rows are patched position by position (the rest: an aligned suffix)
+        from circuitbench.circuits.ablation import aligned_examples
+
+        rows += [(name, "counterfactual_aligned_examples", aligned_examples(split))
+                 for name, split in (("train", train), ("test", test))]
     problem = Problem(adapter, index, torch.zeros(index.value_size, device=adapter.device), train, unit.seed,
-                      show_progress, eval_batch)
+                      show_progress, eval_batch, counterfactual)
     with phases("full_model"):
         full_test, full_train = problem.scores(test, None), problem.scores(search_rows, None)
     rows += [("test", k, v) for k, v in full_test.as_dict("full").items()]
@@ -166,13 +172,24 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     cost = method.cost(len(train), index.size) if hasattr(method, "cost") else {}
     rows += [("", f"method_cost_{k}_passes", v) for k, v in cost.items()]
     with phases("curve"):
-        empty = problem.scores(test, torch.zeros(index.size, device=adapter.device))
-        m_at = top_k_logit_diff(problem, test, node_scores, full_test.logit_diff, empty.logit_diff)
-        curve = faithfulness_curve(m_at, index.size, full_test.logit_diff, empty.logit_diff)
-        grid, grid_f = node_curve(m_at, index.size, full_test.logit_diff, empty.logit_diff)
-    rows += [("test", f"curve_f_{frac:g}", f) for frac, f in zip(curve.fractions, curve.f, strict=True)]
-    rows += [("test", f"curve_nodes_f_{k}", f) for k, f in zip(grid, grid_f, strict=True)]
-    fields.update(cpr=curve.cpr(), cmd=curve.cmd(), cpr_log=curve.cpr_log(), cmd_log=curve.cmd_log())
+        reference = problem.answer_logprobs(test)  # the full model's next-token distribution, for KL
+        full_ref = dataclasses.replace(full_test, kl=0.0)
+        empty = problem.scores(test, torch.zeros(index.size, device=adapter.device), reference)
+        at = top_k_scores(problem, test, node_scores, full_ref, empty, reference)
+        for metric in CURVE_METRICS:
+            tag = "" if metric == "logit_diff" else f"{metric}_"
+            curve = faithfulness_curve(at, index.size, full_ref, empty, metric)
+            grid, grid_f = node_curve(at, index.size, full_ref, empty, metric)
+            rows += [("test", f"curve_{tag}f_{frac:g}", f) for frac, f in zip(curve.fractions, curve.f, strict=True)]
+            rows += [("test", f"curve_nodes_{tag}f_{k}", f) for k, f in zip(grid, grid_f, strict=True)]
+            if metric == "logit_diff":
+                absolute = curve
+        # MIB: CPR ranks by the signed score, CMD by its absolute value (the same ranking for unsigned methods)
+        signed_scores = getattr(method, "signed_scores", None)
+        signed = absolute if signed_scores is None else faithfulness_curve(
+            top_k_scores(problem, test, signed_scores, full_ref, empty, reference), index.size, full_ref, empty)
+    rows += [("test", f"curve_signed_f_{frac:g}", f) for frac, f in zip(signed.fractions, signed.f, strict=True)]
+    fields.update(cpr=signed.cpr(), cmd=absolute.cmd(), cpr_log=signed.cpr_log(), cmd_log=absolute.cmd_log())
     with phases("search"):
         found = smallest_k(lambda k: on_search(keep_top(node_scores, k))[0].loss, index.size, target,
                            native)

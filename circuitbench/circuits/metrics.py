@@ -37,17 +37,41 @@ class Scores:
     loss: float
     accuracy: float
     logit_diff: float
+    kl: float | None = None
+    """Mean KL(full model || this) of the whole next-token distribution at the answer position, in nats,
+    where it was measured (faithfulness curves)."""
 
     def as_dict(self, prefix: str) -> dict[str, float]:
         """Named measurements, e.g. {'full_loss': ...}: the summary's column names where they meet."""
-        return {f"{prefix}_loss": self.loss, f"{prefix}_accuracy": self.accuracy,
-                f"{prefix}_logit_diff": self.logit_diff}
+        out = {f"{prefix}_loss": self.loss, f"{prefix}_accuracy": self.accuracy,
+               f"{prefix}_logit_diff": self.logit_diff}
+        if self.kl is not None:
+            out[f"{prefix}_kl"] = self.kl
+        return out
+
+    def metric(self, name: str) -> float:
+        """One of `logit_diff`, `loss`, `accuracy`, `kl` by name (NaN for a KL that was not measured)."""
+        value = getattr(self, name)
+        return float("nan") if value is None else float(value)
 
 
-def score(two: Tensor) -> Scores:
-    """Loss, accuracy (correct logit strictly larger) and mean logit difference from [N, 2] logits."""
+def score(two: Tensor, kl: Tensor | None = None) -> Scores:
+    """Loss, accuracy (correct logit strictly larger) and mean logit difference from [N, 2] logits.
+
+    With per-row KLs, their mean too.
+    """
     diff = two[:, 0] - two[:, 1]
-    return Scores(float(task_loss(two).mean()), float((diff > 0).float().mean()), float(diff.mean()))
+    return Scores(float(task_loss(two).mean()), float((diff > 0).float().mean()), float(diff.mean()),
+                  None if kl is None else float(kl.mean()))
+
+
+def kl_from(reference: Tensor, logits: Tensor) -> Tensor:
+    """Per-row KL(reference || softmax(logits)) in nats.
+
+    `reference` is the full model's log-probabilities [N, V], `logits` the circuit's [N, V].
+    """
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return (reference.exp() * (reference - logp)).sum(-1).clamp(min=0.0)
 
 
 def faithfulness(m_circuit: float, m_full: float, m_empty: float) -> float:

@@ -7,9 +7,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from circuitbench.circuits.masks import NodeIndex, gate_hook
-from circuitbench.circuits.metrics import Scores, answer_logits, score, task_loss
-from circuitbench.protocols import Batch, ModelAdapter, forward_at
+from circuitbench.circuits.masks import Ablation, NodeIndex, gate_hook
+from circuitbench.circuits.metrics import Scores, answer_logits, kl_from, score, task_loss
+from circuitbench.protocols import Batch, Hook, ModelAdapter, forward_at
+
+
+def whole_pairs(rows: int) -> int:
+    """A batch size that splits pair-major rows into whole pairs: `rows` rounded down to even, at least 2."""
+    return max(2, rows - rows % 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,24 +24,68 @@ class Problem:
     adapter: ModelAdapter
     index: NodeIndex
     ablation: Tensor
-    """[n_nodes] float32 values taken by pruned nodes."""
+    """[value_size] float32 values taken by pruned nodes (with counterfactual ablation: by the positions that
+    have no counterpart in the pair partner)."""
     train: Batch
     seed: int
     show_progress: bool = True
     eval_batch: int = 256
+    counterfactual: bool = False
+    """Pruned nodes take the pair partner's activations (`circuitbench.circuits.ablation.partner_values`)."""
+
+    def values_for(self, rows: Batch) -> Ablation:
+        """What pruned nodes take on these rows.
+
+        The flat `ablation`, or, with counterfactual ablation, each row's partner's activations (rows must
+        then be whole pairs).
+        """
+        if not self.counterfactual:
+            return self.ablation
+        from circuitbench.circuits.ablation import partner_values
+
+        return partner_values(self.adapter, self.index, rows, self.ablation)
+
+    def hook(self, rows: Batch, gates: Tensor) -> Hook:
+        """The gate hook for a forward pass over `rows`."""
+        return gate_hook(self.index, gates, self.values_for(rows))
+
+    def _answers(self, rows: Batch, gates: Tensor | None, reference: Tensor | None = None,
+                 logprobs: bool = False) -> tuple[Tensor, Tensor | None]:
+        """[N, 2] candidate logits, and per-row KL from `reference` or the [N, V] log-probabilities.
+
+        `reference` is [N, V] log-probabilities; with `logprobs` the rows' own are returned instead. Runs in
+        eval batches of whole pairs.
+        """
+        twos, extra = [], []
+        step = whole_pairs(self.eval_batch)
+        with torch.no_grad():
+            for i, part in enumerate(rows.chunks(step)):
+                hook = None if gates is None else self.hook(part, gates)
+                logits = forward_at(self.adapter, part.tokens, hook, part.last)
+                twos.append(answer_logits(logits, part))
+                if logprobs:
+                    extra.append(torch.log_softmax(logits.float(), dim=-1))
+                elif reference is not None:
+                    extra.append(kl_from(reference[i * step : i * step + len(part)], logits))
+        return torch.cat(twos), torch.cat(extra) if extra else None
 
     def two_logits(self, rows: Batch, gates: Tensor | None) -> Tensor:
         """[N, 2] candidate logits with the given gates (None: the full model), in eval batches."""
-        hook = None if gates is None else gate_hook(self.index, gates, self.ablation)
-        out = []
-        with torch.no_grad():
-            for part in rows.chunks(self.eval_batch):
-                out.append(answer_logits(forward_at(self.adapter, part.tokens, hook, part.last), part))
-        return torch.cat(out)
+        return self._answers(rows, gates)[0]
 
-    def scores(self, rows: Batch, gates: Tensor | None) -> Scores:
-        """Loss, accuracy and logit difference with the given gates."""
-        return score(self.two_logits(rows, gates))
+    def answer_logprobs(self, rows: Batch, gates: Tensor | None = None) -> Tensor:
+        """[N, V] log-probabilities of the next token at the answer position (the reference of KL)."""
+        lp = self._answers(rows, gates, logprobs=True)[1]
+        assert lp is not None
+        return lp
+
+    def scores(self, rows: Batch, gates: Tensor | None, reference: Tensor | None = None) -> Scores:
+        """Loss, accuracy and logit difference with the given gates.
+
+        With `reference` (the full model's `answer_logprobs` on these rows), the KL from it too.
+        """
+        two, kl = self._answers(rows, gates, reference)
+        return score(two, kl)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-AblationKind = Literal["mean", "task-mean", "zero"]
+AblationKind = Literal["mean", "task-mean", "zero", "counterfactual"]
 Status = Literal["solved", "unsolved", "target_missed"]
 
 

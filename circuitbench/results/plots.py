@@ -9,8 +9,17 @@ from circuitbench.errors import CircuitbenchError
 Curves = dict[str, dict[str, list[tuple[float, float]]]]
 
 
-def read_curves(out: Path, model: str, methods: list[str], seed: int = 0) -> Curves:
-    """Task -> method -> [(fraction of nodes, faithfulness)] from the units' `curve_f_*` measurements."""
+def curve_prefix(metric: str = "logit_diff") -> str:
+    """The measurement-name prefix of a faithfulness curve at MIB's sizes.
+
+    `curve_f_` (logit difference, nodes ranked by absolute score), `curve_{loss,accuracy,kl}_f_`, or
+    `curve_signed_f_` (`signed`: the logit difference with nodes ranked by signed score, which CPR uses).
+    """
+    return "curve_f_" if metric == "logit_diff" else f"curve_{metric}_f_"
+
+
+def read_curves(out: Path, model: str, methods: list[str], seed: int = 0, metric: str = "logit_diff") -> Curves:
+    """Task -> method -> [(fraction of nodes, faithfulness)] from the units' curve measurements on `metric`."""
     from circuitbench.results.store import read_unit, unit_files
 
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
@@ -19,14 +28,16 @@ def read_curves(out: Path, model: str, methods: list[str], seed: int = 0) -> Cur
         u = prov.unit
         if u.model.name != model or u.method not in methods or u.seed != seed:
             continue
-        pts = [(float(r["metric"].removeprefix("curve_f_")), r["value"]) for r in table.to_pylist()
-               if r["metric"].startswith("curve_f_") and r["split"] == "test"]
+        prefix = curve_prefix(metric)
+        pts = [(float(r["metric"].removeprefix(prefix)), r["value"]) for r in table.to_pylist()
+               if r["metric"].startswith(prefix) and r["split"] == "test"]
         if pts:
             curves.setdefault(u.task, {})[u.method] = sorted(pts)
     return curves
 
 
-def plot_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], path: Path, title: str = "") -> list[Path]:
+def plot_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], path: Path, title: str = "",
+                ylabel: str = "faithfulness") -> list[Path]:
     """One panel per task, faithfulness against circuit size (log axis); writes PATH.svg and PATH.png.
 
     Raises:
@@ -52,7 +63,7 @@ def plot_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], path: P
         ax.axhline(1.0, color="grey", lw=0.5, ls="--")
         ax.set_title(task, fontsize=10)
         ax.set_xlabel("circuit size (% of nodes)")
-        ax.set_ylabel("faithfulness")
+        ax.set_ylabel(ylabel)
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)

@@ -144,3 +144,14 @@ def method_table(rows: list[dict[str, Any]], model: str, seed: int = 0) -> list[
                     "solved_at_target": sum(1 for t in common if by_method[m][t]["status"] == "solved"),
                     "method_s": sum(by_method[m][t].get("wall_s") or 0.0 for t in common)})
     return sorted(out, key=lambda r: -r["cpr_log"] if not math.isnan(r["cpr_log"]) else math.inf)
+
+
+def method_task_table(rows: list[dict[str, Any]], model: str, seed: int = 0) -> list[dict[str, Any]]:
+    """Every method on every task of one model: status, smallest circuit at the target, CPR, CMD, wall time."""
+    out = []
+    for r in sorted((r for r in rows if r["model"] == model and r["seed"] == seed),
+                    key=lambda r: (r["task"], r["method"])):
+        out.append({"task": r["task"], "method": r["method"], "status": r["status"], "nodes": r["nodes"],
+                    "edges": r["edges"], "cpr": r["cpr"], "cmd": r["cmd"], "cpr_log": r["cpr_log"],
+                    "cmd_log": r["cmd_log"], "wall_s": r["wall_s"]})
+    return out

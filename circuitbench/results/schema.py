@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from circuitbench.circuits.unit import Unit, UnitResult, summary_fields
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 """v2: metric names use `_` (`sufficiency_loss`, the summary column names); provenance holds the unit."""
 
 # One row per measurement of one (model, task, method, seed) unit.

@@ -16,11 +16,12 @@ from circuitbench.protocols import Batch
 from tests.circuits.toy import PLANTED, toy_adapter, toy_task
 
 
-def _problem():
+def _problem(counterfactual=False):
     adapter = toy_adapter()
     index = NodeIndex.of(adapter)
     rows = Batch.of(toy_task(), adapter.device)
-    return Problem(adapter, index, task_mean(adapter, index, rows), rows, 0, show_progress=False)
+    return Problem(adapter, index, task_mean(adapter, index, rows), rows, 0, show_progress=False,
+                   counterfactual=counterfactual)
 
 
 def _named(p, scores, tol=1e-6):
@@ -108,10 +109,11 @@ def _auroc(scores, positives):
     return wins / (len(pos) * len(neg))
 
 
+@pytest.mark.parametrize("counterfactual", [False, True], ids=["task-mean", "counterfactual"])
 @pytest.mark.parametrize("name, low", [("learned_mask", 0.95), ("eap", 0.95), ("eap_ig", 0.95),
                                        ("activation_patching", 0.95)])
-def test_planted_circuit_auroc(name, low):
-    p = _problem()
+def test_planted_circuit_auroc(name, low, counterfactual):
+    p = _problem(counterfactual)
     kw = {"steps": 300} if name == "learned_mask" else {}
     scores = get_method(name, **kw).node_scores(p).tolist()
     names = [s.name for s in p.index.sites]
@@ -128,3 +130,25 @@ def test_random_ranking_auroc_is_near_chance_and_magnitude_is_reported():
     assert 0.35 <= sum(aucs) / len(aucs) <= 0.65
     mag = _auroc(get_method("magnitude").node_scores(p).tolist(), planted)
     assert 0.0 <= mag <= 1.0  # reported in BENCHMARKS.md; no bar (it ignores what reaches the answer)
+
+
+def test_counterfactual_patching_and_eap_agree_and_zero_where_partners_agree():
+    """Under interchange ablation a node whose value is the same in both members of every pair cannot matter:
+    exact patching gives it zero, and EAP (x - x_partner = 0) too; the planted nodes carry the whole effect."""
+    p = _problem(counterfactual=True)
+    ap = get_method("activation_patching", max_examples=None).node_scores(p)
+    eap = get_method("eap", max_examples=None).node_scores(p)
+    names = [s.name for s in p.index.sites]
+    planted = {p.index.offsets[names.index(n)] + c for n, c in PLANTED}
+    others = torch.tensor([i not in planted for i in range(p.index.size)])
+    assert ap[others].abs().max() < 1e-5 and eap[others].abs().max() < 1e-5
+    top = set(torch.argsort(ap, descending=True)[: len(planted)].tolist())
+    assert top == set(torch.argsort(eap, descending=True)[: len(planted)].tolist())
+
+
+def test_signed_scores_are_kept_for_mibs_cpr():
+    p = _problem()
+    for name in ("eap", "eap_ig", "activation_patching"):
+        m = get_method(name)
+        scores = m.node_scores(p)
+        assert torch.equal(m.signed_scores.abs(), scores)

@@ -126,3 +126,18 @@ def test_training_the_task_and_its_control_side_by_side_equals_two_separate_runs
     assert (joint[0] - task_alone).abs().max() < 1e-5 and (joint[1] - control_alone).abs().max() < 1e-5
     assert (task_alone - control_alone).abs().max() > 1e-3  # the two masks really differ
     assert method.native_ks == [int((joint[0] > 0).sum()), int((joint[1] > 0).sum())]
+
+
+def test_length_groups_can_keep_pairs_whole():
+    """Counterfactual ablation needs both members of a pair in one sub-batch: `keep_pairs` sorts pairs, not rows."""
+    from circuitbench.circuits.methods.learned_mask import length_groups
+
+    last = torch.tensor([3, 9, 8, 2, 5, 5, 1, 7])
+    rows = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
+    groups = length_groups(last, rows, 2, "cpu", keep_pairs=True)
+    for idx, width in groups:
+        assert len(idx) % 2 == 0 and all(int(a) ^ 1 == int(b) for a, b in idx.view(-1, 2).tolist())
+        assert width == int(last[idx].max()) + 1
+    assert sorted(torch.cat([g for g, _ in groups]).tolist()) == rows.tolist()
+    loose = length_groups(last, rows, 2, "cpu")
+    assert any(len(idx) % 2 or any(a ^ 1 != b for a, b in idx.view(-1, 2).tolist()) for idx, _ in loose)

@@ -23,6 +23,7 @@ def test_compare_writes_units_curves_and_the_plot(compared, capsys):
     assert {r["method"] for r in rows} == {"eap", "magnitude", "random"} and len(rows) == 6
     assert all(r["cpr"] is not None and r["cmd"] is not None for r in rows)
     assert list(compared.glob("compare-*.svg")) and list(compared.glob("compare-*.png"))
+    assert list(compared.glob("compare-*-kl.svg"))
 
 
 def test_cpr_and_cmd_recomputed_from_the_stored_curve_with_mibs_formula_equal_the_stored_values(compared):
@@ -30,14 +31,29 @@ def test_cpr_and_cmd_recomputed_from_the_stored_curve_with_mibs_formula_equal_th
         if path.name.endswith(".edges.parquet"):
             continue
         table, summary, _ = read_unit(path)
-        pts = sorted((float(r["metric"].removeprefix("curve_f_")), r["value"]) for r in table.to_pylist()
-                     if r["metric"].startswith("curve_f_"))
-        xs, fs = [x for x, _ in pts], [f for _, f in pts]
+
+        listed = table.to_pylist()
+
+        def curve(prefix, rows=listed):
+            return sorted((float(r["metric"].removeprefix(prefix)), r["value"]) for r in rows
+                          if r["metric"].startswith(prefix))
+
+        signed, absolute = curve("curve_signed_f_"), curve("curve_f_")  # MIB: CPR signed ranking, CMD absolute
+        assert [x for x, _ in signed] == [x for x, _ in absolute] == [0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+                                                                     0.1, 0.2, 0.5, 1.0]
+        xs = [x for x, _ in signed]
+        fs, ga = [f for _, f in signed], [f for _, f in absolute]
         cpr = sum((xs[i + 1] - xs[i]) * (fs[i] + fs[i + 1]) / 2 for i in range(len(xs) - 1))
-        cmd = sum((xs[i + 1] - xs[i]) * (abs(1 - fs[i]) + abs(1 - fs[i + 1])) / 2 for i in range(len(xs) - 1))
+        cmd = sum((xs[i + 1] - xs[i]) * (abs(1 - ga[i]) + abs(1 - ga[i + 1])) / 2 for i in range(len(xs) - 1))
         assert math.isclose(cpr, summary["cpr"], rel_tol=1e-12) and math.isclose(cmd, summary["cmd"], rel_tol=1e-12)
         grid = [r for r in table.to_pylist() if r["metric"].startswith("curve_nodes_f_")]
         assert [int(r["metric"].rsplit("_", 1)[1]) for r in grid][:3] == [1, 2, 4]
+        for metric in ("loss", "accuracy", "kl"):  # the same sizes on the other metrics; all nodes is the model
+            pts = curve(f"curve_{metric}_f_")
+            assert [x for x, _ in pts] == xs and pts[-1][1] == 1.0, metric
+            assert len(curve(f"curve_nodes_{metric}_f_")) == len(grid)
+        m = {r["metric"]: r["value"] for r in table.to_pylist()}
+        assert m["empty_kl"] > 0  # the empty circuit's KL from the model, which the KL curve is normalised by
 
 
 def test_compare_reruns_skip_finished_units(compared):

@@ -16,8 +16,10 @@ averaged over the task's train examples (MIB's and EAP-IG's metric).
   one forward pass per node (batched over nodes), so it is for small models and as the oracle the
   tests hold `eap` against.
 
-Scores are |attribution| (a node that hurts the metric matters as much as one that helps), in float32.
-Each method states its cost in passes over the examples it uses (`cost`).
+Scores are |attribution| (a node that hurts the metric matters as much as one that helps), in float32;
+the signed attributions are kept as `signed_scores` (positive: keeping the node raises the logit
+difference), which MIB's CPR ranks by. Each method states its cost in passes over the examples it uses
+(`cost`).
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from circuitbench.circuits.masks import gate_hook, stacked_gate_hook
+from circuitbench.circuits.masks import PositionValues, stacked_gate_hook
 from circuitbench.circuits.methods import register_method
 from circuitbench.circuits.metrics import answer_logits
-from circuitbench.circuits.problem import Problem, search_subset
+from circuitbench.circuits.problem import Problem, search_subset, whole_pairs
 from circuitbench.protocols import Batch, forward_at
 
 
@@ -47,7 +49,7 @@ def _examples(problem: Problem, max_examples: int | None) -> Batch:
 
 def _logit_diff(problem: Problem, part: Batch, gates: Tensor) -> Tensor:
     """Sum over rows of logit(correct) - logit(incorrect) with the given gates."""
-    logits = forward_at(problem.adapter, part.tokens, gate_hook(problem.index, gates, problem.ablation), part.last)
+    logits = forward_at(problem.adapter, part.tokens, problem.hook(part, gates), part.last)
     two = answer_logits(logits, part)
     return (two[:, 0] - two[:, 1]).sum()
 
@@ -56,7 +58,7 @@ def gate_gradient(problem: Problem, rows: Batch, level: float, batch: int) -> Te
     """D mean-logit-difference / d gates, with every gate at `level`: [n_nodes] float32."""
     device = rows.last.device
     grad = torch.zeros(problem.index.size, device=device)
-    for part in rows.chunks(batch):
+    for part in rows.chunks(whole_pairs(batch)):
         gates = torch.full((problem.index.size,), float(level), device=device, requires_grad=True)
         (g,) = torch.autograd.grad(_logit_diff(problem, part, gates), gates)
         grad += g.float()
@@ -91,11 +93,12 @@ class Magnitude(_Base):
         rows = _examples(problem, self.max_examples)
         index = problem.index
         names = [s.name for s in index.sites]
-        mu = index.split_values(problem.ablation)
         total = torch.zeros(index.size, dtype=torch.float64)
         count = 0
-        for part in rows.chunks(self.batch):
+        for part in rows.chunks(whole_pairs(self.batch)):
             _, cache = problem.adapter.run_with_cache(part.tokens, names=names, at=part.last)
+            values = problem.values_for(part)
+            mu = values.values if isinstance(values, PositionValues) else index.split_values(values)
             pos = torch.arange(part.tokens.shape[1], device=part.last.device)
             valid = (pos[None, :] <= part.last[:, None]).to(problem.adapter.device)  # (b, T)
             chunks = []
@@ -123,7 +126,8 @@ class EAP(_Base):
 
     def node_scores(self, problem: Problem) -> Tensor:
         """|attribution| per node."""
-        return gate_gradient(problem, _examples(problem, self.max_examples), 1.0, self.batch).abs().cpu()
+        self.signed_scores = gate_gradient(problem, _examples(problem, self.max_examples), 1.0, self.batch).cpu()
+        return self.signed_scores.abs()
 
 
 @register_method("eap_ig")
@@ -144,7 +148,8 @@ class EAPIG(_Base):
         """|integrated gradient| per node."""
         rows = _examples(problem, self.max_examples)
         total = sum(gate_gradient(problem, rows, k / self.steps, self.batch) for k in range(1, self.steps + 1))
-        return (total / self.steps).abs().cpu()
+        self.signed_scores = (total / self.steps).cpu()
+        return self.signed_scores.abs()
 
 
 @register_method("activation_patching")
@@ -168,21 +173,23 @@ class ActivationPatching(_Base):
         index, device = problem.index, rows.last.device
         n = index.size
         ones = torch.ones(n, device=device)
-        base = sum(float(_logit_diff(problem, part, ones)) for part in rows.chunks(self.batch)) / len(rows)
+        base = sum(float(_logit_diff(problem, part, ones)) for part in rows.chunks(whole_pairs(self.batch))) / len(rows)
         out = torch.zeros(n)
         c = self.nodes_per_pass
-        for part in rows.chunks(max(1, self.batch // c)):
+        for part in rows.chunks(whole_pairs(self.batch // c)):
             b = len(part)
+            values = problem.values_for(part)
             for start in range(0, n, c):
                 nodes = torch.arange(start, min(start + c, n), device=device)
                 gates = torch.ones(len(nodes), n, device=device)
                 gates[torch.arange(len(nodes), device=device), nodes] = 0.0
                 rep = Batch(part.tokens.repeat(len(nodes), 1), part.last.repeat(len(nodes)),
                             part.correct.repeat(len(nodes)), part.incorrect.repeat(len(nodes)))
-                hook = stacked_gate_hook(problem.index, gates, problem.ablation)  # block i ablates nodes[i]
+                hook = stacked_gate_hook(problem.index, gates, values)  # block i ablates nodes[i]
                 logits = forward_at(problem.adapter, rep.tokens, hook, rep.last)
                 two = answer_logits(logits, rep)
                 diff = (two[:, 0] - two[:, 1]).view(len(nodes), b).sum(1)
                 out[start : start + len(nodes)] += diff.cpu()
-        return (base - out / len(rows)).abs()
+        self.signed_scores = base - out / len(rows)
+        return self.signed_scores.abs()
 

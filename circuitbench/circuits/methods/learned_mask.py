@@ -25,7 +25,7 @@ from circuitbench.circuits.methods import register_method
 from circuitbench.circuits.metrics import task_loss
 from circuitbench.circuits.problem import Problem
 from circuitbench.hardware import autocast, resolve_precision
-from circuitbench.protocols import forward_at
+from circuitbench.protocols import Batch, forward_at
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +124,16 @@ class LearnedMask:
             pairs = torch.randperm(n_pairs, generator=gen)[: self.batch_pairs]
             rows = torch.stack([2 * pairs, 2 * pairs + 1], 1).flatten()
             gates = hard_gate(tau, self.temperature)  # (P, n)
-            hook = stacked_gate_hook(first.index, gates, ablation)
+            hook = None if first.counterfactual else stacked_gate_hook(first.index, gates, ablation)
             ce = tau.new_zeros(n_problems)
-            for idx, width in length_groups(last, rows, self.length_groups, device):
+            for idx, width in length_groups(last, rows, self.length_groups, device, keep_pairs=first.counterfactual):
                 tokens = train.tokens[idx, :width].repeat(n_problems, 1)  # (P * b, width): block i is problem i
                 at = train.last[idx].repeat(n_problems)
                 with autocast(precision, device):
+                    if first.counterfactual:  # each group's pair partners' activations, shared by the blocks
+                        part = Batch(train.tokens[idx, :width], train.last[idx], train.correct[idx],
+                                     train.incorrect[idx])
+                        hook = stacked_gate_hook(first.index, gates, first.values_for(part))
                     logits = forward_at(first.adapter, tokens, hook, at)
                 pair = torch.cat([torch.stack([c[idx], w[idx]], 1) for c, w in labels])  # (P * b, 2)
                 two = logits.gather(1, pair).float()
@@ -177,11 +181,16 @@ class LearnedMask:
         return out
 
 
-def length_groups(last: Tensor, rows: Tensor, n: int, device: torch.device | str) -> list[tuple[Tensor, int]]:
+def length_groups(last: Tensor, rows: Tensor, n: int, device: torch.device | str,
+                  keep_pairs: bool = False) -> list[tuple[Tensor, int]]:
     """Rows `rows` as at most `n` sub-batches of consecutive prompt lengths: (row indices on `device`, width).
 
     Each sub-batch is to be padded only to its own longest prompt (`width` tokens). `last` is the batch's
-    last prompt positions on the host, so nothing here waits for the device.
+    last prompt positions on the host, so nothing here waits for the device. With `keep_pairs` (rows come
+    as pairs, 2j and 2j + 1), pairs are sorted by their longer member and never split.
     """
-    order = rows[torch.argsort(last[rows], stable=True)] if n > 1 else rows
-    return [(part.to(device, non_blocking=True), int(last[part].max()) + 1) for part in order.chunk(n) if len(part)]
+    units = rows.view(-1, 2) if keep_pairs else rows[:, None]  # what is never split: a pair, or a row
+    key = last[units].max(1).values
+    order = units[torch.argsort(key, stable=True)] if n > 1 else units
+    return [(part.flatten().to(device, non_blocking=True), int(last[part].max()) + 1)
+            for part in order.chunk(n) if len(part)]
