@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +27,21 @@ def _print_table(rows: list[dict[str, object]], fmt: str, floatfmt: str = ".4g")
 
 
 # --- inspect -------------------------------------------------------------------------------------
+
+
+_TASKS_HELP = ("task names (NAME:inverted for a task's inverted-label control) or spec files (path/to/spec.yaml), "
+               "separated by commas or spaces, or all (default: all)")
+
+
+def _tasks(values: Sequence[str]) -> list[str]:
+    """`--tasks` as a list: every value split at commas (`a,b c` is a, b, c), blanks dropped."""
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+def _spec_names(values: Sequence[str]) -> list[str] | None:
+    """`--tasks` for the task-spec commands: None (every bundled task) for `all`."""
+    names = _tasks(values)
+    return None if not names or names == ["all"] else names
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
@@ -131,7 +147,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     _add_hub_flags(p)
     p.add_argument("--sae", default=None, metavar="PATH[,PATH...]",
                    help="splice SAELens-format SAEs (directories or Hub ids) into the model and prune their latents")
-    p.add_argument("--tasks", default="all", help="comma-separated task names (NAME:inverted too), or all")
+    p.add_argument("--tasks", nargs="+", default=["all"], help=_TASKS_HELP)
     p.add_argument("--method", default="learned-mask", help="learned-mask | random (registry names; - or _)")
     p.add_argument("--steps", type=int, default=None, help="learned-mask optimizer steps (default 400)")
     p.add_argument("--patience", type=int, default=None,
@@ -195,7 +211,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                  if v is not None}}
     _set_threads(args.threads)
     cfg = RunConfig(model=args.model, saes=args.sae.split(",") if args.sae else [],
-                    tasks=args.tasks.split(","), method=args.method.replace("-", "_"),
+                    tasks=_tasks(args.tasks), method=args.method.replace("-", "_"),
                     method_kwargs=kwargs, target_loss=args.target_loss, ablation=args.ablation,
                     seed=args.seed, device=args.device, dtype=args.dtype, out=args.out, force=args.force,
                     min_accuracy=args.min_accuracy, control=not args.no_control, calibrate=args.calibrate,
@@ -314,7 +330,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated method names (registry: learned_mask, eap, eap_ig, magnitude, "
                         "activation_patching, random)")
     p.add_argument("--model", default="tiny-sparse", help="bundled name, model directory or Hub id")
-    p.add_argument("--tasks", default="all", help="comma-separated task names, or all")
+    p.add_argument("--tasks", nargs="+", default=["all"], help=_TASKS_HELP)
     p.add_argument("--ablation", choices=["mean", "task-mean", "zero", "counterfactual"], default="mean",
                    help="what pruned nodes take: the pretraining-corpus mean (the paper's), the task mean, zero, or "
                         "the pair partner's activations (counterfactual, MIB's interchange) (default: %(default)s)")
@@ -341,7 +357,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     adapter = circuitbench.load_model(args.model, device=args.device)
     for m in methods:
         kwargs = {"steps": args.steps} if args.steps is not None and "steps" in hyperparameter_names(m) else {}
-        cfg = RunConfig(model=args.model, tasks=args.tasks.split(","), method=m, method_kwargs=kwargs,
+        cfg = RunConfig(model=args.model, tasks=_tasks(args.tasks), method=m, method_kwargs=kwargs,
                         ablation=args.ablation, min_accuracy=args.min_accuracy, target_loss=args.target_loss,
                         seed=args.seed, device=args.device, out=args.out, control=False,
                         show_progress=not args.quiet)
@@ -397,15 +413,40 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
 def _cmd_submit(args: argparse.Namespace) -> int:
     from circuitbench.leaderboard.submit import accept, validate
 
-    if args.check:
-        report = validate(args.results, args.meta, args.board)
-        if report.ok:
-            print(f"valid: {report.units} unit(s), content hash {report.content_hash[:16]}")
-            return 0
+    report = validate(args.results, args.meta, args.board)
+    left = (f"; left out {sum(report.left_out.values())} unit(s) of other models or methods "
+            f"({', '.join(f'{k}: {n}' for k, n in sorted(report.left_out.items()))})" if report.left_out else "")
+    if not report.ok:
         print(f"invalid ({len(report.problems)} problem(s)):\n  " + "\n  ".join(report.problems), file=sys.stderr)
         return 1
+    if args.check:
+        print(f"valid: {report.units} unit(s), content hash {report.content_hash[:16]}{left}")
+        return 0
     dest = accept(args.results, args.meta, args.board)
-    print(f"accepted -> {dest}")
+    print(f"accepted {report.units} unit(s) -> {dest}{left}\n"
+          f"Rebuild the site with `circuitbench leaderboard build --board {args.board}`.")
+    return 0
+
+
+# --- leaderboard ---------------------------------------------------------------------------------
+
+
+def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("leaderboard", help="build the static leaderboard site from a board's accepted submissions")
+    lsub = p.add_subparsers(dest="leaderboard_command", required=True, metavar="ACTION")
+    b = lsub.add_parser("build", help="write HTML, CSS and JavaScript that open from disk (file://)")
+    b.add_argument("--board", type=Path, default=Path("leaderboard"),
+                   help="the board directory holding submissions/ (default: %(default)s)")
+    b.add_argument("--out", type=Path, default=None, help="where the site goes (default: BOARD/site)")
+    b.set_defaults(handler=_cmd_leaderboard_build)
+
+
+def _cmd_leaderboard_build(args: argparse.Namespace) -> int:
+    from circuitbench.leaderboard.site import build, load_board
+
+    out = build(args.board, args.out)
+    entries = load_board(args.board)
+    print(f"built {out} from {len(entries)} submission(s); open {out / 'index.html'} in a browser")
     return 0
 
 
@@ -491,20 +532,20 @@ def _add_tasks(sub: argparse._SubParsersAction) -> None:
 
     ex = tsub.add_parser("export", help="write every example, one row each, as JSON Lines or Parquet")
     ex.add_argument("--format", choices=["jsonl", "parquet"], required=True)
-    ex.add_argument("--out", type=Path, required=True, help="output file")
-    ex.add_argument("--tasks", nargs="*", default=None, help="task names (default: all)")
+    ex.add_argument("--out", required=True, help="output file, or a folder (DIR/) to write tasks.FORMAT in")
+    ex.add_argument("--tasks", nargs="+", default=["all"], help=_TASKS_HELP)
     ex.add_argument("--splits", nargs="+", choices=["train", "test"], default=["train", "test"])
     ex.set_defaults(handler=_cmd_tasks_export)
 
     ck = tsub.add_parser("check", help="run every example's validity check (compile / exec)")
-    ck.add_argument("--tasks", nargs="*", default=None, help="task names (default: all)")
+    ck.add_argument("--tasks", nargs="+", default=["all"], help=_TASKS_HELP)
     ck.add_argument("--format", choices=["table", "json"], default="table")
     ck.set_defaults(handler=_cmd_tasks_check)
 
     en = tsub.add_parser("encode", help="how many examples a tokenizer keeps, and why it drops any")
     en.add_argument("--tokenizer", type=Path, required=True,
                     help="tokenizer.json, or a model directory with tokenizer files")
-    en.add_argument("--tasks", nargs="*", default=None, help="task names (default: all)")
+    en.add_argument("--tasks", nargs="+", default=["all"], help=_TASKS_HELP)
     en.add_argument("--split", choices=["train", "test"], default="test")
     en.add_argument("--format", choices=["table", "json"], default="table")
     en.set_defaults(handler=_cmd_tasks_encode)
@@ -523,10 +564,10 @@ def _cmd_tasks_list(args: argparse.Namespace) -> int:
 
 def _cmd_tasks_show(args: argparse.Namespace) -> int:
     from circuitbench.tasks.export import format_pair
-    from circuitbench.tasks.load import get_task
+    from circuitbench.tasks.load import get_task, use_task
     from circuitbench.tasks.pairs import make_pairs
 
-    spec = get_task(args.name)
+    spec = get_task(use_task(args.name))
     print(f"{spec.name} ({spec.provenance}, task_hash {spec.task_hash}): {spec.probes}")
     print(f"contrast: {spec.contrast.detail}\n")
     for pair in make_pairs(spec, args.split)[: max(args.n, 0)]:
@@ -537,15 +578,18 @@ def _cmd_tasks_show(args: argparse.Namespace) -> int:
 def _cmd_tasks_export(args: argparse.Namespace) -> int:
     from circuitbench.tasks.export import export_examples, resolve_tasks
 
-    n = export_examples(args.out, args.format, resolve_tasks(args.tasks), args.splits)
-    print(f"{n} examples -> {args.out}")
+    out = Path(args.out)
+    if args.out.endswith(("/", os.sep)) or out.is_dir():  # a folder: the file goes inside it
+        out = out / f"tasks.{args.format}"
+    n = export_examples(out, args.format, resolve_tasks(_spec_names(args.tasks)), args.splits)
+    print(f"{n} examples -> {out}")
     return 0
 
 
 def _cmd_tasks_check(args: argparse.Namespace) -> int:
     from circuitbench.tasks.export import check_rows, resolve_tasks
 
-    rows = check_rows(resolve_tasks(args.tasks))
+    rows = check_rows(resolve_tasks(_spec_names(args.tasks)))
     _print_table(rows, args.format)
     return 1 if any(r["failures"] for r in rows) else 0
 
@@ -555,7 +599,7 @@ def _cmd_tasks_encode(args: argparse.Namespace) -> int:
     from circuitbench.tasks.export import encode_rows, resolve_tasks
 
     tok = load_tokenizer_path(args.tokenizer)
-    _print_table(encode_rows(resolve_tasks(args.tasks), tok, args.split), args.format)
+    _print_table(encode_rows(resolve_tasks(_spec_names(args.tasks)), tok, args.split), args.format)
     return 0
 
 
@@ -624,7 +668,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     lm.add_argument("--tokenizer", required=True,
                     help="the evaluated model's tokenizer: a bundled model name (tiny-sparse), a model "
                     "directory, or a tokenizer.json")
-    lm.add_argument("--tasks", default="all", help="comma-separated task names, or `all` (default)")
+    lm.add_argument("--tasks", nargs="+", default=["all"], help=_TASKS_HELP)
     lm.add_argument("--split", choices=["train", "test"], default="test")
     lm.add_argument("--format", choices=["table", "json"], default="table")
     lm.set_defaults(handler=_cmd_export_lm_eval)
@@ -634,8 +678,7 @@ def _cmd_export_lm_eval(args: argparse.Namespace) -> int:
     from circuitbench.integrations.lm_eval_tasks import export_lm_eval, resolve_tokenizer
     from circuitbench.tasks.export import resolve_tasks
 
-    names = [n.strip() for n in args.tasks.split(",") if n.strip()]
-    specs = resolve_tasks(None if names == ["all"] else names)
+    specs = resolve_tasks(_spec_names(args.tasks))
     exported = export_lm_eval(args.out, specs, resolve_tokenizer(args.tokenizer), args.split)
     _print_table([t.report_row() for t in exported], args.format)
     if args.format == "table":
@@ -657,6 +700,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_sweep,
     _add_methods,
     _add_compare,
+    _add_leaderboard,
     _add_circuit,
     _add_submit,
     _add_report,
@@ -707,8 +751,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("circuitbench: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 

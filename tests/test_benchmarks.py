@@ -23,3 +23,13 @@ def test_bench_gpu_runs_at_a_tiny_shape_on_cpu(tmp_path):
     assert 0 <= out["circuit_nodes"] <= out["nodes"] and out["search_evaluations"] >= 1
     assert out["peak_memory_gib"] > 0
     assert json.loads((tmp_path / "gpu.json").read_text())["mask_steps"] == 3
+
+
+def test_bench_methods_times_each_method_against_one_forward_and_backward_pass(tmp_path):
+    out = _script("bench_methods").main(["--tasks", "else_elif", "--methods", "eap,random,magnitude",
+                                         "--ablation", "zero", "--json", str(tmp_path / "m.json")])
+    assert [r["method"] for r in out] == ["eap", "random", "magnitude"]
+    assert all(r["fwd_bwd_s"] > 0 and math.isfinite(r["ratio"]) for r in out)
+    eap = out[0]
+    assert eap["forward_passes"] == eap["backward_passes"] >= 1  # eap declares a forward and a backward per batch
+    assert json.loads((tmp_path / "m.json").read_text()) == out

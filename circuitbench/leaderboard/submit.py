@@ -1,18 +1,24 @@
 """Leaderboard submissions: a documented, versioned format, and a validator that lists every problem.
 
-A submission is a results directory written by `circuitbench run` (units, circuits, edge tables, the
-summary) plus a metadata file, `submission.json`:
+A submission is one model and one method: the units of a results directory written by `circuitbench run`
+or `compare` (units, circuits, edge tables) that belong to that model and method, plus a metadata file,
+`submission.json`. Units of other models or methods in the same directory are left out (and counted), so
+one `compare` folder gives one submission per method:
 
 ```json
 {
   "submission_format": "1",
-  "model": {"name": "tiny-sparse", "hub_id": null, "revision": null, "weights_sha256": "..."},
+  "model": {"name": "tiny-sparse", "hub_id": null, "revision": null, "weights_sha256": "...",
+            "kind": "sparse", "dense_twin": "tiny-dense"},
   "validation": {"loss": 3.91, "corpus": "circuitbench pypi (sha256 ...)"},
   "method": {"name": "learned_mask", "hyperparameters": {"steps": 400}},
   "submitter": "Ada Lovelace",
   "description": "What was run, on what, and why."
 }
 ```
+
+`model.kind` (`dense`, `sparse` or `sae`) is what the board filters by, and `model.dense_twin` names the
+dense model trained on the same data that a sparse one is compared with (the frontier plot links them).
 
 `validate` checks, and reports every failure naming its file and field: the metadata's format and fields;
 each unit's result schema version and complete provenance; task hashes equal to the current task specs
@@ -30,7 +36,7 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -38,6 +44,8 @@ from circuitbench.errors import CircuitbenchError
 
 SUBMISSION_FORMAT = "1"
 META_FILE = "submission.json"
+_REQUIRED_PROVENANCE = ("host", "pid")
+"""Optional provenance fields (older units may lack them) that every submitted unit must have recorded."""
 
 
 class ModelInfo(BaseModel):
@@ -48,6 +56,10 @@ class ModelInfo(BaseModel):
     hub_id: str | None = None
     revision: str | None = None
     weights_sha256: str
+    kind: Literal["dense", "sparse", "sae"] | None = None
+    """Dense, weight-sparse, or dense with SAEs spliced in (what the board filters by)."""
+    dense_twin: str | None = None
+    """For a sparse model: the board name of the dense model trained alike, linked in the frontier plot."""
 
 
 class Validation(BaseModel):
@@ -85,6 +97,10 @@ class Report:
     problems: list[str] = field(default_factory=list)
     units: int = 0
     content_hash: str = ""
+    files: list[Path] = field(default_factory=list)
+    """The files the submission is made of (units, circuits, edge tables)."""
+    left_out: dict[str, int] = field(default_factory=dict)
+    """Units in the results directory of other models or methods, by `model / method`."""
 
     @property
     def ok(self) -> bool:
@@ -96,14 +112,46 @@ class Report:
         self.problems.append(f"{where}: {what}")
 
 
-def content_hash(results: Path, meta: Path) -> str:
-    """sha256 over the submission's files (names and bytes), the identity used to spot duplicates."""
+def submission_files(results: Path, units: list[Path]) -> list[Path]:
+    """The files a submission is made of: its units and the circuit and edge table beside each, sorted."""
+    from circuitbench.circuits.circuit import circuit_paths
+
+    out = []
+    for u in units:
+        out += [p for p in (u, *circuit_paths(u)) if p.is_file()]
+    return sorted(out)
+
+
+def content_hash(results: Path, files: list[Path], meta: Path) -> str:
+    """sha256 over the submission's files (names and bytes) and metadata: the identity that spots duplicates."""
     h = hashlib.sha256()
-    for p in sorted([*results.rglob("*")]):
-        if p.is_file() and p.name != "summary.parquet":
-            h.update(str(p.relative_to(results)).encode() + b"\0" + p.read_bytes())
+    for p in files:
+        h.update(p.relative_to(results).as_posix().encode() + b"\0" + p.read_bytes())
     h.update(meta.read_bytes())
     return h.hexdigest()
+
+
+def select_units(results: Path, meta: SubmissionMeta) -> tuple[list[Path], dict[str, int]]:
+    """The units of `results` that are the submission's model (by weights hash) and method.
+
+    Returns:
+        Those units, and the others counted by `model / method`.
+    """
+    from circuitbench.results.store import read_unit, unit_files
+
+    mine, others = [], {}
+    for path in unit_files(results):
+        try:
+            u = read_unit(path)[2].unit
+        except (CircuitbenchError, ValidationError, KeyError):
+            mine.append(path)  # unreadable: validated (and refused) as part of the submission
+            continue
+        if u.model.weights_sha256 == meta.model.weights_sha256 and u.method == meta.method.name:
+            mine.append(path)
+        else:
+            key = f"{u.model.name} / {u.method}"
+            others[key] = others.get(key, 0) + 1
+    return mine, others
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -135,12 +183,18 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report) -> None:
                        f"{current}; rerun on the current tasks")
     except CircuitbenchError:
         report.add(path, f"provenance.unit.task: {u.task!r} is not a task of this circuitbench")
-    if u.model.weights_sha256 != meta.model.weights_sha256:
-        report.add(path, f"provenance.unit.model.weights_sha256 {u.model.weights_sha256} differs from "
-                   f"{META_FILE} model.weights_sha256 {meta.model.weights_sha256}")
-    if u.method != meta.method.name:
-        report.add(path, f"provenance.unit.method {u.method!r} differs from {META_FILE} method.name "
-                   f"{meta.method.name!r}")
+    for key, want in sorted(meta.method.hyperparameters.items()):
+        if key not in u.method_kwargs:
+            report.add(path, f"{META_FILE} method.hyperparameters.{key}: the method has no such hyperparameter "
+                       f"(it has {', '.join(sorted(u.method_kwargs)) or 'none'})")
+        elif u.method_kwargs[key] != want:
+            report.add(path, f"provenance.unit.method_kwargs.{key} = {u.method_kwargs[key]!r} differs from "
+                       f"{META_FILE} method.hyperparameters.{key} = {want!r}")
+    missing = [k for k, v in prov.model_dump().items() if v is None and k in _REQUIRED_PROVENANCE]
+    if u.model.weights_sha256 is None:
+        missing.append("unit.model.weights_sha256")
+    if missing:
+        report.add(path, f"provenance incomplete: {', '.join(missing)} not recorded; rerun with this circuitbench")
     m = {(r["split"], r["metric"]): r["value"] for r in table.to_pylist()}
     if ("test", "full_accuracy") not in m:
         report.add(path, "no test-split full_accuracy: every claimed task needs its test numbers")
@@ -185,15 +239,21 @@ def validate(results: Path, meta_path: Path, board: Path | None = None) -> Repor
     if meta.submission_format != SUBMISSION_FORMAT:
         report.add(meta_path, f"submission_format {meta.submission_format!r}: this board reads "
                    f"{SUBMISSION_FORMAT!r}")
-    from circuitbench.results.store import unit_files
-
-    units = unit_files(results)
+    units, report.left_out = select_units(results, meta)
     if not units:
-        report.add(results, "no unit files (RESULTS/MODEL/TASK.METHOD.seedN.parquet); run `circuitbench run` first")
+        found = "; found " + ", ".join(sorted(report.left_out)) if report.left_out else ""
+        report.add(results, f"no units of model {meta.model.name!r} (weights {meta.model.weights_sha256[:12]}) with "
+                   f"method {meta.method.name!r} (RESULTS/MODEL/TASK.METHOD.seedN.parquet){found}; run "
+                   "`circuitbench run` first, or fix model.weights_sha256 / method.name")
+    names = set(_model_names(units))
+    if len(names) > 1:
+        report.add(results, f"the units name the model differently ({', '.join(sorted(names))}); one submission is "
+                   "one model")
     for path in units:
         _check_unit(path, meta, report)
     report.units = len(units)
-    report.content_hash = content_hash(results, meta_path) if units else ""
+    report.files = submission_files(results, units)
+    report.content_hash = content_hash(results, report.files, meta_path) if units else ""
     if board is not None and report.content_hash and (Path(board) / "submissions" / report.content_hash).exists():
         report.add(results, f"a duplicate of accepted submission {report.content_hash[:16]}")
     return report
@@ -212,9 +272,24 @@ def accept(results: Path, meta_path: Path, board: Path) -> Path:
     dest = Path(board) / "submissions" / report.content_hash
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(results, tmp / "results")
+    for f in report.files:  # only this model's and method's units, with their circuits and edges
+        target = tmp / "results" / f.relative_to(results)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, target)
     shutil.copyfile(meta_path, tmp / META_FILE)
+    (tmp / "accepted.json").write_text(json.dumps({"content_hash": report.content_hash, "units": report.units,
+                                                   "submission_format": SUBMISSION_FORMAT}, indent=2) + "\n")
     tmp.rename(dest)
-    (dest / "accepted.json").write_text(json.dumps({"content_hash": report.content_hash, "units": report.units},
-                                                   indent=2) + "\n")
     return dest
+
+
+def _model_names(units: list[Path]) -> list[str]:
+    from circuitbench.results.store import read_unit
+
+    names = []
+    for path in units:
+        try:
+            names.append(read_unit(path)[2].unit.model.name)
+        except (CircuitbenchError, ValidationError, KeyError):
+            continue
+    return names

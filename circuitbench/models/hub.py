@@ -63,6 +63,14 @@ def is_hub_id(arg: str) -> bool:
     return bool(_HUB_ID.match(arg)) and ".." not in arg
 
 
+_BARE_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}$")
+
+
+def is_bare_hub_id(arg: str) -> bool:
+    """Whether an argument can be one of the Hub's legacy ids without an owner (`gpt2`, `distilgpt2`)."""
+    return bool(_BARE_HUB_ID.match(arg)) and ".." not in arg and not arg.endswith((".pt", ".json", ".safetensors"))
+
+
 def resolve_model_dir(path_or_id: str) -> Path:
     """Find the local directory behind a model argument: a path first, then a bundled name.
 
@@ -81,7 +89,8 @@ def resolve_model_dir(path_or_id: str) -> Path:
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ModelNotFoundError(
         f"{path_or_id}: no such directory and no bundled model of that name.{hint} "
-        f"Bundled models: {', '.join(bundled) or '(none)'}. A Hub id has the form owner/name."
+        f"Bundled models: {', '.join(bundled) or '(none)'}. A Hub id is owner/name (or a legacy bare name such "
+        "as gpt2)."
     )
 
 
@@ -273,13 +282,25 @@ def load_model(
     """
     revision_info: dict[str, Any] | None = None
     path = Path(path_or_id).expanduser()
-    if path.is_dir() or path.exists() or path_or_id in bundled_models() or not is_hub_id(path_or_id):
+    local = path.is_dir() or path.exists() or path_or_id in bundled_models()
+    if local or not (is_hub_id(path_or_id) or is_bare_hub_id(path_or_id)):
         directory = resolve_model_dir(path_or_id)
         if revision is not None:
             log.warning("revision=%s ignored: %s is a local directory", revision, directory)
         name = path_or_id if path_or_id in bundled_models() else directory.name
-    else:
+    elif is_hub_id(path_or_id):
         directory, revision_info = download_model(path_or_id, revision, trust_remote_code)
+        name = path_or_id
+    else:  # a bare name (`gpt2`): a Hub id without an owner, unless it is a mistyped bundled name
+        try:
+            directory, revision_info = download_model(path_or_id, revision, trust_remote_code)
+        except ModelNotFoundError as err:
+            try:
+                resolve_model_dir(path_or_id)  # raises the local error, with a did-you-mean
+            except ModelNotFoundError as local_err:
+                raise ModelNotFoundError(f"{local_err} As a Hub id: {str(err).removeprefix(path_or_id + ': ')}") \
+                    from None
+            raise
         name = path_or_id
     fmt = next(f for f in MODEL_FORMATS if f.name == detect_format(directory))
     return fmt.load(directory, device=device, dtype=dtype, name=name, trust_remote_code=trust_remote_code,

@@ -92,16 +92,15 @@ def validate(cfg: RunConfig) -> None:
 
 
 def resolve_tasks(names: list[str]) -> list[str]:
-    """Expand 'all' and check every name (NAME:inverted included) exists."""
-    from circuitbench.tasks.load import get_task, spec_names
+    """Expand 'all', load spec files (`path/to/spec.yaml`), and check every name (NAME:inverted included)."""
+    from circuitbench.tasks.load import spec_names, use_task
 
     out: list[str] = []
     for name in names:
         if name == "all":
             out.extend(spec_names())
         else:
-            get_task(name)  # raises TaskError with a did-you-mean
-            out.append(name)
+            out.append(use_task(name))  # raises TaskError with a did-you-mean
     return list(dict.fromkeys(out))
 
 

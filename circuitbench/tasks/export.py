@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import torch
+
 from circuitbench.errors import TaskError
-from circuitbench.tasks.load import get_task, list_specs
+from circuitbench.tasks.load import get_task, list_specs, use_task
 from circuitbench.tasks.pairs import Pair, make_pairs
 from circuitbench.tasks.spec import SPLITS, SplitName, TaskSpec
 
@@ -37,12 +39,12 @@ EXPORT_COLUMNS: tuple[str, ...] = (
 
 
 def resolve_tasks(names: Sequence[str] | None) -> list[TaskSpec]:
-    """Specs for task names (`NAME:inverted` allowed); None or empty means all bundled tasks.
+    """Specs for task names (`NAME:inverted` allowed) or spec files; None or empty means all bundled tasks.
 
     Raises:
         TaskError: for an unknown name.
     """
-    return [get_task(n) for n in names] if names else list_specs()
+    return [get_task(use_task(n)) for n in names] if names else list_specs()
 
 
 def summary_rows(specs: Sequence[TaskSpec]) -> list[dict[str, Any]]:
@@ -152,12 +154,18 @@ def format_pair(pair: Pair, marker: str = "\u2588") -> str:
 
 
 def encode_rows(specs: Sequence[TaskSpec], tokenizer: Tokenizer, split: SplitName = "test") -> list[dict[str, Any]]:
-    """Per task: examples kept and dropped by the boundary checks for a tokenizer, and why."""
+    """Per task: examples kept and dropped by the boundary checks for a tokenizer, and why.
+
+    `equal_length` counts the kept examples whose pair partner has the same token length: counterfactual
+    ablation patches those position by position (the others on the suffix aligned at the answer).
+    """
     from circuitbench.tasks.encode import encode_task
 
     rows = []
     for s in specs:
         enc = encode_task(s, tokenizer, split)
+        last = enc.last
+        equal = int((last == last[torch.arange(len(last)) ^ 1]).sum()) if len(last) else 0
         rows.append(
             {
                 "task": s.name,
@@ -167,6 +175,7 @@ def encode_rows(specs: Sequence[TaskSpec], tokenizer: Tokenizer, split: SplitNam
                 "dropped": enc.n_dropped,
                 "kept_fraction": round(enc.kept_fraction, 4),
                 "truncated": enc.n_truncated,
+                "equal_length": equal,
                 "why": ", ".join(f"{n} {r}" for r, n in enc.drop_reasons.items()) or "-",
             }
         )

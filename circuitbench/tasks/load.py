@@ -74,7 +74,7 @@ def _unknown_task(name: str) -> str:
     hint = f" Did you mean {close[0] + suffix!r}?" if close else ""
     return (
         f"unknown task {name!r}.{hint} Options: {', '.join(options)} "
-        f"(add {INVERTED} for a task's inverted-label control)."
+        f"(add {INVERTED} for a task's inverted-label control), or a path to a spec file (.yaml)."
     )
 
 
@@ -136,13 +136,50 @@ def load_spec(name_or_path: str | Path) -> TaskSpec:
     return _load_file(path.resolve(), stat.st_mtime_ns, stat.st_size)
 
 
+_USER_SPECS: dict[str, TaskSpec] = {}
+"""Specs loaded from the user's files in this process (`--tasks path/to/spec.yaml`), by name."""
+
+
+def use_task(name_or_path: str) -> str:
+    """A task for `--tasks`: a bundled name (`NAME:inverted` too), or a spec file, loaded and made known by name.
+
+    After this, `get_task(name)` finds a file's spec in this process (the unit names the task by name and
+    content hash, so a result is tied to exactly that spec).
+
+    Returns:
+        The task's name (with `:inverted` kept).
+
+    Raises:
+        TaskError: for an unknown name or a missing file, or a file whose task is named like a bundled one.
+        SpecError: for an invalid spec file, naming the file and field.
+    """
+    base = name_or_path.removesuffix(INVERTED)
+    if not _is_path(base):
+        get_task(name_or_path)
+        return name_or_path
+    spec = load_spec(base)
+    if spec.name in spec_names():
+        raise TaskError(f"{base}: the spec is named {spec.name!r}, like a bundled task; give it another name (and "
+                        "file name) so that results never mix the two")
+    known = _USER_SPECS.get(spec.name)
+    if known is not None and known.task_hash != spec.task_hash:
+        raise TaskError(f"{base}: another spec named {spec.name!r} was already loaded in this run; task names "
+                        "must be unique")
+    _USER_SPECS[spec.name] = spec
+    return spec.name + name_or_path[len(base):]
+
+
 def get_task(name: str) -> TaskSpec:
-    """The bundled task of that name; `NAME:inverted` is its inverted-label control.
+    """The bundled task of that name, or a spec file's loaded with `use_task`; `NAME:inverted` is its control.
 
     Raises:
         TaskError: for an unknown name, listing the options and the closest one.
     """
-    if name.removesuffix(INVERTED) not in spec_names():
+    base = name.removesuffix(INVERTED)
+    if base in _USER_SPECS and base not in spec_names():
+        spec = _USER_SPECS[base]
+        return spec.invert() if name.endswith(INVERTED) else spec
+    if base not in spec_names():
         raise TaskError(_unknown_task(name))
     return load_spec(name)
 

@@ -353,3 +353,12 @@ def test_cli_flags_are_parsed_for_run_and_inspect():
     assert (args.revision, args.trust_remote_code) == ("v2", True)
     args = build_parser().parse_args(["inspect", REPO_ID])
     assert (args.revision, args.trust_remote_code) == (None, False)
+
+
+def test_a_bare_hub_id_resolves_as_a_hub_id(offline_cache, fixture_cfg, fixture_sd, expected):
+    """Legacy ids without an owner (`gpt2`, as the README shows) are Hub ids, not missing directories."""
+    write_snapshot(offline_cache, "bare-model", hub_files(fixture_cfg, fixture_sd))
+    adapter = circuitbench.load_model("bare-model", device="cpu")
+    assert max_diff(adapter, expected) <= 1e-4 and adapter.provenance["repo_id"] == "bare-model"
+    with pytest.raises(ModelNotFoundError, match=r"Did you mean 'tiny-sparse'\?.*As a Hub id: .*HF_HUB_OFFLINE"):
+        circuitbench.load_model("tiny-sprase", device="cpu")

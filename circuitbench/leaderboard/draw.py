@@ -1,0 +1,207 @@
+"""Pictures for the static board, as plain SVG text: circuit drawings, faithfulness curves, the frontier plot.
+
+Written by hand rather than with matplotlib: the board must be byte-identical from the same inputs and
+small enough to inline in a page (matplotlib's SVG carries generated ids and one path per glyph), and
+every label here is text a browser renders and searches. Every string that reaches the SVG is
+XML-escaped; numbers are formatted with fixed precision, so the output depends on nothing but the inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f")
+"""Line colours, in series order (colour-blind-distinguishable in the first four)."""
+
+
+def _n(x: float) -> str:
+    """A coordinate with two decimals and no trailing zeros ("12.5", "3")."""
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+@dataclass(frozen=True)
+class CircuitNode:
+    """A kept channel: its site (column) and channel index."""
+
+    site: str
+    channel: int
+
+
+@dataclass(frozen=True)
+class CircuitEdge:
+    """An edge between two kept channels; `weight` is NaN for a weightless residual edge."""
+
+    src: CircuitNode
+    dst: CircuitNode
+    weight: float
+    kind: str
+
+
+def circuit_svg(sites: Sequence[tuple[str, str, int]], nodes: Sequence[CircuitNode], edges: Sequence[CircuitEdge],
+                max_edges: int = 400, title: str = "") -> str:
+    """Draw a circuit: sites as columns in forward order, kept channels as labelled nodes, edges as lines.
+
+    Weighted edges are drawn with a width proportional to |weight| (blue positive, red negative); residual
+    edges (a write channel read back by a later sublayer) are grey and dashed. Above `max_edges`, the
+    strongest weighted edges and then the residual ones are drawn, and the caption says how many.
+
+    Args:
+        sites: (name, kind, layer) of every site, in forward order.
+        nodes: the kept channels.
+        edges: the edges between them.
+        max_edges: the most edges drawn.
+        title: a caption above the drawing.
+    """
+    kept: dict[str, list[int]] = {}
+    for n in nodes:
+        kept.setdefault(n.site, []).append(n.channel)
+    columns = [(name, kind, layer) for name, kind, layer in sites if kept.get(name)]
+    col_w, row_h, top, left = 92.0, 16.0, 58.0, 20.0
+    rows = max((len(v) for v in kept.values()), default=1)
+    width = left * 2 + col_w * max(len(columns), 1)
+    height = top + row_h * rows + 30
+    pos: dict[CircuitNode, tuple[float, float]] = {}
+    for c, (name, _, _) in enumerate(columns):
+        for r, ch in enumerate(sorted(kept[name])):
+            pos[CircuitNode(name, ch)] = (left + col_w * c + col_w / 2, top + row_h * r + row_h / 2)
+    drawable = [e for e in edges if e.src in pos and e.dst in pos]
+    weighted = sorted((e for e in drawable if not math.isnan(e.weight)),
+                      key=lambda e: (-abs(e.weight), e.src.site, e.src.channel, e.dst.site, e.dst.channel))
+    residual = sorted((e for e in drawable if math.isnan(e.weight)),
+                      key=lambda e: (e.src.site, e.src.channel, e.dst.site, e.dst.channel))
+    shown = (weighted + residual)[:max_edges]
+    wmax = max((abs(e.weight) for e in weighted), default=1.0) or 1.0
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="circuit" width="{_n(width)}" height="{_n(height)}" '
+           f'viewBox="0 0 {_n(width)} {_n(height)}" role="img" aria-label="{escape(title or "circuit")}">',
+           f'<title>{escape(title or "circuit")}</title>']
+    caption = (f"{len(nodes)} nodes, {len(edges)} edges"
+               + (f" (the {len(shown)} strongest drawn)" if len(shown) < len(drawable) else ""))
+    out.append(f'<text x="{_n(left)}" y="16" class="caption">{escape(caption)}</text>')
+    for c, (name, kind, layer) in enumerate(columns):
+        x = left + col_w * c + col_w / 2
+        out.append(f'<text x="{_n(x)}" y="36" text-anchor="middle" class="site">L{layer} {escape(kind)}</text>')
+        out.append(f'<text x="{_n(x)}" y="49" text-anchor="middle" class="count">{len(kept[name])} kept</text>')
+    out.append('<g class="edges">')
+    for e in shown:
+        (x1, y1), (x2, y2) = pos[e.src], pos[e.dst]
+        if math.isnan(e.weight):
+            out.append(f'<line x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}" stroke="#999" '
+                       'stroke-width="0.6" stroke-dasharray="3 2" opacity="0.7"/>')
+        else:
+            colour = "#1f5fbf" if e.weight > 0 else "#c0392b"
+            w = 0.4 + 2.6 * abs(e.weight) / wmax
+            out.append(f'<line x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}" stroke="{colour}" '
+                       f'stroke-width="{_n(w)}" opacity="0.75"><title>{escape(e.src.site)}[{e.src.channel}] -&gt; '
+                       f'{escape(e.dst.site)}[{e.dst.channel}]: {e.weight:.3g}</title></line>')
+    out.append("</g>")
+    out.append('<g class="nodes">')
+    for node, (x, y) in sorted(pos.items(), key=lambda kv: (kv[1][0], kv[1][1])):
+        out.append(f'<circle cx="{_n(x)}" cy="{_n(y)}" r="5.5" class="node"><title>{escape(node.site)} channel '
+                   f'{node.channel}</title></circle>')
+        out.append(f'<text x="{_n(x + 8)}" y="{_n(y + 3.5)}" class="channel">{node.channel}</text>')
+    out.append("</g></svg>")
+    return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a plot: a label and its (x, y) points."""
+
+    label: str
+    points: tuple[tuple[float, float], ...]
+
+
+def _ticks_log(lo: float, hi: float) -> list[float]:
+    a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    return [10.0**k for k in range(a, b + 1)]
+
+
+def line_plot(series: Sequence[Series], xlabel: str, ylabel: str, log_x: bool = True, y_range: tuple[float, float]
+              | None = None, width: int = 460, height: int = 300, title: str = "",
+              links: Sequence[tuple[int, int]] = (), markers_only: bool = False) -> str:
+    """A small line (or scatter) plot with axes, ticks and a legend.
+
+    Args:
+        series: the lines, drawn in PALETTE order.
+        xlabel: x-axis label.
+        ylabel: y-axis label.
+        log_x: a log10 x axis (circuit sizes, edge counts).
+        y_range: fixed y limits; default: the data's, padded.
+        width: pixels.
+        height: pixels.
+        title: a caption.
+        links: pairs of series indices joined by a dotted line between their first points (a sparse model
+            and its dense twin).
+        markers_only: a scatter plot (each series one or more points, no lines).
+    """
+    pts = [p for s in series for p in s.points if all(math.isfinite(v) for v in p) and (not log_x or p[0] > 0)]
+    ml, mr, mt, mb = 58.0, 14.0, 26.0, 44.0
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{width}" height="{height + 18 * len(series)}"'
+           f' viewBox="0 0 {width} {height + 18 * len(series)}" role="img" aria-label="{escape(title or ylabel)}">',
+           f"<title>{escape(title or ylabel)}</title>"]
+    if title:
+        out.append(f'<text x="{_n(ml)}" y="16" class="caption">{escape(title)}</text>')
+    if not pts:
+        out.append(f'<text x="{_n(ml)}" y="{height / 2:.0f}" class="caption">nothing to plot</text></svg>')
+        return "\n".join(out)
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    if log_x:
+        x_lo, x_hi = min(xs), max(xs)
+        if x_lo == x_hi:
+            x_lo, x_hi = x_lo / 10, x_hi * 10
+        x_lo, x_hi = 10 ** math.floor(math.log10(x_lo)), 10 ** math.ceil(math.log10(x_hi))
+    else:
+        x_lo, x_hi = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    if y_range is not None:
+        y_lo, y_hi = y_range
+    else:
+        y_lo, y_hi = min(ys), max(ys)
+        pad = (y_hi - y_lo) * 0.08 or 0.05 * (abs(y_hi) or 1.0)
+        y_lo, y_hi = y_lo - pad, y_hi + pad
+    pw, ph = width - ml - mr, height - mt - mb
+
+    def sx(x: float) -> float:
+        f = (math.log10(x) - math.log10(x_lo)) / (math.log10(x_hi) - math.log10(x_lo)) if log_x else \
+            (x - x_lo) / (x_hi - x_lo)
+        return ml + f * pw
+
+    def sy(y: float) -> float:
+        return mt + (1 - (min(max(y, y_lo), y_hi) - y_lo) / (y_hi - y_lo)) * ph
+
+    out.append(f'<rect x="{_n(ml)}" y="{_n(mt)}" width="{_n(pw)}" height="{_n(ph)}" class="frame"/>')
+    xt = _ticks_log(x_lo, x_hi) if log_x else [x_lo + (x_hi - x_lo) * i / 4 for i in range(5)]
+    for t in xt:
+        out.append(f'<line x1="{_n(sx(t))}" y1="{_n(mt + ph)}" x2="{_n(sx(t))}" y2="{_n(mt + ph + 4)}" class="tick"/>')
+        out.append(f'<text x="{_n(sx(t))}" y="{_n(mt + ph + 16)}" text-anchor="middle" class="ticklabel">{t:g}</text>')
+    for i in range(5):
+        t = y_lo + (y_hi - y_lo) * i / 4
+        out.append(f'<line x1="{_n(ml - 4)}" y1="{_n(sy(t))}" x2="{_n(ml + pw)}" y2="{_n(sy(t))}" class="grid"/>')
+        out.append(f'<text x="{_n(ml - 6)}" y="{_n(sy(t) + 4)}" text-anchor="end" class="ticklabel">{t:.3g}</text>')
+    out.append(f'<text x="{_n(ml + pw / 2)}" y="{_n(height - 8)}" text-anchor="middle" class="axis">'
+               f"{escape(xlabel)}</text>")
+    out.append(f'<text x="14" y="{_n(mt + ph / 2)}" text-anchor="middle" class="axis" '
+               f'transform="rotate(-90 14 {_n(mt + ph / 2)})">{escape(ylabel)}</text>')
+    first: dict[int, tuple[float, float]] = {}
+    for i, s in enumerate(series):
+        colour = PALETTE[i % len(PALETTE)]
+        good = [p for p in s.points if all(math.isfinite(v) for v in p) and (not log_x or p[0] > 0)]
+        if good:
+            first[i] = (sx(good[0][0]), sy(good[0][1]))
+        if len(good) > 1 and not markers_only:
+            d = " ".join(f"{_n(sx(x))},{_n(sy(y))}" for x, y in good)
+            out.append(f'<polyline points="{d}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
+        for x, y in good:
+            out.append(f'<circle cx="{_n(sx(x))}" cy="{_n(sy(y))}" r="{4 if markers_only else 2.4}" fill="{colour}">'
+                       f"<title>{escape(s.label)}: ({x:.4g}, {y:.4g})</title></circle>")
+        ly = height + 18 * i + 4
+        out.append(f'<rect x="{_n(ml)}" y="{_n(ly)}" width="12" height="10" fill="{colour}"/>')
+        out.append(f'<text x="{_n(ml + 18)}" y="{_n(ly + 9)}" class="legend">{escape(s.label)}</text>')
+    for a, b in links:
+        if a in first and b in first:
+            (x1, y1), (x2, y2) = first[a], first[b]
+            out.append(f'<line x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}" class="twin"/>')
+    out.append("</svg>")
+    return "\n".join(out)

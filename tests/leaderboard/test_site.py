@@ -1,0 +1,184 @@
+"""The static board: built from real accepted submissions, byte-identical, escaped, and working in Chromium."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import circuitbench
+from circuitbench.cli import main
+from circuitbench.errors import CircuitbenchError
+from circuitbench.leaderboard.site import build, load_board
+from circuitbench.leaderboard.submit import accept
+from circuitbench.runs.runner import RunConfig, run
+
+EVIL = "<script>alert(1)</script>"
+TASKS = ["else_elif", "while_return_true"]
+
+
+def _submit(root, board, model, method, name, kind, twin=None, **kw):
+    adapter = circuitbench.load_model(model, device="cpu")
+    results = root / "results"
+    run(RunConfig(model=model, tasks=TASKS, method=method, method_kwargs=kw, ablation="zero", min_accuracy=0.0,
+                  control=False, out=results, show_progress=False, search_examples=64), adapter)
+    meta = {"submission_format": "1",
+            "model": {"name": name, "weights_sha256": adapter.provenance["weights_sha256"], "kind": kind,
+                      "dense_twin": twin},
+            "validation": {"loss": 3.9 if kind == "sparse" else 3.8, "corpus": "pypi"},
+            "method": {"name": method, "hyperparameters": kw},
+            "submitter": "tests", "description": f"{name} with {method} <i>not italic</i>"}
+    path = root / f"{name.replace('/', '_')}-{method}.json"
+    path.write_text(json.dumps(meta))
+    return accept(results, path, board)
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    root = tmp_path_factory.mktemp("board")
+    board = root / "leaderboard"
+    _submit(root, board, "tiny-sparse", "learned_mask", "tiny-sparse", "sparse", "tiny-dense", steps=5)
+    _submit(root, board, "tiny-sparse", "eap", EVIL, "sparse")  # a hostile model name
+    _submit(root, board, "tiny-dense", "learned_mask", "tiny-dense", "dense", steps=5)
+    build(board)
+    return board
+
+
+def test_one_compare_folder_gives_one_submission_per_model_and_method(board):
+    entries = load_board(board)
+    assert sorted((e.meta.model.name, e.meta.method.name) for e in entries) == sorted(
+        [("tiny-sparse", "learned_mask"), (EVIL, "eap"), ("tiny-dense", "learned_mask")])
+    for e in entries:  # each holds only its own model's and method's units (the shared folder had all three)
+        assert len(e.units) == len(TASKS) and {u.summary["method"] for u in e.units} == {e.meta.method.name}
+
+
+def test_the_site_has_every_page_and_is_byte_identical_when_rebuilt(board):
+    site = board / "site"
+    pages = sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file())
+    assert {"index.html", "style.css", "board.js", *(f"tasks/{t}.html" for t in TASKS)} <= set(pages)
+    assert len([p for p in pages if p.startswith("submissions/")]) == 3
+    before = {rel: (site / rel).read_bytes() for rel in pages}
+    assert build(board) == site
+    assert {p.relative_to(site).as_posix(): p.read_bytes() for p in site.rglob("*") if p.is_file()} == before
+
+
+def test_every_submitted_value_is_escaped_and_nothing_is_fetched(board):
+    for page in (board / "site").rglob("*.html"):
+        text = page.read_text()
+        assert EVIL not in text and "<i>not italic</i>" not in text, page
+        # no external request: every src/href is relative (the SVG namespace URI is a name, not a fetch)
+        for ref in re.findall(r'(?:src|href)="([^"]*)"', text):
+            assert not re.match(r"[a-z]+:", ref) and not ref.startswith("//"), (page, ref)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in (board / "site" / "index.html").read_text()
+
+
+def test_task_pages_draw_the_circuit_and_show_the_example_pair(board):
+    text = (board / "site" / "tasks" / "else_elif.html").read_text()
+    assert '<svg xmlns="http://www.w3.org/2000/svg" class="circuit"' in text and "<circle" in text
+    assert 'class="prompt"' in text and "correct: <code>" in text
+    entries = load_board(board)
+    unit = next(u for e in entries if e.meta.model.name == "tiny-sparse" for u in e.units
+                if u.summary["task"] == "else_elif")
+    assert f"{unit.summary['nodes']} nodes, {unit.summary['edges']} edges" in text
+
+
+def test_build_refuses_an_empty_board_and_a_broken_submission(tmp_path, board, capsys):
+    with pytest.raises(CircuitbenchError, match="no accepted submissions"):
+        build(tmp_path / "empty")
+    broken = tmp_path / "broken"
+    shutil.copytree(board / "submissions", broken / "submissions")
+    victim = sorted((broken / "submissions").iterdir())[0]
+    (victim / "submission.json").write_text("{not json")
+    assert main(["leaderboard", "build", "--board", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert str(victim / "submission.json") in err and "resubmit" in err
+    assert not (broken / "site").exists()  # nothing half-built
+
+
+# --- in a real browser ---------------------------------------------------------------------------------
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, driven by Selenium through Debian's chromedriver (never a downloaded browser)."""
+    assert CHROMIUM.is_file() and CHROMEDRIVER.is_file(), (
+        "the browser tests need Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver "
+        "(the README's test command and .ci/run install them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1400,1000", "--allow-file-access-from-files"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    yield driver
+    driver.quit()
+
+
+def _errors(driver):
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def test_pages_load_from_file_with_no_console_errors(board, browser, tmp_path):
+    site = board / "site"
+    for page in sorted(site.rglob("*.html")):
+        browser.get(page.as_uri())
+        assert browser.execute_script("return document.readyState") == "complete"
+        assert _errors(browser) == [], page
+    browser.get((site / "index.html").as_uri())
+    browser.save_screenshot(str(tmp_path / "board.png"))
+    assert (tmp_path / "board.png").stat().st_size > 10_000
+
+
+def test_sorting_and_the_kind_filter_work(board, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get((board / "site" / "index.html").as_uri())
+    heads = browser.find_elements(By.CSS_SELECTOR, "#board thead th")
+    col = [h.text for h in heads].index("geomean edges")
+
+    def column():
+        return [r.find_elements(By.TAG_NAME, "td")[col].get_attribute("data-v")
+                for r in browser.find_elements(By.CSS_SELECTOR, "#board tbody tr")]
+
+    heads[col].click()
+    up = [float(v) for v in column() if v]
+    assert up == sorted(up) and len(up) >= 2
+    heads[col].click()
+    down = [float(v) for v in column() if v]
+    assert down == sorted(down, reverse=True)
+    Select(browser.find_element(By.ID, "kind-filter")).select_by_value("dense")
+    visible = [r for r in browser.find_elements(By.CSS_SELECTOR, "#board tbody tr") if r.is_displayed()]
+    assert visible and all(r.get_attribute("data-kind") == "dense" for r in visible)
+    assert _errors(browser) == []
+
+
+def test_the_circuit_drawing_renders(board, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get((board / "site" / "tasks" / "else_elif.html").as_uri())
+    svg = browser.find_element(By.CSS_SELECTOR, "details[open] svg.circuit")
+    assert svg.size["width"] > 100 and svg.size["height"] > 50
+    assert len(svg.find_elements(By.CSS_SELECTOR, "circle.node")) > 0
+    svg.screenshot(str(tmp_path / "circuit.png"))
+    assert (tmp_path / "circuit.png").stat().st_size > 2_000
+
+
+def test_a_hostile_model_name_shows_as_text(board, browser):
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    browser.get((board / "site" / "index.html").as_uri())
+    names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#board tbody td:first-child a")]
+    assert EVIL in names
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # noqa: B018  (no script ran, so no alert is open)
+    assert browser.execute_script("return document.querySelectorAll('#board script').length") == 0
