@@ -470,6 +470,27 @@ def _add_circuit(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--format", choices=["mib"], default="mib")
     ex.add_argument("--out", type=Path, required=True, help="output .json file")
     ex.set_defaults(handler=_cmd_circuit_export)
+    dr = csub.add_parser("draw", help="draw a saved circuit as SVG: sites as columns, kept channels, weighted edges")
+    dr.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
+    dr.add_argument("--out", type=Path, required=True, help="output .svg file")
+    dr.add_argument("--max-edges", type=int, default=400, help="draw at most this many, strongest first "
+                                                               "(default: %(default)s)")
+    dr.set_defaults(handler=_cmd_circuit_draw)
+
+
+def _cmd_circuit_draw(args: argparse.Namespace) -> int:
+    from circuitbench.leaderboard.draw import saved_circuit_svg
+    from circuitbench.results.files import atomic_path
+
+    if args.max_edges < 0:
+        raise CircuitbenchError(f"--max-edges {args.max_edges}: give zero or a positive number")
+    if not args.result.is_file():
+        raise CircuitbenchError(f"{args.result}: no such unit file")
+    svg = saved_circuit_svg(args.result, max_edges=args.max_edges)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(svg + "\n", encoding="utf-8")
+    print(f"{args.out}: open it in a browser")
+    return 0
 
 
 def _cmd_circuit_show(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
+from pathlib import Path
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f")
 """Line colours, in series order (colour-blind-distinguishable in the first four)."""
@@ -78,7 +79,8 @@ def circuit_svg(sites: Sequence[tuple[str, str, int]], nodes: Sequence[CircuitNo
            f'viewBox="0 0 {_n(width)} {_n(height)}" role="img" aria-label="{escape(title or "circuit")}">',
            f'<title>{escape(title or "circuit")}</title>']
     caption = (f"{len(nodes)} nodes, {len(edges)} edges"
-               + (f" (the {len(shown)} strongest drawn)" if len(shown) < len(drawable) else ""))
+               + (f" (the {len(shown)} strongest drawn)" if len(shown) < len(drawable) else "")
+               + ("" if nodes else ": the empty circuit (every node ablated) already meets the target"))
     out.append(f'<text x="{_n(left)}" y="16" class="caption">{escape(caption)}</text>')
     for c, (name, kind, layer) in enumerate(columns):
         x = left + col_w * c + col_w / 2
@@ -87,15 +89,17 @@ def circuit_svg(sites: Sequence[tuple[str, str, int]], nodes: Sequence[CircuitNo
     out.append('<g class="edges">')
     for e in shown:
         (x1, y1), (x2, y2) = pos[e.src], pos[e.dst]
+        bend = max((x2 - x1) / 2, 10.0)  # a cubic curve, leaving and entering horizontally, over skipped columns
+        d = f"M{_n(x1)},{_n(y1)} C{_n(x1 + bend)},{_n(y1)} {_n(x2 - bend)},{_n(y2)} {_n(x2)},{_n(y2)}"
+        label = f"{escape(e.src.site)}[{e.src.channel}] -&gt; {escape(e.dst.site)}[{e.dst.channel}]"
         if math.isnan(e.weight):
-            out.append(f'<line x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}" stroke="#999" '
-                       'stroke-width="0.6" stroke-dasharray="3 2" opacity="0.7"/>')
+            out.append(f'<path d="{d}" fill="none" stroke="#999" stroke-width="0.6" stroke-dasharray="3 2" '
+                       f'opacity="0.7"><title>{label} (residual)</title></path>')
         else:
             colour = "#1f5fbf" if e.weight > 0 else "#c0392b"
             w = 0.4 + 2.6 * abs(e.weight) / wmax
-            out.append(f'<line x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}" stroke="{colour}" '
-                       f'stroke-width="{_n(w)}" opacity="0.75"><title>{escape(e.src.site)}[{e.src.channel}] -&gt; '
-                       f'{escape(e.dst.site)}[{e.dst.channel}]: {e.weight:.3g}</title></line>')
+            out.append(f'<path d="{d}" fill="none" stroke="{colour}" stroke-width="{_n(w)}" opacity="0.75">'
+                       f"<title>{label}: {e.weight:.3g}</title></path>")
     out.append("</g>")
     out.append('<g class="nodes">')
     for node, (x, y) in sorted(pos.items(), key=lambda kv: (kv[1][0], kv[1][1])):
@@ -106,12 +110,46 @@ def circuit_svg(sites: Sequence[tuple[str, str, int]], nodes: Sequence[CircuitNo
     return "\n".join(out)
 
 
+def saved_circuit_svg(unit: Path, max_edges: int = 400, title: str = "") -> str:
+    """`circuit_svg` of the circuit saved beside a unit file (its `.circuit.safetensors` and `.edges.parquet`).
+
+    Raises:
+        CircuitbenchError: when the unit has no saved circuit (it was not pruned) or the file is damaged.
+    """
+    import pyarrow.parquet as pq
+
+    from circuitbench.circuits.circuit import Circuit, circuit_paths
+
+    cpath, epath = circuit_paths(Path(unit))
+    circuit = Circuit.load(cpath)
+    nodes = [CircuitNode(site, int(ch)) for site, chans in circuit.kept().items() for ch in chans]
+    edges = []
+    if epath.is_file():
+        for r in pq.read_table(epath).to_pylist():
+            w = r["weight"]
+            edges.append(CircuitEdge(CircuitNode(r["src_site"], int(r["src_channel"])),
+                                     CircuitNode(r["dst_site"], int(r["dst_channel"])),
+                                     math.nan if w is None else float(w), r["kind"]))
+    sites = [(s.name, s.kind, s.layer) for s in circuit.sites]
+    return circuit_svg(sites, nodes, edges, max_edges=max_edges,
+                       title=title or f"{circuit.task} in {circuit.model}: {circuit.k} nodes")
+
+
 @dataclass(frozen=True)
 class Series:
     """One line of a plot: a label and its (x, y) points."""
 
     label: str
     points: tuple[tuple[float, float], ...]
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About n round tick values (1, 2 or 5 times a power of ten apart) within [lo, hi]."""
+    raw = (hi - lo) / max(n - 1, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    return [round(first + i * step, 12) for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
 def _ticks_log(lo: float, hi: float) -> list[float]:
@@ -176,8 +214,7 @@ def line_plot(series: Sequence[Series], xlabel: str, ylabel: str, log_x: bool = 
     for t in xt:
         out.append(f'<line x1="{_n(sx(t))}" y1="{_n(mt + ph)}" x2="{_n(sx(t))}" y2="{_n(mt + ph + 4)}" class="tick"/>')
         out.append(f'<text x="{_n(sx(t))}" y="{_n(mt + ph + 16)}" text-anchor="middle" class="ticklabel">{t:g}</text>')
-    for i in range(5):
-        t = y_lo + (y_hi - y_lo) * i / 4
+    for t in _nice_ticks(y_lo, y_hi):
         out.append(f'<line x1="{_n(ml - 4)}" y1="{_n(sy(t))}" x2="{_n(ml + pw)}" y2="{_n(sy(t))}" class="grid"/>')
         out.append(f'<text x="{_n(ml - 6)}" y="{_n(sy(t) + 4)}" text-anchor="end" class="ticklabel">{t:.3g}</text>')
     out.append(f'<text x="{_n(ml + pw / 2)}" y="{_n(height - 8)}" text-anchor="middle" class="axis">'
@@ -196,6 +233,8 @@ def line_plot(series: Sequence[Series], xlabel: str, ylabel: str, log_x: bool = 
         for x, y in good:
             out.append(f'<circle cx="{_n(sx(x))}" cy="{_n(sy(y))}" r="{4 if markers_only else 2.4}" fill="{colour}">'
                        f"<title>{escape(s.label)}: ({x:.4g}, {y:.4g})</title></circle>")
+            if markers_only:  # a scatter point is named where it is
+                out.append(f'<text x="{_n(sx(x) + 7)}" y="{_n(sy(y) - 6)}" class="legend">{escape(s.label)}</text>')
         ly = height + 18 * i + 4
         out.append(f'<rect x="{_n(ml)}" y="{_n(ly)}" width="12" height="10" fill="{colour}"/>')
         out.append(f'<text x="{_n(ml + 18)}" y="{_n(ly + 9)}" class="legend">{escape(s.label)}</text>')

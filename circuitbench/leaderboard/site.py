@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from circuitbench.errors import CircuitbenchError
-from circuitbench.leaderboard.draw import CircuitEdge, CircuitNode, Series, circuit_svg, line_plot
+from circuitbench.leaderboard.draw import Series, line_plot, saved_circuit_svg
 from circuitbench.leaderboard.submit import META_FILE, SubmissionMeta
 from circuitbench.results.report import geomean
 
@@ -236,23 +236,11 @@ def _curves_for(entries: list[tuple[Entry, UnitRecord]]) -> str:
 
 
 def _drawing(u: UnitRecord, title: str) -> str:
-    import pyarrow.parquet as pq
+    from circuitbench.circuits.circuit import circuit_paths
 
-    from circuitbench.circuits.circuit import Circuit, circuit_paths
-
-    cpath, epath = circuit_paths(u.path)
-    if not cpath.is_file():
+    if not circuit_paths(u.path)[0].is_file():
         return "<p>(no saved circuit)</p>"
-    circuit = Circuit.load(cpath)
-    nodes = [CircuitNode(site, int(ch)) for site, chans in circuit.kept().items() for ch in chans]
-    edges = []
-    if epath.is_file():
-        for r in pq.read_table(epath).to_pylist():
-            edges.append(CircuitEdge(CircuitNode(r["src_site"], int(r["src_channel"])),
-                                     CircuitNode(r["dst_site"], int(r["dst_channel"])),
-                                     math.nan if r["weight"] is None else float(r["weight"]), r["kind"]))
-    sites = [(s.name, s.kind, s.layer) for s in circuit.sites]
-    return circuit_svg(sites, nodes, edges, title=title)
+    return saved_circuit_svg(u.path, title=title)
 
 
 def _task_page(task: str, entries: list[Entry]) -> str:

@@ -144,6 +144,11 @@ def test_circuit_cli_show_eval_export(saved_unit, tmp_path, capsys, monkeypatch,
     assert main(["circuit", "export", path, "--out", str(tmp_path / "m.json")]) == 0
     read_mib(tmp_path / "m.json")
     assert main(["circuit", "show", str(tmp_path / "missing.parquet")]) == 1
+    assert main(["circuit", "draw", path, "--out", str(tmp_path / "c.svg")]) == 0
+    svg = (tmp_path / "c.svg").read_text()
+    nodes, edges = saved_unit[0]["nodes"], saved_unit[0]["edges"]
+    assert svg.startswith("<svg") and svg.count('class="node"') == nodes and f"{nodes} nodes, {edges} edges" in svg
+    assert main(["circuit", "draw", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "x.svg")]) == 1
 
 
 def test_an_unpruned_unit_has_no_circuit_and_says_why(tmp_path, reference):

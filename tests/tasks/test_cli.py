@@ -69,3 +69,66 @@ def test_check_runs_the_validity_checks(capsys: pytest.CaptureFixture[str]) -> N
 def test_schema_prints_the_committed_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tasks", "schema"]) == 0
     assert capsys.readouterr().out == (specs_dir() / "schema.json").read_text(encoding="utf-8")
+
+
+def _user_spec(tmp_path: Path, name: str = "my_else_elif") -> Path:
+    """A user's own spec file: a bundled spec under another name."""
+    import yaml
+
+    data = yaml.safe_load((specs_dir() / "else_elif.yaml").read_text())
+    data["name"] = name
+    path = tmp_path / "specs" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_a_spec_file_works_wherever_tasks_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--tasks path/to/spec.yaml` for run, tasks show/encode and export lm-eval, in the same form everywhere."""
+    spec = _user_spec(tmp_path)
+    assert main(["tasks", "show", str(spec), "-n", "1"]) == 0
+    assert "--- my_else_elif [test] pair" in capsys.readouterr().out
+    tok = str(specs_dir().parent / "baselines" / "models" / "tiny-sparse" / "tokenizer.json")
+    if not Path(tok).is_file():  # installed wheel: the bundled models sit beside task_specs as package data
+        from circuitbench.models.hub import bundled_models
+
+        tok = str(bundled_models()["tiny-sparse"] / "tokenizer.json")
+    assert main(["tasks", "encode", "--tokenizer", tok, "--tasks", f"{spec},var_if", "--format", "json"]) == 0
+    assert [r["task"] for r in json.loads(capsys.readouterr().out)] == ["my_else_elif", "var_if"]
+    out = tmp_path / "lm"
+    assert main(["export", "lm-eval", "--out", str(out), "--tokenizer", tok, "--tasks", str(spec),
+                 "--format", "json"]) == 0
+    assert (out / "circuitbench_my_else_elif.yaml").is_file() or any("my_else_elif" in p.name for p in out.iterdir())
+    capsys.readouterr()
+    res = tmp_path / "results"
+    assert main(["run", "--model", "tiny-sparse", "--tasks", str(spec), "--method", "random", "--ablation", "zero",
+                 "--min-accuracy", "0", "--no-control", "--device", "cpu", "--quiet",
+                 "--out", str(res)]) == 0
+    assert (res / "tiny-sparse" / "my_else_elif.random.seed0.parquet").is_file()
+    assert main(["run", "--model", "tiny-sparse", "--tasks", f"{spec}:inverted", "--method", "random", "--ablation",
+                 "zero", "--min-accuracy", "0", "--no-control", "--device", "cpu",
+                 "--quiet", "--out", str(res)]) == 0
+    assert (res / "tiny-sparse" / "my_else_elif__inverted.random.seed0.parquet").is_file()
+
+
+def test_a_spec_file_named_like_a_bundled_task_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = _user_spec(tmp_path, "else_elif")
+    assert main(["tasks", "show", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert str(spec) in err and "like a bundled task" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tasks_take_commas_or_spaces_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tasks", "check", "--tasks", "var_if,lambda_func", "--format", "json"]) == 0
+    a = json.loads(capsys.readouterr().out)
+    assert main(["tasks", "check", "--tasks", "var_if", "lambda_func", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == a and len(a) == 2
+
+
+def test_export_into_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tasks", "export", "--format", "jsonl", "--out", f"{tmp_path / 'dir'}/", "--tasks", "var_if"]) == 0
+    assert (tmp_path / "dir" / "tasks.jsonl").is_file()
+    (tmp_path / "existing").mkdir()
+    assert main(["tasks", "export", "--format", "parquet", "--out", str(tmp_path / "existing"), "--tasks",
+                 "var_if"]) == 0
+    assert (tmp_path / "existing" / "tasks.parquet").is_file()
