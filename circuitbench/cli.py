@@ -232,10 +232,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         else:
             print(f"{head}: no circuit to report. Tasks marked unsolved have full-model accuracy below "
                   f"--min-accuracy {args.min_accuracy}; the model must solve a task before it can be pruned.")
-        unsolved = [s["task"] for s in summaries if s.get("status") == "unsolved"]
+        empty = [s["task"] for s in summaries if s.get("status") == "unsolved" and not s.get("test_examples")]
+        unsolved = [s["task"] for s in summaries if s.get("status") == "unsolved" and s["task"] not in empty]
         if unsolved and g["solved"]:
             print(f"Not solved by the full model (accuracy < {args.min_accuracy}), so not pruned: "
                   f"{', '.join(unsolved)}.")
+        if empty:
+            print(f"No example survives this tokenizer's boundary checks (both answers share a first token, or an "
+                  f"answer does not start a token), so not measured: {', '.join(empty)}. See why with "
+                  "`circuitbench tasks encode --tokenizer TOKENIZER --tasks ...`.")
         print(f"Results: {args.out}/ (per task: Parquet measurements, circuit .safetensors, edges .parquet; "
               "plus summary.parquet). See one: circuitbench circuit show FILE.parquet")
     return 0
@@ -337,12 +342,31 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-accuracy", type=float, default=0.9)
     p.add_argument("--target-loss", type=float, default=0.15)
     p.add_argument("--steps", type=int, default=None, help="learned-mask optimizer steps")
+    p.add_argument("--method-arg", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a hyperparameter of one method (repeatable), e.g. --method-arg "
+                        "activation_patching.max_examples=16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory (shared with run)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(handler=_cmd_compare)
+
+
+def _per_method_args(items: list[str], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """`--method-arg METHOD.KEY=VALUE` flags, by method (each checked against the methods compared)."""
+    out: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for item in items:
+        head, sep, _ = item.partition("=")
+        method, dot, key = head.partition(".")
+        method = method.replace("-", "_")
+        if not sep or not dot or not key:
+            raise CircuitbenchError(f"--method-arg {item}: write METHOD.KEY=VALUE, e.g. --method-arg "
+                                    "activation_patching.max_examples=16")
+        if method not in out:
+            raise CircuitbenchError(f"--method-arg {item}: {method} is not one of --methods ({', '.join(methods)})")
+        out[method].update(_method_args([item.partition(".")[2]]))
+    return out
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -352,11 +376,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from circuitbench.runs.runner import RunConfig, run
 
     methods = [m.strip().replace("-", "_") for m in args.methods.split(",") if m.strip()]
+    per_method = _per_method_args(args.method_arg, methods)
     for m in methods:
-        get_method(m)  # every name checked before any compute
+        if args.steps is not None and "steps" in hyperparameter_names(m):
+            per_method[m].setdefault("steps", args.steps)
+        get_method(m, **per_method[m])  # every name and hyperparameter checked before any compute
     adapter = circuitbench.load_model(args.model, device=args.device)
     for m in methods:
-        kwargs = {"steps": args.steps} if args.steps is not None and "steps" in hyperparameter_names(m) else {}
+        kwargs = per_method[m]
         cfg = RunConfig(model=args.model, tasks=_tasks(args.tasks), method=m, method_kwargs=kwargs,
                         ablation=args.ablation, min_accuracy=args.min_accuracy, target_loss=args.target_loss,
                         seed=args.seed, device=args.device, out=args.out, control=False,
@@ -417,7 +444,11 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     left = (f"; left out {sum(report.left_out.values())} unit(s) of other models or methods "
             f"({', '.join(f'{k}: {n}' for k, n in sorted(report.left_out.items()))})" if report.left_out else "")
     if not report.ok:
-        print(f"invalid ({len(report.problems)} problem(s)):\n  " + "\n  ".join(report.problems), file=sys.stderr)
+        if len(report.problems) == 1:
+            print(f"circuitbench: submission refused: {report.problems[0]}", file=sys.stderr)
+        else:
+            print(f"circuitbench: submission refused, {len(report.problems)} problems:\n  "
+                  + "\n  ".join(report.problems), file=sys.stderr)
         return 1
     if args.check:
         print(f"valid: {report.units} unit(s), content hash {report.content_hash[:16]}{left}")
@@ -564,8 +595,8 @@ def _add_tasks(sub: argparse._SubParsersAction) -> None:
     ck.set_defaults(handler=_cmd_tasks_check)
 
     en = tsub.add_parser("encode", help="how many examples a tokenizer keeps, and why it drops any")
-    en.add_argument("--tokenizer", type=Path, required=True,
-                    help="tokenizer.json, or a model directory with tokenizer files")
+    en.add_argument("--tokenizer", required=True,
+                    help="a bundled model name (tiny-sparse), a model directory, or a tokenizer.json")
     en.add_argument("--tasks", nargs="+", default=["all"], help=_TASKS_HELP)
     en.add_argument("--split", choices=["train", "test"], default="test")
     en.add_argument("--format", choices=["table", "json"], default="table")
@@ -616,10 +647,10 @@ def _cmd_tasks_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_tasks_encode(args: argparse.Namespace) -> int:
-    from circuitbench.models.tokenizer import load_tokenizer_path
+    from circuitbench.integrations.lm_eval_tasks import resolve_tokenizer
     from circuitbench.tasks.export import encode_rows, resolve_tasks
 
-    tok = load_tokenizer_path(args.tokenizer)
+    tok = resolve_tokenizer(args.tokenizer)
     _print_table(encode_rows(resolve_tasks(_spec_names(args.tasks)), tok, args.split), args.format)
     return 0
 
@@ -652,7 +683,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     rows = collect(args.out)
     method = args.method.replace("-", "_")
     if args.compare is None:
-        _print_table(headline(rows), args.format, floatfmt=".1f")
+        table = headline(rows)
+        _print_table(table, args.format, floatfmt=".1f")
+        if args.format == "table" and any(r["solved"] == 0 for r in table):
+            print("\nnan: no task was solved by the full model and pruned to the target for that model and method, "
+                  "so there is no circuit size to average; each task's status is in the unit files "
+                  "(circuitbench circuit show FILE.parquet) and in `circuitbench run`'s table.")
         return 0
     models = [m.strip() for m in args.compare.split(",")]
     if len(models) != 2:

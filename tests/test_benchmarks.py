@@ -33,3 +33,12 @@ def test_bench_methods_times_each_method_against_one_forward_and_backward_pass(t
     eap = out[0]
     assert eap["forward_passes"] == eap["backward_passes"] >= 1  # eap declares a forward and a backward per batch
     assert json.loads((tmp_path / "m.json").read_text()) == out
+
+
+def test_planted_auroc_reports_every_method_under_both_ablations():
+    out = _script("planted_auroc").main(["--seeds", "2"])
+    by = {r["method"]: r for r in out}
+    assert set(by) >= {"learned_mask", "eap", "eap_ig", "activation_patching", "magnitude", "random"}
+    for name in ("learned_mask", "eap", "eap_ig", "activation_patching"):
+        assert by[name]["task-mean"] >= 0.95 and by[name]["counterfactual"] >= 0.95
+    assert 0.0 <= by["magnitude"]["task-mean"] <= 1.0

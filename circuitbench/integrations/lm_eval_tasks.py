@@ -290,10 +290,14 @@ def resolve_tokenizer(arg: str) -> Tokenizer:
         TokenizerError: when the file or directory holds no tokenizer.
         ModelNotFoundError: when the argument is neither a path nor a bundled model.
     """
+    from circuitbench.errors import TokenizerError
     from circuitbench.models.hub import resolve_model_dir
     from circuitbench.models.tokenizer import load_tokenizer_path
 
     path = Path(arg).expanduser()
+    if not path.exists() and path.suffix == ".json":
+        raise TokenizerError(f"{arg}: no such tokenizer file; give a tokenizer.json, a model directory, or a "
+                             "bundled model name (tiny-sparse)")
     return load_tokenizer_path(path if path.exists() else resolve_model_dir(arg))
 
 
