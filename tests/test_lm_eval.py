@@ -179,6 +179,19 @@ def test_circuitbench_model_gives_circuitbench_accuracy_on_every_task(
     assert group["acc,none"] == pytest.approx(sum(per_task) / len(per_task))
 
 
+def test_the_exported_folder_still_works_after_it_is_moved(tiny_sparse: ModelAdapter, tmp_path: Path) -> None:
+    import shutil
+
+    first = tmp_path / "first"
+    export_lm_eval(first, [s for s in list_specs() if s.name == "var_if"], resolve_tokenizer("tiny-sparse"), "test")
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    shutil.move(str(first), str(moved))  # nothing is left where it was exported
+    assert not first.exists()
+    results = evaluate("circuitbench", "model=tiny-sparse,device=cpu,dtype=float32", moved, [GROUP], limit=8)
+    assert assert_same_scores(tiny_sparse, results, 4) == ["var_if"]
+
+
 @pytest.mark.slow  # every test example of 20 tasks, twice: about 1-2 minutes on 2 CPU cores
 def test_circuitbench_model_gives_circuitbench_accuracy_on_the_full_test_split(
     tiny_sparse: ModelAdapter, tiny_sparse_export: Path
@@ -299,8 +312,11 @@ def test_export_writes_multiple_choice_configs_with_alternating_targets(tiny_spa
     assert cfg["output_type"] == "multiple_choice" and cfg["target_delimiter"] == ""
     assert (cfg["doc_to_text"], cfg["doc_to_choice"], cfg["doc_to_target"]) == ("prompt", "choices", "target")
     assert {m["metric"] for m in cfg["metric_list"]} == {"acc", "logit_diff"}
-    data = Path(cfg["dataset_kwargs"]["data_files"]["test"])
-    assert data.is_absolute() and data.is_file()
+    rel = cfg["dataset_kwargs"]["data_file"]
+    assert not Path(rel).is_absolute() and cfg["dataset_kwargs"]["split"] == "test"  # the folder can be moved
+    data = tiny_sparse_export / rel
+    assert data.is_file() and len(cfg["metadata"]["tokenizer_sha256"]) == 64
+    assert text.count("!function utils.") == 2  # the docs loader and the metrics
     docs = [json.loads(line) for line in data.read_text().splitlines()]
 
     tok = resolve_tokenizer("tiny-sparse")

@@ -26,6 +26,7 @@ task's YAML `metadata`. This module does not import lm_eval: exporting needs onl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -68,6 +69,17 @@ Each doc's choices are the two candidate tokens circuitbench scores; `target` is
 correct one. lm-eval passes one (loglikelihood, is_greedy) per choice. The loglikelihoods share the
 log-sum-exp over the vocabulary, so their difference is the logit difference of the two tokens.
 """
+
+
+from pathlib import Path
+
+
+def load_docs(data_file, split, **_metadata):
+    """The task's docs, read from beside this file, so that the exported folder can be moved anywhere."""
+    import datasets
+
+    docs = datasets.load_dataset("json", data_files=str(Path(__file__).parent / data_file), split="train")
+    return datasets.DatasetDict({split: docs})
 
 
 def process_results(doc, results):
@@ -189,12 +201,25 @@ def export_docs(pairs: Sequence[Pair], tokenizer: Tokenizer, max_len: int) -> Ex
     return exported
 
 
-def task_config(exported: ExportedTask, data_file: Path, tokenizer_name: str) -> dict[str, Any]:
-    """The lm-eval task config (without `process_results`, which is a YAML tag) of an exported task."""
+def tokenizer_sha256(tokenizer: Tokenizer) -> str:
+    """A content hash of a tokenizer: its serialized form where it has one (tokenizers' JSON), else its vocabulary."""
+    inner = getattr(tokenizer, "_tok", None)
+    if inner is not None and hasattr(inner, "to_str"):
+        blob = inner.to_str()
+    else:
+        blob = "\0".join(tokenizer.decode([i]) for i in range(tokenizer.vocab_size))
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def task_config(exported: ExportedTask, data_file: str, tokenizer: Tokenizer) -> dict[str, Any]:
+    """The lm-eval task config (without `custom_dataset` and `process_results`, which are YAML tags).
+
+    `data_file` is relative to the exported folder: `utils.load_docs` reads it from beside itself.
+    """
     return {
         "task": exported.lm_eval_name,
         "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {exported.split: str(data_file)}},
+        "dataset_kwargs": {"data_file": data_file, "split": exported.split},
         "test_split": exported.split,
         "output_type": "multiple_choice",
         "doc_to_text": "prompt",
@@ -206,7 +231,8 @@ def task_config(exported: ExportedTask, data_file: Path, tokenizer_name: str) ->
         "metadata": {
             "version": 1.0,
             "circuitbench_task": exported.task,
-            "tokenizer": tokenizer_name,
+            "tokenizer": tokenizer.name,
+            "tokenizer_sha256": tokenizer_sha256(tokenizer),
             "examples": exported.n_total,
             "kept": len(exported.docs),
             "drop_reasons": exported.drop_reasons,
@@ -229,8 +255,8 @@ def export_lm_eval(
     """Write lm-eval task configs, their data and the `circuitbench` group into a directory.
 
     `lm_eval --include_path OUT --tasks circuitbench ...` then runs offline. Data paths in the
-    YAML files are absolute: export again after moving the directory. Files of an earlier export
-    (`circuitbench*.yaml`, `data/circuitbench_*.jsonl`) are replaced.
+    YAML files are relative to OUT (`utils.load_docs` reads them), so the folder can be moved. Files
+    of an earlier export (`circuitbench*.yaml`, `data/circuitbench_*.jsonl`) are replaced.
 
     Args:
         out: Output directory (created).
@@ -262,8 +288,10 @@ def export_lm_eval(
             continue
         data_file = data_dir / f"{task.lm_eval_name}.{split}.jsonl"
         _write_text(data_file, "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in task.docs))
-        config = yaml.safe_dump(task_config(task, data_file, tokenizer.name), sort_keys=False, allow_unicode=True)
-        _write_text(out / f"{task.lm_eval_name}.yaml", config + "process_results: !function utils.process_results\n")
+        config = yaml.safe_dump(task_config(task, data_file.relative_to(out).as_posix(), tokenizer), sort_keys=False,
+                                allow_unicode=True)
+        _write_text(out / f"{task.lm_eval_name}.yaml", config + "custom_dataset: !function utils.load_docs\n"
+                    "process_results: !function utils.process_results\n")
     usable = [t.lm_eval_name for t in exported if t.docs]
     if not usable:
         raise TaskError(

@@ -63,10 +63,19 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         ) from err
     except Exception as err:  # safetensors raises its own SafetensorError
         raise CheckpointError(f"{path}: cannot read the checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+    if not isinstance(sd, dict):
         raise CheckpointError(
             f"{path}: expected a flat state dict of tensors (name -> tensor), got {type(sd).__name__}"
         )
+    bad = sorted(str(k) for k, v in sd.items() if not isinstance(v, Tensor))
+    if bad:
+        nested = [str(k) for k, v in sd.items()
+                  if isinstance(v, dict) and v and all(isinstance(t, Tensor) for t in v.values())]
+        hint = (f" The weights look nested under {nested[0]!r}: save that entry alone, e.g. "
+                f"torch.save(torch.load(path)[{nested[0]!r}], 'final_model.pt')." if nested else "")
+        shown = ", ".join(repr(k) for k in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CheckpointError(f"{path}: expected a flat state dict of tensors (name -> tensor); not tensors: "
+                              f"{shown}.{hint}")
     return dict(sd)
 
 

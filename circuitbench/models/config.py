@@ -107,7 +107,8 @@ class GPTConfig(BaseModel):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.d_head is None and self.d_model % self.n_head:
             raise ValueError(
-                f"d_model ({self.d_model}) is not divisible by n_head ({self.n_head}); set d_head"
+                f"d_model ({self.d_model}) is not divisible by n_head ({self.n_head}): choose an n_head that "
+                "divides d_model (`circuitbench train --n-head`), or give d_head in the model's config file"
             )
         if self.afrac is not None and not 0.0 < self.afrac <= 1.0:
             raise ValueError(f"afrac must be in (0, 1], got {self.afrac}")

@@ -164,3 +164,17 @@ def test_bfloat16_load_and_site_weights(tmp_path):
     w = adapter.site_weight(q)
     assert w.shape == (64, 64)
     assert torch.equal(w, adapter.model.transformer.h[0].attn.c_attn.weight[:64].detach())
+
+
+def test_a_nested_checkpoint_names_the_keys_that_are_not_tensors_and_the_nested_one(tmp_path):
+    from circuitbench.models.checkpoint import read_state_dict
+
+    sd = random_model(GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=1, d_model=8), seed=0).state_dict()
+    path = tmp_path / "final_model.pt"
+    torch.save({"model": sd, "step": 100, "optimizer_name": "adamw"}, path)
+    with pytest.raises(CheckpointError, match=r"not tensors: 'model', 'optimizer_name', 'step'\. The weights look "
+                                              r"nested under 'model'"):
+        read_state_dict(path)
+    torch.save({"step": 100, "w": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match=r"not tensors: 'step'\.$"):
+        read_state_dict(path)
