@@ -148,7 +148,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sae", default=None, metavar="PATH[,PATH...]",
                    help="splice SAELens-format SAEs (directories or Hub ids) into the model and prune their latents")
     p.add_argument("--tasks", nargs="+", default=["all"], help=_TASKS_HELP)
-    p.add_argument("--method", default="learned-mask", help="learned-mask | random (registry names; - or _)")
+    p.add_argument("--method", default="learned-mask",
+                   help="learned-mask, eap, eap-ig, activation-patching, magnitude or random (`circuitbench methods` "
+                        "lists them with their hyperparameters; - or _) (default: %(default)s)")
     p.add_argument("--steps", type=int, default=None, help="learned-mask optimizer steps (default 400)")
     p.add_argument("--patience", type=int, default=None,
                    help="learned-mask: stop once the set of active nodes is unchanged for N steps (default: off)")

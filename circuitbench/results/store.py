@@ -67,8 +67,15 @@ def read_unit(path: Path) -> tuple[pa.Table, dict[str, Any], Provenance]:
         )
     if not table.schema.equals(MEASUREMENTS, check_metadata=False):
         raise CircuitbenchError(f"{path}: columns do not match the measurements schema")
-    return (table, json.loads(meta[b"circuitbench.summary"]),
-            Provenance.model_validate_json(meta[_PROVENANCE_KEY]))
+    try:
+        return (table, json.loads(meta[b"circuitbench.summary"]),
+                Provenance.model_validate_json(meta[_PROVENANCE_KEY]))
+    except (KeyError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+        first = str(err).splitlines()[0][:200]
+        raise CircuitbenchError(
+            f"{path}: its summary or provenance cannot be read ({type(err).__name__}: {first}); it was written by "
+            "another circuitbench or damaged: delete it (or rerun with --force) to recompute it"
+        ) from None
 
 
 def write_summary(out: Path, rows: list[dict[str, Any]], name: str = "summary.parquet") -> Path:

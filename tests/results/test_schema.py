@@ -26,3 +26,21 @@ def test_a_result_file_of_the_previous_schema_is_refused_with_the_way_out(tmp_pa
         read_unit(old)
     with pytest.raises(CircuitbenchError, match="schema v1"):
         collect(tmp_path)
+
+
+def test_a_poisoned_unit_is_a_one_line_error_naming_the_file(tmp_path, capsys):
+    """A unit whose provenance no longer validates (e.g. a NaN target an older version let through)."""
+    import json
+
+    from circuitbench.cli import main
+    from circuitbench.results.schema import MEASUREMENTS, SCHEMA_VERSION
+
+    bad = tmp_path / "m" / "else_elif.learned_mask.seed0.parquet"
+    bad.parent.mkdir()
+    meta = {b"circuitbench.schema": b"measurements", b"circuitbench.schema_version": SCHEMA_VERSION.encode(),
+            b"circuitbench.summary": json.dumps({"task": "else_elif"}).encode(),
+            b"circuitbench.provenance": json.dumps({"unit": {"task": "else_elif"}}).encode()}
+    pq.write_table(MEASUREMENTS.empty_table().replace_schema_metadata(meta), bad)
+    assert main(["report", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and "delete it" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
