@@ -436,13 +436,15 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--meta", type=Path, required=True, help="submission.json (format in circuitbench/leaderboard)")
     p.add_argument("--board", type=Path, default=Path("leaderboard"), help="the board directory")
     p.add_argument("--check", action="store_true", help="validate only; do not add it to the board")
+    p.add_argument("--verify", action="store_true",
+                   help="also re-evaluate up to 3 saved circuits on the model (it must load here) and compare")
     p.set_defaults(handler=_cmd_submit)
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from circuitbench.leaderboard.submit import accept, validate
 
-    report = validate(args.results, args.meta, args.board)
+    report = validate(args.results, args.meta, args.board, args.verify)
     left = (f"; left out {sum(report.left_out.values())} unit(s) of other models or methods "
             f"({', '.join(f'{k}: {n}' for k, n in sorted(report.left_out.items()))})" if report.left_out else "")
     if not report.ok:
@@ -452,10 +454,11 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             print(f"circuitbench: submission refused, {len(report.problems)} problems:\n  "
                   + "\n  ".join(report.problems), file=sys.stderr)
         return 1
+    checked = f", {report.verified} circuit(s) re-evaluated to their stored numbers" if report.verified else ""
     if args.check:
-        print(f"valid: {report.units} unit(s), content hash {report.content_hash[:16]}{left}")
+        print(f"valid: {report.units} unit(s){checked}, content hash {report.content_hash[:16]}{left}")
         return 0
-    dest = accept(args.results, args.meta, args.board)
+    dest = accept(args.results, args.meta, args.board)  # validated above (with --verify when asked)
     print(f"accepted {report.units} unit(s) -> {dest}{left}\n"
           f"Rebuild the site with `circuitbench leaderboard build --board {args.board}`.")
     return 0

@@ -24,8 +24,9 @@ dense model trained on the same data that a sparse one is compared with (the fro
 each unit's result schema version and complete provenance; task hashes equal to the current task specs
 (stale tasks are rejected); test-split numbers present for every task claimed; every summary number
 following from the unit's own measurements and saved circuit (so a hand-edited node or edge count is
-caught); the model's weights hash and method agreeing with the metadata; and no duplicate of an accepted
-submission. `accept` copies a valid submission under `BOARD/submissions/<content hash>/`.
+caught); the model's weights hash and method agreeing with the metadata; no duplicate of an accepted
+submission; and, with `--verify`, a sample of saved circuits re-evaluated on the model where it loads here.
+`accept` copies a valid submission under `BOARD/submissions/<content hash>/`.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ class Report:
     """The files the submission is made of (units, circuits, edge tables)."""
     left_out: dict[str, int] = field(default_factory=dict)
     """Units in the results directory of other models or methods, by `model / method`."""
+    verified: int = 0
+    """Saved circuits re-evaluated on the model (`--verify`)."""
 
     @property
     def ok(self) -> bool:
@@ -223,8 +226,47 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report) -> None:
                        f"({value!r})")
 
 
-def validate(results: Path, meta_path: Path, board: Path | None = None) -> Report:
-    """Check a submission; the report lists every problem (an empty list means it can be accepted)."""
+def verify_sample(units: list[Path], meta: SubmissionMeta, report: Report, sample: int = 3) -> None:
+    """Re-evaluate up to `sample` saved circuits on the submitted model and compare with the stored numbers.
+
+    The units are the first pruned ones by task name (deterministic); the model is loaded by its Hub id or
+    name, and must have the submitted weights hash.
+    """
+    import circuitbench
+    from circuitbench.results.store import read_unit
+    from circuitbench.runs.saved import compare_stored, load_saved, reevaluate
+
+    pruned = [p for p in units if read_unit(p)[1].get("status") in ("solved", "target_missed")][:sample]
+    if not pruned:
+        return
+    name = meta.model.hub_id or meta.model.name
+    u0 = read_unit(pruned[0])[2]
+    try:
+        adapter = circuitbench.load_model(name, device="cpu", dtype=u0.unit.dtype, revision=meta.model.revision)
+    except CircuitbenchError as err:
+        report.add(META_FILE, f"--verify: model {name!r} cannot be loaded here ({str(err).splitlines()[0][:160]}); "
+                   "verify where it can, or submit without --verify")
+        return
+    if adapter.provenance.get("weights_sha256") != meta.model.weights_sha256:
+        report.add(META_FILE, f"--verify: {name!r} loads weights {adapter.provenance.get('weights_sha256')}, not "
+                   f"model.weights_sha256 {meta.model.weights_sha256}")
+        return
+    for path in pruned:
+        saved = load_saved(path)
+        for row in compare_stored(saved, reevaluate(saved, adapter, "test")):
+            stored, now = row["stored"], row["now"]
+            if stored is None or math.isclose(stored, now, rel_tol=1e-4, abs_tol=1e-5):
+                continue
+            report.add(path, f"--verify: {row['metric']} re-evaluates to {now:.6g} on this machine, the unit "
+                       f"stores {stored:.6g}")
+    report.verified = len(pruned)
+
+
+def validate(results: Path, meta_path: Path, board: Path | None = None, verify: bool = False) -> Report:
+    """Check a submission; the report lists every problem (an empty list means it can be accepted).
+
+    With `verify`, a sample of the saved circuits is also re-evaluated on the model (`verify_sample`).
+    """
     report = Report()
     results, meta_path = Path(results), Path(meta_path)
     try:
@@ -252,6 +294,8 @@ def validate(results: Path, meta_path: Path, board: Path | None = None) -> Repor
     for path in units:
         _check_unit(path, meta, report)
     report.units = len(units)
+    if verify and units and report.ok:
+        verify_sample(units, meta, report)
     report.files = submission_files(results, units)
     report.content_hash = content_hash(results, report.files, meta_path) if units else ""
     if board is not None and report.content_hash and (Path(board) / "submissions" / report.content_hash).exists():
@@ -259,13 +303,15 @@ def validate(results: Path, meta_path: Path, board: Path | None = None) -> Repor
     return report
 
 
-def accept(results: Path, meta_path: Path, board: Path) -> Path:
-    """Validate and copy a submission under BOARD/submissions/<content hash>/.
+def accept(results: Path, meta_path: Path, board: Path, verify: bool = False) -> Path:
+    """Validate a submission and copy it under BOARD/submissions/<content hash>/.
+
+    With `verify`, a sample of its circuits is re-evaluated first (`verify_sample`).
 
     Raises:
         CircuitbenchError: listing every problem found, when the submission is not valid.
     """
-    report = validate(results, meta_path, board)
+    report = validate(results, meta_path, board, verify)
     if not report.ok:
         raise CircuitbenchError(f"submission refused ({len(report.problems)} problem(s)):\n  "
                                 + "\n  ".join(report.problems))

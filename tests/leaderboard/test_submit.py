@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -78,3 +79,25 @@ def test_bad_metadata_lists_every_field(submission, tmp_path, capsys):
     assert main(["submit", str(results), "--meta", str(meta), "--check"]) == 1
     err = capsys.readouterr().err
     assert "model.weights_sha256" in err and "method" in err and "submitter" in err
+
+
+def test_verify_reevaluates_a_sample_and_catches_a_number_edited_consistently(submission, tmp_path, capsys):
+    results, meta = _copy(submission, tmp_path)
+    report = validate(results, meta, verify=True)
+    assert report.ok and report.verified == 2, report.problems
+    unit = next(p for p in results.glob("*/else_elif.*.seed0.parquet"))
+    table = pq.read_table(unit)
+    md = dict(table.schema.metadata)
+    summary = json.loads(md[b"circuitbench.summary"])
+    summary["sufficiency_loss"] = 0.001  # edited in the summary and in the measurement, so they agree
+    md[b"circuitbench.summary"] = json.dumps(summary).encode()
+    rows = table.to_pylist()
+    for r in rows:
+        if r["metric"] == "sufficiency_loss" and r["split"] == "test":
+            r["value"] = 0.001
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema).replace_schema_metadata(md), unit)
+    assert validate(results, meta).ok  # the bookkeeping alone cannot see it
+    problems = validate(results, meta, verify=True).problems
+    assert any(str(unit) in p and "sufficiency_loss re-evaluates" in p for p in problems), problems
+    assert main(["submit", str(results), "--meta", str(meta), "--check", "--verify"]) == 1
+    assert "sufficiency_loss re-evaluates" in capsys.readouterr().err
