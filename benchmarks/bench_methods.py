@@ -1,7 +1,7 @@
 """Each circuit-finding method's wall time per task, relative to one forward and backward pass, in one run.
 
 Usage: python benchmarks/bench_methods.py [--model tiny-sparse] [--tasks with_as,single_double_quote,while_return_true]
-                                           [--ablation mean] [--threads 2] [--json PATH]
+                                           [--ablation mean] [--threads 2] [--method-arg METHOD.KEY=VALUE] [--json PATH]
 
 For every task, the baseline is one forward and backward pass of the gated model (the evaluator's gates,
 as `eap` runs them) over 64 rows of the task's train split, median of 5; each method then scores the nodes
@@ -52,8 +52,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--methods", default=",".join(method_names()))
     ap.add_argument("--ablation", default="mean")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--method-arg", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                    help="a method's hyperparameter, e.g. activation_patching.max_examples=16")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    from circuitbench.cli import _per_method_args
+
+    per_method = _per_method_args(args.method_arg, args.methods.split(","))
     torch.set_num_threads(args.threads)
     adapter = circuitbench.load_model(args.model, device="cpu")
     index = NodeIndex.of(adapter)
@@ -65,12 +70,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                           counterfactual=args.ablation == "counterfactual")
         base = forward_backward(problem, train.take(torch.arange(min(64, len(train)))))
         for name in args.methods.split(","):
-            method = get_method(name)
+            method = get_method(name, **per_method[name])
             t0 = time.perf_counter()
             method.node_scores(problem)
             s = time.perf_counter() - t0
             cost = method.cost(len(train), index.size)
-            rec = {"task": task, "method": name, "seconds": s, "fwd_bwd_s": base, "ratio": s / base,
+            rec = {"task": task, "method": name, "hyperparameters": per_method[name],
+                   "seconds": s, "fwd_bwd_s": base, "ratio": s / base,
                    "forward_passes": cost["forward"], "backward_passes": cost["backward"],
                    "train_examples": len(train), "nodes": index.size}
             out.append(rec)

@@ -91,6 +91,9 @@ def test_methods_declare_their_cost_in_passes():
     assert get_method("magnitude", batch=64).cost(256, 1000) == {"forward": 4, "backward": 0}
     assert get_method("activation_patching", batch=64).cost(64, 10)["forward"] == 11
     assert get_method("learned_mask", steps=400).cost(512, 10) == {"forward": 400, "backward": 400}
+    # the passes over the examples a method uses, not over the whole train split
+    assert get_method("eap", batch=64, max_examples=256).cost(1024, 1000) == {"forward": 4, "backward": 4}
+    assert get_method("activation_patching", batch=64, max_examples=16).cost(1024, 10)["forward"] == 11
 
 
 def test_curve_areas_on_both_axes():

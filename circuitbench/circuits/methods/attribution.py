@@ -76,6 +76,11 @@ class _Base:
         """The dataclass fields."""
         return asdict(self)
 
+    def _batches(self, n_examples: int) -> int:
+        """Batches over the examples actually used (`max_examples` of the `n_examples`)."""
+        used = n_examples if self.max_examples is None else min(n_examples, self.max_examples)
+        return math.ceil(used / self.batch)
+
 
 @register_method("magnitude")
 @dataclass
@@ -86,7 +91,7 @@ class Magnitude(_Base):
 
     def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
         """One forward pass over the examples."""
-        return {"forward": math.ceil(n_examples / self.batch), "backward": 0}
+        return {"forward": self._batches(n_examples), "backward": 0}
 
     def node_scores(self, problem: Problem) -> Tensor:
         """Mean absolute deviation from the ablation value, per node."""
@@ -121,7 +126,7 @@ class EAP(_Base):
 
     def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
         """One forward and one backward pass over the examples."""
-        n = math.ceil(n_examples / self.batch)
+        n = self._batches(n_examples)
         return {"forward": n, "backward": n}
 
     def node_scores(self, problem: Problem) -> Tensor:
@@ -141,7 +146,7 @@ class EAPIG(_Base):
 
     def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
         """`steps` forward and backward passes over the examples."""
-        n = self.steps * math.ceil(n_examples / self.batch)
+        n = self.steps * self._batches(n_examples)
         return {"forward": n, "backward": n}
 
     def node_scores(self, problem: Problem) -> Tensor:
@@ -164,7 +169,7 @@ class ActivationPatching(_Base):
 
     def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
         """One forward pass over the examples per node, plus one for the model."""
-        return {"forward": (n_nodes + 1) * math.ceil(n_examples / self.batch), "backward": 0}
+        return {"forward": (n_nodes + 1) * self._batches(n_examples), "backward": 0}
 
     @torch.no_grad()
     def node_scores(self, problem: Problem) -> Tensor:
