@@ -234,18 +234,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         else:
             print(f"{head}: no circuit to report. Tasks marked unsolved have full-model accuracy below "
                   f"--min-accuracy {args.min_accuracy}; the model must solve a task before it can be pruned.")
-        empty = [s["task"] for s in summaries if s.get("status") == "unsolved" and not s.get("test_examples")]
+        empty = _report_dropped(summaries)
         unsolved = [s["task"] for s in summaries if s.get("status") == "unsolved" and s["task"] not in empty]
         if unsolved and g["solved"]:
             print(f"Not solved by the full model (accuracy < {args.min_accuracy}), so not pruned: "
                   f"{', '.join(unsolved)}.")
-        if empty:
-            print(f"No example survives this tokenizer's boundary checks (both answers share a first token, or an "
-                  f"answer does not start a token), so not measured: {', '.join(empty)}. See why with "
-                  "`circuitbench tasks encode --tokenizer TOKENIZER --tasks ...`.")
         print(f"Results: {args.out}/ (per task: Parquet measurements, circuit .safetensors, edges .parquet; "
               "plus summary.parquet). See one: circuitbench circuit show FILE.parquet")
     return 0
+
+
+def _report_dropped(summaries: list[dict[str, Any]]) -> list[str]:
+    """Say which tasks had no example left for this tokenizer (so they were not measured); returns them."""
+    empty = [s["task"] for s in summaries if s.get("status") == "unsolved" and not s.get("test_examples")]
+    if empty:
+        print(f"No example survives this tokenizer's boundary checks (both answers share a first token, or an "
+              f"answer does not start a token), so not measured: {', '.join(empty)}. See why with "
+              "`circuitbench tasks encode --tokenizer TOKENIZER --tasks ...`.")
+    return empty
 
 
 # --- sweep ---------------------------------------------------------------------------------------

@@ -217,3 +217,26 @@ def test_one_and_two_threads_give_the_same_circuit_and_numbers(tmp_path, small_a
     finally:
         torch.set_num_threads(before)
     assert rows[0] == rows[1] and torch.equal(gates[0], gates[1])
+
+
+def test_a_task_whose_every_example_the_tokenizer_drops_is_reported_as_such(tmp_path, small_adapter, capsys):
+    """A character-level tokenizer gives both answers of bracket_counting the same first token: every example is
+    dropped. The unit says so (no crash deep in the evaluator), and `run` names the task and why."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from circuitbench.cli import _report_dropped
+    from circuitbench.models.native import SparseGPTAdapter
+    from circuitbench.models.tokenizer import HFTokenizer
+
+    chars = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))},
+                                 merges=[]))
+    chars.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    chars.decoder = decoders.ByteLevel()
+    adapter = SparseGPTAdapter(small_adapter.model, HFTokenizer.from_object(chars, name="chars"), "chars",
+                               {"weights_sha256": "test-chars"})
+    (row,) = run(RunConfig(model="chars", tasks=["bracket_counting"], method="random", ablation="zero",
+                           min_accuracy=0.0, control=False, out=tmp_path, show_progress=False), adapter)
+    assert row["status"] == "unsolved" and row["test_examples"] == 0 and row["dropped_examples"] == 256
+    _report_dropped([row])
+    out = capsys.readouterr().out
+    assert "No example survives this tokenizer's boundary checks" in out and "bracket_counting" in out
