@@ -240,3 +240,20 @@ def test_a_task_whose_every_example_the_tokenizer_drops_is_reported_as_such(tmp_
     _report_dropped([row])
     out = capsys.readouterr().out
     assert "No example survives this tokenizer's boundary checks" in out and "bracket_counting" in out
+
+
+def test_prompts_longer_than_the_context_are_left_truncated(tmp_path, python_bpe):
+    """A model with a 16-token context still runs every task: prompts keep their last 16 tokens."""
+    from circuitbench.models.config import GPTConfig
+    from circuitbench.models.native import SparseGPTAdapter
+    from tests.models.conftest import random_model
+
+    cfg = GPTConfig(block_size=16, vocab_size=2048, n_layer=1, n_head=2, d_model=32, d_mlp=64, rms_norm=True)
+    adapter = SparseGPTAdapter(random_model(cfg, seed=0), python_bpe, "short", {"weights_sha256": "test-short"})
+    (row,) = run(RunConfig(model="short", tasks=["with_open"], method="random", ablation="zero", min_accuracy=0.0,
+                           control=False, out=tmp_path, show_progress=False, search_examples=32), adapter)
+    assert row["test_examples"] > 0 and row["status"] in ("solved", "target_missed")
+    from circuitbench.results.store import read_unit
+
+    (path,) = [p for p in tmp_path.glob("short/*.parquet") if not p.name.endswith(".edges.parquet")]
+    assert read_unit(path)[1]["test_examples"] == row["test_examples"]
