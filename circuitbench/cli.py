@@ -421,15 +421,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         plot_note = f"\nNo plot: {err}"
     if args.format == "table":
         n = table[0]["tasks_compared"] if table else 0
-        unsolved = sorted({r["task"] for r in per_task if r["status"] == "unsolved"})
+        unsolved = sorted({r["task"] for r in rows if r["model"] == args.model and r["seed"] == args.seed
+                           and r["status"] == "unsolved"})
         note = (f" Not pruned, because the full model does not solve them (below --min-accuracy "
                 f"{args.min_accuracy}): {', '.join(unsolved)}." if unsolved else "")
-        print(f"\nFirst table: every method on every task; nodes and edges of its smallest circuit at the target "
-              f"loss. Second: means over the {n} task(s) every method pruned.{note} CPR: area under faithfulness "
-              "over circuit size, nodes ranked by signed score (higher is better), CMD: area under |1 - "
-              "faithfulness|, ranked by absolute score (lower is better), on MIB's linear size axis and on a log "
-              "axis (_log) that sees circuits under 10% of the model. Per-task curves: the curve_*_f_* "
-              "measurements of each unit (logit difference, loss, accuracy, KL)." + plot_note)
+        print("\nFirst table: every method on every pruned task; nodes and edges of its smallest circuit at the "
+              "target loss, wall_s the unit's seconds. Second: means over the "
+              f"{n} task(s) every method pruned.{note} CPR: area under faithfulness over circuit size, nodes ranked "
+              "by signed score (higher is better); CMD: area under |1 - faithfulness|, ranked by absolute score "
+              "(lower is better); both on MIB's linear size axis and on a log axis (_log) that sees circuits under "
+              "10% of the model. Per-task curves: the curve_*_f_* measurements of each unit (logit difference, "
+              "loss, accuracy, KL)." + plot_note)
     return 0
 
 

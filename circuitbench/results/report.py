@@ -114,9 +114,10 @@ def side_by_side(rows: list[dict[str, Any]], models: list[str], method: str = "l
 
 
 def method_table(rows: list[dict[str, Any]], model: str, seed: int = 0) -> list[dict[str, Any]]:
-    """One row per method on one model: tasks pruned, mean CPR / CMD (linear and log axis), geomean nodes.
+    """One row per method on one model: tasks pruned, mean CPR / CMD, geomean nodes and edges, wall time.
 
-    Means are over the tasks every listed method pruned, so the methods are compared on equal terms.
+    CPR and CMD on the linear and the log axis; `wall_s` is the summed wall time of its units. Means are
+    over the tasks every listed method pruned, so the methods are compared on equal terms.
     """
     import statistics
 
@@ -142,14 +143,17 @@ def method_table(rows: list[dict[str, Any]], model: str, seed: int = 0) -> list[
                     "geomean_nodes": geomean([by_method[m][t]["nodes"] for t in common]),
                     "geomean_edges": geomean([by_method[m][t]["edges"] for t in common]),
                     "solved_at_target": sum(1 for t in common if by_method[m][t]["status"] == "solved"),
-                    "method_s": sum(by_method[m][t].get("wall_s") or 0.0 for t in common)})
+                    "wall_s": sum(by_method[m][t].get("wall_s") or 0.0 for t in common)})
     return sorted(out, key=lambda r: -r["cpr_log"] if not math.isnan(r["cpr_log"]) else math.inf)
 
 
 def method_task_table(rows: list[dict[str, Any]], model: str, seed: int = 0) -> list[dict[str, Any]]:
-    """Every method on every task of one model: status, smallest circuit at the target, CPR, CMD, wall time."""
+    """Every method on every pruned task of one model: status, smallest circuit at the target, CPR, CMD, wall time.
+
+    Tasks the full model does not solve (`unsolved`) have no circuit and are left out (the caller lists them).
+    """
     out = []
-    for r in sorted((r for r in rows if r["model"] == model and r["seed"] == seed),
+    for r in sorted((r for r in rows if r["model"] == model and r["seed"] == seed and r["status"] != "unsolved"),
                     key=lambda r: (r["task"], r["method"])):
         out.append({"task": r["task"], "method": r["method"], "status": r["status"], "nodes": r["nodes"],
                     "edges": r["edges"], "cpr": r["cpr"], "cmd": r["cmd"], "cpr_log": r["cpr_log"],
