@@ -789,9 +789,38 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows every option's default (unless the help already says it, or there is none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "default" in text or default is None or default is False
+                or default == argparse.SUPPRESS or isinstance(action, argparse._HelpAction | argparse._VersionAction)):
+            return text.strip()
+        shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})".strip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows defaults, for every subcommand too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        """As argparse's; an option without help still gets a help line, to show its default."""
+        default = kwargs.get("default")
+        if args and str(args[0]).startswith("-") and kwargs.get("help") is None and default is not None \
+                and default is not False:
+            kwargs["help"] = "(default: %(default)s)"  # argparse prints no line at all for an option without help
+        return super().add_argument(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="circuitbench",
         description="Circuit-size benchmark for mechanistic interpretability.",
     )

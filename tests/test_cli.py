@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from circuitbench.cli import main
 
 
@@ -21,3 +23,24 @@ def test_user_error_exits_1_with_one_line_and_no_traceback(capsys):
     assert main(["inspect", "no-such-model"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("circuitbench: error: no-such-model") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["run"], ["compare"], ["sweep"], ["tasks", "encode"], ["leaderboard", "build"],
+                                     ["submit"], ["export", "lm-eval"]])
+def test_help_shows_every_default_and_choice(command, capsys):
+    from circuitbench.cli import build_parser
+
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args([*command, "--help"])
+    text = "".join(capsys.readouterr().out.split())  # no whitespace: help lines wrap anywhere
+    sub = parser._subparsers._group_actions[0].choices[command[0]]
+    for name in command[1:]:
+        sub = sub._subparsers._group_actions[0].choices[name]
+    for action in sub._actions:
+        if action.option_strings and action.default not in (None, False, "==SUPPRESS==") and action.dest != "help":
+            shown = ",".join(map(str, action.default)) if isinstance(action.default, list) else str(action.default)
+            shown = "".join(shown.split())
+            assert f"default:{shown}" in text or f"default{shown}" in text, (action.option_strings, shown)
+        if action.choices and action.option_strings:
+            assert "{" + ",".join(action.choices) + "}" in text
