@@ -10,7 +10,8 @@ Files written per unit (beside `TASK.METHOD.seedN.parquet`):
   value_width), the head count, and the calibration when one was fitted.
 - `TASK.METHOD.seedN.edges.parquet`: one row per edge, `src_site`, `src_channel`, `dst_site`,
   `dst_channel`, `weight` (NaN for weightless residual edges) and `kind` (`weighted` or `residual`).
-  Its row count is the unit's `edges`.
+  Its metadata `circuitbench.edges_total` is the unit's `edges`; it holds every edge up to
+  `EDGE_TABLE_ROWS` (10,000), and the strongest 10,000 of a larger circuit.
 
 MIB export (`to_mib`): the EAP-IG `Graph` JSON that MIB's circuit track reads: `cfg` (n_layers, n_heads,
 parallel_attn_mlp, d_model), `nodes` (input, a{L}.h{H}, m{L}, logits, each with `in_graph`, `score`, and at
@@ -195,18 +196,47 @@ def edge_rows(adapter: ModelAdapter, index: NodeIndex, gates: Tensor) -> list[di
     return rows
 
 
-def write_edges(path: Path, rows: list[dict[str, Any]]) -> Path:
-    """Write an edge table as Parquet, atomically."""
+EDGE_TABLE_ROWS = 10_000
+"""The most rows an edge table holds. A circuit with more edges (a random or a dense model's circuit of
+thousands of nodes has up to 10^5-10^6) keeps its strongest weighted edges, then residual ones, and the
+table's metadata `circuitbench.edges_total` records how many there are in all; the unit's `edges` is
+always the full count."""
+
+_EDGES_TOTAL = b"circuitbench.edges_total"
+
+
+def strongest_edges(rows: list[dict[str, Any]], limit: int = EDGE_TABLE_ROWS) -> list[dict[str, Any]]:
+    """At most `limit` rows: the weighted edges by |weight| (ties by name), then the residual ones, in order."""
+    if len(rows) <= limit:
+        return rows
+    weighted = sorted((r for r in rows if r["kind"] == "weighted"),
+                      key=lambda r: (-abs(r["weight"]), r["src_site"], r["src_channel"], r["dst_site"],
+                                     r["dst_channel"]))
+    residual = [r for r in rows if r["kind"] != "weighted"]
+    return (weighted + residual)[:limit]
+
+
+def write_edges(path: Path, rows: list[dict[str, Any]], limit: int = EDGE_TABLE_ROWS) -> Path:
+    """Write an edge table as Parquet, atomically; above `limit` rows, the strongest (see `EDGE_TABLE_ROWS`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from circuitbench.results.files import atomic_path
 
     schema = pa.schema([("src_site", pa.string()), ("src_channel", pa.int64()), ("dst_site", pa.string()),
-                        ("dst_channel", pa.int64()), ("weight", pa.float64()), ("kind", pa.string())])
+                        ("dst_channel", pa.int64()), ("weight", pa.float64()), ("kind", pa.string())],
+                       metadata={_EDGES_TOTAL: str(len(rows)).encode()})
     with atomic_path(Path(path)) as tmp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+        pq.write_table(pa.Table.from_pylist(strongest_edges(rows, limit), schema=schema), tmp)
     return Path(path)
+
+
+def edges_total(path: Path) -> int:
+    """How many edges the circuit has in all (an edge table written before the cap holds every one)."""
+    import pyarrow.parquet as pq
+
+    md = pq.read_schema(path).metadata or {}
+    return int(md[_EDGES_TOTAL]) if _EDGES_TOTAL in md else pq.read_metadata(path).num_rows
 
 
 # --- MIB export ------------------------------------------------------------------------------------

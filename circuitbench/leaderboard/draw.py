@@ -42,7 +42,7 @@ class CircuitEdge:
 
 
 def circuit_svg(sites: Sequence[tuple[str, str, int]], nodes: Sequence[CircuitNode], edges: Sequence[CircuitEdge],
-                max_edges: int = 400, title: str = "") -> str:
+                max_edges: int = 400, title: str = "", n_edges: int | None = None) -> str:
     """Draw a circuit: sites as columns in forward order, kept channels as labelled nodes, edges as lines.
 
     Weighted edges are drawn with a width proportional to |weight| (blue positive, red negative); residual
@@ -55,6 +55,7 @@ def circuit_svg(sites: Sequence[tuple[str, str, int]], nodes: Sequence[CircuitNo
         edges: the edges between them.
         max_edges: the most edges drawn.
         title: a caption above the drawing.
+        n_edges: the circuit's edge count, when `edges` holds only its strongest (default: len(edges)).
     """
     kept: dict[str, list[int]] = {}
     for n in nodes:
@@ -78,8 +79,9 @@ def circuit_svg(sites: Sequence[tuple[str, str, int]], nodes: Sequence[CircuitNo
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="circuit" width="{_n(width)}" height="{_n(height)}" '
            f'viewBox="0 0 {_n(width)} {_n(height)}" role="img" aria-label="{escape(title or "circuit")}">',
            f'<title>{escape(title or "circuit")}</title>']
-    caption = (f"{len(nodes)} nodes, {len(edges)} edges"
-               + (f" (the {len(shown)} strongest drawn)" if len(shown) < len(drawable) else "")
+    total = len(edges) if n_edges is None else n_edges
+    caption = (f"{len(nodes)} nodes, {total} edges"
+               + (f" (the {len(shown)} strongest drawn)" if len(shown) < total else "")
                + ("" if nodes else ": the empty circuit (every node ablated) already meets the target"))
     out.append(f'<text x="{_n(left)}" y="16" class="caption">{escape(caption)}</text>')
     for c, (name, kind, layer) in enumerate(columns):
@@ -118,12 +120,13 @@ def saved_circuit_svg(unit: Path, max_edges: int = 400, title: str = "") -> str:
     """
     import pyarrow.parquet as pq
 
-    from circuitbench.circuits.circuit import Circuit, circuit_paths
+    from circuitbench.circuits.circuit import Circuit, circuit_paths, edges_total
 
     cpath, epath = circuit_paths(Path(unit))
     circuit = Circuit.load(cpath)
     nodes = [CircuitNode(site, int(ch)) for site, chans in circuit.kept().items() for ch in chans]
     edges = []
+    total = edges_total(epath) if epath.is_file() else 0
     if epath.is_file():
         for r in pq.read_table(epath).to_pylist():
             w = r["weight"]
@@ -131,7 +134,7 @@ def saved_circuit_svg(unit: Path, max_edges: int = 400, title: str = "") -> str:
                                      CircuitNode(r["dst_site"], int(r["dst_channel"])),
                                      math.nan if w is None else float(w), r["kind"]))
     sites = [(s.name, s.kind, s.layer) for s in circuit.sites]
-    return circuit_svg(sites, nodes, edges, max_edges=max_edges,
+    return circuit_svg(sites, nodes, edges, max_edges=max_edges, n_edges=total,
                        title=title or f"{circuit.task} in {circuit.model}: {circuit.k} nodes")
 
 
@@ -176,7 +179,7 @@ def line_plot(series: Sequence[Series], xlabel: str, ylabel: str, log_x: bool = 
         markers_only: a scatter plot (each series one or more points, no lines).
     """
     pts = [p for s in series for p in s.points if all(math.isfinite(v) for v in p) and (not log_x or p[0] > 0)]
-    ml, mr, mt, mb = 58.0, 14.0, 26.0, 44.0
+    ml, mr, mt, mb = 58.0, 34.0, 26.0, 44.0
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{width}" height="{height + 18 * len(series)}"'
            f' viewBox="0 0 {width} {height + 18 * len(series)}" role="img" aria-label="{escape(title or ylabel)}">',
            f"<title>{escape(title or ylabel)}</title>"]

@@ -212,8 +212,8 @@ def _example(task: str) -> str:
         return "<p>(This task is not one of this circuitbench's tasks.)</p>"
     return (f"<p>{e(spec.probes)}</p>\n<div class=\"pair\">"
             + "".join(f'<div><pre class="prompt">{e(pair.prompts[s])}<span class="answer">{e(pair.correct(s))}</span>'
-                      f'</pre><p>correct: <code>{e(pair.correct(s))}</code>, incorrect: '
-                      f"<code>{e(pair.incorrect(s))}</code></p></div>" for s in (0, 1))
+                      f'</pre><p>correct: <code>{e(repr(pair.correct(s)))}</code>, incorrect: '
+                      f"<code>{e(repr(pair.incorrect(s)))}</code></p></div>" for s in (0, 1))
             + "</div>")
 
 
@@ -235,11 +235,18 @@ def _curves_for(entries: list[tuple[Entry, UnitRecord]]) -> str:
     return "\n".join(figs) or "<p>No pruned units: no curves.</p>"
 
 
+DRAWN_NODES = 800
+"""Circuits of more nodes are not drawn on the board (a picture of thousands of nodes shows nothing)."""
+
+
 def _drawing(u: UnitRecord, title: str) -> str:
     from circuitbench.circuits.circuit import circuit_paths
 
     if not circuit_paths(u.path)[0].is_file():
         return "<p>(no saved circuit)</p>"
+    if (u.summary.get("nodes") or 0) > DRAWN_NODES:
+        return (f"<p>{u.summary['nodes']:,} nodes: too many to draw here. <code>circuitbench circuit draw "
+                f"{e(u.path.name)} --out circuit.svg</code> draws it.</p>")
     return saved_circuit_svg(u.path, title=title)
 
 

@@ -169,7 +169,7 @@ def _close(a: Any, b: Any) -> bool:
 def _check_unit(path: Path, meta: SubmissionMeta, report: Report) -> None:
     import pyarrow.parquet as pq
 
-    from circuitbench.circuits.circuit import Circuit, circuit_paths
+    from circuitbench.circuits.circuit import EDGE_TABLE_ROWS, Circuit, circuit_paths, edges_total
     from circuitbench.results.store import read_unit
     from circuitbench.tasks.load import get_task
 
@@ -211,11 +211,15 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report) -> None:
             circuit = Circuit.load(cpath)
             if circuit.k != summary.get("nodes"):
                 report.add(cpath, f"k {circuit.k} differs from the summary's nodes {summary.get('nodes')}")
-            if epath.is_file() and pq.read_metadata(epath).num_rows != summary.get("edges"):
-                report.add(epath, f"{pq.read_metadata(epath).num_rows} edge rows, the summary says edges "
-                           f"{summary.get('edges')}")
-            elif not epath.is_file():
+            if not epath.is_file():
                 report.add(epath, "missing edge table")
+            else:
+                total, rows = edges_total(epath), pq.read_metadata(epath).num_rows
+                if total != summary.get("edges"):
+                    report.add(epath, f"{total} edges, the summary says edges {summary.get('edges')}")
+                if rows != min(total, EDGE_TABLE_ROWS):
+                    report.add(epath, f"{rows} edge rows for a circuit of {total} edges: the table holds every edge "
+                               f"up to {EDGE_TABLE_ROWS:,} and the strongest {EDGE_TABLE_ROWS:,} beyond")
         except CircuitbenchError as err:
             report.add(cpath, str(err).split(": ", 1)[-1])
     for key, value in derived.items():

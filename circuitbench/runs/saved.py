@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from circuitbench.circuits.circuit import Circuit, circuit_paths, to_mib
+from circuitbench.circuits.circuit import Circuit, circuit_paths, edges_total, to_mib
 from circuitbench.circuits.evaluate import encode_unit_task, measure_circuit
 from circuitbench.circuits.masks import NodeIndex
 from circuitbench.circuits.problem import Calibration, Problem
@@ -27,6 +27,14 @@ class SavedUnit:
     measurements: dict[tuple[str, str], float]
     circuit: Circuit
     edges: list[dict[str, Any]]
+    """The edge table's rows: every edge, or the strongest `EDGE_TABLE_ROWS` of a larger circuit."""
+    edges_total: int = 0
+    """How many edges the circuit has in all."""
+
+    @property
+    def edges_complete(self) -> bool:
+        """Whether `edges` holds every edge of the circuit."""
+        return len(self.edges) == self.edges_total
 
 
 def load_saved(path: Path) -> SavedUnit:
@@ -52,7 +60,8 @@ def load_saved(path: Path) -> SavedUnit:
         raise CircuitbenchError(f"{cpath}: belongs to unit {circuit.unit_key}, not {prov.unit_key}")
     edges = pq.read_table(epath).to_pylist() if epath.is_file() else []
     rows = table.to_pylist()
-    return SavedUnit(path, prov, summary, {(r["split"], r["metric"]): r["value"] for r in rows}, circuit, edges)
+    return SavedUnit(path, prov, summary, {(r["split"], r["metric"]): r["value"] for r in rows}, circuit, edges,
+                     edges_total(epath) if epath.is_file() else 0)
 
 
 def show(saved: SavedUnit, max_channels: int = 24, max_edges: int = 20) -> str:
@@ -83,7 +92,9 @@ def show(saved: SavedUnit, max_channels: int = 24, max_edges: int = 20) -> str:
         top = [{"from": f"{e['src_site']}[{e['src_channel']}]", "to": f"{e['dst_site']}[{e['dst_channel']}]",
                 "weight": e["weight"]} for e in weighted[:max_edges]]
         n_res = sum(1 for e in saved.edges if e["kind"] == "residual")
-        out += (f"\nstrongest of {len(weighted)} weighted edges ({n_res} residual edges not listed):\n"
+        part = "" if saved.edges_complete else f" (the edge table keeps the strongest {len(saved.edges):,} of " \
+            f"{saved.edges_total:,} edges)"
+        out += (f"\nstrongest of {len(weighted)} weighted edges ({n_res} residual edges not listed){part}:\n"
                 + tabulate(top, headers="keys", tablefmt="simple", floatfmt=".4f") + "\n")
     return out
 
@@ -128,6 +139,10 @@ def export_mib(saved: SavedUnit, out: Path) -> Path:
     """Write the circuit as MIB / EAP-IG Graph JSON."""
     from circuitbench.results.files import atomic_path
 
+    if not saved.edges_complete:
+        raise CircuitbenchError(f"{saved.path}: the circuit has {saved.edges_total:,} edges and its edge table keeps "
+                                f"the strongest {len(saved.edges):,}, so MIB's graph cannot be written exactly; "
+                                "export circuits of at most 10,000 edges")
     graph = to_mib(saved.circuit, saved.edges)
     with atomic_path(Path(out)) as tmp:
         tmp.write_text(json.dumps(graph))

@@ -1,0 +1,35 @@
+"""The committed board is what its submissions build: every baseline passes validation and the site is current."""
+
+import shutil
+from pathlib import Path
+
+from circuitbench.leaderboard.site import build, load_board
+from circuitbench.leaderboard.submit import META_FILE, SubmissionMeta, validate
+
+REPO = Path(__file__).resolve().parents[2]
+BOARD = REPO / "leaderboard"
+
+
+def test_the_committed_site_is_a_fresh_build_of_the_committed_submissions(tmp_path):
+    board = tmp_path / "leaderboard"
+    shutil.copytree(BOARD / "submissions", board / "submissions")
+    site = build(board)
+    fresh = {p.relative_to(site).as_posix(): p.read_bytes() for p in site.rglob("*") if p.is_file()}
+    committed = {p.relative_to(BOARD / "site").as_posix(): p.read_bytes()
+                 for p in (BOARD / "site").rglob("*") if p.is_file()}
+    assert sorted(fresh) == sorted(committed)
+    stale = [name for name in fresh if fresh[name] != committed[name]]
+    assert not stale, f"rebuild the board: circuitbench leaderboard build --board leaderboard ({stale[:3]})"
+
+
+def test_every_baseline_model_and_method_is_on_the_board_and_still_valid():
+    entries = load_board(BOARD)
+    on_board = {(e.meta.model.name, e.meta.method.name) for e in entries}
+    methods = {"learned_mask", "eap", "eap_ig", "activation_patching", "magnitude", "random"}
+    assert on_board == {(m, k) for m in ("tiny-sparse", "tiny-dense") for k in methods}
+    for e in entries:  # the accepted copy revalidates against today's task specs
+        meta = SubmissionMeta.model_validate_json((e.path / META_FILE).read_text())
+        assert meta.model.name in ("tiny-sparse", "tiny-dense")
+        report = validate(e.path / "results", e.path / META_FILE)
+        assert report.ok, report.problems
+        assert len(e.units) == 20
