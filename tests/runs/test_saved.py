@@ -177,3 +177,21 @@ def test_a_counterfactual_circuit_is_found_measured_and_reevaluates_exactly(tmp_
     assert rows and all(r["equal"] for r in rows), rows
     mean = load_saved(_run(tmp_path / "mean", reference)[1])
     assert saved.summary["sufficiency_loss"] != mean.summary["sufficiency_loss"]  # a different ablation
+
+
+def test_a_circuit_of_more_than_10000_edges_keeps_its_strongest_and_says_so(tmp_path, reference):
+    """A random ranking keeps thousands of nodes (tens of thousands of edges): the table holds the strongest
+    10,000, its metadata the full count, and everything that reads it knows."""
+    from circuitbench.circuits.circuit import EDGE_TABLE_ROWS, edges_total
+
+    summary, path = _run(tmp_path, reference, method="random", method_kwargs={})
+    _, epath = circuit_paths(path)
+    assert summary["edges"] > EDGE_TABLE_ROWS
+    assert pq.read_metadata(epath).num_rows == EDGE_TABLE_ROWS and edges_total(epath) == summary["edges"]
+    rows = pq.read_table(epath).to_pylist()
+    weights = [abs(r["weight"]) for r in rows if r["kind"] == "weighted"]
+    assert weights == sorted(weights, reverse=True)  # the strongest first
+    saved = load_saved(path)
+    assert not saved.edges_complete and "keeps the strongest 10,000 of" in show(saved)
+    with pytest.raises(CircuitbenchError, match="MIB's graph cannot be written exactly"):
+        export_mib(saved, tmp_path / "m.json")
