@@ -123,6 +123,7 @@ def _page(title: str, body: str, depth: int) -> str:
     up = "../" * depth
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{e(title)}</title>\n'
+            '<link rel="icon" href="data:,">\n'
             f'<link rel="stylesheet" href="{up}style.css">\n</head>\n<body>\n'
             f'<header><a href="{up}index.html">circuitbench leaderboard</a></header>\n<main>\n{body}\n</main>\n'
             f'<script src="{up}board.js"></script>\n</body>\n</html>\n')
