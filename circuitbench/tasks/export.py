@@ -156,8 +156,9 @@ def format_pair(pair: Pair, marker: str = "\u2588") -> str:
 def encode_rows(specs: Sequence[TaskSpec], tokenizer: Tokenizer, split: SplitName = "test") -> list[dict[str, Any]]:
     """Per task: examples kept and dropped by the boundary checks for a tokenizer, and why.
 
-    `equal_length` counts the kept examples whose pair partner has the same token length: counterfactual
-    ablation patches those position by position (the others on the suffix aligned at the answer).
+    `counterfactual_aligned_examples` counts the kept examples whose pair partner has the same token
+    length: counterfactual ablation patches those position by position (the others on the suffix aligned
+    at the answer); every counterfactual unit records the same count under the same name.
     """
     from circuitbench.tasks.encode import encode_task
 
@@ -175,7 +176,7 @@ def encode_rows(specs: Sequence[TaskSpec], tokenizer: Tokenizer, split: SplitNam
                 "dropped": enc.n_dropped,
                 "kept_fraction": round(enc.kept_fraction, 4),
                 "truncated": enc.n_truncated,
-                "equal_length": equal,
+                "counterfactual_aligned_examples": equal,
                 "why": ", ".join(f"{n} {r}" for r, n in enc.drop_reasons.items()) or "-",
             }
         )

@@ -173,6 +173,11 @@ def test_a_counterfactual_circuit_is_found_measured_and_reevaluates_exactly(tmp_
     saved = load_saved(path)
     aligned = saved.measurements[("test", "counterfactual_aligned_examples")]
     assert 0 <= aligned <= summary["test_examples"]
+    from circuitbench.tasks.export import encode_rows
+    from circuitbench.tasks.load import get_task
+
+    (row,) = encode_rows([get_task(TASK)], reference.tokenizer, "test")  # `tasks encode` says the same, by name
+    assert row["counterfactual_aligned_examples"] == aligned
     rows = compare_stored(saved, reevaluate(saved, reference, "test"))
     assert rows and all(r["equal"] for r in rows), rows
     mean = load_saved(_run(tmp_path / "mean", reference)[1])
