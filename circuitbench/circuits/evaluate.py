@@ -176,14 +176,13 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
         full_ref = dataclasses.replace(full_test, kl=0.0)
         empty = problem.scores(test, torch.zeros(index.size, device=adapter.device), reference)
         at = top_k_scores(problem, test, node_scores, full_ref, empty, reference)
-        for metric in CURVE_METRICS:
+        curves = {metric: faithfulness_curve(at, index.size, full_ref, empty, metric) for metric in CURVE_METRICS}
+        for metric, curve in curves.items():
             tag = "" if metric == "logit_diff" else f"{metric}_"
-            curve = faithfulness_curve(at, index.size, full_ref, empty, metric)
             grid, grid_f = node_curve(at, index.size, full_ref, empty, metric)
             rows += [("test", f"curve_{tag}f_{frac:g}", f) for frac, f in zip(curve.fractions, curve.f, strict=True)]
             rows += [("test", f"curve_nodes_{tag}f_{k}", f) for k, f in zip(grid, grid_f, strict=True)]
-            if metric == "logit_diff":
-                absolute = curve
+        absolute = curves["logit_diff"]
         # MIB: CPR ranks by the signed score, CMD by its absolute value (the same ranking for unsigned methods)
         signed_scores = getattr(method, "signed_scores", None)
         signed = absolute if signed_scores is None else faithfulness_curve(
