@@ -70,23 +70,48 @@ def holder(unit_file: Path) -> Holder | None:
     return h
 
 
+def _publish(path: Path) -> bool:
+    """Create the claim file complete, in one atomic step: False when it exists already.
+
+    The claim is written to a private file first and hard-linked into place (`link` fails when the target
+    exists, like O_EXCL), so another run never reads a claim half-written, which it would take for a
+    stale one and remove. Where hard links are not supported, an O_EXCL create and write is used instead.
+    """
+    body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()})
+    tmp = path.with_name(f".claim.{os.getpid()}.{time.time_ns()}.{path.name}.tmp")  # not a unit's debris name
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+    with os.fdopen(fd, "w") as f:
+        f.write(body)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here (some FUSE and SMB mounts)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def acquire(unit_file: Path) -> Holder | None:
     """Claim a unit for this process; returns None when claimed, else the live holder of the claim."""
     path = claim_path(unit_file)
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):  # a stale claim is removed once, then taken
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
-        except FileExistsError:
-            h = holder(unit_file)
-            if h is not None:
-                return h
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, f)
-        return None
+        if _publish(path):
+            return None
+        h = holder(unit_file)
+        if h is not None:
+            return h
     h = holder(unit_file)
-    assert h is not None, f"{path}: could not be claimed"
+    if h is None:  # released between our attempts: one more try
+        return None if _publish(path) else holder(unit_file)
     return h
 
 

@@ -79,3 +79,37 @@ def test_two_processes_sharing_one_out_compute_every_unit_once_and_both_report_e
     for f in (tmp_path / "out").rglob("*.seed0.parquet"):
         assert read_unit(f)[2].pid in pids
     assert not list((tmp_path / "out").rglob("*.claim"))
+
+
+_HAMMER = r"""
+import os, sys, time
+from pathlib import Path
+from circuitbench.runs import claims
+unit, inside, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+violations = got = 0
+for _ in range(n):
+    if claims.acquire(unit) is None:
+        got += 1
+        try:
+            fd = os.open(inside, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # only the holder may be inside
+            os.close(fd)
+            os.unlink(inside)
+        except FileExistsError:
+            violations += 1
+        claims.release(unit)
+print(violations, got)
+"""
+
+
+def test_two_processes_racing_for_one_claim_never_both_hold_it(tmp_path):
+    """A claim is never read half-written (and so never taken for a stale one) while its holder is alive."""
+    unit = tmp_path / "m" / "t.learned_mask.seed0.parquet"
+    unit.parent.mkdir()
+    script = tmp_path / "hammer.py"
+    script.write_text(_HAMMER)
+    procs = [subprocess.Popen([sys.executable, str(script), str(unit), str(tmp_path / "inside"), "400"],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [tuple(map(int, p.communicate(timeout=120)[0].split())) for p in procs]
+    assert all(v == 0 for v, _ in results), results
+    assert sum(g for _, g in results) > 0 and not claims.claim_path(unit).exists()
+    assert not list(tmp_path.glob("m/.claim.*"))  # no private claim files left behind
