@@ -134,15 +134,15 @@ def content_hash(results: Path, files: list[Path], meta: Path) -> str:
     return h.hexdigest()
 
 
-def select_units(results: Path, meta: SubmissionMeta) -> tuple[list[Path], dict[str, int]]:
+def select_units(results: Path, meta: SubmissionMeta) -> tuple[list[Path], dict[str, int], set[str]]:
     """The units of `results` that are the submission's model (by weights hash) and method.
 
     Returns:
-        Those units, and the others counted by `model / method`.
+        Those units, the others counted by `model / method`, and the model names the selected units use.
     """
     from circuitbench.results.store import read_unit, unit_files
 
-    mine, others = [], {}
+    mine, others, names = [], {}, set()
     for path in unit_files(results):
         try:
             u = read_unit(path)[2].unit
@@ -151,10 +151,11 @@ def select_units(results: Path, meta: SubmissionMeta) -> tuple[list[Path], dict[
             continue
         if u.model.weights_sha256 == meta.model.weights_sha256 and u.method == meta.method.name:
             mine.append(path)
+            names.add(u.model.name)
         else:
             key = f"{u.model.name} / {u.method}"
             others[key] = others.get(key, 0) + 1
-    return mine, others
+    return mine, others, names
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -285,13 +286,12 @@ def validate(results: Path, meta_path: Path, board: Path | None = None, verify: 
     if meta.submission_format != SUBMISSION_FORMAT:
         report.add(meta_path, f"submission_format {meta.submission_format!r}: this board reads "
                    f"{SUBMISSION_FORMAT!r}")
-    units, report.left_out = select_units(results, meta)
+    units, report.left_out, names = select_units(results, meta)
     if not units:
         found = "; found " + ", ".join(sorted(report.left_out)) if report.left_out else ""
         report.add(results, f"no units of model {meta.model.name!r} (weights {meta.model.weights_sha256[:12]}) with "
                    f"method {meta.method.name!r} (RESULTS/MODEL/TASK.METHOD.seedN.parquet){found}; run "
                    "`circuitbench run` first, or fix model.weights_sha256 / method.name")
-    names = set(_model_names(units))
     if len(names) > 1:
         report.add(results, f"the units name the model differently ({', '.join(sorted(names))}); one submission is "
                    "one model")
@@ -331,15 +331,3 @@ def accept(results: Path, meta_path: Path, board: Path, verify: bool = False) ->
                                                    "submission_format": SUBMISSION_FORMAT}, indent=2) + "\n")
     tmp.rename(dest)
     return dest
-
-
-def _model_names(units: list[Path]) -> list[str]:
-    from circuitbench.results.store import read_unit
-
-    names = []
-    for path in units:
-        try:
-            names.append(read_unit(path)[2].unit.model.name)
-        except (CircuitbenchError, ValidationError, KeyError):
-            continue
-    return names
