@@ -1,16 +1,32 @@
-"""transformers causal LMs (GPT-2, GPT-NeoX/Pythia, Llama-style) as adapters, with sites exposed by forward hooks.
+"""transformers causal LMs as adapters, with sites exposed by forward hooks.
 
-The model's own code runs unchanged: every official hook point is a PyTorch forward hook or forward pre-hook
-on a transformers module (the layer, a norm, a projection), installed for one forward pass and removed in
-`finally`. A hook may replace its tensor, so masks and ablations act on the real computation. Fused
-projections are split and reassembled: GPT-2's `c_attn` is [q | k | v]; GPT-NeoX's `query_key_value` is
-interleaved per head ([q_h | k_h | v_h] for each head h).
+Families (`ARCHITECTURES`): GPT-2, GPT-NeoX/Pythia, GPT-J, Phi-1/2, Phi-3, OPT, Llama, Mistral, Qwen2,
+Qwen3, Gemma, Gemma-2 and Gemma-3 (text). The model's own code runs unchanged: every official hook point is
+a PyTorch forward hook or forward pre-hook on a transformers module (the layer, a norm, a projection),
+installed for one forward pass and removed in `finally`. A hook may replace its tensor, so masks and
+ablations act on the real computation. Fused projections are split and reassembled: GPT-2's `c_attn` and
+Phi-3's `qkv_proj` are [q | k | v] (k and v narrower under grouped-query attention); GPT-NeoX's
+`query_key_value` is interleaved per head ([q_h | k_h | v_h] for each head h); Phi-3's `gate_up_proj` is
+[gate | up].
+
+Where the block differs from the pre-norm residual block, the sites follow the residual stream:
+- Gemma-2/3 norm each sublayer's output before adding it (post_attention_layernorm, post_feedforward_layernorm);
+  the writes (`attn_out`, `mlp_out`) are those norms' outputs, and their edges are the projection's nonzero
+  weights (the norm's shared scale is not an edge, as for every pre-norm read). Attention soft-capping and
+  sliding windows run inside transformers' attention; the final logit soft-cap is applied here, as
+  transformers' LM head does.
+- GPT-J and Phi-1/2 feed one norm's output to both the attention and the MLP, in parallel: each read is the
+  input its sublayer receives, so masking one read leaves the other sublayer's input alone.
+- OPT runs its MLP on flattened [B*T, d] rows; its MLP hooks see [B, T, d] like every other.
+A configuration the site model cannot express (OPT-350m's post-norm stream, say) is refused with the reason
+(`unsupported_parts`), never approximated.
 
 transformers is imported only inside functions: importing circuitbench never imports it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -18,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -48,7 +65,9 @@ class _Arch:
     final_norm: str
     """The final norm, relative to the base model."""
     attn_norm: str
+    """The module whose output is the attention read (its input with `reads_are_inputs`)."""
     mlp_norm: str
+    """The module whose output is the MLP read (its input with `reads_are_inputs`); its input is resid_mid."""
     qkv: tuple[str, ...]
     """One fused projection, or q, k, v projections."""
     attn_out: str
@@ -56,7 +75,21 @@ class _Arch:
     """The projection(s) computing the MLP neurons' pre-activations (gate and up for gated MLPs)."""
     mlp_out: str
     fused: str | None
-    """"gpt2" ([q | k | v]) or "neox" (per-head [q_h | k_h | v_h]) for a fused qkv projection."""
+    """"gpt2" ([q | k | v], k and v narrower under GQA) or "neox" (per-head [q_h | k_h | v_h]) for a fused
+    qkv projection."""
+    fused_mlp: bool = False
+    """One projection computes [gate | up] (Phi-3's gate_up_proj)."""
+    attn_write: str | None = None
+    """The module whose output is the attention's residual write, when not `attn_out` (Gemma's post-norm)."""
+    mlp_write: str | None = None
+    """The module whose output is the MLP's residual write, when not `mlp_out` (Gemma's post-norm)."""
+    reads_are_inputs: bool = False
+    """The attention and MLP reads are the inputs of `attn_norm` and `mlp_norm` (GPT-J: one norm feeds both
+    the attention and the MLP, so each read is taken where its sublayer receives it)."""
+    parallel: bool | None = None
+    """Attention and MLP both read the layer's input; None: the layer's `use_parallel_residual` says."""
+    flat_mlp: bool = False
+    """The layer runs its MLP on [B*T, d] (OPT); the hooks still see [B, T, d]."""
 
 
 _GPT2 = _Arch("h", "ln_f", "ln_1", "ln_2", ("attn.c_attn",), "attn.c_proj", ("mlp.c_fc",), "mlp.c_proj", "gpt2")
@@ -65,16 +98,67 @@ _NEOX = _Arch("layers", "final_layer_norm", "input_layernorm", "post_attention_l
 _LLAMA = _Arch("layers", "norm", "input_layernorm", "post_attention_layernorm",
                ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.o_proj",
                ("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj", None)
+# Gemma-2/3: the sublayers' outputs are normed before they join the stream, so the writes are those norms'
+# outputs; the MLP reads the output of pre_feedforward_layernorm. Soft-capping and sliding windows run inside
+# transformers' attention; the final logit soft-cap is applied in `HFAdapter.forward`.
+_GEMMA = _Arch("layers", "norm", "input_layernorm", "pre_feedforward_layernorm",
+               ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.o_proj",
+               ("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj", None,
+               attn_write="post_attention_layernorm", mlp_write="post_feedforward_layernorm")
+_PHI3 = _Arch("layers", "norm", "input_layernorm", "post_attention_layernorm", ("self_attn.qkv_proj",),
+              "self_attn.o_proj", ("mlp.gate_up_proj",), "mlp.down_proj", "gpt2", fused_mlp=True)
+_OPT = _Arch("decoder.layers", "decoder.final_layer_norm", "self_attn_layer_norm", "final_layer_norm",
+             ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.out_proj", ("fc1",), "fc2",
+             None, flat_mlp=True)
+_GPTJ = _Arch("h", "ln_f", "attn", "mlp", ("attn.q_proj", "attn.k_proj", "attn.v_proj"), "attn.out_proj",
+              ("mlp.fc_in",), "mlp.fc_out", None, reads_are_inputs=True, parallel=True)
 
 ARCHITECTURES: dict[str, _Arch] = {
     "gpt2": _GPT2,
     "gpt_neox": _NEOX,
+    "gptj": _GPTJ,
     "llama": _LLAMA,
     "mistral": _LLAMA,
     "qwen2": _LLAMA,
     "qwen3": _LLAMA,  # q_norm/k_norm come after q_proj/k_proj: the q, k sites are the projections' outputs
+    "gemma": _LLAMA,  # Gemma-1: Llama's block; the (1 + w) norm gain and the embedding scale are the model's own
+    "gemma2": _GEMMA,
+    "gemma3_text": _GEMMA,  # q_norm/k_norm as in Qwen3
+    "phi3": _PHI3,
+    "opt": _OPT,
+    "phi": dataclasses.replace(_GPTJ, layers="layers", final_norm="final_layernorm", attn_norm="self_attn",
+                               qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+                               attn_out="self_attn.dense", mlp_in=("mlp.fc1",), mlp_out="mlp.fc2"),  # Phi-1/2
 }
 """model_type -> layout. Only layouts whose block computes exactly what the hooks assume are listed."""
+
+_NOT_SUPPORTED = {
+    "gemma3": "a multimodal Gemma-3 checkpoint (Gemma3ForConditionalGeneration); load its text model "
+              "(model_type gemma3_text, Gemma3ForCausalLM, as the 1B checkpoint ships), which circuitbench supports",
+}
+
+
+def unsupported_parts(cfg: Any) -> str | None:
+    """Why a config of a listed model type has a part the site model cannot express, or None.
+
+    Such a model is refused rather than approximated: its sublayer writes would not add up to the stream
+    that later reads see, or a hook would sit at the wrong point.
+    """
+    model_type = getattr(cfg, "model_type", None)
+    if model_type == "opt" and not getattr(cfg, "do_layer_norm_before", True):
+        return ("do_layer_norm_before is false (OPT-350m's post-norm layout): the residual stream is re-normed "
+                "after each sublayer, so sublayer writes do not add up to what later sublayers read")
+    if model_type == "opt" and getattr(cfg, "_remove_final_layer_norm", False):
+        return "_remove_final_layer_norm is true: there is no final norm to read final_resid at"
+    if model_type == "gpt2" and getattr(cfg, "add_cross_attention", False):
+        return "add_cross_attention is true: cross-attention reads an encoder, which has no sites here"
+    return None
+
+
+def _unsupported_type(model_type: Any) -> str:
+    hint = _NOT_SUPPORTED.get(model_type) if isinstance(model_type, str) else None
+    why = hint or "circuitbench has no hook layout for it"
+    return f"model_type {model_type!r}: {why}; supported model types: {', '.join(ARCHITECTURES)}."
 
 
 def _dense(module: nn.Module) -> Tensor:
@@ -112,10 +196,10 @@ class HFAdapter:
     ) -> None:
         model_type = getattr(model.config, "model_type", None)
         if model_type not in ARCHITECTURES:
-            raise ConfigError(
-                f"{name}: config.json model_type {model_type!r} has no hook layout in circuitbench; supported "
-                f"model types: {', '.join(ARCHITECTURES)}."
-            )
+            raise ConfigError(f"{name}: config.json {_unsupported_type(model_type)}")
+        refused = unsupported_parts(model.config)
+        if refused is not None:
+            raise ConfigError(f"{name}: config.json: {refused}; circuitbench does not approximate it.")
         self.model = model.eval().requires_grad_(False)  # adapters never train the model
         self.hf_config = model.config
         self.context_length: int | None = next(
@@ -135,16 +219,20 @@ class HFAdapter:
         self._layers: list[nn.Module] = list(layers)
         self._final_norm: nn.Module = self._base.get_submodule(self.arch.final_norm)
         self._param_names = {id(m): n for n, m in model.named_modules()}
-        self.parallel = [bool(getattr(layer, "use_parallel_residual", False)) for layer in self._layers]
+        self.parallel = [bool(getattr(layer, "use_parallel_residual", False)) if self.arch.parallel is None
+                         else self.arch.parallel for layer in self._layers]
         cfg = model.config
         self.n_heads: int = cfg.num_attention_heads
         self.n_kv_heads: int = getattr(cfg, "num_key_value_heads", None) or self.n_heads
         first = self._layers[0]
         if self.arch.fused is None:
             q_width = _out_features(first.get_submodule(self.arch.qkv[0]))
-        else:
-            q_width = _out_features(first.get_submodule(self.arch.qkv[0])) // 3
+        else:  # [q | k | v] or per head: n_heads query and 2 * n_kv_heads key and value heads
+            fused_width = _out_features(first.get_submodule(self.arch.qkv[0]))
+            q_width = fused_width * self.n_heads // (self.n_heads + 2 * self.n_kv_heads)
         self.d_head = q_width // self.n_heads
+        self.logit_softcap: float | None = getattr(cfg, "final_logit_softcapping", None)
+        """Gemma-2's final soft-cap: logits = cap * tanh(logits / cap), as transformers' LM head applies it."""
         self.d_model = int(_dense(first.get_submodule(self.arch.attn_out)).shape[0])
         self.d_mlp = int(_dense(first.get_submodule(self.arch.mlp_out)).shape[1])
         self.sites = self._make_sites()
@@ -227,7 +315,9 @@ class HFAdapter:
             folded = w.float().abs().view(-1, self.n_kv_heads, rep, self.d_head).sum(2)  # (d_model, nkv, rep→, hs)
             return folded.reshape(w.shape[0], self.n_kv_heads * self.d_head)  # (d_model, nkv*hs)
         if site.kind == "mlp_neuron":
-            ws = [_dense(self._module(i, p)) for p in a.mlp_in]  # each (d_mlp, d_model)
+            ws = [_dense(self._module(i, p)) for p in a.mlp_in]  # each (d_mlp, d_model); Phi-3: (2*d_mlp, d_model)
+            if a.fused_mlp:
+                ws = list(ws[0].chunk(2, dim=0))  # [gate | up], split as Phi3MLP does
             return ws[0] if len(ws) == 1 else sum(w.float().abs() for w in ws)  # type: ignore[return-value]
         if site.kind == "mlp_out":
             return _dense(self._module(i, a.mlp_out))  # (d_model, d_mlp)
@@ -250,24 +340,48 @@ class HFAdapter:
         def post(module: nn.Module, fn: Callable[..., Any]) -> None:
             handles.append(module.register_forward_hook(fn))
 
-        def on_input(name: str) -> Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...]]:
-            return lambda m, args: (hook(name, args[0]), *args[1:])
+        # OPT runs its MLP on [B*T, d]: its hooks see [B, T, d] (the layer input's leading shape)
+        lead: dict[int, torch.Size] = {}
 
-        def on_output(name: str) -> Callable[[nn.Module, Any, Tensor], Tensor]:
-            return lambda m, args, out: hook(name, out)
+        def as_btd(i: int, x: Tensor) -> Tensor:
+            return x.view(*lead[i], x.shape[-1]) if a.flat_mlp and x.ndim == 2 else x
 
-        def on_layer_input(name: str) -> Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]:
+        def hooked(i: int, name: str, x: Tensor) -> Tensor:
+            v = as_btd(i, x)
+            y = hook(name, v)
+            if v is x:
+                return y
+            return x if y is v else y.reshape(x.shape)  # an unchanged activation stays the same object
+
+        def first_input(i: int, name: str) -> Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]:
+            """Replace a module's first input, passed positionally or as `hidden_states=`."""
+
             def fn(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
                 if args:
-                    return (hook(name, args[0]), *args[1:]), kwargs
-                return args, dict(kwargs, hidden_states=hook(name, kwargs["hidden_states"]))
+                    return (hooked(i, name, args[0]), *args[1:]), kwargs
+                return args, dict(kwargs, hidden_states=hooked(i, name, kwargs["hidden_states"]))
 
             return fn
+
+        def on_layer_input(i: int) -> Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]:
+            inner = first_input(i, f"{i}.resid_in")
+
+            def fn(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+                lead[i] = (args[0] if args else kwargs["hidden_states"]).shape[:-1]
+                return inner(m, args, kwargs)
+
+            return fn
+
+        def on_output(i: int, name: str) -> Callable[[nn.Module, Any, Tensor], Tensor]:
+            return lambda m, args, out: hooked(i, name, out)
+
+        def on_input(i: int, name: str) -> Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...]]:
+            return lambda m, args: (hooked(i, name, args[0]), *args[1:])
 
         def on_resid_mid(i: int) -> Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...]]:
             def fn(m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
                 x = args[0]
-                y = hook(f"{i}.resid_mid", x)
+                y = hooked(i, f"{i}.resid_mid", x)
                 if y is not x:
                     resid_mid_shift[i] = y - x
                 return (y, *args[1:])
@@ -276,7 +390,7 @@ class HFAdapter:
 
         def on_mlp_write(i: int) -> Callable[[nn.Module, Any, Tensor], Tensor]:
             def fn(m: nn.Module, args: Any, out: Tensor) -> Tensor:
-                out = hook(f"{i}.mlp.resid_delta", out)
+                out = hooked(i, f"{i}.mlp.resid_delta", out)
                 shift = resid_mid_shift.pop(i, None)
                 return out if shift is None else out + shift
 
@@ -284,24 +398,28 @@ class HFAdapter:
 
         try:
             for i, layer in enumerate(self._layers):
-                pre(layer, on_layer_input(f"{i}.resid_in"), with_kwargs=True)
-                post(layer.get_submodule(a.attn_norm), on_output(f"{i}.attn.act_in"))
+                pre(layer, on_layer_input(i), with_kwargs=True)
+                if a.reads_are_inputs:
+                    pre(layer.get_submodule(a.attn_norm), first_input(i, f"{i}.attn.act_in"), with_kwargs=True)
+                else:
+                    post(layer.get_submodule(a.attn_norm), on_output(i, f"{i}.attn.act_in"))
                 if a.fused is None:
                     for path, kind in zip(a.qkv, ("q", "k", "v"), strict=True):
-                        post(layer.get_submodule(path), on_output(f"{i}.attn.{kind}"))
+                        post(layer.get_submodule(path), on_output(i, f"{i}.attn.{kind}"))
                 else:
                     post(layer.get_submodule(a.qkv[0]), self._fused_qkv_hook(i, hook))
-                attn_out = layer.get_submodule(a.attn_out)
-                pre(attn_out, on_input(f"{i}.attn.y"))
-                post(attn_out, on_output(f"{i}.attn.resid_delta"))
+                pre(layer.get_submodule(a.attn_out), on_input(i, f"{i}.attn.y"))
+                post(layer.get_submodule(a.attn_write or a.attn_out), on_output(i, f"{i}.attn.resid_delta"))
                 mlp_norm = layer.get_submodule(a.mlp_norm)
-                if not self.parallel[i]:
-                    pre(mlp_norm, on_resid_mid(i))
-                post(mlp_norm, on_output(f"{i}.mlp.act_in"))
-                mlp_out = layer.get_submodule(a.mlp_out)
-                pre(mlp_out, on_input(f"{i}.mlp.post_act"))
-                post(mlp_out, on_mlp_write(i))
-            pre(self._final_norm, on_input("final_resid"))
+                if a.reads_are_inputs:
+                    pre(mlp_norm, first_input(i, f"{i}.mlp.act_in"), with_kwargs=True)
+                else:
+                    if not self.parallel[i]:
+                        pre(mlp_norm, on_resid_mid(i))
+                    post(mlp_norm, on_output(i, f"{i}.mlp.act_in"))
+                pre(layer.get_submodule(a.mlp_out), on_input(i, f"{i}.mlp.post_act"))
+                post(layer.get_submodule(a.mlp_write or a.mlp_out), on_mlp_write(i))
+            pre(self._final_norm, lambda m, args: (hook("final_resid", args[0]), *args[1:]))
             yield
         finally:
             for h in handles:
@@ -311,10 +429,11 @@ class HFAdapter:
         """Split a fused qkv output into q, k, v [B, T, nh*hs], hook each, and reassemble the fused layout."""
         nh, hs = self.n_heads, self.d_head
         names = [f"{layer}.attn.{kind}" for kind in ("q", "k", "v")]
+        widths = [nh * hs, self.n_kv_heads * hs, self.n_kv_heads * hs]
 
         def fn(m: nn.Module, args: Any, out: Tensor) -> Tensor:
             if self.arch.fused == "gpt2":
-                parts = out.split(nh * hs, dim=-1)  # 3 x (B, T, nh*hs)
+                parts = out.split(widths, dim=-1)  # (B, T, nh*hs), 2 x (B, T, nkv*hs)
             else:
                 per_head = out.view(*out.shape[:-1], nh, 3, hs)  # (B, T, nh, 3, hs)
                 parts = tuple(per_head[..., j, :].reshape(*out.shape[:-1], nh * hs) for j in range(3))
@@ -340,7 +459,10 @@ class HFAdapter:
         if at is not None:
             rows = torch.arange(tokens.shape[0], device=self.device)
             h = h[rows, at.to(self.device)]  # (B, d_model): the unembedding only where it is read
-        return self._head(h)  # (B, [T,] V)
+        logits = self._head(h)  # (B, [T,] V)
+        if self.logit_softcap is not None:
+            logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
+        return logits
 
     def logits(self, tokens: Tensor) -> Tensor:
         """Logits [B, T, V], without gradients."""
@@ -453,10 +575,10 @@ def load_transformers(
                           "directory needs the config.json written by save_pretrained.")
     model_type = raw.get("model_type")
     if model_type not in ARCHITECTURES:
-        raise ConfigError(
-            f"{directory / 'config.json'}: model_type {model_type!r} has no hook layout in circuitbench; "
-            f"supported model types: {', '.join(ARCHITECTURES)}."
-        )
+        raise ConfigError(f"{directory / 'config.json'}: {_unsupported_type(model_type)}")
+    refused = unsupported_parts(SimpleNamespace(**raw))
+    if refused is not None:
+        raise ConfigError(f"{directory / 'config.json'}: {refused}; circuitbench does not approximate it.")
     files = weight_files(directory)
     if not files:
         raise CheckpointError(f"{directory}: no weights (model.safetensors or pytorch_model.bin) beside config.json")

@@ -13,14 +13,26 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GPT2Config,
     GPT2LMHeadModel,
     GPTNeoXConfig,
     GPTNeoXForCausalLM,
+    GPTJConfig,
+    GPTJForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
+    PhiConfig,
+    PhiForCausalLM,
     PreTrainedModel,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -51,8 +63,28 @@ BUILDERS: dict[str, Callable[[], PreTrainedModel]] = {
     "mistral": lambda: MistralForCausalLM(MistralConfig(**LLAMA_LIKE)),
     "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(**LLAMA_LIKE)),
     "qwen3": lambda: Qwen3ForCausalLM(Qwen3Config(**LLAMA_LIKE, head_dim=8)),
+    # soft-caps small enough to bind on these weights; a 4-token sliding window on alternate layers
+    "gemma2": lambda: Gemma2ForCausalLM(Gemma2Config(**LLAMA_LIKE, head_dim=8, sliding_window=4,
+                                                     attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
+                                                     query_pre_attn_scalar=8)),
+    "gemma3_text": lambda: Gemma3ForCausalLM(Gemma3TextConfig(**LLAMA_LIKE, head_dim=8, sliding_window=4,
+                                                              final_logit_softcapping=None,
+                                                              layer_types=["sliding_attention", "full_attention"])),
+    "phi3": lambda: Phi3ForCausalLM(Phi3Config(**LLAMA_LIKE)),  # fused [q | k | v] under GQA, fused [gate | up]
+    "phi": lambda: PhiForCausalLM(PhiConfig(**SMALL)),  # one norm feeds attention and MLP, in parallel
+    "opt": lambda: OPTForCausalLM(OPTConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, ffn_dim=64,
+                                            num_attention_heads=4, max_position_embeddings=512,
+                                            word_embed_proj_dim=32, bos_token_id=0, eos_token_id=0, pad_token_id=1)),
+    # for the Jacobian edge count: ReLU's zero derivative would hide connections that exist
+    "opt_gelu": lambda: OPTForCausalLM(OPTConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, ffn_dim=64,
+                                                 num_attention_heads=4, activation_function="gelu")),
+    "gptj": lambda: GPTJForCausalLM(GPTJConfig(vocab_size=V, n_positions=512, n_embd=32, n_layer=2, n_head=4,
+                                               rotary_dim=4, n_inner=64, bos_token_id=0, eos_token_id=0)),
 }
 CORE = ["gpt2", "gpt_neox", "gpt_neox_sequential", "llama"]
+NEW = ["gemma2", "gemma3_text", "phi3", "phi", "opt", "gptj"]
+"""Families whose blocks differ from the pre-norm residual block (post-norms, shared reads, flat MLPs)."""
+POST_NORM = {"gemma2", "gemma3_text"}
 
 
 def build(arch: str, seed: int = 0, density: float | None = None) -> PreTrainedModel:
@@ -106,7 +138,7 @@ def test_all_ones_masks_reproduce_transformers_logits(arch, python_bpe):
     assert (adapter.logits(x) - ref).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("arch", CORE)
+@pytest.mark.parametrize("arch", CORE + NEW)
 def test_cache_matches_transformers_hidden_states_and_residual_sums(arch, python_bpe):
     model = build(arch)
     adapter = adapter_for(model, python_bpe)
@@ -134,7 +166,8 @@ def test_cache_matches_transformers_hidden_states_and_residual_sums(arch, python
     for s in adapter.sites:
         source = "attn.y" if s.kind == "attn_out" else s.source
         gqa_write = s.kind == "attn_out" and adapter.n_kv_heads < adapter.n_heads  # a folded matrix
-        if s.kind == "mlp_neuron" or s.source is None or gqa_write:
+        post_norm = arch in POST_NORM and s.kind in ("attn_out", "mlp_out")  # the norm follows the weight
+        if s.kind == "mlp_neuron" or s.source is None or gqa_write or post_norm:
             continue
         src = cache[f"{s.layer}.{source}"] if s.kind == "attn_out" else cache[s.source]
         rest = cache[s.name] - src @ adapter.site_weight(s).T  # (B, T, width)
@@ -158,7 +191,7 @@ def test_site_widths_follow_heads_and_gqa(arch, python_bpe):
 # --- masking changes the computation, exactly as weight surgery does -----------------------------------
 
 
-@pytest.mark.parametrize("arch", CORE)
+@pytest.mark.parametrize("arch", CORE + NEW)
 def test_zero_gating_any_site_changes_logits(arch, python_bpe):
     adapter = adapter_for(build(arch), python_bpe)
     index = NodeIndex.of(adapter)
@@ -231,6 +264,48 @@ def surgery_llama_mlp_neuron(m: PreTrainedModel, pruned: Tensor, mu: Tensor) -> 
     _linear_inputs_to_constant(m.model.layers[1].mlp.down_proj, pruned, mu)
 
 
+def surgery_gemma2_mlp_neuron(m: PreTrainedModel, pruned: Tensor, mu: Tensor) -> None:
+    _linear_inputs_to_constant(m.model.layers[1].mlp.down_proj, pruned, mu)
+
+
+def surgery_gemma3_q(m: PreTrainedModel, pruned: Tensor, mu: Tensor) -> None:
+    _linear_rows_to_constant(m.model.layers[0].self_attn.q_proj, pruned, mu)  # before q_norm, as the site is
+
+
+def surgery_phi3_k(m: PreTrainedModel, pruned: Tensor, mu: Tensor) -> None:
+    _linear_rows_to_constant(m.model.layers[0].self_attn.qkv_proj, 32 + pruned, mu)  # rows [q 32 | k 16 | v 16]
+
+
+def surgery_phi3_mlp_neuron(m: PreTrainedModel, pruned: Tensor, mu: Tensor) -> None:
+    _linear_inputs_to_constant(m.model.layers[0].mlp.down_proj, pruned, mu)
+
+
+def surgery_opt_v(m: PreTrainedModel, pruned: Tensor, mu: Tensor) -> None:
+    _linear_rows_to_constant(m.model.decoder.layers[1].self_attn.v_proj, pruned, mu)
+
+
+def surgery_opt_mlp_neuron(m: PreTrainedModel, pruned: Tensor, mu: Tensor) -> None:
+    _linear_inputs_to_constant(m.model.decoder.layers[0].fc2, pruned, mu)
+
+
+def _attention_reads_constant(attn: nn.Module, pruned: Tensor, mu: Tensor) -> None:
+    """The attention's input channels `pruned` set to `mu`, for q, k and v alike; the MLP is not touched."""
+    for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+        _linear_inputs_to_constant(proj, pruned, mu)
+
+
+def surgery_gptj_attn_in(m: PreTrainedModel, pruned: Tensor, mu: Tensor) -> None:
+    _attention_reads_constant(m.transformer.h[0].attn, pruned, mu)
+
+
+def surgery_gptj_mlp_in(m: PreTrainedModel, pruned: Tensor, mu: Tensor) -> None:
+    _linear_inputs_to_constant(m.transformer.h[1].mlp.fc_in, pruned, mu)
+
+
+def surgery_phi_attn_in(m: PreTrainedModel, pruned: Tensor, mu: Tensor) -> None:
+    _attention_reads_constant(m.model.layers[1].self_attn, pruned, mu)
+
+
 @pytest.mark.parametrize(
     ("arch", "site_name", "surgery"),
     [
@@ -241,6 +316,15 @@ def surgery_llama_mlp_neuron(m: PreTrainedModel, pruned: Tensor, mu: Tensor) -> 
         ("gpt_neox", "0.attn.act_in", surgery_neox_attn_in),
         ("llama", "0.attn.k", surgery_llama_k),
         ("llama", "1.mlp.post_act", surgery_llama_mlp_neuron),
+        ("gemma2", "1.mlp.post_act", surgery_gemma2_mlp_neuron),
+        ("gemma3_text", "0.attn.q", surgery_gemma3_q),
+        ("phi3", "0.attn.k", surgery_phi3_k),
+        ("phi3", "0.mlp.post_act", surgery_phi3_mlp_neuron),
+        ("opt", "1.attn.v", surgery_opt_v),
+        ("opt", "0.mlp.post_act", surgery_opt_mlp_neuron),
+        ("gptj", "0.attn.act_in", surgery_gptj_attn_in),
+        ("gptj", "1.mlp.act_in", surgery_gptj_mlp_in),
+        ("phi", "1.attn.act_in", surgery_phi_attn_in),
     ],
 )
 def test_ablating_a_site_equals_weight_surgery(arch, site_name, surgery, python_bpe):
@@ -267,7 +351,7 @@ def test_ablating_a_site_equals_weight_surgery(arch, site_name, surgery, python_
     assert (out - full).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox_sequential", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox_sequential", "llama", "gemma2", "phi3", "opt"])
 def test_replacing_resid_mid_reaches_the_residual_stream_too(arch, python_bpe):
     # resid_mid = resid_in + attention write: shifting either by c must give the same logits
     adapter = adapter_for(build(arch), python_bpe)
@@ -352,7 +436,9 @@ def independent_edge_count(adapter: HFAdapter, kept: dict[str, Tensor]) -> int:
     return weighted + residual
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "gpt_neox_sequential", "llama"])
+# Gemma's post-norm writes depend on every channel through the norm's shared scale, so their Jacobian is
+# dense; their edges are the projection's nonzeros (tested below), as a pre-norm read's are.
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "gpt_neox_sequential", "llama", "phi3", "phi", "opt_gelu", "gptj"])
 def test_count_edges_on_sparse_model_equals_independent_count(arch, python_bpe):
     adapter = adapter_for(build(arch, seed=2, density=0.4), python_bpe)
     index = NodeIndex.of(adapter)
@@ -363,6 +449,24 @@ def test_count_edges_on_sparse_model_equals_independent_count(arch, python_bpe):
     # a dense model with every node kept has strictly more weighted edges
     dense = adapter_for(build(arch, seed=2), python_bpe)
     assert count_edges(dense, NodeIndex.of(dense), torch.ones(index.size))["edges_weighted"] > edges["edges_weighted"]
+
+
+@pytest.mark.parametrize("arch", sorted(POST_NORM))
+def test_post_norm_writes_take_their_edges_from_the_projection_and_their_values_after_the_norm(arch, python_bpe):
+    model = build(arch, seed=2, density=0.4)
+    adapter = adapter_for(model, python_bpe)
+    layer = model.model.layers[1]
+    attn_w, mlp_w = site(adapter, "1.attn.resid_delta"), site(adapter, "1.mlp.resid_delta")
+    assert (attn_w.source, attn_w.weight) == ("1.attn.v", "model.layers.1.self_attn.o_proj.weight")
+    assert (mlp_w.source, mlp_w.weight) == ("1.mlp.post_act", "model.layers.1.mlp.down_proj.weight")
+    assert torch.equal(adapter.site_weight(mlp_w), layer.mlp.down_proj.weight)
+    folded = adapter.site_weight(attn_w)  # GQA: query heads 2h and 2h+1 read kv head h
+    o = layer.self_attn.o_proj.weight.view(32, 2, 2, 8)
+    assert torch.equal(folded != 0, (o != 0).any(2).reshape(32, 16))
+    # the write that joins the stream is the post-norm's output: the residual sum holds with it
+    _, cache = adapter.run_with_cache(tokens())
+    normed = layer.post_attention_layernorm(cache["1.attn.y"] @ layer.self_attn.o_proj.weight.T)
+    assert torch.allclose(cache["1.attn.resid_delta"], normed, atol=1e-5)
 
 
 def test_gqa_attention_write_edges_fold_the_query_heads_sharing_a_kv_head(python_bpe):
@@ -457,12 +561,32 @@ def test_missing_weights_are_an_error_not_a_random_init(python_bpe, tmp_path):
 
 
 def test_unsupported_model_type_names_the_supported_ones(python_bpe, tmp_path):
-    from transformers import GPTJConfig, GPTJForCausalLM
+    from transformers import BloomConfig, BloomForCausalLM
 
-    directory = tmp_path / "gptj"
-    GPTJForCausalLM(GPTJConfig(vocab_size=V, n_embd=32, n_layer=1, n_head=4, rotary_dim=4)).save_pretrained(directory)
+    directory = tmp_path / "bloom"
+    BloomForCausalLM(BloomConfig(vocab_size=V, hidden_size=32, n_layer=1, n_head=4)).save_pretrained(directory)
     assert is_transformers_dir(directory)  # transformers knows it; the hook adapter does not
-    with pytest.raises(ConfigError, match=r"model_type 'gptj'.*gpt2, gpt_neox, llama"):
+    with pytest.raises(ConfigError, match=r"model_type 'bloom'.*gpt2, gpt_neox, gptj, llama"):
+        load_transformers(directory, device="cpu")
+
+
+def test_post_norm_opt_is_refused_not_approximated(python_bpe, tmp_path):
+    cfg = OPTConfig(vocab_size=V, hidden_size=32, num_hidden_layers=1, ffn_dim=64, num_attention_heads=4,
+                    word_embed_proj_dim=32, do_layer_norm_before=False)
+    model = OPTForCausalLM(cfg)
+    with pytest.raises(ConfigError, match=r"do_layer_norm_before is false.*does not approximate"):
+        HFAdapter(model, python_bpe, "opt-350m-like")
+    directory = save_model_dir(model, python_bpe, tmp_path / "opt")
+    with pytest.raises(ConfigError, match=r"opt/config\.json: do_layer_norm_before is false"):
+        load_transformers(directory, device="cpu")
+
+
+def test_multimodal_gemma3_points_to_its_text_model(tmp_path):
+    directory = tmp_path / "gemma3"
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps({"model_type": "gemma3"}))
+    (directory / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"multimodal Gemma-3.*gemma3_text"):
         load_transformers(directory, device="cpu")
 
 
