@@ -14,7 +14,8 @@ from torch import Tensor
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import READ_KINDS, WRITE_KINDS, Hook, ModelAdapter, Site, SiteKind
 
-__all__ = ["READ_KINDS", "WRITE_KINDS", "ModelAdapter", "Site", "SiteKind", "cache_through_hooks", "site_table"]
+__all__ = ["READ_KINDS", "WRITE_KINDS", "ModelAdapter", "Site", "SiteKind", "block_hook_names", "block_sites",
+           "cache_through_hooks", "site_table"]
 
 
 def cache_through_hooks(
@@ -51,3 +52,59 @@ def cache_through_hooks(
 def site_table(adapter: ModelAdapter) -> dict[str, Site]:
     """Sites by name."""
     return {s.name: s for s in adapter.sites}
+
+
+def block_sites(
+    layer: int,
+    widths: dict[str, int],
+    parallel: bool,
+    weights: dict[str, str],
+    rows: dict[str, tuple[int, int] | None] | None = None,
+) -> list[Site]:
+    """The eight maskable sites of one pre-norm residual block, in forward order (docs/design.md, Node sites).
+
+    Args:
+        layer: the block index.
+        widths: `d_model`, `q`, `kv` (the key and value width) and `d_mlp`.
+        parallel: the MLP reads the block's input, as the attention does (GPT-NeoX, GPT-J): the MLP read and
+            neurons then come before the attention write, so `count_edges`, which links a write to every
+            read after it, sees no residual edge from the block's attention to its own MLP.
+        weights: for q, k, v, attn_out, mlp_neuron and mlp_out, the parameter name of the connecting matrix.
+        rows: for a fused matrix, the row range of q, k and v in it (None where rows interleave).
+    """
+    i, d = layer, widths["d_model"]
+    rows = rows or {}
+    attn_in = f"{i}.attn.act_in"
+    attn = [Site(attn_in, i, "attn_in", d)]
+    for kind in ("q", "k", "v"):
+        attn.append(Site(f"{i}.attn.{kind}", i, kind, widths["q" if kind == "q" else "kv"], attn_in, weights[kind],
+                         rows.get(kind)))  # type: ignore[arg-type]
+    write = [Site(f"{i}.attn.resid_delta", i, "attn_out", d, f"{i}.attn.v", weights["attn_out"])]
+    mlp = [Site(f"{i}.mlp.act_in", i, "mlp_in", d),
+           Site(f"{i}.mlp.post_act", i, "mlp_neuron", widths["d_mlp"], f"{i}.mlp.act_in", weights["mlp_neuron"])]
+    mlp_write = [Site(f"{i}.mlp.resid_delta", i, "mlp_out", d, f"{i}.mlp.post_act", weights["mlp_out"])]
+    return attn + (mlp + write if parallel else write + mlp) + mlp_write
+
+
+def block_hook_names(parallel: list[bool]) -> list[str]:
+    """Every hook point of a stack of pre-norm residual blocks, in forward order (`parallel[i]` per block)."""
+    names: list[str] = []
+    for i, par in enumerate(parallel):
+        names += [f"{i}.resid_in", f"{i}.attn.act_in", f"{i}.attn.q", f"{i}.attn.k", f"{i}.attn.v",
+                  f"{i}.attn.y", f"{i}.attn.resid_delta"]
+        names += [] if par else [f"{i}.resid_mid"]
+        names += [f"{i}.mlp.act_in", f"{i}.mlp.post_act", f"{i}.mlp.resid_delta"]
+    return names + ["final_resid"]
+
+
+def fold_gqa_write(w: Tensor, n_heads: int, n_kv_heads: int, d_head: int) -> Tensor:
+    """An attention write matrix [d_model, n_heads*d_head] as seen from the value channels [d_model, nkv*d_head].
+
+    Query head h reads kv head h // (n_heads // n_kv_heads) (transformers' repeat_kv): the folded matrix sums
+    |w| over the query heads sharing a kv head, so it is nonzero iff some connection exists.
+    """
+    if n_kv_heads == n_heads:
+        return w
+    rep = n_heads // n_kv_heads
+    folded = w.float().abs().view(-1, n_kv_heads, rep, d_head).sum(2)  # (d_model, nkv, hs)
+    return folded.reshape(w.shape[0], n_kv_heads * d_head)

@@ -41,7 +41,14 @@ import torch
 from torch import Tensor, nn
 
 from circuitbench.errors import CheckpointError, CircuitbenchError, ConfigError
-from circuitbench.models.adapter import Site, SiteKind, cache_through_hooks
+from circuitbench.models.adapter import (
+    Site,
+    SiteKind,
+    block_hook_names,
+    block_sites,
+    cache_through_hooks,
+    fold_gqa_write,
+)
 from circuitbench.models.native import file_sha256, resolve_device, resolve_dtype
 from circuitbench.models.sparse_gpt import Hook
 from circuitbench.models.tokenizer import Tokenizer, load_tokenizer
@@ -247,45 +254,28 @@ class HFAdapter:
         return f"{self._param_names[id(self._module(layer, path))]}.weight"
 
     def _make_sites(self) -> list[Site]:
-        """The eight maskable sites per layer (docs/design.md, Node sites).
+        """The eight maskable sites per layer (`block_sites`).
 
         `Site.weight` names the parameter; `site_weight` is the source of truth for the matrix (transposed
-        from Conv1D; GPT-2's `rows` index the [out, in] view; NeoX's per-head interleaved rows have no range).
-
-        With a parallel residual (GPT-NeoX default) the MLP reads the stream before the attention writes
-        to it, so the MLP read and neurons come before the attention write: `count_edges`, which links a
-        write to every read after it, then sees no residual edge from a layer's attention to its own MLP.
+        from Conv1D; GPT-2's and Phi-3's `rows` index the [out, in] view; NeoX's per-head interleaved rows
+        have no range).
         """
         a = self.arch
         q_w, kv_w = self.n_heads * self.d_head, self.n_kv_heads * self.d_head
         fused_rows = {"q": (0, q_w), "k": (q_w, q_w + kv_w), "v": (q_w + kv_w, q_w + 2 * kv_w)}
+        widths = {"d_model": self.d_model, "q": q_w, "kv": kv_w, "d_mlp": self.d_mlp}
         sites: list[Site] = []
         for i in range(len(self._layers)):
-            attn_in = f"{i}.attn.act_in"
-            attn = [Site(attn_in, i, "attn_in", self.d_model)]
-            for j, kind in enumerate(QKV):
-                width = q_w if kind == "q" else kv_w
-                path = a.qkv[0] if a.fused else a.qkv[j]
-                rows = fused_rows[kind] if a.fused == "gpt2" else None  # NeoX rows interleave: no range
-                attn.append(Site(f"{i}.attn.{kind}", i, kind, width, attn_in, self._weight_name(i, path), rows))
-            write = [Site(f"{i}.attn.resid_delta", i, "attn_out", self.d_model, f"{i}.attn.v",
-                          self._weight_name(i, a.attn_out))]
-            mlp = [Site(f"{i}.mlp.act_in", i, "mlp_in", self.d_model),
-                   Site(f"{i}.mlp.post_act", i, "mlp_neuron", self.d_mlp, f"{i}.mlp.act_in",
-                        self._weight_name(i, a.mlp_in[0]))]
-            mlp_write = [Site(f"{i}.mlp.resid_delta", i, "mlp_out", self.d_model, f"{i}.mlp.post_act",
-                              self._weight_name(i, a.mlp_out))]
-            sites += attn + (mlp + write if self.parallel[i] else write + mlp) + mlp_write
+            weights = {kind: self._weight_name(i, a.qkv[0] if a.fused else a.qkv[j])
+                       for j, kind in enumerate(QKV)}
+            weights.update(attn_out=self._weight_name(i, a.attn_out), mlp_neuron=self._weight_name(i, a.mlp_in[0]),
+                           mlp_out=self._weight_name(i, a.mlp_out))
+            rows = fused_rows if a.fused == "gpt2" else None  # NeoX rows interleave: no range
+            sites += block_sites(i, widths, self.parallel[i], weights, rows)  # type: ignore[arg-type]
         return sites
 
     def _make_hook_names(self) -> list[str]:
-        names: list[str] = []
-        for i in range(len(self._layers)):
-            names += [f"{i}.resid_in", f"{i}.attn.act_in", f"{i}.attn.q", f"{i}.attn.k", f"{i}.attn.v",
-                      f"{i}.attn.y", f"{i}.attn.resid_delta"]
-            names += [] if self.parallel[i] else [f"{i}.resid_mid"]
-            names += [f"{i}.mlp.act_in", f"{i}.mlp.post_act", f"{i}.mlp.resid_delta"]
-        return names + ["final_resid"]
+        return block_hook_names(self.parallel)
 
     # --- weights ----------------------------------------------------------------------------------
 
@@ -309,11 +299,7 @@ class HFAdapter:
             return w.view(self.n_heads, 3, self.d_head, -1)[:, j].reshape(self.n_heads * self.d_head, -1)
         if site.kind == "attn_out":
             w = _dense(self._module(i, a.attn_out))  # (d_model, nh*hs)
-            if self.n_kv_heads == self.n_heads:
-                return w
-            rep = self.n_heads // self.n_kv_heads  # query head h reads kv head h // rep (transformers' repeat_kv)
-            folded = w.float().abs().view(-1, self.n_kv_heads, rep, self.d_head).sum(2)  # (d_model, nkv, rep→, hs)
-            return folded.reshape(w.shape[0], self.n_kv_heads * self.d_head)  # (d_model, nkv*hs)
+            return fold_gqa_write(w, self.n_heads, self.n_kv_heads, self.d_head)  # (d_model, nkv*hs)
         if site.kind == "mlp_neuron":
             ws = [_dense(self._module(i, p)) for p in a.mlp_in]  # each (d_mlp, d_model); Phi-3: (2*d_mlp, d_model)
             if a.fused_mlp:

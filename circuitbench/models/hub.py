@@ -268,18 +268,27 @@ def _is_transformers_dir(directory: Path) -> bool:
 
 
 def load_model(
-    path_or_id: str,
+    path_or_id: Any,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    tokenizer: Any = None,
 ) -> ModelAdapter:
-    """Load a model by directory, bundled name or Hub id; see `circuitbench.load_model`.
+    """Load a model by directory, bundled name, Hub id or factory spec, or wrap a model object.
+
+    See `circuitbench.load_model`.
 
     Raises:
         ModelNotFoundError: when nothing matches, or the directory holds no known model format.
         CheckpointError: when weights do not fit the config (listing keys; offering --trust-remote-code).
     """
+    from circuitbench.models.external import is_factory_spec, load_factory, wrap_model
+
+    if not isinstance(path_or_id, str):
+        return wrap_model(path_or_id, tokenizer)
+    if is_factory_spec(path_or_id) and not Path(path_or_id).expanduser().exists():
+        return load_factory(path_or_id, device=device, dtype=dtype)  # type: ignore[arg-type]
     revision_info: dict[str, Any] | None = None
     path = Path(path_or_id).expanduser()
     local = path.is_dir() or path.exists() or path_or_id in bundled_models()

@@ -1,0 +1,154 @@
+"""Models built in Python, handed to circuitbench: `load_model(obj)` and `--model FILE.py:FUNCTION`.
+
+A researcher's model often exists only as an object: a TransformerLens `HookedTransformer` with processed
+weights, an nnsight `LanguageModel`, a transformers model fresh from fine-tuning. `wrap_model` turns each
+into a `ModelAdapter`:
+
+- `HookedTransformer` -> `TLAdapter` (`circuitbench.models.tlens`), its own hook points as sites.
+- nnsight `LanguageModel` (or `TransformersModel`) -> the transformers adapter on the module nnsight wraps
+  (`model._module`, dispatched first if it was built on the meta device). nnsight intervenes through
+  PyTorch hooks on that same module tree; circuitbench installs its own for each pass, so nnsight's
+  tracing context, which compiles the body of a `with` block, is not needed and not entered.
+- transformers `PreTrainedModel` -> the transformers adapter (a tokenizer must be given).
+- an object that already meets the `ModelAdapter` protocol -> itself.
+
+On the command line and in run configs a model is a string, so that every process of a run (and Ray's
+workers) can load it again: `path/to/file.py:make_model` or `package.module:make_model` names a function
+taking no arguments that returns one of the above. Its weights hash is computed over its state dict.
+
+None of transformer_lens, nnsight or transformers is imported here: the object arrives built.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from circuitbench.errors import ConfigError, ModelNotFoundError
+from circuitbench.protocols import ModelAdapter, Tokenizer
+
+FACTORY = re.compile(r"(?P<target>.+\.py|[A-Za-z_][\w.]*):(?P<function>[A-Za-z_]\w*)")
+"""`FILE.py:FUNCTION` or `package.module:FUNCTION`."""
+
+
+def is_factory_spec(spec: str) -> bool:
+    """Whether a --model string names a Python function (`FILE.py:FUNCTION` or `module:FUNCTION`)."""
+    return FACTORY.fullmatch(spec) is not None
+
+
+def _mro_names(obj: object) -> set[str]:
+    return {f"{c.__module__.split('.')[0]}.{c.__name__}" for c in type(obj).__mro__}
+
+
+def wrap_model(obj: Any, tokenizer: Any = None, name: str | None = None,
+               provenance: dict[str, Any] | None = None) -> ModelAdapter:
+    """The `ModelAdapter` for a model object (see the module docstring for what is accepted).
+
+    Args:
+        obj: the model.
+        tokenizer: a transformers fast tokenizer or a circuitbench `Tokenizer`; default: the model's own
+            (`model.tokenizer` for TransformerLens and nnsight models).
+        name: display name (and the name its results are filed under).
+        provenance: extra facts to record (where it came from).
+
+    Raises:
+        ConfigError: for an object of another kind, or a model without a usable tokenizer.
+    """
+    from circuitbench.models.tlens import TLAdapter, is_hooked_transformer, state_dict_sha256, tokenizer_of
+
+    names = _mro_names(obj)
+    if is_hooked_transformer(obj):
+        return TLAdapter(obj, None if tokenizer is None else tokenizer_of(tokenizer, name or "model"), name,
+                         provenance)
+    if isinstance(obj, ModelAdapter) and not isinstance(obj, type):
+        return obj
+    from circuitbench.models.hf import HFAdapter
+
+    if "nnsight.Envoy" in names and hasattr(obj, "_module"):
+        if not getattr(obj, "dispatched", True):
+            obj.dispatch()  # built on the meta device: load the real weights
+        module = obj._module
+        label = name or str(getattr(getattr(module, "config", None), "name_or_path", "") or "nnsight-model")
+        tok = tokenizer_of(tokenizer if tokenizer is not None else getattr(obj, "tokenizer", None), label)
+        prov = {"format": "nnsight", "weights_sha256": state_dict_sha256(module),
+                "model_type": getattr(module.config, "model_type", None), **(provenance or {})}
+        return HFAdapter(module, tok, label, prov)
+    if "transformers.PreTrainedModel" in names:
+        label = name or str(getattr(obj.config, "name_or_path", "") or obj.config.model_type)
+        prov = {"format": "transformers", "weights_sha256": state_dict_sha256(obj),
+                "model_type": obj.config.model_type, **(provenance or {})}
+        return HFAdapter(obj, tokenizer_of(tokenizer, label), label, prov)
+    raise ConfigError(
+        f"load_model: a {type(obj).__module__}.{type(obj).__name__} is not a model circuitbench can wrap; pass a "
+        "TransformerLens HookedTransformer, an nnsight LanguageModel, a transformers PreTrainedModel (with "
+        "tokenizer=), a ModelAdapter, or a model directory / Hub id / bundled name as a string"
+    )
+
+
+def call_factory(spec: str) -> Any:
+    """The object returned by the function a `FILE.py:FUNCTION` or `module:FUNCTION` spec names.
+
+    Raises:
+        ModelNotFoundError: when the file, module or function does not exist.
+        ConfigError: when calling it fails.
+    """
+    m = FACTORY.fullmatch(spec)
+    assert m is not None, spec
+    target, function = m["target"], m["function"]
+    if target.endswith(".py"):
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise ModelNotFoundError(f"--model {spec}: {path} is not a file; name a Python file and a function "
+                                     "in it, as path/to/models.py:make_model")
+        module_name = f"_circuitbench_model_{abs(hash(str(path.resolve())))}"
+        module = sys.modules.get(module_name)
+        if module is None:
+            loader = importlib.util.spec_from_file_location(module_name, path)
+            assert loader is not None and loader.loader is not None
+            module = importlib.util.module_from_spec(loader)
+            sys.modules[module_name] = module
+            try:
+                loader.loader.exec_module(module)
+            except Exception as err:
+                del sys.modules[module_name]
+                raise ConfigError(f"--model {spec}: running {path} failed ({type(err).__name__}: {err})") from err
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as err:
+            raise ModelNotFoundError(f"--model {spec}: cannot import {target} ({err})") from err
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        raise ModelNotFoundError(f"--model {spec}: {target} has no function {function!r}; it has "
+                                 f"{', '.join(found[:12]) or 'none'}")
+    try:
+        return fn()
+    except Exception as err:
+        raise ConfigError(f"--model {spec}: {function}() failed ({type(err).__name__}: {err})") from err
+
+
+def load_factory(spec: str, device: str = "auto", dtype: Any = None) -> ModelAdapter:
+    """The adapter for the model a `FILE.py:FUNCTION` spec builds, on `device` in `dtype`."""
+    from circuitbench.models.native import resolve_device, resolve_dtype
+    from circuitbench.models.tlens import state_dict_sha256
+
+    obj = call_factory(spec)
+    tokenizer: Tokenizer | None = None
+    if isinstance(obj, tuple) and len(obj) == 2:  # (model, tokenizer)
+        obj, tokenizer = obj
+    provenance: dict[str, Any] = {"factory": spec}
+    if not isinstance(obj, ModelAdapter):
+        if not getattr(obj, "dispatched", True):  # an nnsight model built on the meta device
+            obj.dispatch()
+        module = getattr(obj, "_module", obj)  # nnsight: move the module it wraps
+        if hasattr(module, "to") and hasattr(module, "state_dict"):
+            # hashed as built, so that a run in bfloat16 names the same weights as one in float32
+            provenance["weights_sha256"] = state_dict_sha256(module)
+            module.to(resolve_device(device))  # one argument at a time: HookedTransformer.to takes one
+            module.to(resolve_dtype(dtype))
+    return wrap_model(obj, tokenizer, name=spec, provenance=provenance)
