@@ -143,10 +143,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="find and measure the smallest circuit of every task")
-    p.add_argument("--model", default="tiny-sparse", help="bundled name, model directory or Hub id (owner/name)")
+    p.add_argument("--model", default="tiny-sparse",
+                   help="bundled name, model directory, Hub id (owner/name), or FILE.py:FUNCTION / module:FUNCTION "
+                        "naming a function that builds a model (a TransformerLens HookedTransformer, an nnsight "
+                        "LanguageModel, ...)")
     _add_hub_flags(p)
-    p.add_argument("--sae", default=None, metavar="PATH[,PATH...]",
-                   help="splice SAELens-format SAEs (directories or Hub ids) into the model and prune their latents")
+    p.add_argument("--sae", default=None, metavar="SAE[,SAE...]",
+                   help="splice SAEs into the model and prune their latents: SAELens-format directories, Hub ids "
+                        "(owner/repo[/folder]) or SAELens release ids (RELEASE/ID, with sae-lens installed)")
     p.add_argument("--tasks", nargs="+", default=["all"], help=_TASKS_HELP)
     p.add_argument("--method", default="learned-mask",
                    help="learned-mask, eap, eap-ig, activation-patching, magnitude or random (`circuitbench methods` "
@@ -556,7 +560,7 @@ def _cmd_circuit_eval(args: argparse.Namespace) -> int:
     if saved.prov.saes:
         from circuitbench.models.sae import load_saes
 
-        adapter = load_saes(adapter, [s["path"] for s in saved.prov.saes])
+        adapter = load_saes(adapter, [s.get("spec", s["path"]) for s in saved.prov.saes])
     fresh = reevaluate(saved, adapter, args.split)
     if args.split != "test":
         _print_table([{"metric": k, "now": v} for k, v in fresh.items()], args.format, floatfmt=".6f")

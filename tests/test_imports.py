@@ -69,3 +69,23 @@ def test_no_run_path_module_is_over_about_400_lines():
         for path in (ROOT / pkg).rglob("*.py"):
             n = len(path.read_text().splitlines())
             assert n <= 420, f"{path.relative_to(ROOT)} has {n} lines"
+
+
+def test_the_optional_model_libraries_are_imported_only_for_their_models(tmp_path):
+    """TransformerLens, nnsight and sae-lens are optional extras: loading the bundled model, splicing an SAE
+    directory and resolving a non-release --sae value import none of them (nor transformers)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import circuitbench
+from circuitbench.models.sae import release_and_id
+adapter = circuitbench.load_model("tiny-sparse", device="cpu")
+assert release_and_id("someone/repo/folder") is None
+assert release_and_id("gpt2-small-res-jb/blocks.8.hook_resid_pre") == ("gpt2-small-res-jb", "blocks.8.hook_resid_pre")
+print(sorted(m for m in ("transformer_lens", "nnsight", "sae_lens", "transformers") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -238,6 +238,8 @@ class HFAdapter:
             fused_width = _out_features(first.get_submodule(self.arch.qkv[0]))
             q_width = fused_width * self.n_heads // (self.n_heads + 2 * self.n_kv_heads)
         self.d_head = q_width // self.n_heads
+        self.bos_token_id: int | None = getattr(cfg, "bos_token_id", None)
+        """The BOS token (config.json), for SAEs trained with prepend_bos."""
         self.logit_softcap: float | None = getattr(cfg, "final_logit_softcapping", None)
         """Gemma-2's final soft-cap: logits = cap * tanh(logits / cap), as transformers' LM head applies it."""
         self.d_model = int(_dense(first.get_submodule(self.arch.attn_out)).shape[0])

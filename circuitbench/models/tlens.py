@@ -101,6 +101,8 @@ class TLAdapter:
         if tokenizer is None:
             tokenizer = tokenizer_of(getattr(model, "tokenizer", None), self.name)
         self.tokenizer = tokenizer
+        self.bos_token_id: int | None = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
+        """The BOS token of the model's tokenizer, for SAEs trained with prepend_bos."""
         self.provenance: dict[str, Any] = {"format": "transformer_lens",
                                            "original_architecture": getattr(cfg, "original_architecture", None),
                                            **(provenance or {})}
@@ -251,11 +253,6 @@ def tokenizer_of(tok: Any, name: str) -> Tokenizer:
 
 def state_dict_sha256(model: nn.Module) -> str:
     """sha256 over a module's parameters and buffers (names, dtypes, shapes, bytes), for in-memory models."""
-    import hashlib
+    from circuitbench.models.native import tensors_sha256
 
-    h = hashlib.sha256()
-    for key, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return tensors_sha256(model.state_dict())

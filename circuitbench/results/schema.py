@@ -87,7 +87,7 @@ class Provenance(BaseModel):
     """ISO 8601 UTC start time."""
     wall_s: float
     """Seconds for this unit."""
-    saes: list[dict[str, str]] | None = None
+    saes: list[dict[str, str | bool]] | None = None
     """SAEs spliced into the model (`--sae`): path, hook point and weights sha256 of each."""
     host: str | None = None
     """Host name of the process that computed the unit."""

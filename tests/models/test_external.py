@@ -38,6 +38,7 @@ def hooked(arch: str, hf_model, directory: Path, python_bpe, processed: bool = F
     (its config conversion and weight conversion), offline. Unprocessed unless `processed`."""
     cfg = tl_loading.convert_hf_model_config(str(directory))
     cfg["tokenizer_name"] = None
+    cfg["model_name"] = directory.name  # from_pretrained names it after the checkpoint (here "custom")
     model = HookedTransformer(HookedTransformerConfig(**cfg, device="cpu"), tokenizer=fast_tokenizer(python_bpe))
     state = CONVERT[arch](hf_model, model.cfg)
     if processed:  # what HookedTransformer.from_pretrained does by default

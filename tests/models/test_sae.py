@@ -45,14 +45,13 @@ def write_sae(root: Path, name: str, hook: str, *, arch: str = "standard", d_in:
     if layout == "v6":
         cfg: dict = {"architecture": arch, "d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
                      "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
-                     "metadata": {"hook_name": hook, "hook_head_index": None, "sae_lens_version": "6.12.1",
-                                  "model_name": "test"}}
+                     "metadata": {"hook_name": hook, "hook_head_index": None, "sae_lens_version": "6.12.1"}}
         if arch == "topk":
             cfg["k"] = k
     else:  # before SAELens 6: hook at the top, TopK as an activation function
         cfg = {"d_in": d_in, "d_sae": d_sae, "dtype": "torch.float32", "hook_name": hook, "hook_layer": 0,
                "hook_head_index": None, "apply_b_dec_to_input": True, "normalize_activations": False,
-               "finetuning_scaling_factor": False, "sae_lens_training_version": "3.0.0"}
+               "finetuning_scaling_factor": False, "sae_lens_training_version": "3.0.0", "prepend_bos": False}
         if arch == "topk":
             cfg.update(architecture="standard", activation_fn_str="topk", activation_fn_kwargs={"k": k})
         else:
@@ -172,9 +171,10 @@ def test_splices_into_a_transformers_model_through_the_same_protocol(tmp_path):
         for p in model.parameters():
             p.normal_(0, 0.3)
     hf = HFAdapter(model, MissingTokenizer(None, 97), "gpt2")  # type: ignore[arg-type]
-    dirs = [write_sae(tmp_path, "post", "blocks.0.hook_resid_post", arch="topk"),
-            write_sae(tmp_path, "z", "blocks.1.attn.hook_z", reshape_activations="hook_z", seed=1),
-            write_sae(tmp_path, "neurons", "blocks.1.mlp.hook_post", arch="jumprelu", d_in=4 * D, seed=2)]
+    gpt2 = {"model_name": "gpt2-small"}  # TransformerLens's alias of gpt2
+    dirs = [write_sae(tmp_path, "post", "blocks.0.hook_resid_post", arch="topk", **gpt2),
+            write_sae(tmp_path, "z", "blocks.1.attn.hook_z", reshape_activations="hook_z", seed=1, **gpt2),
+            write_sae(tmp_path, "neurons", "blocks.1.mlp.hook_post", arch="jumprelu", d_in=4 * D, seed=2, **gpt2)]
     spliced = load_saes(hf, [str(d) for d in dirs])
     assert list(spliced.splices) == ["1.resid_in", "1.attn.y", "1.mlp.post_act"]
     x = tokens()
@@ -210,8 +210,30 @@ def test_ablating_latents_changes_the_logits_and_counts_nodes_by_kind(spliced, b
         mean_ablated = spliced.forward(x, gate_hook(index, keep_errors, mean))
     assert (mean_ablated - base.logits(x)).abs().max() > 1e-3
     assert count_nodes(index, keep_errors) == {"nodes": 5, "nodes_sae_latent": 0, "nodes_sae_error": 5}
-    assert count_edges(spliced, index, torch.ones(index.size)) == {"edges": 0, "edges_weighted": 0,
-                                                                   "edges_residual": 0}
+    assert count_edges(spliced, index, keep_errors) == {"edges": 0, "edges_weighted": 0, "edges_residual": 0}
+
+
+def test_adjacent_splices_on_the_residual_stream_join_their_latents_through_decoder_and_encoder(spliced):
+    # of the consecutive splices only 1.mlp.resid_delta -> final_resid is a direct path (the write joins the
+    # stream the final splice reads); attn.hook_z and mlp.hook_post are off the stream
+    sources = {s.name: s.source for s in spliced.sites if s.kind == "sae_latent"}
+    assert sources == {"0.resid_in.sae": None, "0.attn.y.sae": None, "0.mlp.post_act.sae": None,
+                       "1.mlp.resid_delta.sae": None, "final_resid.sae": "1.mlp.resid_delta.sae"}
+    index = NodeIndex.of(spliced)
+    site = next(s for s in spliced.sites if s.name == "final_resid.sae")
+    a, b = spliced.splices["1.mlp.resid_delta"], spliced.splices["final_resid"]
+    w = spliced.site_weight(site)
+    assert torch.equal(w, (a.W_dec @ b.W_enc).T) and w.shape == (b.d_sae, a.d_sae)
+    # latent i of a adds W_dec[i] to the stream; b's pre-activations move by W_dec[i] @ W_enc
+    x = torch.randn(3, D, generator=torch.Generator().manual_seed(5))
+    pre = (lambda v: (v - b.b_dec) @ b.W_enc + b.b_enc)
+    assert torch.allclose(pre(x + a.W_dec[7]) - pre(x), w[:, 7], atol=1e-5)
+    gates = (torch.rand(index.size, generator=torch.Generator().manual_seed(6)) < 0.5).float()
+    kept = {n: g > 0.5 for n, g in index.split(gates).items()}
+    expected = int((w[kept["final_resid.sae"]][:, kept["1.mlp.resid_delta.sae"]] != 0).sum())
+    assert count_edges(spliced, index, gates) == {"edges": expected, "edges_weighted": expected,
+                                                  "edges_residual": 0}
+    assert expected > 0
 
 
 def test_a_pruned_error_node_takes_its_whole_ablation_vector(tmp_path, base):
@@ -374,7 +396,7 @@ def test_run_loop_prunes_sae_sites_and_writes_schema_valid_results(tmp_path, sma
     m = {metric: v for split, metric, v in zip(*(table.column(c).to_pylist() for c in ("split", "metric", "value")),
                                                   strict=True) if split in ("", "test")}
     assert m["nodes"] == m["nodes_sae_latent"] + m["nodes_sae_error"] == summary["nodes"] <= 2 * 64 + 2
-    assert m["nodes_sae_error"] <= 2 and m["edges"] == 0
+    assert m["nodes_sae_error"] <= 2 and m["edges"] <= 64 * 64  # mlp_out -> final_resid latents: direct path
     assert {"sae_loss_recovered", "sae_loss_recovered.0.mlp.resid_delta", "sae_loss_recovered.final_resid"} <= set(m)
     # the splice with its error kept is the base model: the clean loss is the full model's test loss
     assert m["sae_loss_recovered.loss_clean"] == pytest.approx(m["full_loss"], abs=1e-4)
