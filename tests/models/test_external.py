@@ -191,6 +191,15 @@ def test_nnsight_model_is_the_transformers_adapter_on_its_module_and_agrees_with
     assert (ours - reference.logits(x)).abs().max() > 1e-2
 
 
+def test_a_transformers_model_object_with_its_tokenizer_is_the_transformers_adapter(python_bpe):
+    model = build("qwen2")
+    adapter = load_model(model, tokenizer=fast_tokenizer(python_bpe))
+    assert isinstance(adapter, HFAdapter) and adapter.model is model and len(adapter.provenance["weights_sha256"]) == 64
+    assert torch.equal(adapter.logits(tokens()), model(tokens()).logits)
+    with pytest.raises(ConfigError, match=r"has no tokenizer; pass tokenizer="):
+        load_model(model)
+
+
 def test_load_model_names_what_it_accepts_for_an_unknown_object():
     with pytest.raises(ConfigError, match=r"HookedTransformer.*nnsight LanguageModel.*PreTrainedModel"):
         load_model(torch.nn.Linear(2, 2))

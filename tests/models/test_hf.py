@@ -13,6 +13,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import (
+    GemmaConfig,
+    GemmaForCausalLM,
     Gemma2Config,
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
@@ -63,6 +65,7 @@ BUILDERS: dict[str, Callable[[], PreTrainedModel]] = {
     "mistral": lambda: MistralForCausalLM(MistralConfig(**LLAMA_LIKE)),
     "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(**LLAMA_LIKE)),
     "qwen3": lambda: Qwen3ForCausalLM(Qwen3Config(**LLAMA_LIKE, head_dim=8)),
+    "gemma": lambda: GemmaForCausalLM(GemmaConfig(**LLAMA_LIKE, head_dim=8)),  # Llama's block, (1 + w) norms
     # soft-caps small enough to bind on these weights; a 4-token sliding window on alternate layers
     "gemma2": lambda: Gemma2ForCausalLM(Gemma2Config(**LLAMA_LIKE, head_dim=8, sliding_window=4,
                                                      attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
@@ -82,7 +85,7 @@ BUILDERS: dict[str, Callable[[], PreTrainedModel]] = {
                                                rotary_dim=4, n_inner=64, bos_token_id=0, eos_token_id=0)),
 }
 CORE = ["gpt2", "gpt_neox", "gpt_neox_sequential", "llama"]
-NEW = ["gemma2", "gemma3_text", "phi3", "phi", "opt", "gptj"]
+NEW = ["gemma", "gemma2", "gemma3_text", "phi3", "phi", "opt", "gptj"]
 """Families whose blocks differ from the pre-norm residual block (post-norms, shared reads, flat MLPs)."""
 POST_NORM = {"gemma2", "gemma3_text"}
 
