@@ -14,8 +14,8 @@ from torch import Tensor
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import READ_KINDS, WRITE_KINDS, Hook, ModelAdapter, Site, SiteKind
 
-__all__ = ["READ_KINDS", "WRITE_KINDS", "ModelAdapter", "Site", "SiteKind", "block_hook_names", "block_sites",
-           "cache_through_hooks", "site_table"]
+__all__ = ["READ_KINDS", "WRITE_KINDS", "HookedForward", "ModelAdapter", "Site", "SiteKind", "block_hook_names",
+           "block_sites", "cache_through_hooks", "fold_gqa_write", "site_table"]
 
 
 def cache_through_hooks(
@@ -47,6 +47,37 @@ def cache_through_hooks(
     with torch.no_grad():
         logits = forward(tokens, record, at)
     return logits, cache
+
+
+class HookedForward:
+    """`logits` and `run_with_cache` from an adapter's `forward`.
+
+    For an adapter whose `forward(tokens, hook, at)` calls `hook` at every name in `hook_names`: each
+    adapter writes only its forward pass.
+    """
+
+    hook_names: list[str]
+
+    def forward(self, tokens: Tensor, hook: Hook | None = None, at: Tensor | None = None) -> Tensor:
+        """Logits with `hook` applied at every hook point (each adapter defines it)."""
+        raise NotImplementedError
+
+    def logits(self, tokens: Tensor) -> Tensor:
+        """Logits [B, T, V], without gradients."""
+        with torch.no_grad():
+            return self.forward(tokens)
+
+    def run_with_cache(
+        self, tokens: Tensor, names: Iterable[str] | None = None, at: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits and the named activations (all hook points when `names` is None), without gradients.
+
+        With `at`, logits only at those positions.
+
+        Raises:
+            CircuitbenchError: for a name that is not a hook point of this model.
+        """
+        return cache_through_hooks(self.forward, self.hook_names, tokens, names, at)
 
 
 def site_table(adapter: ModelAdapter) -> dict[str, Site]:

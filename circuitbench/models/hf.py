@@ -30,7 +30,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +42,11 @@ from torch import Tensor, nn
 
 from circuitbench.errors import CheckpointError, CircuitbenchError, ConfigError
 from circuitbench.models.adapter import (
+    HookedForward,
     Site,
     SiteKind,
     block_hook_names,
     block_sites,
-    cache_through_hooks,
     fold_gqa_write,
 )
 from circuitbench.models.native import file_sha256, resolve_device, resolve_dtype
@@ -180,7 +180,7 @@ def _out_features(module: nn.Module) -> int:
     return int(_dense(module).shape[0])
 
 
-class HFAdapter:
+class HFAdapter(HookedForward):
     """`ModelAdapter` for a transformers causal LM of a supported layout (see `ARCHITECTURES`).
 
     Args:
@@ -451,21 +451,6 @@ class HFAdapter:
         if self.logit_softcap is not None:
             logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
         return logits
-
-    def logits(self, tokens: Tensor) -> Tensor:
-        """Logits [B, T, V], without gradients."""
-        with torch.no_grad():
-            return self.forward(tokens)
-
-    def run_with_cache(
-        self, tokens: Tensor, names: Iterable[str] | None = None, at: Tensor | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and the named activations, without gradients (logits only at `at` if given).
-
-        Raises:
-            CircuitbenchError: for a name that is not a hook point of this model.
-        """
-        return cache_through_hooks(self.forward, self.hook_names, tokens, names, at)
 
 
 # --- loading ----------------------------------------------------------------------------------------

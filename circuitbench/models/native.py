@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from circuitbench.errors import CircuitbenchError
-from circuitbench.models.adapter import Site, cache_through_hooks
+from circuitbench.models.adapter import HookedForward, Site
 from circuitbench.models.checkpoint import find_weights, load_weights, read_state_dict
 from circuitbench.models.config import GPTConfig, load_config
 from circuitbench.models.sparse_gpt import Hook, SparseGPT
@@ -58,7 +58,7 @@ def hook_names(cfg: GPTConfig) -> list[str]:
     return names + ["final_resid"]
 
 
-class SparseGPTAdapter:
+class SparseGPTAdapter(HookedForward):
     """`ModelAdapter` for the native SparseGPT."""
 
     def __init__(
@@ -87,17 +87,6 @@ class SparseGPTAdapter:
                 answer_only: bool = False) -> Tensor:
         """Logits [B, T, V] (or [B, V] at positions `at`) with `hook` applied at every hook point."""
         return self.model(tokens.to(self.device), hook, None if at is None else at.to(self.device), answer_only)
-
-    def logits(self, tokens: Tensor) -> Tensor:
-        """Logits [B, T, V], without gradients."""
-        with torch.no_grad():
-            return self.forward(tokens)
-
-    def run_with_cache(
-        self, tokens: Tensor, names: Iterable[str] | None = None, at: Tensor | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and the named activations, without gradients (logits only at `at` if given)."""
-        return cache_through_hooks(self.forward, self.hook_names, tokens, names, at)
 
     def site_weight(self, site: Site) -> Tensor | None:
         """The matrix [site.width, source.width] connecting `site.source` to `site`."""

@@ -56,7 +56,7 @@ import torch
 from torch import Tensor
 
 from circuitbench.errors import CheckpointError, ConfigError, ModelNotFoundError
-from circuitbench.models.adapter import ModelAdapter, Site, cache_through_hooks
+from circuitbench.models.adapter import HookedForward, ModelAdapter, Site
 from circuitbench.models.checkpoint import read_state_dict
 from circuitbench.models.native import file_sha256
 from circuitbench.models.sparse_gpt import Hook
@@ -374,8 +374,10 @@ def _release_registry() -> Mapping[str, Any]:
 
 
 def _release_names() -> frozenset[str]:
-    """The release names in sae-lens's pretrained_saes.yaml, read off its top-level keys without importing
-    sae-lens (which imports TransformerLens, seconds); empty without it."""
+    """The release names in sae-lens's pretrained_saes.yaml; empty without sae-lens.
+
+    Read off the file's top-level keys without importing sae-lens (which imports TransformerLens: seconds).
+    """
     import importlib.util
 
     spec = importlib.util.find_spec("sae_lens")
@@ -399,8 +401,11 @@ def release_and_id(spec: str) -> tuple[str, str] | None:
 
 @contextmanager
 def _hub_settings_now() -> Iterator[None]:
-    """huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE once, when imported; SAELens's loaders take no
-    cache_dir, so for their call the values the environment has now are set on its constants."""
+    """HF_HUB_CACHE and HF_HUB_OFFLINE as the environment has them now, for huggingface_hub within the block.
+
+    huggingface_hub reads both once, when imported; SAELens's loaders take no cache_dir, so for their call
+    the current values are set on its constants (and restored after).
+    """
     from huggingface_hub import constants
 
     from circuitbench.models.hub import hub_cache_dir, hub_offline
@@ -414,8 +419,10 @@ def _hub_settings_now() -> Iterator[None]:
 
 
 def load_release_sae(release: str, sae_id: str) -> SAE:
-    """One SAE of an SAELens release, through SAELens's own loader (its conversion function, config overrides
-    and norm-scaling folding), from the Hub or, with HF_HUB_OFFLINE=1, from the local Hub cache.
+    """One SAE of an SAELens release, through SAELens's own loader.
+
+    The loader applies the release's conversion function, config overrides and norm-scaling folding; files
+    come from the Hub or, with HF_HUB_OFFLINE=1, from the local Hub cache.
 
     Raises:
         ModelNotFoundError: for an id the release does not have, or files neither cached nor fetchable.
@@ -597,7 +604,7 @@ def splice_point(hook_name: str, names: Iterable[str]) -> str | None:
     return point if point in names else None
 
 
-class SAEAdapter:
+class SAEAdapter(HookedForward):
     """`ModelAdapter` of a base model with SAEs spliced in; its sites are the SAE latents and error nodes.
 
     See the module docstring for the splice, the sites and how edges are (not) counted.
@@ -690,20 +697,11 @@ class SAEAdapter:
         """Logits of the spliced model; `hook` also sees `{h}.sae` and `{h}.sae_error` at every splice h."""
         return self.base.forward(tokens, self._splice_hook(hook), at)
 
-    def logits(self, tokens: Tensor) -> Tensor:
-        """Logits [B, T, V], without gradients."""
-        with torch.no_grad():
-            return self.forward(tokens)
-
-    def run_with_cache(
-        self, tokens: Tensor, names: Iterable[str] | None = None, at: Tensor | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and the named activations (base hook points as spliced, plus the SAE sites)."""
-        return cache_through_hooks(self.forward, self.hook_names, tokens, names, at)
-
     def site_weight(self, site: Site) -> Tensor | None:
-        """[d_sae_b, d_sae_a] = (W_dec_a @ W_enc_b)^T for latents b read directly off latents a's splice (the
-        module docstring, on edges); None for every other site."""
+        """[d_sae_b, d_sae_a] = (W_dec_a @ W_enc_b)^T for latents b read directly off a's splice; else None.
+
+        See the module docstring, on edges.
+        """
         pair = self._virtual.get(site.name)
         if pair is None:
             return None
@@ -712,8 +710,10 @@ class SAEAdapter:
 
 
 def _direct_path(a: str, b: str) -> bool:
-    """Whether splice b (later) reads splice a's output along the residual stream alone: b is on the stream
-    and a is on it or writes into it, with no splice between (the caller passes consecutive splices)."""
+    """Whether splice b (later) reads splice a's output along the residual stream alone.
+
+    True when b is on the stream and a is on it or writes into it; the caller passes consecutive splices.
+    """
     kind_a = a.split(".", 1)[-1] if a[0].isdigit() else a
     kind_b = b.split(".", 1)[-1] if b[0].isdigit() else b
     return kind_b in RESIDUAL_POINTS and kind_a in RESIDUAL_POINTS + WRITE_POINTS

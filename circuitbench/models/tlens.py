@@ -26,7 +26,7 @@ Hooks are PyTorch forward hooks on the `HookPoint` modules (which is what Transf
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -35,10 +35,10 @@ from torch import Tensor, nn
 
 from circuitbench.errors import ConfigError
 from circuitbench.models.adapter import (
+    HookedForward,
     Site,
     block_hook_names,
     block_sites,
-    cache_through_hooks,
     fold_gqa_write,
 )
 from circuitbench.models.sparse_gpt import Hook
@@ -74,7 +74,7 @@ def _refusal(cfg: Any) -> str | None:
     return None
 
 
-class TLAdapter:
+class TLAdapter(HookedForward):
     """`ModelAdapter` for a TransformerLens `HookedTransformer` (see the module docstring for the sites).
 
     Args:
@@ -219,17 +219,6 @@ class TLAdapter:
         if at is not None:
             logits = logits[torch.arange(tokens.shape[0], device=self.device), at.to(self.device)]
         return logits
-
-    def logits(self, tokens: Tensor) -> Tensor:
-        """Logits [B, T, V], without gradients."""
-        with torch.no_grad():
-            return self.forward(tokens)
-
-    def run_with_cache(
-        self, tokens: Tensor, names: Iterable[str] | None = None, at: Tensor | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and the named activations, without gradients (logits only at `at` if given)."""
-        return cache_through_hooks(self.forward, self.hook_names, tokens, names, at)
 
 
 def tokenizer_of(tok: Any, name: str) -> Tokenizer:

@@ -12,6 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from torch import Tensor
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import loading_from_pretrained as tl_loading
+from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights, convert_llama_weights
+from transformers import PreTrainedTokenizerFast
 
 from circuitbench.circuits.masks import NodeIndex, gate_hook
 from circuitbench.circuits.metrics import count_edges
@@ -20,11 +24,6 @@ from circuitbench.models.hf import HFAdapter
 from circuitbench.models.hub import load_model
 from circuitbench.models.tlens import TLAdapter
 from tests.models.test_hf import adapter_for, build, save_model_dir, tokens
-
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformer_lens import loading_from_pretrained as tl_loading
-from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights, convert_llama_weights
-from transformers import PreTrainedTokenizerFast
 
 CONVERT = {"gpt2": convert_gpt2_weights, "llama": convert_llama_weights}
 
@@ -140,7 +139,8 @@ def test_q_k_v_see_one_masked_read_although_ln1_runs_three_times(pair):
     gates = torch.ones(index.size, requires_grad=True)
     tl.forward(tokens(), gate_hook(index, gates, torch.zeros(index.size)), at=torch.tensor([3, 4, 5])).sum().backward()
     hf_gates = torch.ones(index.size, requires_grad=True)
-    hf.forward(tokens(), gate_hook(index, hf_gates, torch.zeros(index.size)), at=torch.tensor([3, 4, 5])).sum().backward()
+    at = torch.tensor([3, 4, 5])
+    hf.forward(tokens(), gate_hook(index, hf_gates, torch.zeros(index.size)), at=at).sum().backward()
     assert torch.allclose(gates.grad, hf_gates.grad, atol=1e-3, rtol=1e-3)
 
 

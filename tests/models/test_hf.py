@@ -13,18 +13,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import (
-    GemmaConfig,
-    GemmaForCausalLM,
     Gemma2Config,
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
+    GemmaConfig,
+    GemmaForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
-    GPTNeoXConfig,
-    GPTNeoXForCausalLM,
     GPTJConfig,
     GPTJForCausalLM,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
@@ -441,7 +441,8 @@ def independent_edge_count(adapter: HFAdapter, kept: dict[str, Tensor]) -> int:
 
 # Gemma's post-norm writes depend on every channel through the norm's shared scale, so their Jacobian is
 # dense; their edges are the projection's nonzeros (tested below), as a pre-norm read's are.
-@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "gpt_neox_sequential", "llama", "phi3", "phi", "opt_gelu", "gptj"])
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "gpt_neox_sequential", "llama", "phi3", "phi", "opt_gelu",
+                                  "gptj"])
 def test_count_edges_on_sparse_model_equals_independent_count(arch, python_bpe):
     adapter = adapter_for(build(arch, seed=2, density=0.4), python_bpe)
     index = NodeIndex.of(adapter)

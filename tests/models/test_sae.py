@@ -226,7 +226,9 @@ def test_adjacent_splices_on_the_residual_stream_join_their_latents_through_deco
     assert torch.equal(w, (a.W_dec @ b.W_enc).T) and w.shape == (b.d_sae, a.d_sae)
     # latent i of a adds W_dec[i] to the stream; b's pre-activations move by W_dec[i] @ W_enc
     x = torch.randn(3, D, generator=torch.Generator().manual_seed(5))
-    pre = (lambda v: (v - b.b_dec) @ b.W_enc + b.b_enc)
+    def pre(v: torch.Tensor) -> torch.Tensor:
+        return (v - b.b_dec) @ b.W_enc + b.b_enc
+
     assert torch.allclose(pre(x + a.W_dec[7]) - pre(x), w[:, 7], atol=1e-5)
     gates = (torch.rand(index.size, generator=torch.Generator().manual_seed(6)) < 0.5).float()
     kept = {n: g > 0.5 for n, g in index.split(gates).items()}
