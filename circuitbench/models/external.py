@@ -5,6 +5,9 @@ weights, an nnsight `LanguageModel`, a transformers model fresh from fine-tuning
 into a `ModelAdapter`:
 
 - `HookedTransformer` -> `TLAdapter` (`circuitbench.models.tlens`), its own hook points as sites.
+- TransformerLens 3's `TransformerBridge` is refused with the way round it: booting one replaces the
+  wrapped transformers model's modules by bridge components (GPT-2's Conv1D by a LinearBridge, its fused
+  attention split), so neither the transformers layout nor HookedTransformer's hook points describe it.
 - nnsight `LanguageModel` (or `TransformersModel`) -> the transformers adapter on the module nnsight wraps
   (`model._module`, dispatched first if it was built on the meta device). nnsight intervenes through
   PyTorch hooks on that same module tree; circuitbench installs its own for each pass, so nnsight's
@@ -68,6 +71,12 @@ def wrap_model(obj: Any, tokenizer: Any = None, name: str | None = None,
         return obj
     from circuitbench.models.hf import HFAdapter
 
+    if "transformer_lens.TransformerBridge" in names:
+        raise ConfigError(
+            "load_model: a TransformerLens TransformerBridge replaces its transformers model's modules by bridge "
+            "components, which circuitbench has no site layout for; pass the transformers model (or its "
+            "directory) before booting the bridge, or a HookedTransformer"
+        )
     if "nnsight.Envoy" in names and hasattr(obj, "_module"):
         if not getattr(obj, "dispatched", True):
             obj.dispatch()  # built on the meta device: load the real weights

@@ -164,6 +164,19 @@ def test_hooked_transformer_with_split_qkv_inputs_is_refused(python_bpe, tmp_pat
         load_model(tl)
 
 
+def test_a_transformer_bridge_is_refused_with_the_way_round(python_bpe, tmp_path):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    model = build("gpt2")
+    directory = save_model_dir(model, python_bpe, tmp_path / "tiny-gpt2")
+    bridge = TransformerBridge.boot_transformers(str(directory), hf_model=model, tokenizer=fast_tokenizer(python_bpe),
+                                                 device="cpu")
+    assert type(model.transformer.h[0].mlp.c_proj).__name__ != "Conv1D"  # why: the modules were replaced
+    with pytest.raises(ConfigError, match=r"TransformerBridge replaces .*before booting the bridge, or a "
+                                          r"HookedTransformer"):
+        load_model(bridge)
+
+
 # --- nnsight ---------------------------------------------------------------------------------------------
 
 

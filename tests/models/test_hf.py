@@ -616,11 +616,12 @@ def test_load_model_dispatches_to_the_transformers_adapter(python_bpe, tmp_path)
 
 
 @pytest.mark.slow
-def test_cli_run_finishes_on_a_transformers_model_and_prunes_over_its_sites(python_bpe, tmp_path, monkeypatch):
+@pytest.mark.parametrize("arch", ["llama", "gemma2", "opt"])
+def test_cli_run_finishes_on_a_transformers_model_and_prunes_over_its_sites(arch, python_bpe, tmp_path, monkeypatch):
     from circuitbench.cli import main
 
     monkeypatch.setenv("CIRCUITBENCH_CACHE", str(tmp_path / "cache"))
-    directory = save_model_dir(build("llama"), python_bpe, tmp_path / "llama-tiny")
+    directory = save_model_dir(build(arch), python_bpe, tmp_path / f"{arch}-tiny")
     out = tmp_path / "results"
     args = ["run", "--model", str(directory), "--tasks", "else_elif,with_as", "--steps", "20", "--quiet",
             "--device", "cpu"]
@@ -634,7 +635,7 @@ def test_cli_run_finishes_on_a_transformers_model_and_prunes_over_its_sites(pyth
     assert main([*args, "--out", str(pruned), "--min-accuracy", "0", "--no-control"]) == 0
     rows = pq.read_table(pruned / "summary.parquet").to_pylist()
     assert {r["status"] for r in rows} <= {"solved", "target_missed"}
-    n_nodes = sum(s.width for s in adapter_for(build("llama"), python_bpe).sites)
+    n_nodes = sum(s.width for s in adapter_for(build(arch), python_bpe).sites)
     assert all(0 <= r["nodes"] <= n_nodes and r["edges"] >= 0 for r in rows)
     units = [p for p in pruned.rglob("*.seed0.parquet")]
     assert len(units) == 2
