@@ -5,9 +5,8 @@ weights, an nnsight `LanguageModel`, a transformers model fresh from fine-tuning
 into a `ModelAdapter`:
 
 - `HookedTransformer` -> `TLAdapter` (`circuitbench.models.tlens`), its own hook points as sites.
-- TransformerLens 3's `TransformerBridge` is refused with the way round it: booting one replaces the
-  wrapped transformers model's modules by bridge components (GPT-2's Conv1D by a LinearBridge, its fused
-  attention split), so neither the transformers layout nor HookedTransformer's hook points describe it.
+- TransformerLens 3's `TransformerBridge` -> `BridgeAdapter`, on its components' hook points (booting a
+  bridge replaces the transformers model's modules, so the transformers layout no longer applies).
 - nnsight `LanguageModel` (or `TransformersModel`) -> the transformers adapter on the module nnsight wraps
   (`model._module`, dispatched first if it was built on the meta device). nnsight intervenes through
   PyTorch hooks on that same module tree; circuitbench installs its own for each pass, so nnsight's
@@ -61,7 +60,14 @@ def wrap_model(obj: Any, tokenizer: Any = None, name: str | None = None,
     Raises:
         ConfigError: for an object of another kind, or a model without a usable tokenizer.
     """
-    from circuitbench.models.tlens import TLAdapter, is_hooked_transformer, state_dict_sha256, tokenizer_of
+    from circuitbench.models.tlens import (
+        BridgeAdapter,
+        TLAdapter,
+        is_hooked_transformer,
+        is_transformer_bridge,
+        state_dict_sha256,
+        tokenizer_of,
+    )
 
     names = _mro_names(obj)
     if is_hooked_transformer(obj):
@@ -71,12 +77,9 @@ def wrap_model(obj: Any, tokenizer: Any = None, name: str | None = None,
         return obj
     from circuitbench.models.hf import HFAdapter
 
-    if "transformer_lens.TransformerBridge" in names:
-        raise ConfigError(
-            "load_model: a TransformerLens TransformerBridge replaces its transformers model's modules by bridge "
-            "components, which circuitbench has no site layout for; pass the transformers model (or its "
-            "directory) before booting the bridge, or a HookedTransformer"
-        )
+    if is_transformer_bridge(obj):
+        return BridgeAdapter(obj, None if tokenizer is None else tokenizer_of(tokenizer, name or "model"), name,
+                             provenance)
     if "nnsight.Envoy" in names and hasattr(obj, "_module"):
         if not getattr(obj, "dispatched", True):
             obj.dispatch()  # built on the meta device: load the real weights
@@ -93,8 +96,8 @@ def wrap_model(obj: Any, tokenizer: Any = None, name: str | None = None,
         return HFAdapter(obj, tokenizer_of(tokenizer, label), label, prov)
     raise ConfigError(
         f"load_model: a {type(obj).__module__}.{type(obj).__name__} is not a model circuitbench can wrap; pass a "
-        "TransformerLens HookedTransformer, an nnsight LanguageModel, a transformers PreTrainedModel (with "
-        "tokenizer=), a ModelAdapter, or a model directory / Hub id / bundled name as a string"
+        "TransformerLens HookedTransformer or TransformerBridge, an nnsight LanguageModel, a transformers "
+        "PreTrainedModel (with tokenizer=), a ModelAdapter, or a model directory / Hub id / bundled name as a string"
     )
 
 

@@ -88,14 +88,19 @@ class TLAdapter(HookedForward):
     """
 
     supports_answer_only = False
+    format = "transformer_lens"
+
+    @staticmethod
+    def _refusal(model: nn.Module) -> str | None:
+        return _refusal(model.cfg)  # type: ignore[attr-defined]
 
     def __init__(self, model: nn.Module, tokenizer: Tokenizer | None = None, name: str | None = None,
                  provenance: dict[str, Any] | None = None) -> None:
         cfg = model.cfg  # type: ignore[attr-defined]
         self.name = name or str(getattr(cfg, "model_name", None) or "hooked-transformer")
-        refused = _refusal(cfg)
+        refused = self._refusal(model)
         if refused is not None:
-            raise ConfigError(f"{self.name}: HookedTransformer {refused}.")
+            raise ConfigError(f"{self.name}: {type(model).__name__} {refused}.")
         self.model = model.eval().requires_grad_(False)
         self.cfg = cfg
         if tokenizer is None:
@@ -103,7 +108,7 @@ class TLAdapter(HookedForward):
         self.tokenizer = tokenizer
         self.bos_token_id: int | None = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
         """The BOS token of the model's tokenizer, for SAEs trained with prepend_bos."""
-        self.provenance: dict[str, Any] = {"format": "transformer_lens",
+        self.provenance: dict[str, Any] = {"format": self.format,
                                            "original_architecture": getattr(cfg, "original_architecture", None),
                                            **(provenance or {})}
         self.provenance.setdefault("weights_sha256", state_dict_sha256(model))
@@ -116,7 +121,7 @@ class TLAdapter(HookedForward):
         self.d_head: int = cfg.d_head
         self.d_model: int = cfg.d_model
         self.parallel = [bool(getattr(cfg, "parallel_attn_mlp", False))] * len(self.blocks)
-        self.gated = bool(getattr(cfg, "gated_mlp", False))
+        self.gated = getattr(self.blocks[0].mlp, "W_gate", None) is not None  # type: ignore[union-attr]
         d_mlp = int(self.blocks[0].mlp.W_out.shape[0])  # type: ignore[union-attr]
         widths = {"d_model": self.d_model, "q": self.n_heads * self.d_head, "kv": self.n_kv_heads * self.d_head,
                   "d_mlp": d_mlp}
@@ -219,6 +224,118 @@ class TLAdapter(HookedForward):
         if at is not None:
             logits = logits[torch.arange(tokens.shape[0], device=self.device), at.to(self.device)]
         return logits
+
+
+def is_transformer_bridge(obj: object) -> bool:
+    """Whether obj is a TransformerLens 3 `TransformerBridge` (checked without importing transformer_lens)."""
+    return any(c.__name__ == "TransformerBridge" and c.__module__.startswith("transformer_lens")
+               for c in type(obj).__mro__)
+
+
+_BRIDGE_POINTS = ("hook_in", "ln1.hook_out", "attn.q.hook_out", "attn.k.hook_out", "attn.v.hook_out",
+                  "attn.o.hook_in", "attn.hook_out", "ln2.hook_in", "ln2.hook_out", "mlp.out.hook_in", "mlp.hook_out")
+
+
+class BridgeAdapter(TLAdapter):
+    """`ModelAdapter` for a TransformerLens 3 `TransformerBridge`, through the bridge components' hook points.
+
+    Booting a bridge replaces the transformers model's modules by components, each with `hook_in` and
+    `hook_out`; the sites sit on those: `{i}.resid_in` blocks.i.hook_in, `attn.act_in` ln1.hook_out,
+    `attn.q/k/v` attn.q/k/v.hook_out, `attn.y` attn.o.hook_in, `attn.resid_delta` attn.hook_out,
+    `mlp.act_in` ln2.hook_out, `mlp.post_act` mlp.out.hook_in, `mlp.resid_delta` mlp.hook_out, and
+    `final_resid` ln_final.hook_in. The bridge's `hook_resid_mid` is ln2's *input* alone (the block adds
+    the stream it held before), so a replaced resid_mid also shifts the MLP write by the difference, as in
+    the transformers adapter. Weights: the bridge's W_Q ... W_out. Sequential pre-norm blocks only.
+    """
+
+    format = "transformer_lens_bridge"
+
+    @staticmethod
+    def _refusal(model: nn.Module) -> str | None:
+        cfg = model.cfg  # type: ignore[attr-defined]
+        if getattr(cfg, "parallel_attn_mlp", False):
+            return "cfg.parallel_attn_mlp is on: circuitbench maps only sequential bridge blocks"
+        if (getattr(cfg, "num_experts", None) or 0) > 1:
+            return "cfg.num_experts > 1: mixture-of-experts MLPs have no single neuron site"
+        block = model.blocks[0]  # type: ignore[index]
+        missing = []
+        for path in (*_BRIDGE_POINTS, "attn.W_Q", "attn.W_O", "mlp.W_in", "mlp.W_out"):
+            try:
+                block.get_submodule(path) if "hook" in path else _attr_path(block, path)
+            except AttributeError:
+                missing.append(path)
+        if missing:
+            return (f"blocks.0 lacks {', '.join(missing)}: its components are not the pre-norm layout "
+                    "circuitbench maps (ln1, attn.q/k/v/o, ln2, mlp.in/out)")
+        return None
+
+    @contextmanager
+    def hooks(self, hook: Hook) -> Iterator[None]:
+        """Install `hook` at every hook point for the duration of the block; always removed on exit."""
+        handles: list[Any] = []
+        shift: dict[int, Tensor] = {}
+
+        def post(block: nn.Module, path: str, fn: Callable[[nn.Module, Any, Tensor], Tensor]) -> None:
+            handles.append(block.get_submodule(path).register_forward_hook(fn))
+
+        def flat(name: str) -> Callable[[nn.Module, Any, Tensor], Tensor]:
+            def fn(m: nn.Module, args: Any, out: Tensor) -> Tensor:
+                if out.ndim == 3:
+                    return hook(name, out)
+                x = out.reshape(*out.shape[:2], -1)  # (B, T, heads, d_head) seen flat
+                new = hook(name, x)
+                return out if new is x else new.reshape(out.shape)
+
+            return fn
+
+        def resid_mid(i: int) -> Callable[[nn.Module, Any, Tensor], Tensor]:
+            def fn(m: nn.Module, args: Any, out: Tensor) -> Tensor:
+                new = hook(f"{i}.resid_mid", out)
+                if new is not out:
+                    shift[i] = new - out
+                return new
+
+            return fn
+
+        def mlp_write(i: int) -> Callable[[nn.Module, Any, Tensor], Tensor]:
+            def fn(m: nn.Module, args: Any, out: Tensor) -> Tensor:
+                out = hook(f"{i}.mlp.resid_delta", out)
+                extra = shift.pop(i, None)
+                return out if extra is None else out + extra
+
+            return fn
+
+        names = {"hook_in": "resid_in", "ln1.hook_out": "attn.act_in", "attn.q.hook_out": "attn.q",
+                 "attn.k.hook_out": "attn.k", "attn.v.hook_out": "attn.v", "attn.o.hook_in": "attn.y",
+                 "attn.hook_out": "attn.resid_delta", "ln2.hook_out": "mlp.act_in",
+                 "mlp.out.hook_in": "mlp.post_act"}
+        try:
+            for i, block in enumerate(self.blocks):
+                for path, site in names.items():
+                    post(block, path, flat(f"{i}.{site}"))
+                post(block, "ln2.hook_in", resid_mid(i))
+                post(block, "mlp.hook_out", mlp_write(i))
+            final: nn.Module = self.model.ln_final.hook_in  # type: ignore[union-attr,assignment]
+            handles.append(final.register_forward_hook(lambda m, args, out: hook("final_resid", out)))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def forward(self, tokens: Tensor, hook: Hook | None = None, at: Tensor | None = None) -> Tensor:
+        """Logits [B, T, V] (or [B, V] at positions `at`) with `hook` applied at every hook point."""
+        tokens = tokens.to(self.device)
+        with self.hooks(hook) if hook is not None else nullcontext():
+            logits = self.model(tokens)  # (B, T, V)
+        if at is not None:
+            logits = logits[torch.arange(tokens.shape[0], device=self.device), at.to(self.device)]
+        return logits
+
+
+def _attr_path(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def tokenizer_of(tok: Any, name: str) -> Tokenizer:

@@ -22,7 +22,7 @@ from circuitbench.circuits.metrics import count_edges
 from circuitbench.errors import ConfigError, ModelNotFoundError
 from circuitbench.models.hf import HFAdapter
 from circuitbench.models.hub import load_model
-from circuitbench.models.tlens import TLAdapter
+from circuitbench.models.tlens import BridgeAdapter, TLAdapter
 from tests.models.test_hf import adapter_for, build, save_model_dir, tokens
 
 CONVERT = {"gpt2": convert_gpt2_weights, "llama": convert_llama_weights}
@@ -164,16 +164,59 @@ def test_hooked_transformer_with_split_qkv_inputs_is_refused(python_bpe, tmp_pat
         load_model(tl)
 
 
-def test_a_transformer_bridge_is_refused_with_the_way_round(python_bpe, tmp_path):
+def bridge_pair(arch: str, python_bpe, tmp_path):
     from transformer_lens.model_bridge import TransformerBridge
 
-    model = build("gpt2")
-    directory = save_model_dir(model, python_bpe, tmp_path / "tiny-gpt2")
+    model = build(arch)
+    reference = adapter_for(build(arch), python_bpe)  # the same seed: the same weights, a model of its own
+    directory = save_model_dir(model, python_bpe, tmp_path / f"tiny-{arch}")
     bridge = TransformerBridge.boot_transformers(str(directory), hf_model=model, tokenizer=fast_tokenizer(python_bpe),
                                                  device="cpu")
-    assert type(model.transformer.h[0].mlp.c_proj).__name__ != "Conv1D"  # why: the modules were replaced
-    with pytest.raises(ConfigError, match=r"TransformerBridge replaces .*before booting the bridge, or a "
-                                          r"HookedTransformer"):
+    return bridge, reference
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_a_transformer_bridge_matches_the_transformers_adapter(arch, python_bpe, tmp_path):
+    bridge, hf = bridge_pair(arch, python_bpe, tmp_path)
+    adapter = load_model(bridge)
+    assert isinstance(adapter, BridgeAdapter) and adapter.provenance["format"] == "transformer_lens_bridge"
+    assert [(s.name, s.kind, s.width, s.source) for s in adapter.sites] == \
+        [(s.name, s.kind, s.width, s.source) for s in hf.sites]
+    x = tokens()
+    with torch.no_grad():
+        assert torch.equal(adapter.logits(x), bridge(x))
+    assert (adapter.logits(x) - hf.logits(x)).abs().max() <= 1e-4
+    calls: list[str] = []
+    adapter.forward(x, lambda n, t: calls.append(n) or t)
+    assert calls == hf.hook_names  # every hook once, in forward order
+    _, cache = adapter.run_with_cache(x)
+    _, ref = hf.run_with_cache(x)
+    for name in hf.hook_names:
+        assert torch.allclose(cache[name], ref[name], atol=1e-4), name
+    index = NodeIndex.of(hf)
+    for seed in range(2):
+        gates, values = random_gates(index, seed)
+        with torch.no_grad():
+            a = adapter.forward(x, gate_hook(index, gates, values))
+            b = hf.forward(x, gate_hook(index, gates, values))
+        assert (a - b).abs().max() <= 1e-4 and (a - hf.logits(x)).abs().max() > 1e-2
+        assert count_edges(adapter, index, gates) == count_edges(hf, index, gates)
+    # the bridge's hook_resid_mid feeds ln2 only; a replaced resid_mid reaches the stream too
+    c = torch.randn(32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        via_mid = adapter.forward(x, lambda n, t: t + c if n == "0.resid_mid" else t)
+        via_delta = hf.forward(x, lambda n, t: t + c if n == "0.attn.resid_delta" else t)
+    assert (via_mid - via_delta).abs().max() <= 1e-4
+    bridge.enable_compatibility_mode()  # HookedTransformer's weight processing, applied to the components
+    with torch.no_grad():
+        processed = load_model(bridge)
+        assert torch.equal(processed.logits(x), bridge(x))
+        assert (processed.logits(x).log_softmax(-1) - hf.logits(x).log_softmax(-1)).abs().max() <= 1e-4
+
+
+def test_a_parallel_bridge_is_refused(python_bpe, tmp_path):
+    bridge, _ = bridge_pair("gpt_neox", python_bpe, tmp_path)
+    with pytest.raises(ConfigError, match=r"TransformerBridge cfg\.parallel_attn_mlp is on"):
         load_model(bridge)
 
 
