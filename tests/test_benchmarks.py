@@ -42,3 +42,11 @@ def test_planted_auroc_reports_every_method_under_both_ablations():
     for name in ("learned_mask", "eap", "eap_ig", "activation_patching"):
         assert by[name]["task-mean"] >= 0.95 and by[name]["counterfactual"] >= 0.95
     assert 0.0 <= by["magnitude"]["task-mean"] <= 1.0
+
+
+def test_bench_adapters_times_every_route_against_the_plain_model(tmp_path):
+    out = _script("bench_adapters").main(["--d-model", "64", "--layers", "1", "--batch", "4", "--seq", "6",
+                                          "--reps", "1", "--json", str(tmp_path / "a.json")])
+    assert [r["adapter"] for r in out] == ["-", "HFAdapter", "HFAdapter", "TLAdapter", "BridgeAdapter"]
+    assert out[0]["ratio"] == 1.0 and all(r["seconds"] > 0 and math.isfinite(r["ratio"]) for r in out)
+    assert json.loads((tmp_path / "a.json").read_text()) == out
