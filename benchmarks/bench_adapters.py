@@ -13,8 +13,8 @@ around it, a TransformerLens `HookedTransformer` converted from it (unprocessed)
 pruning loop runs (every node's gate a leaf tensor, mean-ablation values, logits at one position per row,
 backward to the gates); the baseline is the model's own forward (the unembedding at that one position)
 with the loss backpropagated to its input embeddings. TransformerLens's forward has no way to unembed one
-position, so its two adapters unembed all of them. Medians of `--reps` timed runs after one warm-up; the ratios are comparable across machines,
-the seconds are not.
+position, so its two adapters unembed all of them. Medians of `--reps` timed runs after one warm-up; the
+ratios are comparable across machines, the seconds are not.
 """
 
 from __future__ import annotations
