@@ -57,10 +57,8 @@ class HookedForward:
     """
 
     hook_names: list[str]
-
-    def forward(self, tokens: Tensor, hook: Hook | None = None, at: Tensor | None = None) -> Tensor:
-        """Logits with `hook` applied at every hook point (each adapter defines it)."""
-        raise NotImplementedError
+    forward: Callable[..., Tensor]
+    """The adapter's own `forward(tokens, hook=None, at=None)`; the mixin only uses it."""
 
     def logits(self, tokens: Tensor) -> Tensor:
         """Logits [B, T, V], without gradients."""
