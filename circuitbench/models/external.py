@@ -60,40 +60,37 @@ def wrap_model(obj: Any, tokenizer: Any = None, name: str | None = None,
     Raises:
         ConfigError: for an object of another kind, or a model without a usable tokenizer.
     """
-    from circuitbench.models.tlens import (
-        BridgeAdapter,
-        TLAdapter,
-        is_hooked_transformer,
-        is_transformer_bridge,
-        state_dict_sha256,
-        tokenizer_of,
-    )
+    from circuitbench.models.tlens import BridgeAdapter, TLAdapter, state_dict_sha256, tokenizer_of
+
+    def facts(fmt: str, module: Any) -> dict[str, Any]:
+        """Provenance: the format, the model type, and the weights hash unless the caller has it already."""
+        model_type = getattr(getattr(module, "config", None), "model_type", None)
+        prov = {"format": fmt, **({"model_type": model_type} if model_type else {}), **(provenance or {})}
+        if "weights_sha256" not in prov:
+            prov["weights_sha256"] = state_dict_sha256(module)
+        return prov
+
+    def own_tokenizer(label: str) -> Tokenizer:
+        return tokenizer_of(tokenizer if tokenizer is not None else getattr(obj, "tokenizer", None), label)
 
     names = _mro_names(obj)
-    if is_hooked_transformer(obj):
-        return TLAdapter(obj, None if tokenizer is None else tokenizer_of(tokenizer, name or "model"), name,
-                         provenance)
+    if "transformer_lens.HookedTransformer" in names or "transformer_lens.TransformerBridge" in names:
+        cls = TLAdapter if "transformer_lens.HookedTransformer" in names else BridgeAdapter
+        label = name or str(getattr(obj.cfg, "model_name", None) or type(obj).__name__)
+        return cls(obj, own_tokenizer(label), label, facts(cls.format, obj))
     if isinstance(obj, ModelAdapter) and not isinstance(obj, type):
         return obj
     from circuitbench.models.hf import HFAdapter
 
-    if is_transformer_bridge(obj):
-        return BridgeAdapter(obj, None if tokenizer is None else tokenizer_of(tokenizer, name or "model"), name,
-                             provenance)
     if "nnsight.Envoy" in names and hasattr(obj, "_module"):
         if not getattr(obj, "dispatched", True):
             obj.dispatch()  # built on the meta device: load the real weights
         module = obj._module
-        label = name or str(getattr(getattr(module, "config", None), "name_or_path", "") or "nnsight-model")
-        tok = tokenizer_of(tokenizer if tokenizer is not None else getattr(obj, "tokenizer", None), label)
-        prov = {"format": "nnsight", "weights_sha256": state_dict_sha256(module),
-                "model_type": getattr(module.config, "model_type", None), **(provenance or {})}
-        return HFAdapter(module, tok, label, prov)
+        label = name or str(getattr(module.config, "name_or_path", "") or "nnsight-model")
+        return HFAdapter(module, own_tokenizer(label), label, facts("nnsight", module))
     if "transformers.PreTrainedModel" in names:
         label = name or str(getattr(obj.config, "name_or_path", "") or obj.config.model_type)
-        prov = {"format": "transformers", "weights_sha256": state_dict_sha256(obj),
-                "model_type": obj.config.model_type, **(provenance or {})}
-        return HFAdapter(obj, tokenizer_of(tokenizer, label), label, prov)
+        return HFAdapter(obj, own_tokenizer(label), label, facts("transformers", obj))
     raise ConfigError(
         f"load_model: a {type(obj).__module__}.{type(obj).__name__} is not a model circuitbench can wrap; pass a "
         "TransformerLens HookedTransformer or TransformerBridge, an nnsight LanguageModel, a transformers "

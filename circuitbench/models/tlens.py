@@ -53,12 +53,6 @@ _ADVICE = {
 }
 
 
-def is_hooked_transformer(obj: object) -> bool:
-    """Whether obj is a TransformerLens `HookedTransformer` (checked without importing transformer_lens)."""
-    return any(c.__name__ == "HookedTransformer" and c.__module__.startswith("transformer_lens")
-               for c in type(obj).__mro__)
-
-
 def _refusal(cfg: Any) -> str | None:
     for flag, why in _ADVICE.items():
         if getattr(cfg, flag, False):
@@ -111,7 +105,8 @@ class TLAdapter(HookedForward):
         self.provenance: dict[str, Any] = {"format": self.format,
                                            "original_architecture": getattr(cfg, "original_architecture", None),
                                            **(provenance or {})}
-        self.provenance.setdefault("weights_sha256", state_dict_sha256(model))
+        if "weights_sha256" not in self.provenance:  # the caller may have hashed it already
+            self.provenance["weights_sha256"] = state_dict_sha256(model)
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.context_length: int | None = int(cfg.n_ctx) if getattr(cfg, "n_ctx", None) else None
@@ -224,12 +219,6 @@ class TLAdapter(HookedForward):
         if at is not None:
             logits = logits[torch.arange(tokens.shape[0], device=self.device), at.to(self.device)]
         return logits
-
-
-def is_transformer_bridge(obj: object) -> bool:
-    """Whether obj is a TransformerLens 3 `TransformerBridge` (checked without importing transformer_lens)."""
-    return any(c.__name__ == "TransformerBridge" and c.__module__.startswith("transformer_lens")
-               for c in type(obj).__mro__)
 
 
 _BRIDGE_POINTS = ("hook_in", "ln1.hook_out", "attn.q.hook_out", "attn.k.hook_out", "attn.v.hook_out",
