@@ -14,8 +14,8 @@ from torch import Tensor
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import READ_KINDS, WRITE_KINDS, Hook, ModelAdapter, Site, SiteKind
 
-__all__ = ["READ_KINDS", "WRITE_KINDS", "HookedForward", "ModelAdapter", "Site", "SiteKind", "block_hook_names",
-           "block_sites", "cache_through_hooks", "fold_gqa_write", "site_table"]
+__all__ = ["READ_KINDS", "WRITE_KINDS", "HookedForward", "ModelAdapter", "ResidMidShift", "Site", "SiteKind",
+           "block_hook_names", "block_sites", "cache_through_hooks", "flat_heads", "fold_gqa_write", "site_table"]
 
 
 def cache_through_hooks(
@@ -76,6 +76,37 @@ class HookedForward:
             CircuitbenchError: for a name that is not a hook point of this model.
         """
         return cache_through_hooks(self.forward, self.hook_names, tokens, names, at)
+
+
+class ResidMidShift:
+    """A replaced resid_mid, for blocks whose residual add uses the stream as it was before the hook.
+
+    The MLP reads the replaced value, but the block adds its write to the original: the difference is
+    carried to the block's MLP write, so the stream after the block is as if resid_mid itself had changed.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[int, Tensor] = {}
+
+    def replaced(self, layer: int, old: Tensor, new: Tensor) -> Tensor:
+        """Record what the hook at resid_mid did to `old`; returns `new`."""
+        if new is not old:
+            self._pending[layer] = new - old
+        return new
+
+    def carried(self, layer: int, write: Tensor) -> Tensor:
+        """The block's MLP write plus the recorded difference, if any."""
+        shift = self._pending.pop(layer, None)
+        return write if shift is None else write + shift
+
+
+def flat_heads(hook: Hook, name: str, out: Tensor) -> Tensor:
+    """`hook` on a per-head activation [B, T, heads, d_head] seen as [B, T, heads*d_head]; back in its shape."""
+    if out.ndim == 3:
+        return hook(name, out)
+    x = out.reshape(*out.shape[:2], -1)
+    new = hook(name, x)
+    return out if new is x else new.reshape(out.shape)
 
 
 def site_table(adapter: ModelAdapter) -> dict[str, Site]:

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from circuitbench.errors import CheckpointError, CircuitbenchError, ConfigError
 from circuitbench.models.adapter import (
     HookedForward,
+    ResidMidShift,
     Site,
     SiteKind,
     block_hook_names,
@@ -318,9 +319,7 @@ class HFAdapter(HookedForward):
         """Install `hook` at every hook point for the duration of the block; always removed on exit."""
         a = self.arch
         handles: list[Any] = []
-        # A replaced resid_mid must reach both the MLP input and the residual sum; the layer adds the
-        # original, so the difference is added to the MLP write.
-        resid_mid_shift: dict[int, Tensor] = {}
+        resid_mid = ResidMidShift()  # the layer adds the original resid_mid: carry a change to the MLP write
 
         def pre(module: nn.Module, fn: Callable[..., Any], **kw: bool) -> None:
             handles.append(module.register_forward_pre_hook(fn, **kw))
@@ -368,19 +367,13 @@ class HFAdapter(HookedForward):
 
         def on_resid_mid(i: int) -> Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...]]:
             def fn(m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-                x = args[0]
-                y = hooked(i, f"{i}.resid_mid", x)
-                if y is not x:
-                    resid_mid_shift[i] = y - x
-                return (y, *args[1:])
+                return (resid_mid.replaced(i, args[0], hooked(i, f"{i}.resid_mid", args[0])), *args[1:])
 
             return fn
 
         def on_mlp_write(i: int) -> Callable[[nn.Module, Any, Tensor], Tensor]:
             def fn(m: nn.Module, args: Any, out: Tensor) -> Tensor:
-                out = hooked(i, f"{i}.mlp.resid_delta", out)
-                shift = resid_mid_shift.pop(i, None)
-                return out if shift is None else out + shift
+                return resid_mid.carried(i, hooked(i, f"{i}.mlp.resid_delta", out))
 
             return fn
 

@@ -42,6 +42,7 @@ the top, TopK as `activation_fn_str: "topk"` with `activation_fn_kwargs.k`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -373,6 +374,7 @@ def _release_registry() -> Mapping[str, Any]:
     return get_pretrained_saes_directory()
 
 
+@functools.cache
 def _release_names() -> frozenset[str]:
     """The release names in sae-lens's pretrained_saes.yaml; empty without sae-lens.
 
@@ -483,6 +485,11 @@ RESIDUAL_POINTS = ("resid_in", "resid_mid", "final_resid")
 WRITE_POINTS = ("attn.resid_delta", "mlp.resid_delta")
 
 
+def _point_kind(point: str) -> str:
+    """A hook point's name without its layer: "3.resid_mid" -> "resid_mid"; "final_resid" as it is."""
+    return point.split(".", 1)[1] if point[0].isdigit() else point
+
+
 def _short(name: str) -> str:
     return name.rstrip("/").split("/")[-1].lower()
 
@@ -540,7 +547,7 @@ def check_processing(sae: SAE, point: str, base: ModelAdapter) -> None:
     other activations. `fold_value_biases` and `refactor_factored_attn_matrices` change attn.hook_z.
     `fold_ln` and `center_unembed` change no activation an SAE is spliced at (norm outputs and logits).
     """
-    kind = point.split(".", 1)[-1] if point[0].isdigit() else point
+    kind = _point_kind(point)
     wanted = bool(sae.processing.get("center_writing_weights", False))
     if kind in RESIDUAL_POINTS + WRITE_POINTS and wanted != writes_are_centred(base):
         have = "centred" if not wanted else "not centred"
@@ -714,9 +721,7 @@ def _direct_path(a: str, b: str) -> bool:
 
     True when b is on the stream and a is on it or writes into it; the caller passes consecutive splices.
     """
-    kind_a = a.split(".", 1)[-1] if a[0].isdigit() else a
-    kind_b = b.split(".", 1)[-1] if b[0].isdigit() else b
-    return kind_b in RESIDUAL_POINTS and kind_a in RESIDUAL_POINTS + WRITE_POINTS
+    return _point_kind(b) in RESIDUAL_POINTS and _point_kind(a) in RESIDUAL_POINTS + WRITE_POINTS
 
 
 def load_saes(base: ModelAdapter, specs: Iterable[str]) -> SAEAdapter:

@@ -36,9 +36,11 @@ from torch import Tensor, nn
 from circuitbench.errors import ConfigError
 from circuitbench.models.adapter import (
     HookedForward,
+    ResidMidShift,
     Site,
     block_hook_names,
     block_sites,
+    flat_heads,
     fold_gqa_write,
 )
 from circuitbench.models.sparse_gpt import Hook
@@ -170,12 +172,7 @@ class TLAdapter(HookedForward):
             return lambda m, args, out: hook(name, out)
 
         def per_head(name: str) -> Callable[[nn.Module, Any, Tensor], Tensor]:
-            def fn(m: nn.Module, args: Any, out: Tensor) -> Tensor:  # (B, T, heads, d_head)
-                flat = out.reshape(*out.shape[:2], -1)
-                new = hook(name, flat)
-                return out if new is flat else new.reshape(out.shape)
-
-            return fn
+            return lambda m, args, out: flat_heads(hook, name, out)  # (B, T, heads, d_head) seen flat
 
         def once_per_input(name: str) -> Callable[[nn.Module, Any, Tensor], Tensor]:
             seen: dict[str, tuple[Tensor, Tensor]] = {}  # ln1 runs for q, k and v inputs: hook the first
@@ -262,37 +259,19 @@ class BridgeAdapter(TLAdapter):
     def hooks(self, hook: Hook) -> Iterator[None]:
         """Install `hook` at every hook point for the duration of the block; always removed on exit."""
         handles: list[Any] = []
-        shift: dict[int, Tensor] = {}
+        shift = ResidMidShift()  # the bridge's hook_resid_mid is ln2's input alone
 
         def post(block: nn.Module, path: str, fn: Callable[[nn.Module, Any, Tensor], Tensor]) -> None:
             handles.append(block.get_submodule(path).register_forward_hook(fn))
 
         def flat(name: str) -> Callable[[nn.Module, Any, Tensor], Tensor]:
-            def fn(m: nn.Module, args: Any, out: Tensor) -> Tensor:
-                if out.ndim == 3:
-                    return hook(name, out)
-                x = out.reshape(*out.shape[:2], -1)  # (B, T, heads, d_head) seen flat
-                new = hook(name, x)
-                return out if new is x else new.reshape(out.shape)
-
-            return fn
+            return lambda m, args, out: flat_heads(hook, name, out)
 
         def resid_mid(i: int) -> Callable[[nn.Module, Any, Tensor], Tensor]:
-            def fn(m: nn.Module, args: Any, out: Tensor) -> Tensor:
-                new = hook(f"{i}.resid_mid", out)
-                if new is not out:
-                    shift[i] = new - out
-                return new
-
-            return fn
+            return lambda m, args, out: shift.replaced(i, out, hook(f"{i}.resid_mid", out))
 
         def mlp_write(i: int) -> Callable[[nn.Module, Any, Tensor], Tensor]:
-            def fn(m: nn.Module, args: Any, out: Tensor) -> Tensor:
-                out = hook(f"{i}.mlp.resid_delta", out)
-                extra = shift.pop(i, None)
-                return out if extra is None else out + extra
-
-            return fn
+            return lambda m, args, out: shift.carried(i, hook(f"{i}.mlp.resid_delta", out))
 
         names = {"hook_in": "resid_in", "ln1.hook_out": "attn.act_in", "attn.q.hook_out": "attn.q",
                  "attn.k.hook_out": "attn.k", "attn.v.hook_out": "attn.v", "attn.o.hook_in": "attn.y",
