@@ -35,6 +35,30 @@ CANDIDATES: dict[str, dict] = {
                                      lr=2.56e-2),
 }
 
+_MODELS = Path(__file__).resolve().parents[1] / "baselines" / "models"
+_REF = dict(n_layer=2, d_model=128, n_head=4, weight_density=1 / 8, batch_size=16)
+LEVERS: dict[str, dict] = {
+    # The reference models v3 levers (issue: dense-to-sparse, distillation, depth, AbsTopK fraction), each
+    # at the same wall-time budget. `prior_min` is the training the starting model already had.
+    "continue": dict(_REF, init_from=_MODELS / "tiny-sparse", anneal_end=0.0),
+    "d2s": dict(_REF, init_from=_MODELS / "tiny-dense", anneal_afrac=True),
+    "d2s-distill": dict(_REF, init_from=_MODELS / "tiny-dense", anneal_afrac=True,
+                        distill_from=_MODELS / "tiny-dense"),
+    "scratch-2x128": dict(_REF),
+    "scratch-3x128": dict(_REF, n_layer=3),
+    "d2s-afrac0.5": dict(_REF, init_from=_MODELS / "tiny-dense", anneal_afrac=True, afrac=0.5),
+    "scratch-2x256-d1_32": dict(_REF, d_model=256, n_head=8, weight_density=1 / 32),
+}
+CANDIDATES.update(LEVERS)
+
+
+def prior_minutes(over: dict) -> float:
+    """Wall minutes of training the starting model (init_from) already had; 0 from scratch."""
+    init = over.get("init_from")
+    if init is None:
+        return 0.0
+    return round(json.loads((Path(init) / "train_meta.json").read_text())["wall_time_s"] / 60, 1)
+
 
 def step_seconds(cfg, data, steps: int = 6) -> float:
     """Median wall time of a training step of this configuration on this machine."""
@@ -42,7 +66,10 @@ def step_seconds(cfg, data, steps: int = 6) -> float:
     from circuitbench.train.data import sample_batch
     from circuitbench.train.loop import _build, resolve_precision, train_step
 
+    from circuitbench.train.loop import load_model_dir
+
     model, opt = _build(cfg)
+    teacher = load_model_dir(cfg.distill_from, "--distill-from") if cfg.distill_from else None
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     sparse = recipe.sparsifiable(model)
@@ -51,7 +78,7 @@ def step_seconds(cfg, data, steps: int = 6) -> float:
     for _ in range(steps):
         x, y = sample_batch(data.train, cfg.batch_size, cfg.ctx, gen)
         t0 = time.perf_counter()
-        train_step(model, opt, x, y, cfg, cfg.max_steps // 2, params, sparse, resolve_precision(cfg))
+        train_step(model, opt, x, y, cfg, cfg.max_steps // 2, params, sparse, resolve_precision(cfg), teacher)
         times.append(time.perf_counter() - t0)
     return statistics.median(times[1:])
 
@@ -103,7 +130,8 @@ def main() -> None:
         tasks = evaluate_tasks(circuitbench.load_model(str(args.out / name), device="cpu"))
         solved = [t["task"] for t in tasks if t["accuracy"] >= 0.9]
         row = {
-            "name": name, **over, "steps": steps, "step_s": round(sec, 3), "tokens": meta["tokens_seen"],
+            "name": name, **{k: str(v) if isinstance(v, Path) else v for k, v in over.items()},
+            "prior_min": prior_minutes(over), "steps": steps, "step_s": round(sec, 3), "tokens": meta["tokens_seen"],
             "wall_min": round(wall / 60, 2), "val_loss": meta["val_loss"], "solved": len(solved),
             "mean_task_loss": round(statistics.fmean(t["task_loss"] for t in tasks), 4),
             "mean_accuracy": round(statistics.fmean(t["accuracy"] for t in tasks), 4),
@@ -114,8 +142,8 @@ def main() -> None:
             f.write(json.dumps(row) + "\n")
         done[name] = row
     rows = sorted(done.values(), key=lambda r: (-r["solved"], r["mean_task_loss"]))
-    cols = ["name", "steps", "tokens", "wall_min", "val_loss", "solved", "mean_accuracy", "mean_task_loss"]
-    table = tabulate([{c: r[c] for c in cols} for r in rows], headers="keys", tablefmt="github")
+    cols = ["name", "prior_min", "steps", "tokens", "wall_min", "val_loss", "solved", "mean_accuracy", "mean_task_loss"]
+    table = tabulate([{c: r.get(c, 0.0) for c in cols} for r in rows], headers="keys", tablefmt="github")
     (args.out / "results.md").write_text(table + "\n")
     print(table)
 

@@ -103,8 +103,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                  "eval_every", "val_windows", "checkpoint_every", "stop_after", "threads"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=d[name].default,
                        help=(d[name].description or "").replace("%", "%%"))
+    p.add_argument("--init-from", default=None, metavar="MODEL_DIR", help=d["init_from"].description)
+    p.add_argument("--distill-from", default=None, metavar="MODEL_DIR", help=d["distill_from"].description)
+    p.add_argument("--anneal-afrac", action="store_true", help=d["anneal_afrac"].description)
     for name in ("afrac", "weight_density", "lr", "warmup", "weight_decay", "adam_eps",
-                 "target_val_loss"):
+                 "target_val_loss", "anneal_end", "distill_coef"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=d[name].default,
                        help=(d[name].description or "").replace("%", "%%"))
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")

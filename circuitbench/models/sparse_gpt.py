@@ -246,6 +246,7 @@ class SparseGPT(nn.Module):
         super().__init__()
         self.config = cfg
         sparsify = _Sparsifier(cfg)
+        self._sparsify = sparsify  # shared by every block: set_afrac changes them all
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(cfg.vocab_size, cfg.d_model),
@@ -271,6 +272,13 @@ class SparseGPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2's scaled init of residual projections
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    def set_afrac(self, afrac: float | None) -> None:
+        """Change the AbsTopK fraction at every sparsified site (None: no activation sparsity).
+
+        Training anneals it (`circuitbench train --anneal-afrac`); the config keeps the final value.
+        """
+        self._sparsify.afrac = None if afrac is None or afrac >= 1.0 else afrac
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

@@ -56,6 +56,21 @@ class TrainConfig(BaseModel):
     """Decoupled weight decay on matrices (Gao et al. 2025, App.: 0.1)."""
     adam_eps: float = 0.1
     """Adam epsilon (Gao et al. 2025, App.: 0.1, large because gradients are RMS-normalised)."""
+    init_from: Path | None = None
+    """Start from this model's weights (a model directory of the same shape and tokenizer), e.g. the
+    trained dense twin: dense-to-sparse training. The L0 budget (and, with anneal_afrac, the AbsTopK
+    fraction) then anneal from the starting model down to the targets."""
+    anneal_afrac: bool = False
+    """Anneal the AbsTopK fraction from 1 (no activation sparsity) to afrac on the L0 schedule, so a
+    dense starting model is not cut to afrac in one step; ignored with dense."""
+    anneal_end: float = 0.5
+    """Fraction of training at which the L0 budget (and an annealed afrac) reaches its target
+    (Gao et al. 2025's schedule: 0.5)."""
+    distill_from: Path | None = None
+    """A teacher model directory (same tokenizer): the loss adds distill_coef x KL(teacher || model)
+    of the next-token distributions. The teacher's forward pass runs every step."""
+    distill_coef: float = 1.0
+    """Weight of the distillation KL term."""
     seed: int = 0
     """Seeds the initialisation and the batch sampler."""
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
@@ -115,5 +130,13 @@ def check(cfg: TrainConfig) -> None:
         problems.append(f"--weight-density {cfg.weight_density}: give a fraction in (0, 1]")
     if not 0 < cfg.afrac <= 1:
         problems.append(f"--afrac {cfg.afrac}: give a fraction in (0, 1]")
+    if not 0 < cfg.anneal_end <= 1:
+        problems.append(f"--anneal-end {cfg.anneal_end}: give a fraction of training in (0, 1]")
+    if cfg.distill_coef < 0 or cfg.distill_coef != cfg.distill_coef:
+        problems.append(f"--distill-coef {cfg.distill_coef}: give a weight >= 0")
+    for flag, path in (("--init-from", cfg.init_from), ("--distill-from", cfg.distill_from)):
+        if path is not None and not (Path(path) / "beeg_config.json").is_file():
+            problems.append(f"{flag} {path}: not a model directory (no beeg_config.json); give a directory "
+                            "written by circuitbench train")
     if problems:
         raise CircuitbenchError("; ".join(problems))

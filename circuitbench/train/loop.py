@@ -27,6 +27,7 @@ from tqdm import tqdm
 from circuitbench.errors import CircuitbenchError
 from circuitbench.hardware import autocast
 from circuitbench.hardware import resolve_precision as _resolve_precision
+from circuitbench.models.checkpoint import load_weights
 from circuitbench.models.config import GPTConfig
 from circuitbench.models.sparse_gpt import SparseGPT
 from circuitbench.train import recipe
@@ -95,9 +96,76 @@ def _build(cfg: TrainConfig) -> tuple[SparseGPT, torch.optim.Optimizer]:
         betas=(0.9, 0.95),  # Gao et al. 2025, App.
         eps=cfg.adam_eps,
     )
+    if cfg.init_from is not None:
+        start = load_model_dir(cfg.init_from, "--init-from")
+        _check_same_shape(cfg, start, cfg.init_from)
+        load_weights(model, start.state_dict(), cfg.init_from)
     if not cfg.dense:
-        recipe.project_(recipe.sparsifiable(model), recipe.density_at(0, cfg.max_steps, cfg.weight_density))
+        recipe.project_(recipe.sparsifiable(model), _density(cfg, 0))
+        if cfg.anneal_afrac:
+            model.set_afrac(_afrac(cfg, 0))
     return model, opt
+
+
+def _density(cfg: TrainConfig, step: int) -> float:
+    return recipe.density_at(step, cfg.max_steps, cfg.weight_density, cfg.anneal_end)
+
+
+def _afrac(cfg: TrainConfig, step: int) -> float:
+    return recipe.afrac_at(step, cfg.max_steps, cfg.afrac, cfg.anneal_end)
+
+
+def load_model_dir(directory: Path, flag: str) -> SparseGPT:
+    """A native model directory (beeg_config.json + weights) as a SparseGPT in eval mode.
+
+    Raises:
+        CircuitbenchError: naming the flag when the directory is not a readable native model.
+    """
+    from circuitbench.models.checkpoint import find_weights, read_state_dict
+    from circuitbench.models.config import load_config
+
+    directory = Path(directory)
+    try:
+        model = SparseGPT(load_config(directory / "beeg_config.json"))
+        load_weights(model, read_state_dict(find_weights(directory)), directory)
+    except CircuitbenchError as err:
+        raise CircuitbenchError(f"{flag} {directory}: {err}") from err
+    return model.eval()
+
+
+def _check_same_shape(cfg: TrainConfig, model: SparseGPT, source: Path) -> None:
+    theirs, ours = model.config, model_config(cfg)
+    diff = [f"{k} {getattr(theirs, k)} (this run: {getattr(ours, k)})"
+            for k in ("n_layer", "d_model", "n_head", "d_mlp", "vocab_size", "block_size", "sink",
+                      "enable_bigram_table", "tied_unembed")
+            if getattr(theirs, k) != getattr(ours, k)]
+    if diff:
+        raise CircuitbenchError(f"--init-from {source}: the model has another shape: {', '.join(diff)}; "
+                                "give the same --n-layer/--d-model/--n-head/--d-mlp/--ctx as the starting model.")
+
+
+def _check_tokenizer(flag: str, directory: Path | None, data: TokenData) -> None:
+    """Refuse a starting or teacher model whose tokenizer is not the corpus's."""
+    if directory is None:
+        return
+    path = Path(directory) / "tokenizer.json"
+    if not path.is_file():
+        raise CircuitbenchError(f"{flag} {directory}: no tokenizer.json; the model must share the run's tokenizer.")
+    import hashlib
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != data.tokenizer_hash:
+        raise CircuitbenchError(
+            f"{flag} {directory}: its tokenizer (sha256 {digest[:12]}) is not this corpus's ({data.tokenizer_hash[:12]}); "
+            "train the model on the same --corpus and --vocab-size."
+        )
+
+
+def distill_kl(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over tokens of KL(teacher || model) of the next-token distributions (nats)."""
+    logp = F.log_softmax(logits.flatten(0, 1).float(), dim=-1)
+    logq = F.log_softmax(teacher_logits.flatten(0, 1).float(), dim=-1)
+    return F.kl_div(logp, logq, log_target=True, reduction="batchmean")
 
 
 @torch.no_grad()
@@ -116,7 +184,7 @@ def evaluate(model: SparseGPT, x: torch.Tensor, y: torch.Tensor, chunk: int = 16
 def train_step(
     model: SparseGPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
     step: int, params: list[torch.nn.Parameter], sparse: list[tuple[str, torch.nn.Parameter]],
-    precision: str = "float32",
+    precision: str = "float32", teacher: SparseGPT | None = None,
 ) -> tuple[torch.Tensor, float, float, float]:
     """One optimizer step of the recipe.
 
@@ -130,28 +198,36 @@ def train_step(
         params: The trainable parameters (for gradient normalisation).
         sparse: The parameters the top-|w| projection applies to.
         precision: `float32`, or `bfloat16` for autocast matrix products (resolved, not `auto`).
+        teacher: With distillation, the frozen teacher; the loss adds cfg.distill_coef x KL.
 
     Returns:
-        (loss, learning rate used, density after the step, seconds spent in the projection).
+        (next-token cross-entropy, learning rate used, density after the step, seconds spent in the projection).
     """
     with autocast(precision):
         logits = model(x)  # (B, T, V), bfloat16 under autocast
     loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())  # float32 loss
+    total = loss
+    if teacher is not None:
+        with torch.no_grad(), autocast(precision):
+            teacher_logits = teacher(x)
+        total = loss + cfg.distill_coef * distill_kl(logits, teacher_logits)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     recipe.normalize_grads_(params)
     lr = recipe.lr_at(step, cfg.max_steps, cfg.lr, cfg.warmup)
     density = 1.0
     if not cfg.dense:
-        lr *= recipe.lr_scale(cfg.weight_density, recipe.density_at(step, cfg.max_steps, cfg.weight_density))
+        lr *= recipe.lr_scale(cfg.weight_density, _density(cfg, step))
     for g in opt.param_groups:
         g["lr"] = lr
     opt.step()
     t_proj = 0.0
     if not cfg.dense:
         t0 = time.perf_counter()
-        density = recipe.density_at(step + 1, cfg.max_steps, cfg.weight_density)
+        density = _density(cfg, step + 1)
         recipe.project_(sparse, density)
+        if cfg.anneal_afrac:
+            model.set_afrac(_afrac(cfg, step + 1))
         t_proj = time.perf_counter() - t0
     return loss.detach(), lr, density, t_proj
 
@@ -205,7 +281,12 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     if data is None:
         data, corpus = prepare_data(_cache_dir(cfg), cfg.corpus, cfg.vocab_size, cfg.tokenizer_bytes)
         corpus_hash = corpus.hash
+    _check_tokenizer("--init-from", cfg.init_from, data)
+    _check_tokenizer("--distill-from", cfg.distill_from, data)
     model, opt = _build(cfg)
+    teacher = None if cfg.distill_from is None else load_model_dir(cfg.distill_from, "--distill-from")
+    if teacher is not None:
+        teacher.requires_grad_(False)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, history, elapsed = 0, [], 0.0
     if cfg.resume:
@@ -222,6 +303,8 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         step, history, elapsed = state["step"], json.loads(state["history"]), state["elapsed_s"]
+        if cfg.anneal_afrac and not cfg.dense:
+            model.set_afrac(_afrac(cfg, step))
         log.info("resumed %s at step %d", ckpt_path, step)
     elif cfg.finish:
         raise CircuitbenchError("finish needs resume: it finalizes an existing checkpoint.")
@@ -263,7 +346,7 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     while step < end and not reached_target:
         t0 = time.perf_counter()
         x, y = sample_batch(data.train, cfg.batch_size, cfg.ctx, gen)
-        loss, lr, density, _ = train_step(model, opt, x, y, cfg, step, params, sparse, precision)
+        loss, lr, density, _ = train_step(model, opt, x, y, cfg, step, params, sparse, precision, teacher)
         step += 1
         row: dict[str, Any] = {
             "step": step, "tokens": step * tokens_per_step, "train_loss": round(loss.item(), 5),

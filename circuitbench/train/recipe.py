@@ -25,29 +25,41 @@ ANNEAL_END = 0.5
 """Fraction of training at which the L0 budget reaches the target (docs/design.md, training recipe)."""
 
 
-def density_at(step: int, total_steps: int, target: float) -> float:
+def anneal_progress(step: int, total_steps: int, end: float = ANNEAL_END) -> float:
+    """How far the annealing has gone after `step` of `total_steps`: 0 until ANNEAL_START of
+    training, then linear to 1 at `end`, 1 after. With `end` <= ANNEAL_START it is 1 from the first
+    step on (a run that starts already sparse keeps its budget)."""
+    frac = step / max(total_steps, 1)
+    if frac >= end or end <= ANNEAL_START:
+        return 1.0
+    if frac <= ANNEAL_START:
+        return 0.0
+    return (frac - ANNEAL_START) / (end - ANNEAL_START)
+
+
+def density_at(step: int, total_steps: int, target: float, end: float = ANNEAL_END) -> float:
     """Fraction of nonzero weights allowed after `step` of `total_steps`.
 
     Dense (1.0) until ANNEAL_START of training, then linear in the fraction of training to `target`
-    at ANNEAL_END, constant after.
+    at `end` (Gao et al. 2025: ANNEAL_END), constant after.
 
     Args:
         step: Number of optimizer steps completed (0-based step index also works).
         total_steps: Planned length of training.
         target: Final density in (0, 1].
+        end: Fraction of training at which the target is reached.
 
     Returns:
         The density in [target, 1].
     """
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target density must be in (0, 1], got {target}")
-    frac = step / max(total_steps, 1)
-    if frac <= ANNEAL_START:
-        return 1.0
-    if frac >= ANNEAL_END:
-        return target
-    t = (frac - ANNEAL_START) / (ANNEAL_END - ANNEAL_START)
-    return 1.0 + t * (target - 1.0)
+    return 1.0 + anneal_progress(step, total_steps, end) * (target - 1.0)
+
+
+def afrac_at(step: int, total_steps: int, target: float, end: float = ANNEAL_END) -> float:
+    """AbsTopK fraction after `step` when it anneals with the L0 budget: 1 (none) down to `target`."""
+    return 1.0 + anneal_progress(step, total_steps, end) * (target - 1.0)
 
 
 def lr_at(step: int, total_steps: int, base_lr: float, warmup: float = 0.01) -> float:

@@ -198,3 +198,57 @@ def test_learned_positional_embeddings_train_and_are_sparsified(tmp_path, data):
     assert int((w != 0).sum()) <= -(-w.numel() // 4)
     meta = json.loads((out / META).read_text())
     assert "transformer.wpe.weight" in meta["sparsified"]
+
+
+def test_dense_to_sparse_starts_from_the_dense_model_and_anneals_to_the_targets(tmp_path, data):
+    dense = train(_cfg(tmp_path / "dense", dense=True, d_model=64), data)
+    cfg = _cfg(tmp_path / "d2s", d_model=64, init_from=dense, anneal_afrac=True, weight_density=1 / 8,
+               stop_after=1, max_steps=40)
+    train(cfg, data)
+    state = torch.load(cfg.out_dir / CHECKPOINT, weights_only=True)["model"]
+    w0, w1 = _weights(dense)["transformer.h.0.mlp.c_fc.weight"], state["transformer.h.0.mlp.c_fc.weight"]
+    # One step from the dense model: still (almost) dense and close to it, not a fresh initialisation.
+    assert float((w1 != 0).float().mean()) > 0.9
+    assert float((w1 - w0).norm() / w0.norm()) < 0.2
+    out = train(_cfg(tmp_path / "d2s", d_model=64, init_from=dense, anneal_afrac=True, weight_density=1 / 8,
+                     max_steps=40, resume=True), data)
+    adapter = circuitbench.load_model(str(out), device="cpu")
+    assert adapter.config.afrac == 0.25 and adapter.model._sparsify.afrac == 0.25
+    w = dict(adapter.model.named_parameters())["transformer.h.0.mlp.c_fc.weight"]
+    assert float((w != 0).float().mean()) == pytest.approx(1 / 8, abs=0.01)
+
+
+def test_afrac_anneals_with_the_l0_budget():
+    from circuitbench.train import recipe
+
+    assert recipe.afrac_at(0, 100, 0.25) == 1.0
+    assert recipe.afrac_at(50, 100, 0.25) == pytest.approx(0.25)
+    assert recipe.afrac_at(30, 100, 0.25, end=0.3) == pytest.approx(0.25)
+    assert 0.25 < recipe.afrac_at(20, 100, 0.25) < 1.0
+    # A run that starts sparse (anneal_end at or before the anneal start) holds the target from step 0.
+    assert recipe.density_at(0, 100, 1 / 8, end=0.0) == pytest.approx(1 / 8)
+
+
+def test_init_from_refuses_another_shape_or_tokenizer(tmp_path, data):
+    other = train(_cfg(tmp_path / "wide", dense=True, d_model=64), data)
+    with pytest.raises(CircuitbenchError, match="--init-from .*d_model 64 \\(this run: 32\\)"):
+        train(_cfg(tmp_path / "x", init_from=other), data)
+    (other / "tokenizer.json").write_text("{}")
+    with pytest.raises(CircuitbenchError, match="--distill-from .*tokenizer"):
+        train(_cfg(tmp_path / "y", d_model=64, distill_from=other), data)
+    with pytest.raises(CircuitbenchError, match="--init-from .*no beeg_config.json"):
+        train(_cfg(tmp_path / "z", init_from=tmp_path), data)
+
+
+def test_distillation_pulls_the_model_towards_its_teacher(tmp_path, data):
+    from circuitbench.train.loop import distill_kl, load_model_dir
+
+    teacher = train(_cfg(tmp_path / "teacher", dense=True, max_steps=30), data)
+    plain = train(_cfg(tmp_path / "plain", max_steps=30, seed=1), data)
+    taught = train(_cfg(tmp_path / "taught", max_steps=30, seed=1, distill_from=teacher, distill_coef=5.0), data)
+    x, _ = sample_batch(data.val, 8, 16, torch.Generator().manual_seed(0))
+    t = load_model_dir(teacher, "teacher")
+    with torch.no_grad():
+        kls = [float(distill_kl(load_model_dir(m, "m")(x), t(x))) for m in (plain, taught)]
+    assert kls[1] < kls[0]
+    assert distill_kl(t(x), t(x)).abs().item() < 1e-5
