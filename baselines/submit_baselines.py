@@ -28,8 +28,11 @@ TWINS = {"tiny-sparse": "tiny-dense"}
 """Each bundled sparse model's dense twin (same data, shape and steps; `baselines/models/*/train_meta.json`)."""
 
 
-def metadata(model: str, method: str, hyperparameters: dict) -> dict:
-    """The submission.json of a bundled model and method."""
+def metadata(model: str, method: str, hyperparameters: dict, validation: dict | None = None) -> dict:
+    """The submission.json of a bundled model and method.
+
+    `validation` is `circuitbench val-loss`'s block (default: the model card's loss, as reported).
+    """
     train = json.loads((ROOT / "models" / model / "train_meta.json").read_text())
     adapter = circuitbench.load_model(model, device="cpu")
     dense = bool(train["config"]["dense"])
@@ -38,8 +41,9 @@ def metadata(model: str, method: str, hyperparameters: dict) -> dict:
         "model": {"name": model, "hub_id": None, "revision": None,
                   "weights_sha256": adapter.provenance["weights_sha256"], "kind": "dense" if dense else "sparse",
                   "dense_twin": TWINS.get(model)},
-        "validation": {"loss": train["val_loss"],
-                       "corpus": f"circuitbench pypi corpus, held-out windows (sha256 {train['corpus_hash'][:16]})"},
+        "validation": validation or {"loss": train["val_loss"], "measured_by": "submitter",
+                                     "corpus": f"circuitbench pypi corpus, held-out windows (sha256 "
+                                               f"{train['corpus_hash'][:16]})"},
         "method": {"name": method, "hyperparameters": hyperparameters},
         "submitter": "circuitbench maintainers",
         "description": (f"The bundled {model} reference model ({'dense' if dense else 'weight-sparse'}, "
@@ -54,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=Path, default=ROOT / "results")
     p.add_argument("--board", type=Path, default=ROOT.parent / "leaderboard")
+    p.add_argument("--reported-loss", action="store_true",
+                   help="use the model cards' validation loss (as reported) instead of measuring it with "
+                        "`circuitbench val-loss` (which needs the pypi corpus: a download and about 10 minutes)")
     args = p.parse_args(argv)
     found: dict[tuple[str, str], dict] = {}
     for path in unit_files(args.results):
@@ -64,9 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = ROOT / "submissions"
     out.mkdir(exist_ok=True)
+    measured: dict[str, dict] = {}
     for (model, method), hp in sorted(found.items()):
+        if model not in measured and not args.reported_loss:
+            from circuitbench.train.valloss import measure
+
+            measured[model] = measure(model, "pypi", 256, show_progress=False)  # the board's "measured by circuitbench"
+            print(f"{model}: validation loss {measured[model]['loss']} (circuitbench val-loss)")
         meta_path = out / f"{model}.{method}.json"
-        meta_path.write_text(json.dumps(metadata(model, method, hp), indent=2, sort_keys=True) + "\n")
+        meta_path.write_text(json.dumps(metadata(model, method, hp, measured.get(model)), indent=2, sort_keys=True)
+                             + "\n")
         report = validate(args.results, meta_path, args.board)
         if not report.ok and any("duplicate of accepted submission" in q for q in report.problems) \
                 and len(report.problems) == 1:

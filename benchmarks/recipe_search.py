@@ -64,9 +64,7 @@ def step_seconds(cfg, data, steps: int = 6) -> float:
     """Median wall time of a training step of this configuration on this machine."""
     from circuitbench.train import recipe
     from circuitbench.train.data import sample_batch
-    from circuitbench.train.loop import _build, resolve_precision, train_step
-
-    from circuitbench.train.loop import load_model_dir
+    from circuitbench.train.loop import _build, load_model_dir, resolve_precision, train_step
 
     model, opt = _build(cfg)
     teacher = load_model_dir(cfg.distill_from, "--distill-from") if cfg.distill_from else None

@@ -34,8 +34,16 @@ _TASKS_HELP = ("task names (NAME:inverted for a task's inverted-label control) o
 
 
 def _tasks(values: Sequence[str]) -> list[str]:
-    """`--tasks` as a list: every value split at commas (`a,b c` is a, b, c), blanks dropped."""
-    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+    """`--tasks` as a list: every value split at commas (`a,b c` is a, b, c), blanks dropped.
+
+    Raises:
+        CircuitbenchError: when the values name no task at all (`--tasks ""`).
+    """
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    if values and not names:
+        raise CircuitbenchError("--tasks: the value names no task; give task names, spec files (.yaml) or `all` "
+                                "(`circuitbench tasks list` lists them)")
+    return names
 
 
 def _spec_names(values: Sequence[str]) -> list[str] | None:
@@ -111,6 +119,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=float, default=d[name].default,
                        help=(d[name].description or "").replace("%", "%%"))
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--force", action="store_true", help=d["force"].description)
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="also keep every checkpoint as OUT/checkpoint-STEP.pt")
     p.add_argument("--finish", action="store_true",
@@ -138,6 +147,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if (out / META).is_file() and not args.no_card:
         write_card(out)
     print(out)
+    return 0
+
+
+def _add_val_loss(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("val-loss", help="measure a model's validation loss on the corpus's held-out packages "
+                       "(the number the leaderboard shows as measured by circuitbench)")
+    p.add_argument("--model", default="tiny-sparse", help="bundled name or model directory (default: %(default)s)")
+    p.add_argument("--corpus", default="pypi", help="the corpus the model was trained on (default: %(default)s)")
+    p.add_argument("--windows", type=int, default=256, help="held-out windows of the model's context "
+                   "(default: %(default)s, as the reference models' cards)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="tokenizer/token cache (~/.cache/circuitbench)")
+    p.add_argument("--vocab-size", type=int, default=2048, help="the corpus tokenizer's size (default: %(default)s)")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE",
+                   help="also write the submission's `validation` block to FILE")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_val_loss)
+
+
+def _cmd_val_loss(args: argparse.Namespace) -> int:
+    from circuitbench.results.files import write_text_atomic
+    from circuitbench.train.valloss import measure
+
+    if args.windows < 1:
+        raise CircuitbenchError(f"--windows {args.windows}: give a positive number of windows")
+    block = measure(args.model, args.corpus, args.windows, cache_dir=args.cache_dir, vocab_size=args.vocab_size,
+                    show_progress=not args.quiet)
+    print(f"{args.model}: validation loss {block['loss']:.5f} nats/token on {block['corpus']}")
+    if args.json is not None:
+        write_text_atomic(args.json, json.dumps({"validation": block}, indent=2) + "\n", "--json")
+        print(f"wrote {args.json}: put its `validation` block in submission.json")
     return 0
 
 
@@ -228,14 +267,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     eval_batch=args.eval_batch)
     from circuitbench.runs.executors import make_executor
 
+    _check_address(args)
     summaries = run(cfg, executor=make_executor(args.executor, args.address))
     # the summary's own column names (the Parquet and the code use the same ones)
     cols = ["task", "status", "full_accuracy", "nodes", "edges", "sufficiency_loss", "necessity_loss",
-            "faithfulness", "control_nodes"]
+            "faithfulness", "control_nodes", "control_met_target"]
     _print_table([{c: s.get(c) for c in cols} for s in summaries], args.format, floatfmt=".3f")
     if args.format == "table":
         g = geometric_means(summaries)
-        head = f"\n{int(g['solved'])}/{int(g['tasks'])} tasks solved by the full model and pruned to the target"
+        chance = args.min_accuracy <= 0.5
+        what = "pruned to the target" if chance else "solved by the full model and pruned to the target"
+        head = f"\n{int(g['solved'])}/{int(g['tasks'])} tasks {what}"
         if g["solved"]:
             print(f"{head}; geometric mean over them: {g['geomean_nodes']:.1f} nodes, {g['geomean_edges']:.1f} edges.")
         else:
@@ -246,9 +288,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if unsolved and g["solved"]:
             print(f"Not solved by the full model (accuracy < {args.min_accuracy}), so not pruned: "
                   f"{', '.join(unsolved)}.")
+        _flag_labels(summaries, args.min_accuracy)
         print(f"Results: {args.out}/ (per task: Parquet measurements, circuit .safetensors, edges .parquet; "
               "plus summary.parquet). See one: circuitbench circuit show FILE.parquet")
     return 0
+
+
+def _flag_labels(summaries: list[dict[str, Any]], min_accuracy: float) -> None:
+    """Say where a label above would claim more than was measured."""
+    if min_accuracy <= 0.5:
+        print(f"Note: --min-accuracy {min_accuracy} is at or below chance (0.5), so tasks were pruned whether or not "
+              "the full model solves them: `solved` above means only that a circuit met the target loss. These results "
+              "are off the board's protocol.")
+    zero = list(dict.fromkeys(s["task"] for s in summaries if s.get("status") == "solved" and s.get("nodes") == 0))
+    if zero:
+        print(f"Circuits of 0 nodes: {', '.join(zero)}. No node was needed to meet the target: the direct path from "
+              "the token embedding (and the bigram table) to the logits decides these tasks alone, so they say nothing "
+              "about a circuit.")
+    missed = list(dict.fromkeys(s["task"] for s in summaries if s.get("control_met_target")))
+    if missed:
+        print(f"The inverted-label control also met the target on {', '.join(missed)}: pruning can fit these labels "
+              "either way, so their circuits are weaker evidence (Drori 2026).")
+
+
+def _check_address(args: argparse.Namespace) -> None:
+    if args.address is not None and args.executor != "ray":
+        raise CircuitbenchError(f"--address {args.address}: names a Ray cluster, used only with --executor ray; add "
+                                "--executor ray or drop --address")
 
 
 def _report_dropped(summaries: list[dict[str, Any]]) -> list[str]:
@@ -289,6 +355,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from circuitbench.runs.executors import make_executor
     from circuitbench.runs.sweep import load_sweep, sweep
 
+    _check_address(args)
     spec = load_sweep(args.file, args.out)
     _set_threads(args.threads)
     num_gpus = args.num_gpus
@@ -363,6 +430,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory (shared with run)")
+    p.add_argument("--force", action="store_true", help="recompute units already in --out")
+    p.add_argument("--no-control", action="store_true",
+                   help="skip the inverted-label control (results are then off the board's protocol)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(handler=_cmd_compare)
@@ -388,6 +459,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import circuitbench
     from circuitbench.circuits.methods import get_method, hyperparameter_names
     from circuitbench.results.report import collect, method_table, method_task_table
+    from circuitbench.runs.config import validate
     from circuitbench.runs.runner import RunConfig, run
 
     methods = [m.strip().replace("-", "_") for m in args.methods.split(",") if m.strip()]
@@ -396,13 +468,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         if args.steps is not None and "steps" in hyperparameter_names(m):
             per_method[m].setdefault("steps", args.steps)
         get_method(m, **per_method[m])  # every name and hyperparameter checked before any compute
+    _set_threads(args.threads)
+    configs = [RunConfig(model=args.model, tasks=_tasks(args.tasks), method=m, method_kwargs=per_method[m],
+                         ablation=args.ablation, min_accuracy=args.min_accuracy, target_loss=args.target_loss,
+                         seed=args.seed, device=args.device, out=args.out, control=not args.no_control,
+                         force=args.force, show_progress=not args.quiet) for m in methods]
+    for cfg in configs:
+        validate(cfg)  # every setting of every method checked before the model loads
     adapter = circuitbench.load_model(args.model, device=args.device)
-    for m in methods:
-        kwargs = per_method[m]
-        cfg = RunConfig(model=args.model, tasks=_tasks(args.tasks), method=m, method_kwargs=kwargs,
-                        ablation=args.ablation, min_accuracy=args.min_accuracy, target_loss=args.target_loss,
-                        seed=args.seed, device=args.device, out=args.out, control=False,
-                        show_progress=not args.quiet)
+    for cfg in configs:
         run(cfg, adapter)
     rows = [r for r in collect(args.out) if r["method"] in methods]
     per_task = method_task_table(rows, args.model, args.seed)
@@ -427,6 +501,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except CircuitbenchError as err:
         plot_note = f"\nNo plot: {err}"
     if args.format == "table":
+        _flag_labels([r for r in rows if r["model"] == args.model and r["seed"] == args.seed], args.min_accuracy)
         n = table[0]["tasks_compared"] if table else 0
         unsolved = sorted({r["task"] for r in rows if r["model"] == args.model and r["seed"] == args.seed
                            and r["status"] == "unsolved"})
@@ -535,13 +610,21 @@ def _cmd_circuit_draw(args: argparse.Namespace) -> int:
 
     if args.max_edges < 0:
         raise CircuitbenchError(f"--max-edges {args.max_edges}: give zero or a positive number")
+    _check_suffix(args.out, (".svg",), "an SVG drawing")
     if not args.result.is_file():
         raise CircuitbenchError(f"{args.result}: no such unit file")
-    svg = saved_circuit_svg(args.result, max_edges=args.max_edges)
+    svg = saved_circuit_svg(args.result, max_edges=args.max_edges, standalone=True)
     with atomic_path(args.out) as tmp:
         tmp.write_text(svg + "\n", encoding="utf-8")
     print(f"{args.out}: open it in a browser")
     return 0
+
+
+def _check_suffix(out: Path, suffixes: tuple[str, ...], what: str) -> None:
+    """Refuse an --out whose suffix promises another format than the one written."""
+    if Path(out).suffix.lower() not in suffixes:
+        raise CircuitbenchError(f"--out {out}: this writes {what}; give a file name ending in "
+                                f"{' or '.join(suffixes)}")
 
 
 def _cmd_circuit_show(args: argparse.Namespace) -> int:
@@ -580,6 +663,7 @@ def _cmd_circuit_eval(args: argparse.Namespace) -> int:
 def _cmd_circuit_export(args: argparse.Namespace) -> int:
     from circuitbench.runs.saved import export_mib, load_saved
 
+    _check_suffix(args.out, (".json",), "MIB's circuit JSON")
     path = export_mib(load_saved(args.result), args.out)
     print(f"MIB circuit (EAP-IG Graph JSON) -> {path}")
     return 0
@@ -639,10 +723,12 @@ def _cmd_tasks_show(args: argparse.Namespace) -> int:
     from circuitbench.tasks.load import get_task, use_task
     from circuitbench.tasks.pairs import make_pairs
 
+    if args.n < 1:
+        raise CircuitbenchError(f"-n {args.n}: give a positive number of pairs to show")
     spec = get_task(use_task(args.name))
     print(f"{spec.name} ({spec.provenance}, task_hash {spec.task_hash}): {spec.probes}")
     print(f"contrast: {spec.contrast.detail}\n")
-    for pair in make_pairs(spec, args.split)[: max(args.n, 0)]:
+    for pair in make_pairs(spec, args.split)[: args.n]:
         print(format_pair(pair) + "\n")
     return 0
 
@@ -702,6 +788,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     rows = collect(args.out)
     method = args.method.replace("-", "_")
+    present = sorted({r["method"] for r in rows})
+    if rows and method not in present:
+        raise CircuitbenchError(f"--method {args.method}: no unit of that method in {args.out} (it has "
+                                f"{', '.join(present)})")
     if args.compare is None:
         table = headline(rows)
         _print_table(table, args.format, floatfmt=".1f")
@@ -782,6 +872,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_submit,
     _add_report,
     _add_train,
+    _add_val_loss,
     _add_tasks,
     _add_export,
 ]
@@ -859,6 +950,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:  # a full disk, a folder that cannot be written: one line, never a traceback
+        from circuitbench.results.files import os_error_reason
+
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"circuitbench: error: {where}{os_error_reason(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

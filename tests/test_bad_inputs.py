@@ -49,12 +49,32 @@ CASES = {
                                                 "n-head"),
     "train: zero steps": (["train", "--max-steps", "0"], "max-steps"),
     "train: negative width": (["train", "--d-model", "-5"], "d-model"),
+    # Settings that would make a label untrue, and the smaller items of the trust issue
+    "run: target at or above chance": (["run", "--target-loss", "100"], "--target-loss 100.0: at or above chance"),
+    "run: target just at chance": (["run", "--target-loss", "0.6932"], "at or above chance"),
+    "run: accuracy bar above 1": (["run", "--min-accuracy", "1.5"], "--min-accuracy 1.5: give an accuracy in [0, 1]"),
+    "run: empty task list": (["run", "--tasks", ""], "--tasks: the value names no task"),
+    "run: address without ray": (["run", "--address", "10.0.0.1:6379"], "--address 10.0.0.1:6379"),
+    "sweep: address without ray": (["sweep", "s.yaml", "--address", "10.0.0.1:6379"], "--executor ray"),
+    "compare: zero threads": (["compare", "--methods", "eap", "--threads", "0"], "--threads 0"),
+    "compare: target above chance": (["compare", "--methods", "eap", "--target-loss", "1"], "--target-loss 1.0"),
+    "tasks show: negative count": (["tasks", "show", "if_equals", "-n", "-3"], "-n -3: give a positive number"),
+    "circuit draw: png name for an svg": (["circuit", "draw", "x.parquet", "--out", "x.png"], "--out x.png"),
+    "circuit export: svg name for json": (["circuit", "export", "x.parquet", "--out", "x.svg"], "ending in .json"),
+    "submit: metadata is a folder": (["submit", "results", "--meta", "."], "the metadata file is a directory"),
+    "train: anneal end beyond the run": (["train", "--anneal-end", "2"], "--anneal-end 2.0"),
+    "train: init-from not a model": (["train", "--init-from", "no_model_here"], "--init-from no_model_here"),
+    "train: distill-from not a model": (["train", "--distill-from", "no_model_here"], "--distill-from"),
+    "val-loss: zero windows": (["val-loss", "--windows", "0"], "--windows 0"),
+    "export lm-eval: out under a file": (["export", "lm-eval", "--out", "afile/tasks", "--tasks", "if_equals",
+                                          "--tokenizer", "tiny-sparse"], "afile"),
 }
 
 
 @pytest.mark.parametrize("args, needle", CASES.values(), ids=CASES.keys())
 def test_bad_input_is_one_line_naming_what_to_fix(args, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("a file where a folder is expected")
     extra = ["--out", str(tmp_path / "out")] if args[0] in ("run", "train") else []
     assert main([*args, *extra]) == 1
     err = capsys.readouterr().err
@@ -73,3 +93,20 @@ def test_a_sweep_file_with_an_unknown_field_names_it(tmp_path, capsys):
 
 def test_at_least_25_kinds_of_bad_input_are_covered():
     assert len(CASES) + 1 >= 25
+
+
+def test_submit_with_non_utf8_metadata_is_one_line(tmp_path, capsys):
+    meta = tmp_path / "submission.json"
+    meta.write_bytes(b"\xff\xfe{ not utf-8 \x80")
+    assert main(["submit", str(tmp_path), "--meta", str(meta), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "UTF-8" in err, err
+
+
+def test_report_with_a_method_the_results_do_not_hold_names_the_ones_they_do(capsys):
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "baselines" / "results"
+    assert main(["report", "--out", str(results), "--method", "learned-maks"]) == 1
+    err = capsys.readouterr().err
+    assert "--method learned-maks: no unit of that method" in err and "learned_mask" in err, err

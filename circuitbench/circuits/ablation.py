@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,12 +112,20 @@ def corpus_mean(
         ((windows[i : i + batch], torch.ones_like(windows[i : i + batch], dtype=torch.bool))
          for i in range(0, len(windows), batch)),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        torch.save(means, f)
-    os.replace(tmp, path)
+    _cache_means(means, path)
     return means
+
+
+def _cache_means(means: Tensor, path: Path) -> None:
+    """Keep the means for the next run; a cache that cannot be written costs time, never the run."""
+    from circuitbench.results.files import atomic_path, os_error_reason
+
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(means, tmp)
+    except OSError as err:
+        log.warning("cannot cache the mean activations in %s (%s); they are recomputed on every run. Set "
+                    "CIRCUITBENCH_CACHE to a folder you can write to.", path.parent.parent, os_error_reason(err))
 
 
 class AblationSource(Protocol):

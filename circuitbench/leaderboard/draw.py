@@ -41,8 +41,33 @@ class CircuitEdge:
     kind: str
 
 
+SVG_STYLE = """svg text { font: 11px system-ui, sans-serif; fill: #333; }
+svg .caption { font-weight: 600; }
+svg .site { font-weight: 600; }
+svg .count, svg .channel { fill: #666; font-size: 9px; }
+svg .node { fill: #fff; stroke: #263238; stroke-width: 1.2; }
+svg .frame { fill: none; stroke: #999; }
+svg .grid { stroke: #eee; }
+svg .tick { stroke: #999; }
+svg .twin { stroke: #555; stroke-dasharray: 2 3; stroke-width: 1.2; }
+"""
+"""How the SVG pictures look: the board's stylesheet includes it, a standalone drawing embeds it."""
+
+
+def _legend(x: float, y: float) -> list[str]:
+    """What the edge colours, widths and dashes mean, in one line."""
+    return [f'<g class="legend" transform="translate({_n(x)},{_n(y)})">',
+            '<line x1="0" y1="-4" x2="22" y2="-4" stroke="#1f5fbf" stroke-width="2"/>'
+            '<text x="26" y="0">positive weight</text>',
+            '<line x1="118" y1="-4" x2="140" y2="-4" stroke="#c0392b" stroke-width="2"/>'
+            '<text x="144" y="0">negative weight</text>',
+            '<line x1="240" y1="-4" x2="262" y2="-4" stroke="#999" stroke-dasharray="3 2"/>'
+            '<text x="266" y="0">residual (no weight)</text>',
+            '<text x="390" y="0">line width: |weight|</text></g>']
+
+
 def circuit_svg(sites: Sequence[tuple[str, str, int]], nodes: Sequence[CircuitNode], edges: Sequence[CircuitEdge],
-                max_edges: int = 400, title: str = "", n_edges: int | None = None) -> str:
+                max_edges: int = 400, title: str = "", n_edges: int | None = None, standalone: bool = False) -> str:
     """Draw a circuit: sites as columns in forward order, kept channels as labelled nodes, edges as lines.
 
     Weighted edges are drawn with a width proportional to |weight| (blue positive, red negative); residual
@@ -56,15 +81,16 @@ def circuit_svg(sites: Sequence[tuple[str, str, int]], nodes: Sequence[CircuitNo
         max_edges: the most edges drawn.
         title: a caption above the drawing.
         n_edges: the circuit's edge count, when `edges` holds only its strongest (default: len(edges)).
+        standalone: embed the stylesheet (a file of its own, not a board page).
     """
     kept: dict[str, list[int]] = {}
     for n in nodes:
         kept.setdefault(n.site, []).append(n.channel)
     columns = [(name, kind, layer) for name, kind, layer in sites if kept.get(name)]
-    col_w, row_h, top, left = 92.0, 16.0, 58.0, 20.0
+    col_w, row_h, top, left = 92.0, 16.0, 72.0, 20.0
     rows = max((len(v) for v in kept.values()), default=1)
-    width = left * 2 + col_w * max(len(columns), 1)
-    height = top + row_h * rows + 30
+    width = max(left * 2 + col_w * max(len(columns), 1), 520.0)  # at least the legend's width
+    height = top + row_h * rows + 44
     pos: dict[CircuitNode, tuple[float, float]] = {}
     for c, (name, _, _) in enumerate(columns):
         for r, ch in enumerate(sorted(kept[name])):
@@ -79,6 +105,8 @@ def circuit_svg(sites: Sequence[tuple[str, str, int]], nodes: Sequence[CircuitNo
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="circuit" width="{_n(width)}" height="{_n(height)}" '
            f'viewBox="0 0 {_n(width)} {_n(height)}" role="img" aria-label="{escape(title or "circuit")}">',
            f'<title>{escape(title or "circuit")}</title>']
+    if standalone:
+        out.append(f"<style>{SVG_STYLE}svg {{ background: #fff; }}</style>")
     total = len(edges) if n_edges is None else n_edges
     caption = (f"{len(nodes)} nodes, {total} edges"
                + (f" (the {len(shown)} strongest drawn)" if len(shown) < total else "")
@@ -86,8 +114,9 @@ def circuit_svg(sites: Sequence[tuple[str, str, int]], nodes: Sequence[CircuitNo
     out.append(f'<text x="{_n(left)}" y="16" class="caption">{escape(caption)}</text>')
     for c, (name, kind, layer) in enumerate(columns):
         x = left + col_w * c + col_w / 2
-        out.append(f'<text x="{_n(x)}" y="36" text-anchor="middle" class="site">L{layer} {escape(kind)}</text>')
-        out.append(f'<text x="{_n(x)}" y="49" text-anchor="middle" class="count">{len(kept[name])} kept</text>')
+        y = 30 + 25 * (c % 2)  # neighbouring headers on two rows, so long site names never overlap
+        out.append(f'<text x="{_n(x)}" y="{y}" text-anchor="middle" class="site">L{layer} {escape(kind)}</text>')
+        out.append(f'<text x="{_n(x)}" y="{y + 12}" text-anchor="middle" class="count">{len(kept[name])} kept</text>')
     out.append('<g class="edges">')
     for e in shown:
         (x1, y1), (x2, y2) = pos[e.src], pos[e.dst]
@@ -108,11 +137,13 @@ def circuit_svg(sites: Sequence[tuple[str, str, int]], nodes: Sequence[CircuitNo
         out.append(f'<circle cx="{_n(x)}" cy="{_n(y)}" r="5.5" class="node"><title>{escape(node.site)} channel '
                    f'{node.channel}</title></circle>')
         out.append(f'<text x="{_n(x + 8)}" y="{_n(y + 3.5)}" class="channel">{node.channel}</text>')
-    out.append("</g></svg>")
+    out.append("</g>")
+    out += _legend(left, height - 10)
+    out.append("</svg>")
     return "\n".join(out)
 
 
-def saved_circuit_svg(unit: Path, max_edges: int = 400, title: str = "") -> str:
+def saved_circuit_svg(unit: Path, max_edges: int = 400, title: str = "", standalone: bool = False) -> str:
     """`circuit_svg` of the circuit saved beside a unit file (its `.circuit.safetensors` and `.edges.parquet`).
 
     Raises:
@@ -134,7 +165,7 @@ def saved_circuit_svg(unit: Path, max_edges: int = 400, title: str = "") -> str:
                                      CircuitNode(r["dst_site"], int(r["dst_channel"])),
                                      math.nan if w is None else float(w), r["kind"]))
     sites = [(s.name, s.kind, s.layer) for s in circuit.sites]
-    return circuit_svg(sites, nodes, edges, max_edges=max_edges, n_edges=total,
+    return circuit_svg(sites, nodes, edges, max_edges=max_edges, n_edges=total, standalone=standalone,
                        title=title or f"{circuit.task} in {circuit.model}: {circuit.k} nodes")
 
 

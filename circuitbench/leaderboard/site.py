@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from circuitbench.errors import CircuitbenchError
-from circuitbench.leaderboard.draw import Series, line_plot, saved_circuit_svg
+from circuitbench.leaderboard.draw import SVG_STYLE, Series, line_plot, saved_circuit_svg
+from circuitbench.leaderboard.protocol import Protocol, board_numbers, load_protocol
 from circuitbench.leaderboard.submit import META_FILE, SubmissionMeta
 from circuitbench.results.report import geomean
 
@@ -87,8 +88,11 @@ def load_board(board: Path) -> list[Entry]:
                                     "remove the folder or resubmit it") from None
         entry = Entry(sub.name, meta, sub)
         for path in unit_files(sub / "results"):
-            table, summary, prov = read_unit(path)
+            table, _, prov = read_unit(path)  # the stored summary row is never shown: it is recomputed
             m = {(r["split"], r["metric"]): r["value"] for r in table.to_pylist()}
+            u = prov.unit
+            numbers = board_numbers(m, u, path)
+            summary = {"model": u.model.name, "task": u.task, "method": u.method, "seed": u.seed, **numbers}
             entry.units.append(UnitRecord(path, summary, m, json.loads(prov.model_dump_json())))
         entries.append(entry)
     return sorted(entries, key=lambda e: (e.meta.model.name, e.meta.method.name, e.content_hash))
@@ -132,26 +136,33 @@ def _page(title: str, body: str, depth: int) -> str:
 # --- pages -----------------------------------------------------------------------------------------------
 
 
-def _entry_row(entry: Entry, depth: int) -> str:
+def _entry_row(entry: Entry, depth: int, n_tasks: int) -> str:
     m = entry.meta
     solved, pruned = entry.solved, entry.pruned
     up = "../" * depth
     return (f'<tr data-kind="{e(m.model.kind or "unknown")}">'
             f'<td><a href="{up}submissions/{e(entry.content_hash)}.html">{e(m.model.name)}</a></td>'
             f"<td>{e(m.model.kind or 'unknown')}</td><td>{e(m.method.name)}</td>"
-            f'<td class="num" data-v="{len(solved)}">{len(solved)} / {len(entry.units)}</td>'
+            f'<td class="num" data-v="{len(solved)}">{len(solved)} / {n_tasks}</td>'
             + _td(geomean([u.summary["nodes"] for u in solved]) if solved else None, ".1f")
             + _td(geomean([u.summary["edges"] for u in solved]) if solved else None, ".1f")
             + _td(_mean([u.summary.get("cpr") for u in pruned]))
             + _td(_mean([u.summary.get("cmd") for u in pruned]))
             + _td(_mean([u.summary.get("cpr_log") for u in pruned]))
             + _td(m.validation.loss, ".4f")
+            + f"<td>{_measured_by(m.validation.measured_by, m.validation.loss)}</td>"
             + f"<td>{e(m.submitter)}</td></tr>")
+
+
+def _measured_by(who: str, loss: float | None) -> str:
+    if loss is None:
+        return "–"
+    return "circuitbench" if who == "circuitbench" else "reported"
 
 
 _MAIN_HEAD = ("<tr><th>model</th><th>kind</th><th>method</th><th>tasks solved</th><th>geomean nodes</th>"
               "<th>geomean edges</th><th>CPR</th><th>CMD</th><th>CPR (log axis)</th><th>validation loss</th>"
-              "<th>submitter</th></tr>")
+              "<th>loss measured by</th><th>submitter</th></tr>")
 
 
 def _frontier(entries: list[Entry]) -> str:
@@ -181,15 +192,19 @@ def _frontier(entries: list[Entry]) -> str:
             f"{e(over)}. A dotted line joins a sparse model to its dense twin.</figcaption></figure>")
 
 
-def _index(entries: list[Entry], tasks: list[str]) -> str:
-    rows = "\n".join(_entry_row(en, 0) for en in entries)
+def _index(entries: list[Entry], tasks: list[str], protocol: Protocol) -> str:
+    n = len(protocol.board_tasks())
+    rows = "\n".join(_entry_row(en, 0, n) for en in entries)
     task_links = " ".join(f'<a href="tasks/{e(_safe(t))}.html">{e(t)}</a>' for t in tasks)
-    body = f"""<h1>Circuit sizes on circuitbench's 20 tasks</h1>
+    body = f"""<h1>Circuit sizes on circuitbench's {n} tasks</h1>
+<p><b>Protocol</b>, enforced by <code>circuitbench submit</code>: {e(protocol.text())}. Every number below is
+recomputed from the submitted measurements and saved circuits.</p>
 <p>Each row is one accepted submission: a model and a circuit-finding method. <b>tasks solved</b>: pruned to
-the target task loss out of the tasks measured. <b>geomean nodes / edges</b>: geometric means over the solved
+the target task loss, out of all {n} tasks. <b>geomean nodes / edges</b>: geometric means over the solved
 tasks (smaller circuits are easier to read). <b>CPR</b> (higher is better) and <b>CMD</b> (lower is better):
 MIB's areas under the faithfulness curve on the linear size axis, averaged over the pruned tasks; the log
-axis sees circuits far below 10 % of the model. Click a column to sort.</p>
+axis sees circuits far below 10 % of the model. <b>loss measured by</b>: <code>circuitbench val-loss</code> on the
+corpus's held-out packages, or reported by the submitter. Click a column to sort.</p>
 <p><label>Show <select id="kind-filter"><option value="all">all models</option><option value="dense">dense</option>
 <option value="sparse">sparse</option><option value="sae">SAE</option></select></label></p>
 <table class="sortable" id="board"><thead>{_MAIN_HEAD}</thead>
@@ -348,16 +363,8 @@ pre.prompt { background: #fff; border: 1px solid #ddd; padding: 8px; max-width: 
 .answer { background: #c8e6c9; }
 .figs { display: flex; flex-wrap: wrap; gap: 12px; }
 figure { margin: 8px 0; }
-svg text { font: 11px system-ui, sans-serif; fill: #333; }
-svg .caption { font-weight: 600; }
-svg .site { font-weight: 600; }
-svg .count, svg .channel { fill: #666; font-size: 9px; }
-svg .node { fill: #fff; stroke: #263238; stroke-width: 1.2; }
-svg .frame { fill: none; stroke: #999; }
-svg .grid { stroke: #eee; }
-svg .tick { stroke: #999; }
-svg .twin { stroke: #555; stroke-dasharray: 2 3; stroke-width: 1.2; }
-details { margin: 6px 0; background: #fff; border: 1px solid #ddd; padding: 4px 8px; overflow-x: auto; }
+""" + SVG_STYLE + """details { margin: 6px 0; background: #fff; border: 1px solid #ddd; padding: 4px 8px;
+  overflow-x: auto; }
 .note { color: #8a6d3b; }
 """
 
@@ -423,7 +430,7 @@ def build(board: Path, out: Path | None = None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "tasks").mkdir(parents=True)
     (tmp / "submissions").mkdir()
-    files = {"index.html": _index(entries, tasks), "style.css": _CSS, "board.js": _JS}
+    files = {"index.html": _index(entries, tasks, load_protocol(board)), "style.css": _CSS, "board.js": _JS}
     for t in tasks:
         files[f"tasks/{_safe(t)}.html"] = _task_page(t, entries)
     for en in entries:

@@ -19,13 +19,21 @@ one `compare` folder gives one submission per method:
 
 `model.kind` (`dense`, `sparse` or `sae`) is what the board filters by, and `model.dense_twin` names the
 dense model trained on the same data that a sparse one is compared with (the frontier plot links them).
+`validation.loss` is finite and above 0; `validation.measured_by` is `circuitbench` when the block is the
+output of `circuitbench val-loss` (with the weights hash it measured, which must be the model's), else
+`submitter`, and the board says which.
 
-`validate` checks, and reports every failure naming its file and field: the metadata's format and fields;
-each unit's result schema version and complete provenance; task hashes equal to the current task specs
-(stale tasks are rejected); test-split numbers present for every task claimed; every summary number
-following from the unit's own measurements and saved circuit (so a hand-edited node or edge count is
-caught); the model's weights hash and method agreeing with the metadata; no duplicate of an accepted
-submission; and, with `--verify`, a sample of saved circuits re-evaluated on the model where it loads here.
+`validate` checks, and reports every failure naming its file and field:
+- the board's protocol (`circuitbench.leaderboard.protocol`): every unit run with its settings (target loss,
+  accuracy bar, ablation, control, calibration, search examples; each difference named), one unit for every
+  board task (solved or not: the denominator), no task outside the board's (custom specs, controls);
+- the metadata's format and fields; each unit's result schema version and complete provenance; task hashes
+  equal to the current task specs (stale tasks are rejected); test-split numbers for every task;
+- every summary number equal to the board's own recomputation from the unit's measurements and saved circuit
+  (`board_numbers`: status, sizes, losses, faithfulness, CPR and CMD), so an edited number is caught;
+- the model's weights hash and method agreeing with the metadata; no duplicate (by the content of the result
+  files, not the metadata's text) of an accepted submission; and, with `--verify`, a sample of saved circuits
+  re-evaluated on the model where it loads here.
 `accept` copies a valid submission under `BOARD/submissions/<content hash>/`.
 """
 
@@ -39,9 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from circuitbench.errors import CircuitbenchError
+from circuitbench.leaderboard.protocol import Protocol, load_protocol
 
 SUBMISSION_FORMAT = "1"
 META_FILE = "submission.json"
@@ -64,11 +73,17 @@ class ModelInfo(BaseModel):
 
 
 class Validation(BaseModel):
-    """Validation loss on a named corpus, when known."""
+    """Validation loss on a named corpus, when known, and who measured it."""
 
     model_config = ConfigDict(extra="forbid")
-    loss: float | None = None
+    loss: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Mean next-token loss (nats per token): finite and above 0."""
     corpus: str | None = None
+    measured_by: Literal["circuitbench", "submitter"] = "submitter"
+    """`circuitbench`: the number is the output of `circuitbench val-loss` (which writes this block, with the
+    weights hash it measured); `submitter`: reported by the submitter. The board shows which."""
+    weights_sha256: str | None = None
+    """With measured_by circuitbench: the weights `circuitbench val-loss` measured (must be the model's)."""
 
 
 class MethodInfo(BaseModel):
@@ -125,12 +140,15 @@ def submission_files(results: Path, units: list[Path]) -> list[Path]:
     return sorted(out)
 
 
-def content_hash(results: Path, files: list[Path], meta: Path) -> str:
-    """sha256 over the submission's files (names and bytes) and metadata: the identity that spots duplicates."""
+def content_hash(results: Path, files: list[Path]) -> str:
+    """sha256 over the submission's result files (names and bytes): the identity that spots duplicates.
+
+    The metadata is not part of it: the same results described twice (another description, re-indented
+    JSON) are one submission.
+    """
     h = hashlib.sha256()
     for p in files:
         h.update(p.relative_to(results).as_posix().encode() + b"\0" + p.read_bytes())
-    h.update(meta.read_bytes())
     return h.hexdigest()
 
 
@@ -167,10 +185,11 @@ def _close(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _check_unit(path: Path, meta: SubmissionMeta, report: Report) -> None:
+def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Protocol) -> None:
     import pyarrow.parquet as pq
 
     from circuitbench.circuits.circuit import EDGE_TABLE_ROWS, Circuit, circuit_paths, edges_total
+    from circuitbench.leaderboard.protocol import board_numbers
     from circuitbench.results.store import read_unit
     from circuitbench.tasks.load import get_task
 
@@ -180,6 +199,13 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report) -> None:
         report.add(path, f"unreadable or incomplete unit ({str(err).splitlines()[0]})")
         return
     u = prov.unit
+    for difference in protocol.differences(u):
+        report.add(path, f"provenance.unit.{difference}: the board compares units run with its protocol only; "
+                   "rerun with the protocol's settings (the official board's: `circuitbench run`'s defaults)")
+    if u.task not in protocol.board_tasks():
+        report.add(path, f"task {u.task!r} is not one of the board's tasks (a custom spec or a control); the board "
+                   f"measures {', '.join(protocol.board_tasks())}")
+        return
     try:
         current = get_task(u.task).task_hash
         if current != u.task_hash:
@@ -202,11 +228,8 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report) -> None:
     m = {(r["split"], r["metric"]): r["value"] for r in table.to_pylist()}
     if ("test", "full_accuracy") not in m:
         report.add(path, "no test-split full_accuracy: every claimed task needs its test numbers")
-    derived = {"full_accuracy": m.get(("test", "full_accuracy")), "full_loss": m.get(("test", "full_loss"))}
-    if summary.get("status") != "unsolved":
-        derived.update(nodes=m.get(("", "nodes")), edges=m.get(("", "edges")),
-                       sufficiency_loss=m.get(("test", "sufficiency_loss")),
-                       necessity_loss=m.get(("test", "necessity_loss")), faithfulness=m.get(("test", "faithfulness")))
+    derived = board_numbers(m, u)
+    if derived["status"] != "unsolved":
         cpath, epath = circuit_paths(path)
         try:
             circuit = Circuit.load(cpath)
@@ -224,8 +247,6 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report) -> None:
         except CircuitbenchError as err:
             report.add(cpath, str(err).split(": ", 1)[-1])
     for key, value in derived.items():
-        if key in ("nodes", "edges") and value is not None:
-            value = int(value)
         if not _close(summary.get(key), value):
             report.add(path, f"summary {key} = {summary.get(key)!r} does not follow from the unit's measurements "
                        f"({value!r})")
@@ -267,10 +288,41 @@ def verify_sample(units: list[Path], meta: SubmissionMeta, report: Report, sampl
     report.verified = len(pruned)
 
 
+def _check_denominator(units: list[Path], report: Report, protocol: Protocol) -> None:
+    """Every board task has exactly one unit: tasks solved are counted out of all of them."""
+    from collections import Counter
+
+    from circuitbench.results.store import read_unit
+
+    seen: Counter[str] = Counter()
+    for path in units:
+        try:
+            seen[read_unit(path)[2].unit.task] += 1
+        except (CircuitbenchError, ValidationError, KeyError):
+            continue  # reported as unreadable by _check_unit
+    missing = [t for t in protocol.board_tasks() if t not in seen]
+    if missing:
+        report.add("results", f"no unit for {len(missing)} of the {len(protocol.board_tasks())} board tasks "
+                   f"({', '.join(missing)}): every task is in the denominator, solved or not; run `--tasks all`")
+    twice = sorted(t for t, n in seen.items() if n > 1)
+    if twice:
+        report.add("results", f"more than one unit (seeds) for {', '.join(twice)}: submit one seed per task")
+
+
+def _check_validation(meta: SubmissionMeta, meta_path: Path, report: Report) -> None:
+    v = meta.validation
+    if v.measured_by == "circuitbench" and v.weights_sha256 != meta.model.weights_sha256:
+        report.add(meta_path, f"validation.weights_sha256 {v.weights_sha256!r} is not model.weights_sha256: a loss "
+                   "measured by circuitbench must be of the submitted weights (rerun `circuitbench val-loss`), or "
+                   "set validation.measured_by to submitter")
+
+
 def validate(results: Path, meta_path: Path, board: Path | None = None, verify: bool = False) -> Report:
     """Check a submission; the report lists every problem (an empty list means it can be accepted).
 
-    With `verify`, a sample of the saved circuits is also re-evaluated on the model (`verify_sample`).
+    The protocol is the board's (`BOARD/protocol.json`, or the official one when the board has none or no
+    board is given). With `verify`, a sample of the saved circuits is also re-evaluated on the model
+    (`verify_sample`).
     """
     report = Report()
     results, meta_path = Path(results), Path(meta_path)
@@ -282,6 +334,10 @@ def validate(results: Path, meta_path: Path, board: Path | None = None, verify: 
     except ValidationError as err:
         for e in err.errors():
             report.add(meta_path, f"{'.'.join(map(str, e['loc']))}: {e['msg']}")
+        return report
+    except (OSError, UnicodeDecodeError) as err:
+        why = "a directory" if meta_path.is_dir() else f"unreadable ({type(err).__name__})"
+        report.add(meta_path, f"the metadata file is {why}; give --meta a UTF-8 submission.json")
         return report
     if meta.submission_format != SUBMISSION_FORMAT:
         report.add(meta_path, f"submission_format {meta.submission_format!r}: this board reads "
@@ -295,13 +351,21 @@ def validate(results: Path, meta_path: Path, board: Path | None = None, verify: 
     if len(names) > 1:
         report.add(results, f"the units name the model differently ({', '.join(sorted(names))}); one submission is "
                    "one model")
+    try:
+        protocol = load_protocol(board)
+    except CircuitbenchError as err:
+        report.add(board or "board", str(err))
+        return report
+    if units:
+        _check_denominator(units, report, protocol)
+    _check_validation(meta, meta_path, report)
     for path in units:
-        _check_unit(path, meta, report)
+        _check_unit(path, meta, report, protocol)
     report.units = len(units)
     if verify and units and report.ok:
         verify_sample(units, meta, report)
     report.files = submission_files(results, units)
-    report.content_hash = content_hash(results, report.files, meta_path) if units else ""
+    report.content_hash = content_hash(results, report.files) if units else ""
     if board is not None and report.content_hash and (Path(board) / "submissions" / report.content_hash).exists():
         report.add(results, f"a duplicate of accepted submission {report.content_hash[:16]}")
     return report
@@ -326,7 +390,7 @@ def accept(results: Path, meta_path: Path, board: Path, verify: bool = False) ->
         target = tmp / "results" / f.relative_to(results)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(f, target)
-    shutil.copyfile(meta_path, tmp / META_FILE)
+    shutil.copyfile(meta_path, tmp / META_FILE)  # validated: readable UTF-8 JSON
     (tmp / "accepted.json").write_text(json.dumps({"content_hash": report.content_hash, "units": report.units,
                                                    "submission_format": SUBMISSION_FORMAT}, indent=2) + "\n")
     tmp.rename(dest)

@@ -140,6 +140,32 @@ def tensors_sha256(tensors: Mapping[str, Tensor]) -> str:
     return h.hexdigest()
 
 
+def _check_tokenizer_record(directory: Path) -> None:
+    """Refuse a tokenizer.json that is not the one the model's training recorded (train_meta.json).
+
+    A tokenizer of the same size but another model's gives chance accuracy with no other sign.
+    """
+    import hashlib
+    import json
+
+    from circuitbench.errors import TokenizerError
+
+    meta, tok = directory / "train_meta.json", directory / "tokenizer.json"
+    if not (meta.is_file() and tok.is_file()):
+        return
+    try:
+        recorded = json.loads(meta.read_text()).get("tokenizer_sha256")
+    except (ValueError, OSError, AttributeError):
+        return  # a damaged card is not the weights' problem; the tokenizer is checked when the card is readable
+    actual = hashlib.sha256(tok.read_bytes()).hexdigest()
+    if recorded and recorded != actual:
+        raise TokenizerError(
+            f"{tok}: sha256 {actual[:16]}... is not the tokenizer this model was trained with ({meta.name} "
+            f"tokenizer_sha256 {recorded[:16]}...); its token ids would mean other strings. Put the model's own "
+            "tokenizer.json back (from where the model came), or remove train_meta.json if you changed it on purpose."
+        )
+
+
 def load_native(
     directory: Path,
     device: str | torch.device = "auto",
@@ -161,6 +187,7 @@ def load_native(
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     model = model.to(device=dev, dtype=dt)
     tokenizer = load_tokenizer(directory, cfg.vocab_size, name=cfg.tokenizer_name)
+    _check_tokenizer_record(directory)
     provenance = {
         "model_path": str(directory.resolve()),
         "weights_sha256": file_sha256(weights),

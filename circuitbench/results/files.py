@@ -37,3 +37,35 @@ def _umask_others() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask & 0o007
+
+
+def os_error_reason(err: OSError) -> str:
+    """A short, actionable reason for a failed write: full disk, no permission, read-only, not a folder."""
+    import errno
+
+    reasons = {
+        errno.ENOSPC: "the disk is full: free space or choose another place",
+        errno.EDQUOT: "the disk quota is used up: free space or choose another place",
+        errno.EACCES: "permission denied: choose a place you can write to",
+        errno.EPERM: "permission denied: choose a place you can write to",
+        errno.EROFS: "the file system is read-only: choose another place",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EISDIR: "it is a folder: give a file name",
+    }
+    return reasons.get(err.errno or -1, f"{err.strerror or type(err).__name__}")
+
+
+def write_text_atomic(path: Path, text: str, flag: str | None = None) -> None:
+    """Write a text file atomically; a failure is a one-line CircuitbenchError naming the flag and path.
+
+    Raises:
+        CircuitbenchError: when the file cannot be written (no partial file is left).
+    """
+    from circuitbench.errors import CircuitbenchError
+
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except OSError as err:
+        where = f"{flag} {path}" if flag else str(path)
+        raise CircuitbenchError(f"{where}: cannot write ({os_error_reason(err)})") from None

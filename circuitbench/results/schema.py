@@ -93,5 +93,8 @@ class Provenance(BaseModel):
     """Host name of the process that computed the unit."""
     pid: int | None = None
     """Process id that computed the unit (with `host`: which of several runs sharing `--out` wrote it)."""
+    task_spec: dict[str, Any] | None = None
+    """The whole spec of a task from the user's own file (`--tasks path/to/spec.yaml`), so the unit can be
+    re-evaluated and explored without that file; None for a bundled task."""
     schema_version: str = SCHEMA_VERSION
     """Version of the result tables."""

@@ -60,8 +60,14 @@ def validate(cfg: RunConfig) -> None:
 
     if not (math.isfinite(cfg.target_loss) and cfg.target_loss > 0):
         raise CircuitbenchError(f"--target-loss {cfg.target_loss}: give a finite loss above 0 (the paper uses 0.15)")
-    if not (math.isfinite(cfg.min_accuracy) and cfg.min_accuracy >= 0):
-        raise CircuitbenchError(f"--min-accuracy {cfg.min_accuracy}: give a number in [0, 1]")
+    if cfg.target_loss >= math.log(2):
+        raise CircuitbenchError(
+            f"--target-loss {cfg.target_loss}: at or above chance (ln 2 = 0.693 per example, the loss of a 50/50 "
+            "guess), so every circuit, even one of no nodes, would meet it and be called solved; give a target "
+            "below 0.693 (the paper uses 0.15)")
+    if not (math.isfinite(cfg.min_accuracy) and 0 <= cfg.min_accuracy <= 1):
+        raise CircuitbenchError(f"--min-accuracy {cfg.min_accuracy}: give an accuracy in [0, 1] (the default "
+                                "0.9; at or below 0.5, chance, tasks the model does not solve are pruned too)")
     if cfg.eval_batch < 1:
         raise CircuitbenchError(f"--eval-batch {cfg.eval_batch}: give a positive number of examples per pass")
     if cfg.search_examples < 2:

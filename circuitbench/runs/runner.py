@@ -123,8 +123,26 @@ class UnitWorker:
             claims.release(path)
 
     def write(self, result: UnitResult, started: str) -> Path:
-        """Write a result's files, circuit first and the unit's Parquet file last."""
+        """Write a result's files, circuit first and the unit's Parquet file last.
+
+        A failed write (a full disk, a folder made read-only) removes whatever this unit had written, so
+        no circuit is left without its unit, and is a one-line error; units written before stay.
+
+        Raises:
+            CircuitbenchError: naming the unit's file and the reason.
+        """
         path = unit_file(self.out, result.unit)
+        try:
+            return self._write(path, result, started)
+        except OSError as err:
+            from circuitbench.results.files import os_error_reason
+
+            for f in (path, *circuit_paths(path)):
+                f.unlink(missing_ok=True)
+            raise CircuitbenchError(f"{path}: cannot write this unit's results ({os_error_reason(err)}); units "
+                                    "written before are kept, and a rerun computes only what is missing") from None
+
+    def _write(self, path: Path, result: UnitResult, started: str) -> Path:
         if result.circuit is not None:
             cpath, epath = circuit_paths(path)
             result.circuit.save(cpath)
@@ -138,10 +156,17 @@ class UnitWorker:
             git_commit=_git_commit(), ablation_corpus=self.ablation.key, device=str(self.adapter.device),
             torch_version=torch.__version__, threads=torch.get_num_threads(), started_at=started,
             wall_s=result.wall_s, saes=self.adapter.provenance.get("saes"), host=socket.gethostname(),
-            pid=os.getpid(),
+            pid=os.getpid(), task_spec=_user_spec_record(result.unit.task),
         )
         write_unit(path, result, prov)
         return path
+
+
+def _user_spec_record(task: str) -> dict[str, Any] | None:
+    from circuitbench.tasks.load import user_spec
+
+    spec = user_spec(task)
+    return None if spec is None else spec.model_dump(mode="json")
 
 
 def _remove_debris(path: Path) -> None:

@@ -51,6 +51,10 @@ def load_saved(path: Path) -> SavedUnit:
     if not path.is_file():
         raise CircuitbenchError(f"{path}: no such result file (give RESULTS/MODEL/TASK.METHOD.seedN.parquet)")
     table, summary, prov = read_unit(path)
+    if prov.task_spec is not None:  # a task from the user's own spec file: known again from the unit itself
+        from circuitbench.tasks.load import register_spec
+
+        register_spec(prov.task_spec, prov.unit.task_hash, str(path))
     if summary.get("status") == "unsolved":
         raise CircuitbenchError(f"{path}: the task was not pruned (the full model's accuracy "
                                 f"{summary.get('full_accuracy')} is below {prov.unit.min_accuracy}); no circuit")
@@ -143,7 +147,20 @@ def export_mib(saved: SavedUnit, out: Path) -> Path:
         raise CircuitbenchError(f"{saved.path}: the circuit has {saved.edges_total:,} edges and its edge table keeps "
                                 f"the strongest {len(saved.edges):,}, so MIB's graph cannot be written exactly; "
                                 "export circuits of at most 10,000 edges")
-    graph = to_mib(saved.circuit, saved.edges)
+    graph = _finite(to_mib(saved.circuit, saved.edges))
     with atomic_path(Path(out)) as tmp:
-        tmp.write_text(json.dumps(graph))
+        tmp.write_text(json.dumps(graph, allow_nan=False))  # NaN is not JSON: an unmeasured score is null
     return Path(out)
+
+
+def _finite(value: Any) -> Any:
+    """The same JSON value with every NaN or infinity replaced by None (null)."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

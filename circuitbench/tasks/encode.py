@@ -32,6 +32,8 @@ DROP_REASONS: dict[str, str] = {
     "not a prefix of prompt + completion ids)",
     "same_first_token": "both completions start with the same token",
     "empty_completion": "a completion adds no token after the prompt",
+    "truncated_identical": "left-truncation to max_len tokens cut off everything that differs between the "
+    "pair's two prompts",
 }
 """Why an example can be dropped, by the key used in `EncodedTask.drop_reasons`."""
 
@@ -137,6 +139,8 @@ def encode_pairs(pairs: Sequence[Pair], tokenizer: Tokenizer, max_len: int = DEF
                 break
             truncated += len(prompt_ids) > max_len
             kept.append((prompt_ids[-max_len:], good, bad, pair.pair_id, side))
+        if not reason and truncated and kept[0][0] == kept[1][0]:
+            reason = "truncated_identical"
         if reason:
             dropped[reason] += 2
             continue
@@ -168,6 +172,13 @@ def encode_pairs(pairs: Sequence[Pair], tokenizer: Tokenizer, max_len: int = DEF
         drop_reasons=dict(sorted(dropped.items())),
         n_truncated=n_truncated,
     )
+    if dropped.get("truncated_identical") == n_total:
+        longest = max(len(tokenizer.encode(p)) for pair in pairs for p in pair.prompts)
+        raise TaskError(
+            f"{first.task} [{first.split}]: left-truncating the prompts to {max_len} tokens makes the two members of "
+            f"every pair identical (what tells them apart comes earlier), so the task would measure nothing; raise "
+            f"the spec's max_tokens (its prompts are up to {longest} tokens for this tokenizer) or use a model "
+            "with a longer context.")
     if n_dropped:
         log.warning("%s", encoded.drop_report())
     return encoded

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -106,16 +104,16 @@ def export_examples(
         TaskError: for an unknown format.
     """
     rows = [r for s in specs for split in splits for r in example_rows(make_pairs(s, split))]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    if fmt not in ("jsonl", "parquet"):
+        raise TaskError(f"unknown export format {fmt!r}; use jsonl or parquet.")
+    from circuitbench.results.files import atomic_path
+
+    with atomic_path(Path(path)) as tmp:  # group-readable like every result file, never half-written
         if fmt == "jsonl":
             with open(tmp, "w", encoding="utf-8", newline="\n") as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n")
-        elif fmt == "parquet":
+        else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
@@ -132,14 +130,7 @@ def export_examples(
                     ("task_hash", pa.string()),
                 ]
             )
-            table = pa.Table.from_pylist(rows, schema=schema)
-            pq.write_table(table, tmp)
-        else:
-            raise TaskError(f"unknown export format {fmt!r}; use jsonl or parquet.")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
     log.info("wrote %d examples of %d task(s) to %s", len(rows), len(specs), path)
     return len(rows)
 

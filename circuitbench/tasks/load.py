@@ -7,6 +7,7 @@ import functools
 import importlib.resources
 import logging
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -158,6 +159,8 @@ def use_task(name_or_path: str) -> str:
         get_task(name_or_path)
         return name_or_path
     spec = load_spec(base)
+    if spec.name in spec_names() and load_spec(spec.name).task_hash == spec.task_hash:
+        return spec.name + name_or_path[len(base):]  # a bundled spec given by its path: the bundled task
     if spec.name in spec_names():
         raise TaskError(f"{base}: the spec is named {spec.name!r}, like a bundled task; give it another name (and "
                         "file name) so that results never mix the two")
@@ -167,6 +170,32 @@ def use_task(name_or_path: str) -> str:
                         "must be unique")
     _USER_SPECS[spec.name] = spec
     return spec.name + name_or_path[len(base):]
+
+
+def user_spec(name: str) -> TaskSpec | None:
+    """The spec behind a task name that came from the user's file (`use_task`), None for a bundled task."""
+    base = name.removesuffix(INVERTED)
+    return None if base in spec_names() else _USER_SPECS.get(base)
+
+
+def register_spec(data: dict[str, Any], task_hash: str, where: str) -> None:
+    """Make a spec stored with a result (`Provenance.task_spec`) known by name again, as `use_task` does.
+
+    Raises:
+        TaskError: when the stored spec does not hash to the unit's task_hash, or clashes with a bundled or
+            loaded task of the same name.
+    """
+    try:
+        spec = TaskSpec.model_validate(data)
+    except ValidationError as err:
+        raise TaskError(f"{where}: the stored task spec is not valid ({str(err).splitlines()[0]})") from None
+    if task_hash not in (spec.task_hash, spec.invert().task_hash):  # the unit may be the task's control
+        raise TaskError(f"{where}: the stored spec of {spec.name!r} hashes to {spec.task_hash}, the unit says "
+                        f"{task_hash}; the file was altered")
+    known = _USER_SPECS.get(spec.name)
+    if spec.name in spec_names() or (known is not None and known.task_hash != spec.task_hash):
+        raise TaskError(f"{where}: task {spec.name!r} clashes with another task of that name loaded here")
+    _USER_SPECS[spec.name] = spec
 
 
 def get_task(name: str) -> TaskSpec:

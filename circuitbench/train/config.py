@@ -65,7 +65,7 @@ class TrainConfig(BaseModel):
     dense starting model is not cut to afrac in one step; ignored with dense."""
     anneal_end: float = 0.5
     """Fraction of training at which the L0 budget (and an annealed afrac) reaches its target
-    (Gao et al. 2025's schedule: 0.5)."""
+    (Gao et al. 2025's schedule: 0.5); 0 holds the targets from the first step (continuing a sparse model)."""
     distill_from: Path | None = None
     """A teacher model directory (same tokenizer): the loss adds distill_coef x KL(teacher || model)
     of the next-token distributions. The teacher's forward pass runs every step."""
@@ -94,6 +94,8 @@ class TrainConfig(BaseModel):
     finish: bool = False
     """With resume: write the final model from the checkpoint as it stands, training no further
     (for a run that must stop before max_steps; the card then says so)."""
+    force: bool = False
+    """Train into an out_dir that already holds a model, replacing it (its old card is removed first)."""
     threads: int | None = None
     """torch intra-op threads; None leaves torch's default."""
     quiet: bool = False
@@ -130,8 +132,9 @@ def check(cfg: TrainConfig) -> None:
         problems.append(f"--weight-density {cfg.weight_density}: give a fraction in (0, 1]")
     if not 0 < cfg.afrac <= 1:
         problems.append(f"--afrac {cfg.afrac}: give a fraction in (0, 1]")
-    if not 0 < cfg.anneal_end <= 1:
-        problems.append(f"--anneal-end {cfg.anneal_end}: give a fraction of training in (0, 1]")
+    if not 0 <= cfg.anneal_end <= 1:
+        problems.append(f"--anneal-end {cfg.anneal_end}: give a fraction of training in [0, 1] (0: at the "
+                        "target from the first step, for a run that starts from a sparse model)")
     if cfg.distill_coef < 0 or cfg.distill_coef != cfg.distill_coef:
         problems.append(f"--distill-coef {cfg.distill_coef}: give a weight >= 0")
     for flag, path in (("--init-from", cfg.init_from), ("--distill-from", cfg.distill_from)):

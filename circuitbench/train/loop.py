@@ -46,7 +46,7 @@ SPARSE_LOCS = "attn_in,attn_q,attn_k,attn_v,attn_out,mlp_in,mlp_neuron,mlp_out"
 # Fields that may differ between an interrupted run and its resumption.
 _RUNTIME_FIELDS = {
     "resume", "finish", "stop_after", "target_val_loss", "keep_checkpoints", "quiet", "threads",
-    "command", "cache_dir", "out_dir",
+    "command", "cache_dir", "out_dir", "force",
 }
 
 
@@ -156,7 +156,8 @@ def _check_tokenizer(flag: str, directory: Path | None, data: TokenData) -> None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != data.tokenizer_hash:
         raise CircuitbenchError(
-            f"{flag} {directory}: its tokenizer (sha256 {digest[:12]}) is not this corpus's ({data.tokenizer_hash[:12]}); "
+            f"{flag} {directory}: its tokenizer (sha256 {digest[:12]}) is not this corpus's "
+            f"({data.tokenizer_hash[:12]}); "
             "train the model on the same --corpus and --vocab-size."
         )
 
@@ -272,6 +273,7 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
             checkpoint belongs to a different configuration.
     """
     check(cfg)
+    _refuse_overwrite(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
@@ -375,6 +377,28 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
         return out
     _finalize(cfg, model, data, history, elapsed, corpus_hash, vx, vy)
     return out
+
+
+MODEL_FILES = ("final_model.pt", "model.safetensors", "beeg_config.json", "tokenizer.json", META, "task_eval.json",
+               "README.md", LOSS_CURVE)
+"""What a finished training run leaves in its directory (the model and its card)."""
+
+
+def _refuse_overwrite(cfg: TrainConfig) -> None:
+    """An existing model is never replaced unless asked (--force); --resume continues its checkpoint."""
+    out = Path(cfg.out_dir)
+    present = [n for n in MODEL_FILES if (out / n).is_file()]
+    if not any(n in present for n in ("final_model.pt", "model.safetensors", "beeg_config.json")) or cfg.resume:
+        return
+    if not cfg.force:
+        raise CircuitbenchError(
+            f"--out {out}: already holds a model ({', '.join(present)}); training would overwrite it and leave its "
+            "card describing another model. Choose another --out, --resume its checkpoint, or --force to replace it."
+        )
+    for name in present:  # replaced on purpose: no file of the old model may describe the new one
+        (out / name).unlink()
+    for old in out.glob("checkpoint*.pt"):
+        old.unlink()
 
 
 def _finalize(

@@ -26,9 +26,11 @@ ANNEAL_END = 0.5
 
 
 def anneal_progress(step: int, total_steps: int, end: float = ANNEAL_END) -> float:
-    """How far the annealing has gone after `step` of `total_steps`: 0 until ANNEAL_START of
-    training, then linear to 1 at `end`, 1 after. With `end` <= ANNEAL_START it is 1 from the first
-    step on (a run that starts already sparse keeps its budget)."""
+    """How far the annealing has gone after `step` of `total_steps`, from 0 to 1.
+
+    0 until ANNEAL_START of training, then linear to 1 at `end`, 1 after. With `end` <= ANNEAL_START it
+    is 1 from the first step on (a run that starts already sparse keeps its budget).
+    """
     frac = step / max(total_steps, 1)
     if frac >= end or end <= ANNEAL_START:
         return 1.0

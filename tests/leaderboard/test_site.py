@@ -21,8 +21,8 @@ TASKS = ["else_elif", "while_return_true"]
 def _submit(root, board, model, method, name, kind, twin=None, **kw):
     adapter = circuitbench.load_model(model, device="cpu")
     results = root / "results"
-    run(RunConfig(model=model, tasks=TASKS, method=method, method_kwargs=kw, ablation="zero", min_accuracy=0.0,
-                  control=False, out=results, show_progress=False, search_examples=64), adapter)
+    run(RunConfig(model=model, tasks=TASKS, method=method, method_kwargs=kw, ablation="zero", out=results,
+                  show_progress=False, search_examples=64), adapter)
     meta = {"submission_format": "1",
             "model": {"name": name, "weights_sha256": adapter.provenance["weights_sha256"], "kind": kind,
                       "dense_twin": twin},
@@ -38,6 +38,8 @@ def _submit(root, board, model, method, name, kind, twin=None, **kw):
 def board(tmp_path_factory):
     root = tmp_path_factory.mktemp("board")
     board = root / "leaderboard"
+    board.mkdir()  # a small board of its own: two tasks (one the sparse model solves, one it does not), cheap settings
+    (board / "protocol.json").write_text(json.dumps({"tasks": TASKS, "ablation": "zero", "search_examples": 64}))
     _submit(root, board, "tiny-sparse", "learned_mask", "tiny-sparse", "sparse", "tiny-dense", steps=5)
     _submit(root, board, "tiny-sparse", "eap", EVIL, "sparse")  # a hostile model name
     _submit(root, board, "tiny-dense", "learned_mask", "tiny-dense", "dense", steps=5)
@@ -75,13 +77,22 @@ def test_every_submitted_value_is_escaped_and_nothing_is_fetched(board):
 
 
 def test_task_pages_draw_the_circuit_and_show_the_example_pair(board):
-    text = (board / "site" / "tasks" / "else_elif.html").read_text()
+    text = (board / "site" / "tasks" / "while_return_true.html").read_text()
     assert '<svg xmlns="http://www.w3.org/2000/svg" class="circuit"' in text and "<circle" in text
     assert 'class="prompt"' in text and "correct: <code>" in text
     entries = load_board(board)
     unit = next(u for e in entries if e.meta.model.name == "tiny-sparse" for u in e.units
-                if u.summary["task"] == "else_elif")
+                if u.summary["task"] == "while_return_true")
     assert f"{unit.summary['nodes']} nodes, {unit.summary['edges']} edges" in text
+
+
+def test_the_index_states_the_protocol_and_counts_every_task(board):
+    text = (board / "site" / "index.html").read_text()
+    assert ("<b>Protocol</b>, enforced by <code>circuitbench submit</code>: the tasks else_elif, "
+            "while_return_true") in text
+    # tiny-sparse solves while_return_true, not else_elif (0.887 < 0.9): 1 of the board's 2 tasks
+    assert '<td class="num" data-v="1">1 / 2</td>' in text
+    assert "<th>loss measured by</th>" in text and "<td>reported</td>" in text
 
 
 def test_build_refuses_an_empty_board_and_a_broken_submission(tmp_path, board, capsys):
@@ -165,7 +176,7 @@ def test_sorting_and_the_kind_filter_work(board, browser):
 def test_the_circuit_drawing_renders(board, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
-    browser.get((board / "site" / "tasks" / "else_elif.html").as_uri())
+    browser.get((board / "site" / "tasks" / "while_return_true.html").as_uri())
     (details,) = [d for d in browser.find_elements(By.CSS_SELECTOR, "details[open]")
                   if d.find_element(By.TAG_NAME, "summary").text.startswith("tiny-sparse")]
     svg = details.find_element(By.CSS_SELECTOR, "svg.circuit")

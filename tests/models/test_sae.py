@@ -429,8 +429,9 @@ def test_cli_run_with_sae_records_loss_recovered(tmp_path, capsys, small_adapter
     save_checkpoint(small_adapter.model, model_dir)
     python_bpe._tok.save(str(model_dir / "tokenizer.json"))
     sae_dir = write_sae(tmp_path, "tiny-sae", "blocks.0.hook_resid_mid")
-    # --min-accuracy above 1: reported, not pruned (the loop test above prunes); loss recovered is measured anyway
-    argv = ["run", "--model", str(model_dir), "--sae", str(sae_dir), "--tasks", TASK, "--min-accuracy", "1.01",
+    # --min-accuracy 1 (this random model is below it): reported, not pruned (the loop test above prunes); loss
+    # recovered is measured anyway
+    argv = ["run", "--model", str(model_dir), "--sae", str(sae_dir), "--tasks", TASK, "--min-accuracy", "1.0",
             "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet", "--format", "json"]
     assert main(argv) == 0
     (unit,) = (tmp_path / "out").glob("*small_sae_tiny-sae-*/*.seed0.parquet")

@@ -107,3 +107,22 @@ def test_literal_end_of_text_in_code_is_plain_text_for_both_tokenizer_kinds(tmp_
     for tok in (tik, hft):
         ids = tok.encode('s = "<|endoftext|>"')
         assert tok.eot_id not in ids and len(ids) > 3
+
+
+def test_a_tokenizer_that_is_not_the_models_own_is_refused_before_scoring(tmp_path, python_bpe, capsys):
+    """Another model's 2048-token tokenizer would give chance accuracy with no other sign."""
+    import shutil
+
+    import circuitbench
+    from circuitbench.cli import main
+    from circuitbench.errors import TokenizerError
+    from circuitbench.models.hub import bundled_models
+
+    model = tmp_path / "model"
+    shutil.copytree(bundled_models()["tiny-sparse"], model)
+    python_bpe._tok.save(str(model / "tokenizer.json"))  # same vocabulary size, another tokenizer
+    with pytest.raises(TokenizerError, match="is not the tokenizer this model was trained with"):
+        circuitbench.load_model(str(model), device="cpu")
+    assert main(["run", "--model", str(model), "--tasks", "if_equals", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "tokenizer_sha256" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -13,7 +13,8 @@ from circuitbench.results.store import read_unit
 def compared(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
     code = main(["compare", "--methods", "eap,magnitude,random", "--tasks", "else_elif,while_return_true",
-                 "--min-accuracy", "0", "--ablation", "zero", "--device", "cpu", "--out", str(out), "--quiet"])
+                 "--min-accuracy", "0", "--ablation", "zero", "--device", "cpu", "--out", str(out), "--quiet",
+                 "--no-control"])
     assert code == 0
     return out
 
@@ -59,8 +60,27 @@ def test_cpr_and_cmd_recomputed_from_the_stored_curve_with_mibs_formula_equal_th
 def test_compare_reruns_skip_finished_units(compared):
     before = {p: p.stat().st_mtime_ns for p in compared.glob("*/*.seed0.parquet")}
     assert main(["compare", "--methods", "eap,random", "--tasks", "else_elif", "--min-accuracy", "0",
-                 "--ablation", "zero", "--device", "cpu", "--out", str(compared), "--quiet"]) == 0
+                 "--ablation", "zero", "--device", "cpu", "--out", str(compared), "--quiet", "--no-control"]) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+
+
+def test_compare_runs_the_control_by_default_and_force_and_threads_are_honoured(tmp_path):
+    import torch
+
+    args = ["compare", "--methods", "eap", "--tasks", "while_return_true", "--ablation", "zero", "--device", "cpu",
+            "--out", str(tmp_path), "--quiet", "--threads", "1"]
+    before = torch.get_num_threads()
+    try:
+        assert main(args) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    (unit,) = tmp_path.glob("*/while_return_true.eap.seed0.parquet")
+    _, summary, prov = read_unit(unit)
+    assert prov.unit.control and summary["control_nodes"] is not None  # the board's protocol: control on
+    stamp = unit.stat().st_mtime_ns
+    assert main([*args, "--force"]) == 0
+    assert unit.stat().st_mtime_ns != stamp
 
 
 def test_compare_checks_every_method_name_before_any_compute(tmp_path, capsys):

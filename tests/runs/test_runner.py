@@ -46,13 +46,13 @@ def test_rerun_skips_finished_units_and_force_recomputes(tmp_path, small_adapter
 
 
 def test_unsolved_task_is_reported_not_pruned(tmp_path, small_adapter):
-    (summary,) = run(_cfg(tmp_path, min_accuracy=1.01), small_adapter)
+    (summary,) = run(_cfg(tmp_path, min_accuracy=1.0), small_adapter)
     assert summary["status"] == "unsolved" and summary.get("nodes") is None
     assert summary["full_accuracy"] <= 1.0
 
 
 def test_circuit_meets_target_on_the_search_split_when_it_says_solved(tmp_path, small_adapter):
-    (summary,) = run(_cfg(tmp_path, target_loss=10.0), small_adapter)  # any circuit meets a loose target
+    (summary,) = run(_cfg(tmp_path, target_loss=0.69), small_adapter)  # a loose target (just below chance)
     assert summary["status"] == "solved" and summary["circuit_train_loss"] <= 10.0
     assert summary["nodes"] == 0  # the empty circuit already meets it: bisection finds the smallest
 
@@ -80,7 +80,7 @@ def test_all_ones_and_all_zeros_gates_bracket_the_model(small_adapter, python_bp
 
 def test_mean_ablation_is_computed_only_when_a_task_is_pruned(tmp_path, small_adapter, monkeypatch):
     monkeypatch.setenv("CIRCUITBENCH_CACHE", str(tmp_path / "cache"))
-    run(_cfg(tmp_path / "a", ablation="mean", min_accuracy=1.01), small_adapter)  # unsolved: not pruned
+    run(_cfg(tmp_path / "a", ablation="mean", min_accuracy=1.0), small_adapter)  # unsolved: not pruned
     assert not (tmp_path / "cache").exists()
     (summary,) = run(_cfg(tmp_path / "b", ablation="mean"), small_adapter)
     assert len(list((tmp_path / "cache" / "ablation").glob("*.pt"))) == 1
@@ -257,3 +257,64 @@ def test_prompts_longer_than_the_context_are_left_truncated(tmp_path, python_bpe
 
     (path,) = [p for p in tmp_path.glob("short/*.parquet") if not p.name.endswith(".edges.parquet")]
     assert read_unit(path)[1]["test_examples"] == row["test_examples"]
+
+
+def test_a_full_disk_is_one_line_leaves_no_orphan_files_and_keeps_finished_units(tmp_path, small_adapter, monkeypatch):
+    import errno
+
+    from circuitbench.errors import CircuitbenchError
+    from circuitbench.runs import runner
+
+    written = []
+
+    def write_unit(path, result, prov, real=runner.write_unit):
+        if written:  # the second unit finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        written.append(path)
+        real(path, result, prov)
+
+    monkeypatch.setattr(runner, "write_unit", write_unit)
+    tasks = ["while_return_true", "if_equals"]
+    with pytest.raises(CircuitbenchError, match="the disk is full") as err:
+        run(_cfg(tmp_path, tasks=tasks, control=False), small_adapter)
+    assert "if_equals" in str(err.value) and "Traceback" not in str(err.value)
+    files = sorted(p.name for p in (tmp_path / "small").iterdir())
+    assert files == sorted(p.name for p in written[0].parent.glob("while_return_true.*")), files  # no orphan circuit
+    assert read_unit(written[0])[1]["task"] == "while_return_true"  # the finished unit is kept
+    monkeypatch.undo()
+    rows = run(_cfg(tmp_path, tasks=tasks, control=False), small_adapter)  # a rerun computes only what is missing
+    assert [r["task"] for r in rows] == tasks
+
+
+def test_an_unwritable_cache_costs_time_never_the_run(tmp_path, small_adapter, monkeypatch, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("CIRCUITBENCH_CACHE", str(blocker / "cache"))
+    (summary,) = run(_cfg(tmp_path / "out", ablation="mean", control=False), small_adapter)
+    assert summary["status"] in ("solved", "target_missed")
+    assert any("cannot cache the mean activations" in r.getMessage() and "CIRCUITBENCH_CACHE" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_below_chance_bar_and_a_zero_node_circuit_are_flagged_in_the_run_output(capsys):
+    from circuitbench.cli import _flag_labels
+
+    _flag_labels([{"task": "if_equals", "status": "solved", "nodes": 0, "control_met_target": True}], 0.0)
+    out = capsys.readouterr().out
+    assert "--min-accuracy 0.0 is at or below chance" in out and "off the board's protocol" in out
+    assert "Circuits of 0 nodes: if_equals" in out and "control also met the target on if_equals" in out
+    _flag_labels([{"task": "if_equals", "status": "solved", "nodes": 12, "control_met_target": False}], 0.9)
+    assert capsys.readouterr().out == ""
+
+
+def test_the_ablation_cache_is_readable_by_the_group(tmp_path, small_adapter, monkeypatch):
+    import os
+
+    monkeypatch.setenv("CIRCUITBENCH_CACHE", str(tmp_path / "cache"))
+    old = os.umask(0o022)
+    try:
+        run(_cfg(tmp_path / "out", ablation="mean", control=False), small_adapter)
+    finally:
+        os.umask(old)
+    (cached,) = (tmp_path / "cache" / "ablation").glob("*.pt")
+    assert cached.stat().st_mode & 0o777 == 0o664

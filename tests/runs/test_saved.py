@@ -1,6 +1,7 @@
 """Saved circuits: written with every unit, shown, re-evaluated exactly, exported to MIB and read back."""
 
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -98,6 +99,12 @@ def test_show_prints_the_circuit_per_site(saved_unit):
 def test_mib_export_is_read_back_with_the_same_nodes_and_edges(saved_unit, tmp_path, reference):
     saved = load_saved(saved_unit[1])
     out = export_mib(saved, tmp_path / "circuit.json")
+
+    def not_json(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    strict = json.loads(out.read_text(), parse_constant=not_json)  # no NaN or Infinity: any JSON parser reads it
+    assert strict["nodes"]["input"]["score"] is None  # the input has no score: null, not NaN
     graph = read_mib(out)
     cfg = reference.config
     d, nh, nl = cfg.d_model, cfg.n_head, cfg.n_layer
@@ -148,11 +155,14 @@ def test_circuit_cli_show_eval_export(saved_unit, tmp_path, capsys, monkeypatch,
     svg = (tmp_path / "c.svg").read_text()
     nodes, edges = saved_unit[0]["nodes"], saved_unit[0]["edges"]
     assert svg.startswith("<svg") and svg.count('class="node"') == nodes and f"{nodes} nodes, {edges} edges" in svg
+    assert "<style>" in svg and "positive weight" in svg and "residual (no weight)" in svg  # styled, with a legend
+    site_ys = [float(y) for y in re.findall(r'y="([\d.]+)" text-anchor="middle" class="site"', svg)]
+    assert len(set(site_ys[:2])) == min(2, len(site_ys))  # neighbouring column headers on different rows
     assert main(["circuit", "draw", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "x.svg")]) == 1
 
 
 def test_an_unpruned_unit_has_no_circuit_and_says_why(tmp_path, reference):
-    _, path = _run(tmp_path, reference, min_accuracy=1.01)
+    _, path = _run(tmp_path, reference, min_accuracy=1.0)
     assert not circuit_paths(path)[0].exists()
     with pytest.raises(CircuitbenchError, match="not pruned"):
         load_saved(path)

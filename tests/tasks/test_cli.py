@@ -109,6 +109,37 @@ def test_a_spec_file_works_wherever_tasks_are_named(tmp_path: Path, capsys: pyte
                  "zero", "--min-accuracy", "0", "--no-control", "--device", "cpu",
                  "--quiet", "--out", str(res)]) == 0
     assert (res / "tiny-sparse" / "my_else_elif__inverted.random.seed0.parquet").is_file()
+    # The unit records its spec: it re-evaluates in a later session, with the spec file gone.
+    from circuitbench.tasks import load
+
+    load._USER_SPECS.clear()
+    spec.unlink()
+    capsys.readouterr()
+    unit = res / "tiny-sparse" / "my_else_elif.random.seed0.parquet"
+    assert main(["circuit", "eval", str(unit), "--format", "json"]) == 0
+    assert all(r["equal"] for r in json.loads(capsys.readouterr().out))
+
+
+def test_a_bundled_spec_given_by_its_own_path_is_the_bundled_task() -> None:
+    from circuitbench.tasks.load import use_task
+
+    assert use_task(str(specs_dir() / "if_equals.yaml")) == "if_equals"
+    assert use_task(str(specs_dir() / "if_equals.yaml") + ":inverted") == "if_equals:inverted"
+
+
+def test_a_truncation_that_erases_the_contrast_names_the_task_and_the_fix() -> None:
+    from circuitbench.errors import TaskError
+    from circuitbench.models.hub import bundled_models
+    from circuitbench.models.tokenizer import load_tokenizer
+    from circuitbench.tasks.encode import encode_task
+    from circuitbench.tasks.load import get_task
+
+    tok = load_tokenizer(bundled_models()["tiny-sparse"], 2048)
+    spec = get_task("single_double_quote")  # the quote that decides it sits well before the last 2 tokens
+    with pytest.raises(TaskError, match="single_double_quote \\[test\\]: left-truncating the prompts to 2 tokens "
+                                        "makes the two members of every pair identical"):
+        encode_task(spec, tok, "test", max_len=2)
+    assert encode_task(spec, tok, "test").n == 256  # the spec's own max_tokens keeps the contrast
 
 
 def test_a_spec_file_named_like_a_bundled_task_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

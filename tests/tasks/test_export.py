@@ -62,3 +62,15 @@ def test_format_pair_marks_the_decision_point() -> None:
     text = format_pair(pair)
     assert pair.prompts[0] + "\u2588" in text and pair.prompts[1] + "\u2588" in text
     assert f"side 0: correct {pair.answers[0]!r}, incorrect {pair.answers[1]!r}" in text
+
+
+def test_exports_are_readable_by_the_group_like_every_result_file(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "tasks.jsonl"
+        export_examples(path, "jsonl", resolve_tasks(["var_swap"]), ["test"])
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o664  # not mkstemp's private 0600

@@ -43,3 +43,23 @@ def test_circuitbench_train_writes_a_loadable_model_with_card(tmp_path, capsys, 
     assert len(json.loads((out / "task_eval.json").read_text())) == 20
     assert rc == main(["inspect", str(out), "--format", "json"])
     assert "nonzero" in capsys.readouterr().out
+    # An existing model is never overwritten unless asked: refused, byte-identical, non-zero exit.
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "already holds a model" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # val-loss measures the model on the held-out split as training did, and writes the submission's block.
+    block_file = tmp_path / "val.json"
+    assert main(["val-loss", "--model", str(out), "--corpus", str(corpus), "--cache-dir", str(tmp_path / "c"),
+                 "--vocab-size", "300", "--windows", "2", "--json", str(block_file), "--quiet"]) == 0
+    block = json.loads(block_file.read_text())["validation"]
+    assert block["measured_by"] == "circuitbench" and abs(block["loss"] - meta["val_loss"]) < 1e-4
+    from circuitbench.leaderboard.submit import Validation
+
+    assert Validation.model_validate(block).loss == block["loss"]  # drops into submission.json as it is
+    # --force replaces the model, and no file of the old card is left to describe the new one.
+    assert main([*argv, "--force", "--no-card"]) == 0
+    assert not (out / "README.md").exists() and not (out / "task_eval.json").exists()
+    assert (out / "final_model.pt").is_file()

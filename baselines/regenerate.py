@@ -1,0 +1,230 @@
+"""Regenerate every number the repository shows from the code at HEAD, with one command.
+
+    python baselines/regenerate.py              # recompute the baselines, resubmit, rebuild the board, README
+    python baselines/regenerate.py --readme     # only rewrite the README's generated tables from baselines/
+
+Steps (each one what a user would run):
+1. `circuitbench compare` of the six methods on every task, board protocol (mean ablation, target 0.15,
+   accuracy bar 0.9, inverted-label control on), for each bundled reference model, into a fresh
+   `baselines/results/` (the learned-mask units are exactly `circuitbench run`'s default units);
+2. `baselines/submit_baselines.py` on an emptied `leaderboard/submissions/`: every submission goes through
+   `circuitbench submit`'s validation, then the site is rebuilt;
+3. the README's generated tables (between `<!-- generated: NAME -->` and `<!-- end generated: NAME -->`)
+   are rewritten from `baselines/models/*` (the model cards) and `baselines/results/`.
+
+`tests/test_reproduce.py` holds them together: the README's tables equal what step 3 writes from the
+committed files, and a sample of committed units recomputed at HEAD gives the same nodes and edges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+REPO = ROOT.parent
+README = REPO / "README.md"
+SPARSE, DENSE = "tiny-sparse", "tiny-dense"
+MODELS = (SPARSE, DENSE)
+METHODS = "learned-mask,eap,eap-ig,activation-patching,magnitude,random"
+COMPARE_ARGS = ["--method-arg", "activation_patching.max_examples=16"]
+"""Activation patching runs one forward pass per node and example: 16 examples keep it to minutes."""
+
+_SECTION = re.compile(r"(<!-- generated: (?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)",
+                      re.DOTALL)
+
+
+# --- the tables -----------------------------------------------------------------------------------------
+
+
+def _fmt_int(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{round(x):,}"
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def _card(model: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    d = ROOT / "models" / model
+    return (json.loads((d / "train_meta.json").read_text()), json.loads((d / "task_eval.json").read_text()),
+            json.loads((d / "beeg_config.json").read_text()))
+
+
+def solved_tasks(model: str, bar: float = 0.9) -> list[str]:
+    """Tasks whose full-model test accuracy in the model card is at least `bar`."""
+    return [t["task"] for t in _card(model)[1] if t["accuracy"] >= bar]
+
+
+def reference_models_table() -> str:
+    """The two reference models side by side, from their cards."""
+    cols: dict[str, dict[str, str]] = {}
+    for model in MODELS:
+        meta, tasks, cfg = _card(model)
+        c = meta["config"]
+        d_mlp = cfg.get("d_mlp") or 4 * cfg["d_model"]
+        sp = meta["sparsified"]
+        if c["dense"]:
+            nonzero = "dense"
+        else:
+            overall = sum(v["nonzero"] for v in sp.values()) / sum(v["numel"] for v in sp.values())
+            worst = max(v["nonzero"] / v["numel"] for v in sp.values())
+            nonzero = (f"{overall:.2%} overall, each at most {worst:.2%} (AbsTopK {cfg['afrac']} at eight sites)")
+        pk = meta.get("corpus_packages") or {}
+        solved = sum(t["accuracy"] >= 0.9 for t in tasks)
+        cols[model] = {
+            "shape": f"{cfg['n_layer']} layers, d_model {cfg['d_model']}, {cfg['n_head']} heads, d_mlp {d_mlp}, "
+                     f"vocab {cfg['vocab_size']}, context {cfg['block_size']}",
+            "weight matrices and biases nonzero": nonzero,
+            "corpus": f"{len(pk.get('train_packages', []))} pinned PyPI packages + the standard library, "
+                      f"{meta['train_tokens_in_corpus'] / 1e6:.0f}M training tokens; validation on "
+                      f"{len(pk.get('val_packages', []))} held-out packages",
+            "tokens seen": f"{meta['tokens_seen'] / 1e6:.1f}M ({meta['wall_time_s'] / 60:.0f} min on "
+                           f"{meta['hardware'].split(', ')[1]})",
+            "validation loss (nats/token, held-out packages)": f"{meta['val_loss']:.3f}",
+            "tasks with full-model accuracy >= 0.9": f"**{solved} of {len(tasks)}**",
+        }
+    a, b = cols[SPARSE], cols[DENSE]
+    dense_loss = _card(DENSE)[0]["val_loss"] / _card(SPARSE)[0]["val_loss"] - 1
+    b["validation loss (nats/token, held-out packages)"] += f" ({dense_loss:+.1%})"
+    lines = [f"| | {SPARSE} | {DENSE} |", "|---|---|---|"]
+    for key in a:
+        other = "same" if b[key] == a[key] and key in ("shape", "corpus") else b[key].replace("**", "")
+        lines.append(f"| {key} | {a[key]} | {other} |")
+    return "\n".join(lines)
+
+
+def _rows(results: Path) -> list[dict[str, Any]]:
+    from circuitbench.results.report import collect
+
+    return collect(results)
+
+
+def default_run_table(rows: list[dict[str, Any]]) -> str:
+    """The learned-mask circuits of the sparse model (the default `circuitbench run`'s units)."""
+    mine = sorted((r for r in rows if r["model"] == SPARSE and r["method"] == "learned_mask" and r["seed"] == 0
+                   and r["status"] != "unsolved"), key=lambda r: r["task"])
+    lines = ["| task | status | nodes | edges | sufficiency loss (full model) | necessity loss | faithfulness | "
+             "inverted-label control |", "|---|---|---|---|---|---|---|---|"]
+    for r in mine:
+        control = ("–" if r.get("control_nodes") is None else
+                   f"{'**met the target**' if r['control_met_target'] else 'missed the target'} with "
+                   f"{_fmt_int(r['control_nodes'])} nodes")
+        lines.append(f"| {r['task']} | {r['status']} | {_fmt_int(r['nodes'])} | {_fmt_int(r['edges'])} | "
+                     f"{_fmt(r['sufficiency_loss'])} ({_fmt(r['full_loss'])}) | {_fmt(r['necessity_loss'], '.2f')} | "
+                     f"{_fmt(r['faithfulness'], '.2f')} | {control} |")
+    n = len([r for r in rows if r["model"] == SPARSE and r["method"] == "learned_mask" and r["seed"] == 0])
+    solved = [r for r in mine if r["status"] == "solved"]
+    from circuitbench.results.report import geomean
+
+    lines.append("")
+    lines.append(f"{len(mine)} of {n} tasks pruned ({len(solved)} to the target); geometric mean over the solved "
+                 f"ones: {geomean([r['nodes'] for r in solved]):.1f} nodes, "
+                 f"{geomean([r['edges'] for r in solved]):.1f} edges.")
+    return "\n".join(lines)
+
+
+def dense_sparse_table(rows: list[dict[str, Any]]) -> str:
+    """Learned-mask circuit edges of the two models on the tasks both solve, and the ratio."""
+    from circuitbench.results.report import compare
+
+    c = compare(rows, SPARSE, DENSE, "learned_mask", 0)
+    by = {(r["model"], r["task"]): r for r in rows if r["method"] == "learned_mask" and r["seed"] == 0}
+    lines = [f"| task | {SPARSE} edges | {DENSE} edges | dense / sparse |", "|---|---|---|---|"]
+    for t in sorted(c.tasks):
+        a, b = by[(SPARSE, t)]["edges"], by[(DENSE, t)]["edges"]
+        lines.append(f"| {t} | {a:,} | {b:,} | {b / max(a, 1):.0f}x |")
+    if c.tasks:
+        lines.append(f"| **geometric mean** | **{c.geomean_edges_a:,.0f}** | **{c.geomean_edges_b:,.0f}** | "
+                     f"**{c.edge_ratio:.1f}x** |")
+        lines += ["", f"Over the {len(c.tasks)} task(s) both models solve and prune to the target, the weight-sparse "
+                  f"model's circuits have {c.edge_ratio:.1f}x fewer edges than its dense twin's."]
+    else:
+        lines += ["", "No task is solved and pruned to the target by both models: no ratio to report."]
+    return "\n".join(lines)
+
+
+def methods_table(rows: list[dict[str, Any]]) -> str:
+    """Every method on the sparse model, means over the tasks all of them pruned."""
+    from circuitbench.results.report import method_table
+
+    table = method_table(rows, SPARSE, 0)
+    lines = ["| method | CPR | CMD | CPR (log axis) | CMD (log axis) | log CPR / random's | geomean nodes | "
+             "geomean edges | solved at target | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        name = "activation_patching (16 examples)" if r["method"] == "activation_patching" else r["method"]
+        lines.append(f"| {name} | {_fmt(r['cpr'])} | {_fmt(r['cmd'])} | {_fmt(r['cpr_log'])} | {_fmt(r['cmd_log'])} | "
+                     f"{_fmt(r['cpr_log_over_random'], '.1f')} | {_fmt(r['geomean_nodes'], ',.1f')} | "
+                     f"{_fmt_int(r['geomean_edges'])} | {r['solved_at_target']} | {_fmt_int(r['wall_s'])} |")
+    n = table[0]["tasks_compared"] if table else 0
+    lines += ["", f"Means over the {n} task(s) every method pruned; wall s is the sum of their units' wall time on "
+              "the machine that computed them (2 CPU cores)."]
+    return "\n".join(lines)
+
+
+def sections(results: Path = ROOT / "results") -> dict[str, str]:
+    """Every generated README section, by name, from the committed cards and results."""
+    rows = _rows(results)
+    return {"reference-models": reference_models_table(), "dense-sparse": dense_sparse_table(rows),
+            "default-run": default_run_table(rows), "methods": methods_table(rows)}
+
+
+def render_readme(text: str, generated: dict[str, str]) -> str:
+    """The README with each generated section's body replaced.
+
+    Raises:
+        ValueError: when a section has no markers in the README, or the README has a marker of no section.
+    """
+    found = {m.group("name") for m in _SECTION.finditer(text)}
+    if found != set(generated):
+        raise ValueError(f"README generated sections {sorted(found)} differ from {sorted(generated)}")
+    return _SECTION.sub(lambda m: m.group(1) + generated[m.group("name")].rstrip("\n") + "\n" + m.group(4), text)
+
+
+# --- the recomputation -----------------------------------------------------------------------------------
+
+
+def _circuitbench(*args: str) -> None:
+    cmd = [sys.executable, "-m", "circuitbench", *args]
+    print("$", " ".join(cmd[2:]), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO)
+
+
+def recompute(results: Path, threads: int) -> None:
+    """Every baseline unit, from scratch, at HEAD (a fresh results directory, moved into place at the end)."""
+    fresh = results.with_name(results.name + ".new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    for model in MODELS:
+        _circuitbench("compare", "--model", model, "--methods", METHODS, "--tasks", "all", "--out", str(fresh),
+                      "--threads", str(threads), *COMPARE_ARGS)
+    shutil.rmtree(results, ignore_errors=True)
+    fresh.rename(results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Recompute (unless --readme), resubmit, rebuild the board, rewrite the README."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--readme", action="store_true", help="only rewrite the README's tables from baselines/")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--results", type=Path, default=ROOT / "results")
+    p.add_argument("--board", type=Path, default=REPO / "leaderboard")
+    args = p.parse_args(argv)
+    if not args.readme:
+        recompute(args.results, args.threads)
+        shutil.rmtree(args.board / "submissions", ignore_errors=True)
+        subprocess.run([sys.executable, str(ROOT / "submit_baselines.py"), "--results", str(args.results),
+                        "--board", str(args.board)], check=True, cwd=REPO)
+    README.write_text(render_readme(README.read_text(), sections(args.results)))
+    print(f"rewrote the generated tables of {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""A board's protocol, and the board's numbers recomputed from what a unit measured.
+
+A benchmark's numbers are only comparable when they were made the same way. A board states one protocol
+(`Protocol`; the official board's is `circuitbench run` with no flags, on every bundled task; a board of
+one's own may fix another in `BOARD/protocol.json`, never one whose labels would be untrue), and `submit`
+refuses a unit run any other way, naming each difference. Every task is in the denominator: a submission
+holds one unit per board task, solved or not.
+
+The board never reads a number from a unit's summary row (which anyone can edit): `board_numbers`
+recomputes every number it shows from the unit's long table of measurements and its saved circuit,
+and the validator refuses a summary that disagrees with them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROTOCOL_FILE = "protocol.json"
+"""A board's protocol file (`BOARD/protocol.json`); a board without one uses the official protocol."""
+
+CHANCE_LOSS = math.log(2)
+"""Per-example task loss of a 50/50 guess between the two answers: a target at or above it is met by any
+circuit, the empty one included."""
+
+CHANCE_ACCURACY = 0.5
+"""Accuracy of a coin flip on a balanced binary task."""
+
+
+class Protocol(BaseModel):
+    """How every unit on a board was run.
+
+    The defaults are the official board's: `circuitbench run`'s defaults on every bundled task.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tasks: list[str] | None = None
+    """The board's tasks (each submission holds one unit of each); None: every bundled task."""
+    target_loss: float = Field(default=0.15, gt=0, lt=CHANCE_LOSS, allow_inf_nan=False)
+    """Per-example task-loss target, below chance (ln 2)."""
+    min_accuracy: float = Field(default=0.9, gt=CHANCE_ACCURACY, le=1)
+    """Full-model test accuracy from which a task counts as solved and is pruned, above chance."""
+    ablation: Literal["mean", "task-mean", "zero", "counterfactual"] = "mean"
+    control: bool = True
+    calibrate: bool = False
+    search_examples: int = Field(default=512, ge=2)
+
+    @field_validator("tasks")
+    @classmethod
+    def _known(cls, tasks: list[str] | None) -> list[str] | None:
+        from circuitbench.tasks.load import spec_names
+
+        if tasks is not None:
+            unknown = sorted(set(tasks) - set(spec_names()))
+            if unknown or not tasks:
+                raise ValueError(f"not bundled tasks: {', '.join(unknown) or '(none given)'}")
+        return tasks
+
+    def board_tasks(self) -> list[str]:
+        """The tasks every submission is measured on, sorted."""
+        from circuitbench.tasks.load import spec_names
+
+        return sorted(self.tasks if self.tasks is not None else spec_names())
+
+    def settings(self) -> dict[str, Any]:
+        """The unit settings the protocol fixes, by `Unit` field name."""
+        return self.model_dump(exclude={"tasks"})
+
+    def text(self) -> str:
+        """The protocol in one sentence, as the board states it."""
+        n = len(self.board_tasks())
+        which = "every one of the bundled tasks" if self.tasks is None else "the tasks " + ", ".join(self.board_tasks())
+        return (f"{which} ({n}); target loss {self.target_loss} per example; a task is pruned when the full model's "
+                f"test accuracy is at least {self.min_accuracy}; {self.ablation} ablation; inverted-label control "
+                f"{'on' if self.control else 'off'}; {'calibrated' if self.calibrate else 'no'} calibration; "
+                f"{self.search_examples} search examples")
+
+    def differences(self, unit: Any) -> list[str]:
+        """`field = VALUE (the board's protocol: VALUE)` for every setting of a unit that is not the protocol's."""
+        return [f"{key} = {getattr(unit, key)!r} (the board's protocol: {want!r})"
+                for key, want in self.settings().items() if getattr(unit, key) != want]
+
+
+def load_protocol(board: Path | None) -> Protocol:
+    """The protocol of a board: BOARD/protocol.json, or the official one.
+
+    Raises:
+        CircuitbenchError: naming the file and field when the protocol file is not a valid protocol.
+    """
+    from circuitbench.errors import CircuitbenchError
+
+    path = None if board is None else Path(board) / PROTOCOL_FILE
+    if path is None or not path.is_file():
+        return Protocol()
+    try:
+        return Protocol.model_validate_json(path.read_text(encoding="utf-8"))
+    except (ValidationError, OSError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()
+        raise CircuitbenchError(f"{path}: not a valid board protocol ({'; '.join(first[:3])})") from None
+
+
+def _curve_areas(m: dict[tuple[str, str], float]) -> dict[str, float | None]:
+    from circuitbench.circuits.curves import MIB_FRACTIONS, Curve
+
+    def curve(prefix: str) -> Curve | None:
+        f = [m.get(("test", f"{prefix}{frac:g}")) for frac in MIB_FRACTIONS]
+        if any(v is None for v in f):
+            return None
+        return Curve(MIB_FRACTIONS, (), tuple(float(v) for v in f))  # type: ignore[arg-type]
+
+    absolute = curve("curve_f_")
+    signed = curve("curve_signed_f_") or absolute
+    return {
+        "cpr": None if signed is None else signed.cpr(),
+        "cmd": None if absolute is None else absolute.cmd(),
+        "cpr_log": None if signed is None else signed.cpr_log(),
+        "cmd_log": None if absolute is None else absolute.cmd_log(),
+    }
+
+
+def board_numbers(m: dict[tuple[str, str], float], unit: Any, unit_file: Path | None = None) -> dict[str, Any]:
+    """Every number the board shows for a unit, recomputed from its measurements (and saved circuit).
+
+    Args:
+        m: The unit's long table as {(split, metric): value}.
+        unit: Its `Unit` (the settings: the accuracy bar).
+        unit_file: The unit's Parquet file; when given, nodes and edges are read from the saved circuit
+            and edge table beside it, not from the measurements.
+
+    Returns:
+        status, full_accuracy, full_loss, nodes, edges, faithfulness, sufficiency_loss, necessity_loss,
+        target_loss, control_nodes, control_met_target, cpr, cmd, cpr_log, cmd_log (None where not measured).
+    """
+    acc = m.get(("test", "full_accuracy"))
+    out: dict[str, Any] = {"full_accuracy": acc, "full_loss": m.get(("test", "full_loss"))}
+    keys = ("nodes", "edges", "faithfulness", "sufficiency_loss", "necessity_loss", "target_loss", "control_nodes",
+            "control_met_target", "cpr", "cmd", "cpr_log", "cmd_log")
+    out.update(dict.fromkeys(keys))
+    loss, target = m.get(("train", "circuit_loss")), m.get(("train", "target_loss"))
+    if acc is None or acc < unit.min_accuracy or loss is None or target is None:
+        out["status"] = "unsolved"
+        return out
+    out["status"] = "solved" if loss <= target else "target_missed"
+    nodes, edges = m.get(("", "nodes")), m.get(("", "edges"))
+    if unit_file is not None:
+        from circuitbench.circuits.circuit import Circuit, circuit_paths, edges_total
+
+        cpath, epath = circuit_paths(unit_file)
+        nodes, edges = Circuit.load(cpath).k, edges_total(epath)
+    control = m.get(("", "control_met_target"))
+    out.update(
+        nodes=None if nodes is None else int(nodes), edges=None if edges is None else int(edges),
+        faithfulness=m.get(("test", "faithfulness")), sufficiency_loss=m.get(("test", "sufficiency_loss")),
+        necessity_loss=m.get(("test", "necessity_loss")), target_loss=target,
+        control_nodes=None if m.get(("", "control_nodes")) is None else int(m[("", "control_nodes")]),
+        control_met_target=None if control is None else bool(control), **_curve_areas(m),
+    )
+    return out
