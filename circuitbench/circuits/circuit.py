@@ -39,7 +39,6 @@ from torch import Tensor
 
 from circuitbench.circuits.masks import NodeIndex, keep_top
 from circuitbench.errors import CircuitbenchError
-from circuitbench.protocols import READ_KINDS, WRITE_KINDS, ModelAdapter
 
 CIRCUIT_FORMAT = "1"
 _META_KEY = "circuitbench.circuit"
@@ -167,33 +166,6 @@ def circuit_paths(unit_file: Path) -> tuple[Path, Path]:
 
 
 # --- edges -----------------------------------------------------------------------------------------
-
-
-def edge_rows(adapter: ModelAdapter, index: NodeIndex, gates: Tensor) -> list[dict[str, Any]]:
-    """Every edge between kept nodes (the same edges `metrics.count_edges` counts), as table rows."""
-    kept = {s.name: torch.nonzero(index.split(gates)[s.name] > 0.5).flatten() for s in index.sites}
-    rows: list[dict[str, Any]] = []
-    for site in index.sites:
-        if site.source is None or not len(kept[site.name]) or not len(kept[site.source]):
-            continue
-        w = adapter.site_weight(site)
-        assert w is not None
-        dst, src = kept[site.name].to(w.device), kept[site.source].to(w.device)
-        sub = w[dst][:, src]
-        for i, j in torch.nonzero(sub != 0).tolist():
-            rows.append({"src_site": site.source, "src_channel": int(src[j]), "dst_site": site.name,
-                         "dst_channel": int(dst[i]), "weight": float(sub[i, j]), "kind": "weighted"})
-    writes: list[tuple[str, Tensor]] = []
-    for site in index.sites:  # forward order
-        if site.kind in READ_KINDS and writes:
-            for wname, wch in writes:
-                read = kept[site.name]
-                both = read[torch.isin(read, wch)]
-                rows += [{"src_site": wname, "src_channel": int(c), "dst_site": site.name, "dst_channel": int(c),
-                          "weight": float("nan"), "kind": "residual"} for c in both.tolist()]
-        elif site.kind in WRITE_KINDS:
-            writes.append((site.name, kept[site.name]))
-    return rows
 
 
 EDGE_TABLE_ROWS = 10_000

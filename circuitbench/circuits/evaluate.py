@@ -22,9 +22,10 @@ from torch import Tensor
 from circuitbench.circuits.ablation import AblationSource
 from circuitbench.circuits.circuit import Circuit
 from circuitbench.circuits.curves import CURVE_METRICS, faithfulness_curve, node_curve, top_k_scores
+from circuitbench.circuits.edges import count_edges
 from circuitbench.circuits.masks import NodeIndex, keep_top
 from circuitbench.circuits.methods import get_method
-from circuitbench.circuits.metrics import Scores, count_edges, count_nodes, faithfulness, loss_recovered, score
+from circuitbench.circuits.metrics import Scores, count_nodes, faithfulness, loss_recovered, score
 from circuitbench.circuits.problem import Calibration, Problem, fit_calibration, search_subset
 from circuitbench.circuits.search import smallest_k
 from circuitbench.circuits.unit import Measurement, Unit, UnitResult

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from circuitbench.circuits.masks import NodeIndex
-from circuitbench.protocols import READ_KINDS, WRITE_KINDS, Batch, Hook, ModelAdapter, forward_at
+from circuitbench.protocols import Batch, Hook, ModelAdapter, forward_at
 
 
 def answer_logits(logits: Tensor, batch: Batch) -> Tensor:
@@ -78,33 +78,6 @@ def faithfulness(m_circuit: float, m_full: float, m_empty: float) -> float:
     """MIB faithfulness f = (m(C) - m(empty)) / (m(N) - m(empty)) (Mueller et al. 2025); nan if undefined."""
     denom = m_full - m_empty
     return (m_circuit - m_empty) / denom if abs(denom) > 1e-9 else float("nan")
-
-
-def count_edges(adapter: ModelAdapter, index: NodeIndex, gates: Tensor) -> dict[str, int]:
-    """Edges between kept nodes (docs/design.md, The model format and the method, "Circuit size").
-
-    Weighted edges: a nonzero weight from a kept source channel to a kept channel (q/k/v from the
-    attention read, attention write from v, MLP neurons from the MLP read, MLP write from the neurons).
-    Residual edges: a kept write channel to the kept read channel of the same index in any later sublayer.
-    """
-    kept = {s.name: index.split(gates)[s.name] > 0.5 for s in index.sites}
-    weighted = 0
-    for site in index.sites:
-        if site.source is None:
-            continue
-        w = adapter.site_weight(site)
-        assert w is not None
-        rows, cols = kept[site.name].to(w.device), kept[site.source].to(w.device)
-        weighted += int((w[rows][:, cols] != 0).sum())
-    residual = 0
-    writes: list[Tensor] = []
-    for site in index.sites:  # sites are in forward order
-        if site.kind in READ_KINDS and writes:
-            read = kept[site.name][: writes[0].shape[0]]  # concatenated positions are not residual
-            residual += int(sum((w & read).sum() for w in writes))
-        elif site.kind in WRITE_KINDS:
-            writes.append(kept[site.name])
-    return {"edges": weighted + residual, "edges_weighted": weighted, "edges_residual": residual}
 
 
 def count_nodes(index: NodeIndex, gates: Tensor) -> dict[str, int]:

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 import circuitbench
 from circuitbench.circuits.ablation import AblationSource, ablation_source
-from circuitbench.circuits.circuit import circuit_paths, edge_rows, write_edges
+from circuitbench.circuits.circuit import circuit_paths, write_edges
+from circuitbench.circuits.edges import edge_rows
 from circuitbench.circuits.evaluate import evaluate
 from circuitbench.circuits.masks import NodeIndex
 from circuitbench.circuits.unit import Unit, UnitResult
@@ -147,10 +148,7 @@ class UnitWorker:
             cpath, epath = circuit_paths(path)
             result.circuit.save(cpath)
             index = NodeIndex.of(self.adapter)
-            edges = edge_rows(self.adapter, index, result.circuit.gates())
-            if len(edges) != result.edges:
-                raise AssertionError(f"edge table has {len(edges)} rows, the unit counts {result.edges}")
-            write_edges(epath, edges)
+            write_edges(epath, edge_rows(self.adapter, index, result.circuit.gates()))
         prov = Provenance(
             unit=result.unit, unit_key=result.unit.key(), circuitbench_version=circuitbench.__version__,
             git_commit=_git_commit(), ablation_corpus=self.ablation.key, device=str(self.adapter.device),

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
+from circuitbench.circuits.edges import count_edges
 from circuitbench.circuits.masks import NodeIndex, keep_top
-from circuitbench.circuits.metrics import count_edges, count_nodes, faithfulness, score, task_loss
+from circuitbench.circuits.metrics import count_nodes, faithfulness, score, task_loss
 
 
 def test_task_loss_is_the_two_way_cross_entropy_of_the_correct_answer():

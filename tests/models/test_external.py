@@ -17,8 +17,8 @@ from transformer_lens import loading_from_pretrained as tl_loading
 from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights, convert_llama_weights
 from transformers import PreTrainedTokenizerFast
 
+from circuitbench.circuits.edges import count_edges
 from circuitbench.circuits.masks import NodeIndex, gate_hook
-from circuitbench.circuits.metrics import count_edges
 from circuitbench.errors import ConfigError, ModelNotFoundError
 from circuitbench.models.hf import HFAdapter
 from circuitbench.models.hub import load_model

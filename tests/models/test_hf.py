@@ -42,8 +42,8 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
+from circuitbench.circuits.edges import count_edges
 from circuitbench.circuits.masks import NodeIndex, gate_hook
-from circuitbench.circuits.metrics import count_edges
 from circuitbench.errors import CheckpointError, ConfigError
 from circuitbench.models.adapter import READ_KINDS, WRITE_KINDS, ModelAdapter, Site
 from circuitbench.models.hf import HFAdapter, is_transformers_dir, load_transformers

@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 from circuitbench.circuits.ablation import corpus_mean, mean_activations
+from circuitbench.circuits.edges import count_edges
 from circuitbench.circuits.masks import NodeIndex, gate_hook
-from circuitbench.circuits.metrics import count_edges, count_nodes, loss_recovered
+from circuitbench.circuits.metrics import count_nodes, loss_recovered
 from circuitbench.errors import CheckpointError, CircuitbenchError, ConfigError
 from circuitbench.models.config import GPTConfig
 from circuitbench.models.native import SparseGPTAdapter, file_sha256

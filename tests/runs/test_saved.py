@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from circuitbench.circuits.circuit import Circuit, circuit_paths, read_mib
+from circuitbench.circuits.edges import count_edges
 from circuitbench.circuits.masks import NodeIndex
-from circuitbench.circuits.metrics import count_edges
 from circuitbench.cli import main
 from circuitbench.errors import CircuitbenchError
 from circuitbench.runs.runner import RunConfig, run
