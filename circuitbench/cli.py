@@ -236,6 +236,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_run)
 
 
+def _method_name(name: str) -> str:
+    """The registry's one spelling of a method name (`learned-mask` -> `learned_mask`)."""
+    from circuitbench.circuits.methods import canonical_name
+
+    return canonical_name(name)
+
+
 def _method_args(items: list[str]) -> dict[str, Any]:
     """`--method-arg KEY=VALUE` flags as keyword arguments (VALUE read as JSON when it parses: 1, 0.5, null)."""
     out: dict[str, Any] = {}
@@ -243,10 +250,11 @@ def _method_args(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise CircuitbenchError(f"--method-arg {item}: write KEY=VALUE, e.g. --method-arg length_groups=1")
+        name = key.replace("-", "_")  # a hyperparameter's flag spelling (batch-pairs) to its field (batch_pairs)
         try:
-            out[key.replace("-", "_")] = json.loads(value)
+            out[name] = json.loads(value)
         except json.JSONDecodeError:
-            out[key.replace("-", "_")] = value
+            out[name] = value
     return out
 
 
@@ -259,7 +267,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                  if v is not None}}
     _set_threads(args.threads)
     cfg = RunConfig(model=args.model, saes=args.sae.split(",") if args.sae else [],
-                    tasks=_tasks(args.tasks), method=args.method.replace("-", "_"),
+                    tasks=_tasks(args.tasks), method=_method_name(args.method),
                     method_kwargs=kwargs, target_loss=args.target_loss, ablation=args.ablation,
                     seed=args.seed, device=args.device, dtype=args.dtype, out=args.out, force=args.force,
                     min_accuracy=args.min_accuracy, control=not args.no_control, calibrate=args.calibrate,
@@ -445,7 +453,7 @@ def _per_method_args(items: list[str], methods: list[str]) -> dict[str, dict[str
     for item in items:
         head, sep, _ = item.partition("=")
         method, dot, key = head.partition(".")
-        method = method.replace("-", "_")
+        method = _method_name(method)
         if not sep or not dot or not key:
             raise CircuitbenchError(f"--method-arg {item}: write METHOD.KEY=VALUE, e.g. --method-arg "
                                     "activation_patching.max_examples=16")
@@ -462,7 +470,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from circuitbench.runs.config import validate
     from circuitbench.runs.runner import RunConfig, run
 
-    methods = [m.strip().replace("-", "_") for m in args.methods.split(",") if m.strip()]
+    methods = [_method_name(m) for m in args.methods.split(",") if m.strip()]
     per_method = _per_method_args(args.method_arg, methods)
     for m in methods:
         if args.steps is not None and "steps" in hyperparameter_names(m):
@@ -787,7 +795,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from circuitbench.results.report import collect, compare, headline, side_by_side
 
     rows = collect(args.out)
-    method = args.method.replace("-", "_")
+    method = _method_name(args.method)
     present = sorted({r["method"] for r in rows})
     if rows and method not in present:
         raise CircuitbenchError(f"--method {args.method}: no unit of that method in {args.out} (it has "

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from circuitbench.circuits.ablation import ablation_source
 from circuitbench.circuits.masks import NodeIndex
+from circuitbench.circuits.methods import canonical_name
 from circuitbench.circuits.unit import AblationKind
 from circuitbench.errors import CircuitbenchError
 from circuitbench.runs.config import RunConfig, make_units, model_ref, resolve_tasks, validate
@@ -80,7 +81,7 @@ class SweepSpec(BaseModel):
                     method["name"], {k: v for k, v in method.items() if k != "name"})
                 for seed in self.seeds:
                     out.append(RunConfig(
-                        model=model, tasks=list(self.tasks), method=name.replace("-", "_"), method_kwargs=kwargs,
+                        model=model, tasks=list(self.tasks), method=canonical_name(name), method_kwargs=kwargs,
                         seed=seed, out=self.out, ablation=self.ablation, target_loss=self.target_loss,
                         min_accuracy=self.min_accuracy, control=self.control, calibrate=self.calibrate,
                         search_examples=self.search_examples, device=self.device, dtype=self.dtype,

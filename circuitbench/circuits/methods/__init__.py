@@ -60,9 +60,14 @@ def _register_builtins() -> None:
     from circuitbench.circuits.methods import attribution, learned_mask, random_baseline  # noqa: F401  (registers)
 
 
+def canonical_name(name: str) -> str:
+    """A method's one spelling, the registry's (`learned_mask`); the CLI also takes `learned-mask`."""
+    return name.strip().replace("-", "_")
+
+
 def _lookup(name: str) -> Callable[..., Method]:
     _register_builtins()
-    key = name.replace("-", "_")
+    key = canonical_name(name)
     if key not in _METHODS:
         close = difflib.get_close_matches(key, list(_METHODS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
