@@ -6,7 +6,9 @@ full-model test accuracy on the 20 tasks (the model card's code), and prints one
 curve from which the compute a target needs is projected. A checkpoint mid-run has not had its learning
 rate decayed yet, so its numbers are a lower bound on what a run of that length would reach.
 
-    python benchmarks/tasks_vs_tokens.py runs/ref-sparse [--bar 0.9] [--json out.json]
+    python benchmarks/tasks_vs_tokens.py runs/ref-sparse [--bar 0.9] [--json out.json] [--plot out.png]
+
+A run started from a trained model (`--init-from`) counts that model's tokens and wall time too.
 """
 
 from __future__ import annotations
@@ -38,7 +40,14 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--target", type=int, default=10, help="tasks solved to project the compute for")
+    ap.add_argument("--plot", type=Path, default=None, help="also draw tasks solved and mean task loss against "
+                    "tokens as a PNG (needs matplotlib); with --from-json, only draw")
+    ap.add_argument("--from-json", type=Path, default=None, help="draw --plot from a JSON this script wrote")
     args = ap.parse_args()
+    if args.from_json is not None:
+        plot(json.loads(args.from_json.read_text())["rows"], args.plot or args.from_json.with_suffix(".png"),
+             args.bar)
+        return
     torch.set_num_threads(args.threads)
     ckpts = sorted(args.run.glob("checkpoint-*.pt"), key=lambda p: int(re.findall(r"\d+", p.name)[-1]))
     if not ckpts:
@@ -49,6 +58,10 @@ def main() -> None:
     data, _ = prepare_data(_cache_dir(cfg), cfg.corpus, cfg.vocab_size, cfg.tokenizer_bytes)
     vx, vy = val_windows(data.val, cfg.ctx, cfg.val_windows)
     tok = HFTokenizer(Path(data.tokenizer_path), name="run")
+    prior_tokens, prior_s = 0, 0.0  # a run started from a trained model (--init-from) counts that model's training
+    if cfg.init_from is not None and (Path(cfg.init_from) / "train_meta.json").is_file():
+        prior = json.loads((Path(cfg.init_from) / "train_meta.json").read_text())
+        prior_tokens, prior_s = int(prior["tokens_seen"]), float(prior["wall_time_s"])
     rows = []
     for path in ckpts:
         state = torch.load(path, weights_only=True)
@@ -57,8 +70,9 @@ def main() -> None:
         adapter = SparseGPTAdapter(model, tok, path.stem)
         tasks = evaluate_tasks(adapter)
         solved = sorted(t["task"] for t in tasks if t["accuracy"] >= args.bar)
-        rows.append({"step": state["step"], "tokens": state["step"] * cfg.batch_size * cfg.ctx,
-                     "wall_min": round(state["elapsed_s"] / 60, 1), "val_loss": round(evaluate(model, vx, vy), 4),
+        rows.append({"step": state["step"], "tokens": prior_tokens + state["step"] * cfg.batch_size * cfg.ctx,
+                     "wall_min": round((prior_s + state["elapsed_s"]) / 60, 1),
+                     "val_loss": round(evaluate(model, vx, vy), 4),
                      "solved": len(solved), "mean_accuracy": round(statistics.fmean(t["accuracy"] for t in tasks), 4),
                      "mean_task_loss": round(statistics.fmean(t["task_loss"] for t in tasks), 4),
                      "solved_tasks": ",".join(solved)})
@@ -68,6 +82,33 @@ def main() -> None:
     print(json.dumps(projection, indent=2))
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "projection": projection}, indent=2) + "\n")
+    if args.plot:
+        plot(rows, args.plot, args.bar)
+
+
+def plot(rows: list[dict], out: Path, bar: float = 0.9) -> Path:
+    """Tasks solved (left axis) and mean task loss (right axis) against training tokens, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tokens = [r["tokens"] / 1e6 for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
+    ax.plot(tokens, [r["solved"] for r in rows], "o-", color="#1f77b4", label="tasks solved")
+    ax.axhline(10, color="#1f77b4", lw=0.8, ls=":")
+    ax.set_xlabel("training tokens (millions)")
+    ax.set_ylabel(f"tasks solved (accuracy >= {bar})", color="#1f77b4")
+    ax.set_ylim(0, 20)
+    ax2 = ax.twinx()
+    ax2.plot(tokens, [r["mean_task_loss"] for r in rows], "s--", color="#d62728", label="mean task loss")
+    ax2.set_ylabel("mean task loss over the 20 tasks", color="#d62728")
+    ax.set_title("Reference model: tasks solved and task loss against tokens", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    print(f"wrote {out}")
+    return out
 
 
 def project(rows: list[dict], target: int) -> dict:
