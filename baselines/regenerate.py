@@ -128,6 +128,15 @@ def default_run_table(rows: list[dict[str, Any]]) -> str:
     lines.append(f"{len(mine)} of {n} tasks pruned ({len(solved)} to the target); geometric mean over the solved "
                  f"ones: {geomean([r['nodes'] for r in solved]):.1f} nodes, "
                  f"{geomean([r['edges'] for r in solved]):.1f} edges.")
+    if mine:
+        nec = [r["necessity_loss"] for r in mine]
+        lines[-1] += (f" Ablating only the circuit gives a necessity loss of {min(nec):.2f}-{max(nec):.2f} "
+                      "(chance: ln 2 = 0.69).")
+    met = [r for r in mine if r.get("control_met_target")]
+    if met:
+        ratios = [r["control_nodes"] / max(r["nodes"], 1) for r in met]
+        lines[-1] += (f" The inverted-label control also met the target on {', '.join(r['task'] for r in met)}, with "
+                      f"{min(ratios):.1f}-{max(ratios):.1f}x the nodes of the task's own circuit.")
     return "\n".join(lines)
 
 
@@ -164,8 +173,18 @@ def methods_table(rows: list[dict[str, Any]]) -> str:
                      f"{_fmt(r['cpr_log_over_random'], '.1f')} | {_fmt(r['geomean_nodes'], ',.1f')} | "
                      f"{_fmt_int(r['geomean_edges'])} | {r['solved_at_target']} | {_fmt_int(r['wall_s'])} |")
     n = table[0]["tasks_compared"] if table else 0
+    mine = [r for r in rows if r["model"] == SPARSE and r["seed"] == 0]
     lines += ["", f"Means over the {n} task(s) every method pruned; wall s is the sum of their units' wall time on "
-              "the machine that computed them (2 CPU cores)."]
+              f"the machine that computed them (2 CPU cores); all {len(mine)} units of the comparison took "
+              f"{sum(r['wall_s'] or 0 for r in mine) / 60:.1f} minutes."]
+    by = {r["method"]: r for r in table}
+    attribution = [r for r in table if r["method"] not in ("learned_mask", "random", "magnitude")]
+    if "learned_mask" in by and attribution:
+        best = max(attribution, key=lambda r: r["cpr_log"])
+        lm = by["learned_mask"]
+        lines[-1] += (f" The learned mask's circuits are {best['geomean_nodes'] / lm['geomean_nodes']:.1f}x smaller in "
+                      f"nodes and {best['geomean_edges'] / lm['geomean_edges']:.1f}x in edges than those of the best "
+                      f"attribution method by log-axis CPR ({best['method']}).")
     return "\n".join(lines)
 
 
