@@ -118,7 +118,7 @@ def corpus_mean(
 
 def _cache_means(means: Tensor, path: Path) -> None:
     """Keep the means for the next run; a cache that cannot be written costs time, never the run."""
-    from circuitbench.results.files import atomic_path, os_error_reason
+    from circuitbench.files import atomic_path, os_error_reason
 
     try:
         with atomic_path(path) as tmp:

@@ -107,11 +107,16 @@ def _first_token(tokenizer: Tokenizer, prompt_ids: list[int], text: str) -> tupl
     return ids[n], ""
 
 
-def encode_pairs(pairs: Sequence[Pair], tokenizer: Tokenizer, max_len: int = DEFAULT_MAX_LEN) -> EncodedTask:
+def encode_pairs(pairs: Sequence[Pair], tokenizer: Tokenizer, max_len: int = DEFAULT_MAX_LEN,
+                 erased_is_error: bool = True) -> EncodedTask:
     """Encode pairs (of one task and split) for a tokenizer; see `encode_task`.
 
+    A pair whose two prompts are identical after left-truncation to `max_len` is dropped
+    (`truncated_identical`): what tells its members apart was cut off.
+
     Raises:
-        TaskError: when pairs is empty or mixes tasks or splits, or max_len < 1.
+        TaskError: when pairs is empty or mixes tasks or splits, or max_len < 1; and, with `erased_is_error`,
+            when truncation erases the contrast of every pair (the spec's own max_tokens is too short).
     """
     if not pairs:
         raise TaskError("no pairs to encode.")
@@ -172,7 +177,7 @@ def encode_pairs(pairs: Sequence[Pair], tokenizer: Tokenizer, max_len: int = DEF
         drop_reasons=dict(sorted(dropped.items())),
         n_truncated=n_truncated,
     )
-    if dropped.get("truncated_identical") == n_total:
+    if erased_is_error and dropped.get("truncated_identical") == n_total:
         longest = max(len(tokenizer.encode(p)) for pair in pairs for p in pair.prompts)
         raise TaskError(
             f"{first.task} [{first.split}]: left-truncating the prompts to {max_len} tokens makes the two members of "
@@ -209,7 +214,11 @@ def encode_task(
     if isinstance(task, TaskSpec):
         pairs: Sequence[Pair] = make_pairs(task, split)
         limit = task.max_tokens if max_len is None else max_len
+        # The spec's own max_tokens erasing every contrast is the spec's error; a model's shorter context is
+        # the model's limit: its pairs are dropped and counted, and the task is reported as not measurable.
+        erased_is_error = limit >= task.max_tokens
     else:
         pairs = task
         limit = DEFAULT_MAX_LEN if max_len is None else max_len
-    return encode_pairs(pairs, tokenizer, limit)
+        erased_is_error = True
+    return encode_pairs(pairs, tokenizer, limit, erased_is_error)

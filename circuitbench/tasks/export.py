@@ -106,7 +106,7 @@ def export_examples(
     rows = [r for s in specs for split in splits for r in example_rows(make_pairs(s, split))]
     if fmt not in ("jsonl", "parquet"):
         raise TaskError(f"unknown export format {fmt!r}; use jsonl or parquet.")
-    from circuitbench.results.files import atomic_path
+    from circuitbench.files import atomic_path
 
     with atomic_path(Path(path)) as tmp:  # group-readable like every result file, never half-written
         if fmt == "jsonl":

@@ -40,7 +40,8 @@ def board(tmp_path_factory):
     board = root / "leaderboard"
     board.mkdir()  # a small board of its own: two tasks (one the sparse model solves, one it does not), cheap settings
     (board / "protocol.json").write_text(json.dumps({"tasks": TASKS, "ablation": "zero", "search_examples": 64}))
-    _submit(root, board, "tiny-sparse", "learned_mask", "tiny-sparse", "sparse", "tiny-dense", steps=5)
+    # a fast mask (60 steps at lr 3e-2) that still finds a circuit small enough to draw (under 800 nodes)
+    _submit(root, board, "tiny-sparse", "learned_mask", "tiny-sparse", "sparse", "tiny-dense", steps=60, lr=0.03)
     _submit(root, board, "tiny-sparse", "eap", EVIL, "sparse")  # a hostile model name
     _submit(root, board, "tiny-dense", "learned_mask", "tiny-dense", "dense", steps=5)
     build(board)

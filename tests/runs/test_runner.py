@@ -250,7 +250,7 @@ def test_prompts_longer_than_the_context_are_left_truncated(tmp_path, python_bpe
 
     cfg = GPTConfig(block_size=16, vocab_size=2048, n_layer=1, n_head=2, d_model=32, d_mlp=64, rms_norm=True)
     adapter = SparseGPTAdapter(random_model(cfg, seed=0), python_bpe, "short", {"weights_sha256": "test-short"})
-    (row,) = run(RunConfig(model="short", tasks=["with_open"], method="random", ablation="zero", min_accuracy=0.0,
+    (row,) = run(RunConfig(model="short", tasks=["else_elif"], method="random", ablation="zero", min_accuracy=0.0,
                            control=False, out=tmp_path, show_progress=False, search_examples=32), adapter)
     assert row["test_examples"] > 0 and row["status"] in ("solved", "target_missed")
     from circuitbench.results.store import read_unit

@@ -135,15 +135,23 @@ def test_a_truncation_that_erases_the_contrast_names_the_task_and_the_fix() -> N
     from circuitbench.tasks.load import get_task
 
     tok = load_tokenizer(bundled_models()["tiny-sparse"], 2048)
-    spec = get_task("single_double_quote")  # the quote that decides it sits well before the last 2 tokens
+    # a spec whose own max_tokens is too short: the quote that decides it sits before its last 2 tokens
+    spec = get_task("single_double_quote").model_copy(update={"max_tokens": 2})
     with pytest.raises(TaskError, match="single_double_quote \\[test\\]: left-truncating the prompts to 2 tokens "
-                                        "makes the two members of every pair identical"):
-        encode_task(spec, tok, "test", max_len=2)
-    assert encode_task(spec, tok, "test").n == 256  # the spec's own max_tokens keeps the contrast
+                                        "makes the two members of every pair identical.*raise the spec's max_tokens"):
+        encode_task(spec, tok, "test")
+    assert encode_task(get_task("single_double_quote"), tok, "test").n == 256  # its real max_tokens keeps it
 
 
 def test_a_spec_file_named_like_a_bundled_task_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
     spec = _user_spec(tmp_path, "else_elif")
+    assert main(["tasks", "show", str(spec), "-n", "1"]) == 0  # an unchanged copy is the bundled task itself
+    capsys.readouterr()
+    data = yaml.safe_load(spec.read_text())
+    data["test"]["n_pairs"] = 7  # another task under a bundled name
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
     assert main(["tasks", "show", str(spec)]) == 1
     err = capsys.readouterr().err
     assert str(spec) in err and "like a bundled task" in err and len(err.strip().splitlines()) == 1

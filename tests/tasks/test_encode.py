@@ -92,12 +92,19 @@ def test_inverted_control_swaps_candidates(python_bpe: HFTokenizer) -> None:
 
 
 def test_long_prompts_are_left_truncated(python_bpe: HFTokenizer) -> None:
-    spec = get_task("with_open")
+    spec = get_task("else_elif")  # the contrast (else / elif) is the prompt's last token
     enc = encode_task(spec, python_bpe, "test", max_len=16)
     assert enc.tokens.shape[1] == 16 and enc.n_truncated == enc.n
     pair = make_pairs(spec, "test")[int(enc.pair_id[0])]
     ids = python_bpe.encode(pair.prompts[0])
     assert enc.tokens[0].tolist() == ids[-16:] and int(enc.last[0]) == 15
+
+
+def test_a_context_that_cuts_off_the_contrast_drops_the_pairs_and_says_why(python_bpe: HFTokenizer) -> None:
+    # with_open's two members differ many lines before the answer: 16 tokens (a model's short context) see no difference
+    enc = encode_task(get_task("with_open"), python_bpe, "test", max_len=16)
+    assert enc.n == 0 and enc.drop_reasons == {"truncated_identical": enc.n_total}
+    assert "truncated_identical" in enc.drop_report()
 
 
 def test_encoding_pairs_equals_encoding_the_spec(python_bpe: HFTokenizer) -> None:

@@ -1,0 +1,71 @@
+"""Atomic, group-readable file writes: a reader sees the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+FILE_MODE = 0o664
+"""Result files are readable (and writable) by the user's group, whatever the umask narrows."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
+
+    The temporary file is removed when the block raises, so an interrupted write leaves no debris and
+    the previous file, if any, untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, FILE_MODE & ~_umask_others())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask_others() -> int:
+    """The umask's bits for others only: group bits are always granted, others' follow the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask & 0o007
+
+
+def os_error_reason(err: OSError) -> str:
+    """A short, actionable reason for a failed write: full disk, no permission, read-only, not a folder."""
+    import errno
+
+    reasons = {
+        errno.ENOSPC: "the disk is full: free space or choose another place",
+        errno.EDQUOT: "the disk quota is used up: free space or choose another place",
+        errno.EACCES: "permission denied: choose a place you can write to",
+        errno.EPERM: "permission denied: choose a place you can write to",
+        errno.EROFS: "the file system is read-only: choose another place",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EISDIR: "it is a folder: give a file name",
+    }
+    return reasons.get(err.errno or -1, f"{err.strerror or type(err).__name__}")
+
+
+def write_text_atomic(path: Path, text: str, flag: str | None = None) -> None:
+    """Write a text file atomically; a failure is a one-line CircuitbenchError naming the flag and path.
+
+    Raises:
+        CircuitbenchError: when the file cannot be written (no partial file is left).
+    """
+    from circuitbench.errors import CircuitbenchError
+
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except OSError as err:
+        where = f"{flag} {path}" if flag else str(path)
+        raise CircuitbenchError(f"{where}: cannot write ({os_error_reason(err)})") from None
