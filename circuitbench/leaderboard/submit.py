@@ -185,7 +185,8 @@ def _close(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Protocol) -> None:
+def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Protocol) -> str | None:
+    """Check one unit file; returns its task (None when unreadable) for the denominator check."""
     import pyarrow.parquet as pq
 
     from circuitbench.circuits.circuit import EDGE_TABLE_ROWS, Circuit, circuit_paths, edges_total
@@ -197,7 +198,7 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Prot
         table, summary, prov = read_unit(path)
     except (CircuitbenchError, ValidationError, KeyError) as err:
         report.add(path, f"unreadable or incomplete unit ({str(err).splitlines()[0]})")
-        return
+        return None
     u = prov.unit
     for difference in protocol.differences(u):
         report.add(path, f"provenance.unit.{difference}: the board compares units run with its protocol only; "
@@ -205,7 +206,7 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Prot
     if u.task not in protocol.board_tasks():
         report.add(path, f"task {u.task!r} is not one of the board's tasks (a custom spec or a control); the board "
                    f"measures {', '.join(protocol.board_tasks())}")
-        return
+        return u.task
     try:
         current = get_task(u.task).task_hash
         if current != u.task_hash:
@@ -250,6 +251,7 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Prot
         if not _close(summary.get(key), value):
             report.add(path, f"summary {key} = {summary.get(key)!r} does not follow from the unit's measurements "
                        f"({value!r})")
+    return u.task
 
 
 def verify_sample(units: list[Path], meta: SubmissionMeta, report: Report, sample: int = 3) -> None:
@@ -288,18 +290,11 @@ def verify_sample(units: list[Path], meta: SubmissionMeta, report: Report, sampl
     report.verified = len(pruned)
 
 
-def _check_denominator(units: list[Path], report: Report, protocol: Protocol) -> None:
+def _check_denominator(tasks: list[str], report: Report, protocol: Protocol) -> None:
     """Every board task has exactly one unit: tasks solved are counted out of all of them."""
     from collections import Counter
 
-    from circuitbench.results.store import read_unit
-
-    seen: Counter[str] = Counter()
-    for path in units:
-        try:
-            seen[read_unit(path)[2].unit.task] += 1
-        except (CircuitbenchError, ValidationError, KeyError):
-            continue  # reported as unreadable by _check_unit
+    seen = Counter(tasks)
     missing = [t for t in protocol.board_tasks() if t not in seen]
     if missing:
         report.add("results", f"no unit for {len(missing)} of the {len(protocol.board_tasks())} board tasks "
@@ -356,11 +351,10 @@ def validate(results: Path, meta_path: Path, board: Path | None = None, verify: 
     except CircuitbenchError as err:
         report.add(board or "board", str(err))
         return report
-    if units:
-        _check_denominator(units, report, protocol)
     _check_validation(meta, meta_path, report)
-    for path in units:
-        _check_unit(path, meta, report, protocol)
+    tasks = [t for path in units if (t := _check_unit(path, meta, report, protocol)) is not None]
+    if units:
+        _check_denominator(tasks, report, protocol)
     report.units = len(units)
     if verify and units and report.ok:
         verify_sample(units, meta, report)

@@ -145,7 +145,6 @@ def _check_tokenizer_record(directory: Path) -> None:
 
     A tokenizer of the same size but another model's gives chance accuracy with no other sign.
     """
-    import hashlib
     import json
 
     from circuitbench.errors import TokenizerError
@@ -157,7 +156,7 @@ def _check_tokenizer_record(directory: Path) -> None:
         recorded = json.loads(meta.read_text()).get("tokenizer_sha256")
     except (ValueError, OSError, AttributeError):
         return  # a damaged card is not the weights' problem; the tokenizer is checked when the card is readable
-    actual = hashlib.sha256(tok.read_bytes()).hexdigest()
+    actual = file_sha256(tok)
     if recorded and recorded != actual:
         raise TokenizerError(
             f"{tok}: sha256 {actual[:16]}... is not the tokenizer this model was trained with ({meta.name} "

@@ -116,21 +116,17 @@ def _afrac(cfg: TrainConfig, step: int) -> float:
 
 
 def load_model_dir(directory: Path, flag: str) -> SparseGPT:
-    """A native model directory (beeg_config.json + weights) as a SparseGPT in eval mode.
+    """A native model directory as a SparseGPT in eval mode, on the CPU (`load_native`'s checks, naming the flag).
 
     Raises:
         CircuitbenchError: naming the flag when the directory is not a readable native model.
     """
-    from circuitbench.models.checkpoint import find_weights, read_state_dict
-    from circuitbench.models.config import load_config
+    from circuitbench.models.native import load_native
 
-    directory = Path(directory)
     try:
-        model = SparseGPT(load_config(directory / "beeg_config.json"))
-        load_weights(model, read_state_dict(find_weights(directory)), directory)
+        return load_native(Path(directory), device="cpu").model.eval()
     except CircuitbenchError as err:
         raise CircuitbenchError(f"{flag} {directory}: {err}") from err
-    return model.eval()
 
 
 def _check_same_shape(cfg: TrainConfig, model: SparseGPT, source: Path) -> None:
@@ -144,21 +140,24 @@ def _check_same_shape(cfg: TrainConfig, model: SparseGPT, source: Path) -> None:
                                 "give the same --n-layer/--d-model/--n-head/--d-mlp/--ctx as the starting model.")
 
 
-def _check_tokenizer(flag: str, directory: Path | None, data: TokenData) -> None:
-    """Refuse a starting or teacher model whose tokenizer is not the corpus's."""
+def check_tokenizer(flag: str, directory: Path | None, data: TokenData) -> None:
+    """Refuse a model (starting point, teacher, model to measure) whose tokenizer is not the corpus's.
+
+    Raises:
+        CircuitbenchError: naming the flag and the model, when its tokenizer.json is missing or another one.
+    """
     if directory is None:
         return
+    from circuitbench.models.native import file_sha256
+
     path = Path(directory) / "tokenizer.json"
     if not path.is_file():
-        raise CircuitbenchError(f"{flag} {directory}: no tokenizer.json; the model must share the run's tokenizer.")
-    import hashlib
-
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        raise CircuitbenchError(f"{flag} {directory}: no tokenizer.json; the model must share the corpus's tokenizer.")
+    digest = file_sha256(path)
     if digest != data.tokenizer_hash:
         raise CircuitbenchError(
             f"{flag} {directory}: its tokenizer (sha256 {digest[:12]}) is not this corpus's "
-            f"({data.tokenizer_hash[:12]}); "
-            "train the model on the same --corpus and --vocab-size."
+            f"({data.tokenizer_hash[:12]}); use a model trained on the same --corpus and --vocab-size."
         )
 
 
@@ -283,8 +282,8 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     if data is None:
         data, corpus = prepare_data(_cache_dir(cfg), cfg.corpus, cfg.vocab_size, cfg.tokenizer_bytes)
         corpus_hash = corpus.hash
-    _check_tokenizer("--init-from", cfg.init_from, data)
-    _check_tokenizer("--distill-from", cfg.distill_from, data)
+    check_tokenizer("--init-from", cfg.init_from, data)
+    check_tokenizer("--distill-from", cfg.distill_from, data)
     model, opt = _build(cfg)
     teacher = None if cfg.distill_from is None else load_model_dir(cfg.distill_from, "--distill-from")
     if teacher is not None:

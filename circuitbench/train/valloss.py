@@ -9,7 +9,6 @@ train` writes does); other tokenizers would make a per-token loss incomparable, 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -46,20 +45,17 @@ def measure(model: str, corpus: str | None = "pypi", windows: int = 256, ctx: in
     import circuitbench
     from circuitbench.train.config import TrainConfig
     from circuitbench.train.data import prepare_data, val_windows
-    from circuitbench.train.loop import _cache_dir
+    from circuitbench.train.loop import _cache_dir, check_tokenizer
 
     adapter = circuitbench.load_model(model, device="cpu")
     cache = cache_dir or _cache_dir(TrainConfig(out_dir=Path(".")))
     data, corpus_obj = prepare_data(cache, corpus, vocab_size, tokenizer_bytes)  # type: ignore[arg-type]
-    path = Path(adapter.provenance.get("model_path", "")) / "tokenizer.json"
-    theirs = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-    if theirs != data.tokenizer_hash:
-        raise CircuitbenchError(
-            f"--model {model}: its tokenizer ({'sha256 ' + theirs[:12] if theirs else 'not a tokenizer.json'}) is not "
-            f"the corpus's ({data.tokenizer_hash[:12]}); val-loss measures models trained on this corpus's "
-            "tokenizer (`circuitbench train`), where a per-token loss is comparable. Report another model's loss "
-            "yourself (validation.measured_by: submitter)."
-        )
+    directory = adapter.provenance.get("model_path")
+    if directory is None:
+        raise CircuitbenchError(f"--model {model}: not a model directory of this corpus's tokenizer; val-loss "
+                                "measures models `circuitbench train` wrote (report another model's loss yourself: "
+                                "validation.measured_by submitter)")
+    check_tokenizer("--model", Path(directory), data)
     length = ctx or adapter.context_length or 256
     vx, vy = val_windows(data.val, length, windows)
     total = 0.0
