@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="a method's hyperparameter, e.g. activation_patching.max_examples=16")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    from circuitbench.cli import _per_method_args
+    from circuitbench.cli.run import per_method_args
 
-    per_method = _per_method_args(args.method_arg, args.methods.split(","))
+    per_method = per_method_args(args.method_arg, args.methods.split(","))
     torch.set_num_threads(args.threads)
     adapter = circuitbench.load_model(args.model, device="cpu")
     index = NodeIndex.of(adapter)

@@ -35,11 +35,11 @@ from tabulate import tabulate
 
 import circuitbench
 from circuitbench.circuits.ablation import ablation_source
-from circuitbench.circuits.circuit import Circuit, circuit_paths
 from circuitbench.circuits.evaluate import evaluate
 from circuitbench.circuits.masks import NodeIndex
 from circuitbench.circuits.problem import Problem
 from circuitbench.protocols import Batch
+from circuitbench.results.circuit import Circuit, circuit_paths
 from circuitbench.results.store import unit_files
 from circuitbench.runs.config import make_units, model_ref
 from circuitbench.runs.runner import RunConfig, resolve_tasks, run, unit_file

@@ -146,6 +146,20 @@ class ModelAdapter(Protocol):
     context_length: int | None
     """Longest input in tokens the model takes (None: no limit); longer prompts are left-truncated."""
 
+    @property
+    def n_heads(self) -> int | None:
+        """Attention heads per layer (None: unknown); recorded with a saved circuit for MIB's graph format."""
+        ...
+
+    @property
+    def has_saes(self) -> bool:
+        """Whether SAEs are spliced in.
+
+        The sites are then their latents, and the adapter has `base` (the model without them) and
+        `splices` (hook point -> SAE).
+        """
+        ...
+
     def logits(self, tokens: Tensor) -> Tensor:
         """Logits [B, T, vocab] for a LongTensor [B, T]."""
         ...

@@ -10,5 +10,5 @@ RESUME=()
 [ -f "$OUT/checkpoint.pt" ] && RESUME=(--resume)
 circuitbench train --out "$OUT" --corpus pypi --init-from baselines/models/tiny-sparse --anneal-end 0 \
     --n-layer 2 --d-model 128 --n-head 4 --batch-size 16 --weight-density 0.125 --afrac 0.25 --lr 0.0128 \
-    --max-steps 43000 --eval-every 1000 --val-windows 256 --checkpoint-every 1000 --keep-checkpoints \
+    --max-steps 22000 --eval-every 1000 --val-windows 256 --checkpoint-every 1000 --keep-checkpoints \
     --threads 2 --quiet --no-card --stop-after "$STOP" "${RESUME[@]}"

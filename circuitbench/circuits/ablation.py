@@ -32,9 +32,9 @@ import torch
 from torch import Tensor
 
 from circuitbench.circuits.masks import NodeIndex, PositionValues
-from circuitbench.circuits.unit import AblationKind
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import Batch, ModelAdapter
+from circuitbench.results.unit import AblationKind
 
 log = logging.getLogger(__name__)
 

@@ -20,17 +20,24 @@ import torch
 from torch import Tensor
 
 from circuitbench.circuits.ablation import AblationSource
-from circuitbench.circuits.circuit import Circuit
 from circuitbench.circuits.curves import CURVE_METRICS, faithfulness_curve, node_curve, top_k_scores
 from circuitbench.circuits.edges import count_edges
-from circuitbench.circuits.masks import NodeIndex, keep_top
-from circuitbench.circuits.methods import get_method
+from circuitbench.circuits.masks import NodeIndex, circuit_of, keep_top
+from circuitbench.circuits.methods import (
+    DiagnosedMethod,
+    JointMethod,
+    Method,
+    NativeSizeMethod,
+    SignedMethod,
+    get_method,
+)
 from circuitbench.circuits.metrics import Scores, count_nodes, faithfulness, loss_recovered, score
 from circuitbench.circuits.problem import Calibration, Problem, fit_calibration, search_subset
-from circuitbench.circuits.search import smallest_k
-from circuitbench.circuits.unit import Measurement, Unit, UnitResult
+from circuitbench.circuits.search import SearchResult, smallest_k
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import Batch, ModelAdapter
+from circuitbench.results.circuit import Circuit
+from circuitbench.results.unit import Measurement, Status, Unit, UnitResult
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +93,51 @@ def encode_unit_task(unit: Unit, adapter: ModelAdapter) -> tuple[Any, Any]:
             encode_task(spec, adapter.tokenizer, "test", max_len=max_len))
 
 
+Row = tuple[str, str, float]
+"""One measurement before it is typed: (split, metric, value)."""
+
+
+@dataclasses.dataclass
+class UnitState:
+    """What the phases of one unit share: its inputs, the encoded splits, and the rows and fields so far."""
+
+    unit: Unit
+    adapter: ModelAdapter
+    index: NodeIndex
+    train: Batch
+    test: Batch
+    search_rows: Batch
+    problem: Problem
+    rows: list[Row]
+    fields: dict[str, Any]
+    phases: _Phases
+    t_start: float
+
+    def result(self, status: Status, circuit: Circuit | None = None) -> UnitResult:
+        """The unit's result from the rows and fields gathered so far."""
+        return UnitResult(unit=self.unit, status=status, **self.fields, wall_s=time.perf_counter() - self.t_start,
+                          measurements=tuple(Measurement(split=s, metric=m, value=float(v))  # type: ignore[arg-type]
+                                             for s, m, v in self.rows),
+                          circuit=circuit)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranking:
+    """What the method phase found: the node scores of the task (and of its control), and what else it said."""
+
+    scores: Tensor
+    native: int | None
+    signed: Tensor | None
+    control_scores: Tensor | None = None
+    control_native: int | None = None
+
+
 def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_progress: bool = False,
              eval_batch: int = 256) -> UnitResult:
-    """Measure one unit: full model, circuit search, sufficiency, necessity, faithfulness, control.
+    """Measure one unit: full model, method, curves, circuit search, sufficiency, necessity, control.
+
+    Each phase is a function of its own below (`prepare`, `full_model_phase`, `method_phase`, `curve_phase`,
+    `search_phase`, `measure_phase`, `control_phase`), run here in order.
 
     Args:
         unit: What to compute (the model it names must be `adapter`: same weights hash).
@@ -104,131 +153,183 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     Raises:
         CircuitbenchError: when the adapter or the ablation source is not the one the unit names.
     """
+    state = prepare(unit, adapter, ablation, show_progress, eval_batch)
+    if len(state.train) < 2 or len(state.test) < 2:
+        return state.result("no_examples")
+    full_test, full_train = full_model_phase(state)
+    if full_test.accuracy < unit.min_accuracy:
+        log.info("%s: full-model accuracy %.3f < %.2f; not pruned", unit.task, full_test.accuracy, unit.min_accuracy)
+        state.rows += state.phases.rows()
+        return state.result("unsolved")
+    with state.phases("ablation_values"):
+        values = ablation.values(state.train).to(adapter.device)
+    state.problem = dataclasses.replace(state.problem, ablation=values)
+    # The circuit must reach the target loss, or the full model's own loss where the full model is weaker than
+    # the target (it solves the task, just less confidently): keeping every node always meets that.
+    target = max(unit.target_loss, full_train.loss)
+    state.rows.append(("train", "target_loss", target))
+    control = dataclasses.replace(state.problem, train=state.train.swapped()) if unit.control else None
+    method = get_method(unit.method, **unit.method_kwargs)
+    ranking = method_phase(state, method, control)
+    empty = curve_phase(state, ranking, full_test)
+    found, gates, calibration = search_phase(state, ranking, target)
+    measure_phase(state, gates, calibration, full_test, empty)
+    state.fields.update(target_loss=target, circuit_train_loss=found.loss)
+    if control is not None:
+        control_phase(state, control, method, ranking, target)
+    state.rows += state.phases.rows()
+    circuit = circuit_of(state.index, ranking.scores, found.k, values, n_head=adapter.n_heads,
+                         calibration=None if calibration is None else
+                         {"scale": calibration.scale, "shift": {str(t): v for t, v in calibration.shift.items()}},
+                         unit_key=unit.key(), model=unit.model.name, task=unit.task)
+    return state.result("solved" if found.met_target else "target_missed", circuit)
+
+
+def prepare(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_progress: bool = False,
+            eval_batch: int = 256) -> UnitState:
+    """Check that the model and the ablation are the unit's, encode its task and set up the problem.
+
+    Raises:
+        CircuitbenchError: when the adapter's weights or the ablation kind are not the unit's.
+    """
     sha = adapter.provenance.get("weights_sha256")
     if unit.model.weights_sha256 is not None and sha != unit.model.weights_sha256:
         raise CircuitbenchError(f"unit {unit.key()} names weights {unit.model.weights_sha256}, the model has {sha}")
     if ablation.kind != unit.ablation:
         raise CircuitbenchError(f"unit {unit.key()} asks for {unit.ablation} ablation, got a {ablation.kind} source")
     t_start = time.perf_counter()
-    method = get_method(unit.method, **unit.method_kwargs)
     index = NodeIndex.of(adapter)
     train_enc, test_enc = encode_unit_task(unit, adapter)
     train, test = Batch.of(train_enc, adapter.device), Batch.of(test_enc, adapter.device)
-    rows: list[tuple[str, str, float]] = [("test", "examples", len(test)), ("test", "dropped", test_enc.n_dropped),
-                                          ("train", "examples", len(train))]
+    rows: list[Row] = [("test", "examples", len(test)), ("test", "dropped", test_enc.n_dropped),
+                       ("train", "examples", len(train))]
     fields: dict[str, Any] = dict(test_examples=len(test), dropped_examples=test_enc.n_dropped)
-
-    def result(status: str, **more: Any) -> UnitResult:
-        return UnitResult(unit=unit, status=status, **fields, **more, wall_s=time.perf_counter() - t_start,
-                          measurements=tuple(Measurement(split=s, metric=m, value=float(v))  # type: ignore[arg-type]
-                                             for s, m, v in rows))
-
     if len(train) < 2 or len(test) < 2:
         log.warning("%s: no usable examples for this tokenizer (%s)", unit.task, test_enc.drop_reasons)
-        return result("unsolved")
-    phases = _Phases()
-    search_rows = search_subset(train, unit.search_examples, unit.seed)
     # the full model ignores ablation values; they are computed only for tasks that get pruned
     counterfactual = unit.ablation == "counterfactual"
-    if counterfactual:  # how many rows are patched position by position (the rest: an aligned suffix)
+    if counterfactual and len(train) >= 2 and len(test) >= 2:  # rows patched position by position
         from circuitbench.circuits.ablation import aligned_examples
 
         rows += [(name, "counterfactual_aligned_examples", aligned_examples(split))
                  for name, split in (("train", train), ("test", test))]
     problem = Problem(adapter, index, torch.zeros(index.value_size, device=adapter.device), train, unit.seed,
                       show_progress, eval_batch, counterfactual)
-    with phases("full_model"):
-        full_test, full_train = problem.scores(test, None), problem.scores(search_rows, None)
-    rows += [("test", k, v) for k, v in full_test.as_dict("full").items()]
-    rows += [("train", k, v) for k, v in full_train.as_dict("full").items()]
-    if hasattr(adapter, "splices"):  # an SAE-augmented model: SAEBench's loss recovered, pruned or not
-        rows += [("test", k, v) for k, v in loss_recovered(adapter, test).items()]
-    fields.update(full_accuracy=full_test.accuracy, full_loss=full_test.loss)
-    if full_test.accuracy < unit.min_accuracy:
-        log.info("%s: full-model accuracy %.3f < %.2f; not pruned", unit.task, full_test.accuracy, unit.min_accuracy)
-        rows += phases.rows()
-        return result("unsolved")
+    search_rows = search_subset(train, unit.search_examples, unit.seed) if len(train) >= 2 else train
+    return UnitState(unit, adapter, index, train, test, search_rows, problem, rows, fields, _Phases(), t_start)
 
-    with phases("ablation_values"):
-        values = ablation.values(train).to(adapter.device)
-    problem = dataclasses.replace(problem, ablation=values)
-    # The circuit must reach the target loss, or the full model's own loss where the full model is weaker than
-    # the target (it solves the task, just less confidently): keeping every node always meets that.
-    target = max(unit.target_loss, full_train.loss)
-    rows.append(("train", "target_loss", target))
-    on_search = circuit_scorer(problem, search_rows, unit.calibrate)
-    control = dataclasses.replace(problem, train=train.swapped()) if unit.control else None
-    # A method that can train the task and its control side by side in one batch (`joint_scores`: the same
-    # numbers as two runs, in fewer passes) does; the method phase then includes the control's training.
-    joint = control is not None and hasattr(method, "joint_scores")
-    with phases("method"):
+
+def full_model_phase(state: UnitState) -> tuple[Scores, Scores]:
+    """The full model's scores on the test split and on the search examples (and an SAE model's loss recovered)."""
+    with state.phases("full_model"):
+        full_test, full_train = state.problem.scores(state.test, None), state.problem.scores(state.search_rows, None)
+    state.rows += [("test", k, v) for k, v in full_test.as_dict("full").items()]
+    state.rows += [("train", k, v) for k, v in full_train.as_dict("full").items()]
+    if state.adapter.has_saes:  # an SAE-augmented model: SAEBench's loss recovered, pruned or not
+        state.rows += [("test", k, v) for k, v in loss_recovered(state.adapter, state.test).items()]
+    state.fields.update(full_accuracy=full_test.accuracy, full_loss=full_test.loss)
+    return full_test, full_train
+
+
+def method_phase(state: UnitState, method: Method, control: Problem | None) -> Ranking:
+    """Run the method on the task and on its control.
+
+    Jointly where the method can (`JointMethod`: the same numbers as two runs, in fewer passes); the phase
+    then includes the control's training.
+    """
+    joint = control is not None and isinstance(method, JointMethod)
+    c_scores = c_native = None
+    with state.phases("method"):
         if joint:
-            node_scores, c_scores = method.joint_scores([problem, control])
+            assert isinstance(method, JointMethod) and control is not None
+            scores, c_scores = method.joint_scores([state.problem, control])
             native, c_native = method.native_ks
         else:
-            node_scores = method.node_scores(problem)
-            native = getattr(method, "native_k", None)
-    rows += [("", f"method_{k}", v) for k, v in getattr(method, "diagnostics", dict)().items()]
-    rows.append(("", "method_joint_control", float(joint)))
-    cost = method.cost(len(train), index.size) if hasattr(method, "cost") else {}
-    rows += [("", f"method_cost_{k}_passes", v) for k, v in cost.items()]
-    with phases("curve"):
+            scores = method.node_scores(state.problem)
+            native = method.native_k if isinstance(method, NativeSizeMethod) else None
+    if isinstance(method, DiagnosedMethod):
+        state.rows += [("", f"method_{k}", v) for k, v in method.diagnostics().items()]
+    state.rows.append(("", "method_joint_control", float(joint)))
+    state.rows += [("", f"method_cost_{k}_passes", v)
+                   for k, v in method.cost(len(state.train), state.index.size).items()]
+    signed = method.signed_scores if isinstance(method, SignedMethod) else None
+    return Ranking(scores, native, signed, c_scores, c_native)
+
+
+def curve_phase(state: UnitState, ranking: Ranking, full_test: Scores) -> Scores:
+    """MIB's faithfulness curves over circuit size on the test split (every metric), and their areas.
+
+    Returns:
+        The empty circuit's scores on the test split (the curves' zero point).
+    """
+    problem, test, size = state.problem, state.test, state.index.size
+    with state.phases("curve"):
         reference = problem.answer_logprobs(test)  # the full model's next-token distribution, for KL
         full_ref = dataclasses.replace(full_test, kl=0.0)
-        empty = problem.scores(test, torch.zeros(index.size, device=adapter.device), reference)
-        at = top_k_scores(problem, test, node_scores, full_ref, empty, reference)
-        curves = {metric: faithfulness_curve(at, index.size, full_ref, empty, metric) for metric in CURVE_METRICS}
+        empty = problem.scores(test, torch.zeros(size, device=state.adapter.device), reference)
+        at = top_k_scores(problem, test, ranking.scores, full_ref, empty, reference)
+        curves = {metric: faithfulness_curve(at, size, full_ref, empty, metric) for metric in CURVE_METRICS}
         for metric, curve in curves.items():
             tag = "" if metric == "logit_diff" else f"{metric}_"
-            grid, grid_f = node_curve(at, index.size, full_ref, empty, metric)
-            rows += [("test", f"curve_{tag}f_{frac:g}", f) for frac, f in zip(curve.fractions, curve.f, strict=True)]
-            rows += [("test", f"curve_nodes_{tag}f_{k}", f) for k, f in zip(grid, grid_f, strict=True)]
+            grid, grid_f = node_curve(at, size, full_ref, empty, metric)
+            state.rows += [("test", f"curve_{tag}f_{frac:g}", f) for frac, f in zip(curve.fractions, curve.f,
+                                                                                    strict=True)]
+            state.rows += [("test", f"curve_nodes_{tag}f_{k}", f) for k, f in zip(grid, grid_f, strict=True)]
         absolute = curves["logit_diff"]
         # MIB: CPR ranks by the signed score, CMD by its absolute value (the same ranking for unsigned methods)
-        signed_scores = getattr(method, "signed_scores", None)
-        signed = absolute if signed_scores is None else faithfulness_curve(
-            top_k_scores(problem, test, signed_scores, full_ref, empty, reference), index.size, full_ref, empty)
-    rows += [("test", f"curve_signed_f_{frac:g}", f) for frac, f in zip(signed.fractions, signed.f, strict=True)]
-    fields.update(cpr=signed.cpr(), cmd=absolute.cmd(), cpr_log=signed.cpr_log(), cmd_log=absolute.cmd_log())
-    with phases("search"):
-        found = smallest_k(lambda k: on_search(keep_top(node_scores, k))[0].loss, index.size, target,
-                           native)
-        gates = keep_top(node_scores, found.k)
+        signed = absolute if ranking.signed is None else faithfulness_curve(
+            top_k_scores(problem, test, ranking.signed, full_ref, empty, reference), size, full_ref, empty)
+    state.rows += [("test", f"curve_signed_f_{frac:g}", f) for frac, f in zip(signed.fractions, signed.f, strict=True)]
+    state.fields.update(cpr=signed.cpr(), cmd=absolute.cmd(), cpr_log=signed.cpr_log(), cmd_log=absolute.cmd_log())
+    return empty
+
+
+def search_phase(state: UnitState, ranking: Ranking, target: float
+                 ) -> tuple[SearchResult, Tensor, Calibration | None]:
+    """The smallest top-k circuit of the ranking that meets `target` on the search examples; its sizes."""
+    on_search = circuit_scorer(state.problem, state.search_rows, state.unit.calibrate)
+    with state.phases("search"):
+        found = smallest_k(lambda k: on_search(keep_top(ranking.scores, k))[0].loss, state.index.size, target,
+                           ranking.native)
+        gates = keep_top(ranking.scores, found.k)
         calibration = on_search(gates)[1]
-    sizes = {**count_nodes(index, gates), **count_edges(adapter, index, gates)}
-    rows += [("", k, v) for k, v in sizes.items()]
-    rows += [("train", "circuit_loss", found.loss), ("train", "search_evaluations", found.evaluations)]
-    with phases("measure"):
-        suff, nec, _ = measure_circuit(problem, test, gates, calibration, empty)
+    sizes = {**count_nodes(state.index, gates), **count_edges(state.adapter, state.index, gates)}
+    state.rows += [("", k, v) for k, v in sizes.items()]
+    state.rows += [("train", "circuit_loss", found.loss), ("train", "search_evaluations", found.evaluations)]
+    state.fields.update(nodes=sizes["nodes"], edges=sizes["edges"])
+    return found, gates, calibration
+
+
+def measure_phase(state: UnitState, gates: Tensor, calibration: Calibration | None, full_test: Scores,
+                  empty: Scores) -> None:
+    """Sufficiency, necessity and faithfulness of the circuit on the test split."""
+    with state.phases("measure"):
+        suff, nec, _ = measure_circuit(state.problem, state.test, gates, calibration, empty)
     if calibration is not None:
-        uncalibrated = problem.scores(test, gates)
-        rows += [("test", k, v) for k, v in uncalibrated.as_dict("sufficiency_uncalibrated").items()]
-        rows += [("", "calibration_scale", calibration.scale)]
-        rows += [("", f"calibration_shift_{t}", v) for t, v in calibration.shift.items()]
-    rows += [("test", k, v) for k, v in {**suff.as_dict("sufficiency"), **nec.as_dict("necessity"),
-                                          **empty.as_dict("empty")}.items()]
+        uncalibrated = state.problem.scores(state.test, gates)
+        state.rows += [("test", k, v) for k, v in uncalibrated.as_dict("sufficiency_uncalibrated").items()]
+        state.rows += [("", "calibration_scale", calibration.scale)]
+        state.rows += [("", f"calibration_shift_{t}", v) for t, v in calibration.shift.items()]
+    state.rows += [("test", k, v) for k, v in {**suff.as_dict("sufficiency"), **nec.as_dict("necessity"),
+                                                **empty.as_dict("empty")}.items()]
     f = faithfulness(suff.logit_diff, full_test.logit_diff, empty.logit_diff)
-    rows.append(("test", "faithfulness", f))
-    fields.update(target_loss=target, nodes=sizes["nodes"], edges=sizes["edges"], circuit_train_loss=found.loss,
-                  sufficiency_loss=suff.loss, sufficiency_accuracy=suff.accuracy, necessity_loss=nec.loss,
-                  necessity_accuracy=nec.accuracy, faithfulness=f)
-    if control is not None:
-        # Drori 2026: pruning can "solve" nonsense; the inverted-label control measures how easily.
-        on_control = circuit_scorer(control, search_rows.swapped(), unit.calibrate)
-        with phases("control"):
-            if not joint:
-                c_scores = method.node_scores(control)
-                c_native = getattr(method, "native_k", None)
-            c_found = smallest_k(lambda k: on_control(keep_top(c_scores, k))[0].loss, index.size, target, c_native)
-        rows += [("", "control_nodes", c_found.k), ("train", "control_loss", c_found.loss),
-                 ("", "control_met_target", float(c_found.met_target))]
-        fields.update(control_nodes=c_found.k, control_met_target=c_found.met_target)
-    rows += phases.rows()
-    circuit = Circuit.of(index, node_scores, found.k, values, n_head=_n_head(adapter),
-                         calibration=None if calibration is None else
-                         {"scale": calibration.scale, "shift": {str(t): v for t, v in calibration.shift.items()}},
-                         unit_key=unit.key(), model=unit.model.name, task=unit.task)
-    return result("solved" if found.met_target else "target_missed", circuit=circuit)
+    state.rows.append(("test", "faithfulness", f))
+    state.fields.update(sufficiency_loss=suff.loss, sufficiency_accuracy=suff.accuracy, necessity_loss=nec.loss,
+                        necessity_accuracy=nec.accuracy, faithfulness=f)
+
+
+def control_phase(state: UnitState, control: Problem, method: Method, ranking: Ranking, target: float) -> None:
+    """The inverted-label control (Drori 2026: pruning can "solve" nonsense; this measures how easily)."""
+    on_control = circuit_scorer(control, state.search_rows.swapped(), state.unit.calibrate)
+    with state.phases("control"):
+        c_scores, c_native = ranking.control_scores, ranking.control_native
+        if c_scores is None:  # not trained jointly with the task
+            c_scores = method.node_scores(control)
+            c_native = method.native_k if isinstance(method, NativeSizeMethod) else None
+        c_found = smallest_k(lambda k: on_control(keep_top(c_scores, k))[0].loss, state.index.size, target, c_native)
+    state.rows += [("", "control_nodes", c_found.k), ("train", "control_loss", c_found.loss),
+                   ("", "control_met_target", float(c_found.met_target))]
+    state.fields.update(control_nodes=c_found.k, control_met_target=c_found.met_target)
 
 
 def measure_circuit(problem: Problem, rows: Batch, gates: Tensor, calibration: Calibration | None,
@@ -243,14 +344,3 @@ def measure_circuit(problem: Problem, rows: Batch, gates: Tensor, calibration: C
     if empty is None:
         empty = problem.scores(rows, torch.zeros_like(gates))
     return suff, nec, empty
-
-
-def _n_head(adapter: ModelAdapter) -> int | None:
-    cfg = getattr(adapter, "config", None)
-    if getattr(cfg, "n_head", None):
-        return int(cfg.n_head)  # type: ignore[union-attr]
-    hf = getattr(adapter, "hf_config", None)
-    for key in ("num_attention_heads", "n_head"):
-        if getattr(hf, key, None):
-            return int(getattr(hf, key))
-    return None

@@ -12,11 +12,17 @@ batch as `PositionValues` instead of the flat vector.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import Hook, ModelAdapter, Site
+from circuitbench.results.circuit import Circuit, SiteLayout, keep_top
+
+__all__ = ["Ablation", "NodeIndex", "PositionValues", "check_layout", "circuit_of", "gate_hook", "keep_top",
+           "stacked_gate_hook"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +163,22 @@ def stacked_gate_hook(index: NodeIndex, gates: Tensor, ablation: Ablation) -> Ho
     return hook
 
 
-def keep_top(scores: Tensor, k: int) -> Tensor:
-    """A 0/1 gate keeping the k highest-scoring nodes (ties broken by index, deterministically)."""
-    gates = torch.zeros_like(scores, dtype=torch.float32)
-    if k > 0:
-        order = torch.argsort(scores.float(), descending=True, stable=True)
-        gates[order[:k]] = 1.0
-    return gates
+def circuit_of(index: NodeIndex, scores: Tensor, k: int, ablation: Tensor, **meta: Any) -> Circuit:
+    """The circuit of a node ranking cut at k, on the layout of `index` (what the evaluator saves)."""
+    sites = tuple(SiteLayout(s.name, s.kind, s.layer, s.width, s.value_width) for s in index.sites)
+    return Circuit(sites, scores.detach().float().cpu(), int(k), ablation.detach().float().cpu(), **meta)
+
+
+def check_layout(circuit: Circuit, index: NodeIndex) -> None:
+    """Raise unless the circuit was found on this model's node layout.
+
+    Raises:
+        CircuitbenchError: naming the first site that differs.
+    """
+    mine = [(s.name, s.width) for s in circuit.sites]
+    theirs = [(s.name, s.width) for s in index.sites]
+    if mine != theirs:
+        diff = next((f"{a} vs {b}" for a, b in zip(mine, theirs, strict=False) if a != b),
+                    f"{len(mine)} vs {len(theirs)} sites")
+        raise CircuitbenchError(f"the circuit's node layout differs from this model's ({diff}); "
+                                "load the model the circuit was found on.")

@@ -151,7 +151,7 @@ def saved_circuit_svg(unit: Path, max_edges: int = 400, title: str = "", standal
     """
     import pyarrow.parquet as pq
 
-    from circuitbench.circuits.circuit import Circuit, circuit_paths, edges_total
+    from circuitbench.results.circuit import Circuit, circuit_paths, edges_total
 
     cpath, epath = circuit_paths(Path(unit))
     circuit = Circuit.load(cpath)

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, ValidationError, field_validator, model_validator
+
+from circuitbench.results.unit import UnitSettings
 
 PROTOCOL_FILE = "protocol.json"
 """A board's protocol file (`BOARD/protocol.json`); a board without one uses the official protocol."""
@@ -30,24 +32,28 @@ CHANCE_ACCURACY = 0.5
 """Accuracy of a coin flip on a balanced binary task."""
 
 
-class Protocol(BaseModel):
+class Protocol(UnitSettings):
     """How every unit on a board was run.
 
-    The defaults are the official board's: `circuitbench run`'s defaults on every bundled task.
+    The defaults are the official board's: `circuitbench run`'s defaults (the `UnitSettings` fields) on every
+    bundled task. A protocol never sets a target at or above chance, an accuracy bar at or below it, or
+    fewer than one pair of search examples.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     tasks: list[str] | None = None
     """The board's tasks (each submission holds one unit of each); None: every bundled task."""
-    target_loss: float = Field(default=0.15, gt=0, lt=CHANCE_LOSS, allow_inf_nan=False)
-    """Per-example task-loss target, below chance (ln 2)."""
-    min_accuracy: float = Field(default=0.9, gt=CHANCE_ACCURACY, le=1)
-    """Full-model test accuracy from which a task counts as solved and is pruned, above chance."""
-    ablation: Literal["mean", "task-mean", "zero", "counterfactual"] = "mean"
-    control: bool = True
-    calibrate: bool = False
-    search_examples: int = Field(default=512, ge=2)
+
+    @model_validator(mode="after")
+    def _labels_true(self) -> Protocol:
+        if not (math.isfinite(self.target_loss) and 0 < self.target_loss < CHANCE_LOSS):
+            raise ValueError(f"target_loss {self.target_loss}: must be above 0 and below chance (ln 2 = 0.693)")
+        if not (CHANCE_ACCURACY < self.min_accuracy <= 1):
+            raise ValueError(f"min_accuracy {self.min_accuracy}: must be above chance (0.5) and at most 1")
+        if self.search_examples < 2:
+            raise ValueError(f"search_examples {self.search_examples}: must be at least one pair (2)")
+        return self
 
     @field_validator("tasks")
     @classmethod
@@ -65,10 +71,6 @@ class Protocol(BaseModel):
         from circuitbench.tasks.load import spec_names
 
         return sorted(self.tasks if self.tasks is not None else spec_names())
-
-    def settings(self) -> dict[str, Any]:
-        """The unit settings the protocol fixes, by `Unit` field name."""
-        return self.model_dump(exclude={"tasks"})
 
     def text(self) -> str:
         """The protocol in one sentence, as the board states it."""
@@ -141,13 +143,16 @@ def board_numbers(m: dict[tuple[str, str], float], unit: Any, unit_file: Path | 
             "control_met_target", "cpr", "cmd", "cpr_log", "cmd_log")
     out.update(dict.fromkeys(keys))
     loss, target = m.get(("train", "circuit_loss")), m.get(("train", "target_loss"))
+    if m.get(("test", "examples"), 2) < 2 or m.get(("train", "examples"), 2) < 2:
+        out["status"] = "no_examples"
+        return out
     if acc is None or acc < unit.min_accuracy or loss is None or target is None:
         out["status"] = "unsolved"
         return out
     out["status"] = "solved" if loss <= target else "target_missed"
     nodes, edges = m.get(("", "nodes")), m.get(("", "edges"))
     if unit_file is not None:
-        from circuitbench.circuits.circuit import Circuit, circuit_paths, edges_total
+        from circuitbench.results.circuit import Circuit, circuit_paths, edges_total
 
         cpath, epath = circuit_paths(unit_file)
         nodes, edges = Circuit.load(cpath).k, edges_total(epath)

@@ -256,7 +256,7 @@ DRAWN_NODES = 800
 
 
 def _drawing(u: UnitRecord, title: str) -> str:
-    from circuitbench.circuits.circuit import circuit_paths
+    from circuitbench.results.circuit import circuit_paths
 
     if not circuit_paths(u.path)[0].is_file():
         return "<p>(no saved circuit)</p>"
@@ -288,8 +288,12 @@ def _task_page(task: str, entries: list[Entry]) -> str:
                         f"({e(s['status'])})</summary>{_drawing(u, f'{task}: {en.label}')}</details>")
     unsolved = sorted({en.meta.model.name for en in entries for u in en.units
                        if u.summary["task"] == task and u.summary["status"] == "unsolved"})
+    unmeasured = sorted({en.meta.model.name for en in entries for u in en.units
+                         if u.summary["task"] == task and u.summary["status"] == "no_examples"})
     note = (f"<p class=\"note\">Not pruned, because the full model does not solve the task: {e(', '.join(unsolved))}."
             "</p>" if unsolved else "")
+    note += (f"<p class=\"note\">Not measured, because no example survives the model's tokenizer: "
+             f"{e(', '.join(unmeasured))}.</p>" if unmeasured else "")
     body = f"""<h1>{e(task)}</h1>
 {_example(task)}
 <h2>Circuits</h2>

@@ -132,7 +132,7 @@ class Report:
 
 def submission_files(results: Path, units: list[Path]) -> list[Path]:
     """The files a submission is made of: its units and the circuit and edge table beside each, sorted."""
-    from circuitbench.circuits.circuit import circuit_paths
+    from circuitbench.results.circuit import circuit_paths
 
     out = []
     for u in units:
@@ -189,9 +189,10 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Prot
     """Check one unit file; returns its task (None when unreadable) for the denominator check."""
     import pyarrow.parquet as pq
 
-    from circuitbench.circuits.circuit import EDGE_TABLE_ROWS, Circuit, circuit_paths, edges_total
     from circuitbench.leaderboard.protocol import board_numbers
+    from circuitbench.results.circuit import EDGE_TABLE_ROWS, Circuit, circuit_paths, edges_total
     from circuitbench.results.store import read_unit
+    from circuitbench.results.unit import NOT_PRUNED
     from circuitbench.tasks.load import get_task
 
     try:
@@ -230,7 +231,7 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Prot
     if ("test", "full_accuracy") not in m:
         report.add(path, "no test-split full_accuracy: every claimed task needs its test numbers")
     derived = board_numbers(m, u)
-    if derived["status"] != "unsolved":
+    if derived["status"] not in NOT_PRUNED:
         cpath, epath = circuit_paths(path)
         try:
             circuit = Circuit.load(cpath)

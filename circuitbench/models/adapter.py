@@ -59,6 +59,8 @@ class HookedForward:
     hook_names: list[str]
     forward: Callable[..., Tensor]
     """The adapter's own `forward(tokens, hook=None, at=None)`; the mixin only uses it."""
+    has_saes: bool = False
+    """No SAEs spliced in (`circuitbench.models.sae.SAEAdapter` says True)."""
 
     def logits(self, tokens: Tensor) -> Tensor:
         """Logits [B, T, V], without gradients."""

@@ -27,40 +27,33 @@ transformers is imported only inside functions: importing circuitbench never imp
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from circuitbench.errors import CheckpointError, CircuitbenchError, ConfigError
+from circuitbench.errors import ConfigError
 from circuitbench.models.adapter import (
     HookedForward,
-    ResidMidShift,
     Site,
     SiteKind,
     block_hook_names,
     block_sites,
     fold_gqa_write,
 )
-from circuitbench.models.native import file_sha256, resolve_device, resolve_dtype
+from circuitbench.models.hf_hooks import LayerHooks
 from circuitbench.models.sparse_gpt import Hook
-from circuitbench.models.tokenizer import Tokenizer, load_tokenizer
+from circuitbench.models.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'circuitbench[hf]'"
-WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 QKV: tuple[SiteKind, SiteKind, SiteKind] = ("q", "k", "v")
 
 
@@ -163,7 +156,8 @@ def unsupported_parts(cfg: Any) -> str | None:
     return None
 
 
-def _unsupported_type(model_type: Any) -> str:
+def unsupported_type(model_type: Any) -> str:
+    """Why a config.json model_type is refused, and the model types that are supported."""
     hint = _NOT_SUPPORTED.get(model_type) if isinstance(model_type, str) else None
     why = hint or "circuitbench has no hook layout for it"
     return f"model_type {model_type!r}: {why}; supported model types: {', '.join(ARCHITECTURES)}."
@@ -204,7 +198,7 @@ class HFAdapter(HookedForward):
     ) -> None:
         model_type = getattr(model.config, "model_type", None)
         if model_type not in ARCHITECTURES:
-            raise ConfigError(f"{name}: config.json {_unsupported_type(model_type)}")
+            raise ConfigError(f"{name}: config.json {unsupported_type(model_type)}")
         refused = unsupported_parts(model.config)
         if refused is not None:
             raise ConfigError(f"{name}: config.json: {refused}; circuitbench does not approximate it.")
@@ -317,116 +311,12 @@ class HFAdapter(HookedForward):
     @contextmanager
     def hooks(self, hook: Hook) -> Iterator[None]:
         """Install `hook` at every hook point for the duration of the block; always removed on exit."""
-        a = self.arch
-        handles: list[Any] = []
-        resid_mid = ResidMidShift()  # the layer adds the original resid_mid: carry a change to the MLP write
-
-        def pre(module: nn.Module, fn: Callable[..., Any], **kw: bool) -> None:
-            handles.append(module.register_forward_pre_hook(fn, **kw))
-
-        def post(module: nn.Module, fn: Callable[..., Any]) -> None:
-            handles.append(module.register_forward_hook(fn))
-
-        # OPT runs its MLP on [B*T, d]: its hooks see [B, T, d] (the layer input's leading shape)
-        lead: dict[int, torch.Size] = {}
-
-        def as_btd(i: int, x: Tensor) -> Tensor:
-            return x.view(*lead[i], x.shape[-1]) if a.flat_mlp and x.ndim == 2 else x
-
-        def hooked(i: int, name: str, x: Tensor) -> Tensor:
-            v = as_btd(i, x)
-            y = hook(name, v)
-            if v is x:
-                return y
-            return x if y is v else y.reshape(x.shape)  # an unchanged activation stays the same object
-
-        def first_input(i: int, name: str) -> Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]:
-            """Replace a module's first input, passed positionally or as `hidden_states=`."""
-
-            def fn(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-                if args:
-                    return (hooked(i, name, args[0]), *args[1:]), kwargs
-                return args, dict(kwargs, hidden_states=hooked(i, name, kwargs["hidden_states"]))
-
-            return fn
-
-        def on_layer_input(i: int) -> Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]:
-            inner = first_input(i, f"{i}.resid_in")
-
-            def fn(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-                lead[i] = (args[0] if args else kwargs["hidden_states"]).shape[:-1]
-                return inner(m, args, kwargs)
-
-            return fn
-
-        def on_output(i: int, name: str) -> Callable[[nn.Module, Any, Tensor], Tensor]:
-            return lambda m, args, out: hooked(i, name, out)
-
-        def on_input(i: int, name: str) -> Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...]]:
-            return lambda m, args: (hooked(i, name, args[0]), *args[1:])
-
-        def on_resid_mid(i: int) -> Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...]]:
-            def fn(m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-                return (resid_mid.replaced(i, args[0], hooked(i, f"{i}.resid_mid", args[0])), *args[1:])
-
-            return fn
-
-        def on_mlp_write(i: int) -> Callable[[nn.Module, Any, Tensor], Tensor]:
-            def fn(m: nn.Module, args: Any, out: Tensor) -> Tensor:
-                return resid_mid.carried(i, hooked(i, f"{i}.mlp.resid_delta", out))
-
-            return fn
-
+        installed = LayerHooks(self, hook)
         try:
-            for i, layer in enumerate(self._layers):
-                pre(layer, on_layer_input(i), with_kwargs=True)
-                if a.reads_are_inputs:
-                    pre(layer.get_submodule(a.attn_norm), first_input(i, f"{i}.attn.act_in"), with_kwargs=True)
-                else:
-                    post(layer.get_submodule(a.attn_norm), on_output(i, f"{i}.attn.act_in"))
-                if a.fused is None:
-                    for path, kind in zip(a.qkv, ("q", "k", "v"), strict=True):
-                        post(layer.get_submodule(path), on_output(i, f"{i}.attn.{kind}"))
-                else:
-                    post(layer.get_submodule(a.qkv[0]), self._fused_qkv_hook(i, hook))
-                pre(layer.get_submodule(a.attn_out), on_input(i, f"{i}.attn.y"))
-                post(layer.get_submodule(a.attn_write or a.attn_out), on_output(i, f"{i}.attn.resid_delta"))
-                mlp_norm = layer.get_submodule(a.mlp_norm)
-                if a.reads_are_inputs:
-                    pre(mlp_norm, first_input(i, f"{i}.mlp.act_in"), with_kwargs=True)
-                else:
-                    if not self.parallel[i]:
-                        pre(mlp_norm, on_resid_mid(i))
-                    post(mlp_norm, on_output(i, f"{i}.mlp.act_in"))
-                pre(layer.get_submodule(a.mlp_out), on_input(i, f"{i}.mlp.post_act"))
-                post(layer.get_submodule(a.mlp_write or a.mlp_out), on_mlp_write(i))
-            pre(self._final_norm, lambda m, args: (hook("final_resid", args[0]), *args[1:]))
+            installed.install()
             yield
         finally:
-            for h in handles:
-                h.remove()
-
-    def _fused_qkv_hook(self, layer: int, hook: Hook) -> Callable[[nn.Module, Any, Tensor], Tensor]:
-        """Split a fused qkv output into q, k, v [B, T, nh*hs], hook each, and reassemble the fused layout."""
-        nh, hs = self.n_heads, self.d_head
-        names = [f"{layer}.attn.{kind}" for kind in ("q", "k", "v")]
-        widths = [nh * hs, self.n_kv_heads * hs, self.n_kv_heads * hs]
-
-        def fn(m: nn.Module, args: Any, out: Tensor) -> Tensor:
-            if self.arch.fused == "gpt2":
-                parts = out.split(widths, dim=-1)  # (B, T, nh*hs), 2 x (B, T, nkv*hs)
-            else:
-                per_head = out.view(*out.shape[:-1], nh, 3, hs)  # (B, T, nh, 3, hs)
-                parts = tuple(per_head[..., j, :].reshape(*out.shape[:-1], nh * hs) for j in range(3))
-            new = [hook(n, p) for n, p in zip(names, parts, strict=True)]
-            if all(x is p for x, p in zip(new, parts, strict=True)):
-                return out
-            if self.arch.fused == "gpt2":
-                return torch.cat(new, dim=-1)  # (B, T, 3*nh*hs)
-            heads = [x.reshape(*out.shape[:-1], nh, hs) for x in new]  # 3 x (B, T, nh, hs)
-            return torch.stack(heads, dim=-2).reshape(out.shape)  # (B, T, nh*3*hs)
-
-        return fn
+            installed.remove()
 
     def forward(self, tokens: Tensor, hook: Hook | None = None, at: Tensor | None = None) -> Tensor:
         """Logits [B, T, V] (or [B, V] at positions `at`) with `hook` applied at every hook point.
@@ -444,137 +334,3 @@ class HFAdapter(HookedForward):
         if self.logit_softcap is not None:
             logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
         return logits
-
-
-# --- loading ----------------------------------------------------------------------------------------
-
-
-def weight_files(directory: Path) -> list[Path]:
-    """The weight files of a transformers model directory (safetensors or pytorch_model*.bin), sorted."""
-    found = sorted({p for pattern in WEIGHT_PATTERNS for p in Path(directory).glob(pattern) if p.is_file()})
-    safetensors = [p for p in found if p.suffix == ".safetensors"]
-    return safetensors or found  # transformers prefers safetensors when both are present
-
-
-def weights_sha256(files: list[Path]) -> str:
-    """sha256 of one weight file; for a sharded model, of the lines "<file name> <sha256>" in name order."""
-    if len(files) == 1:
-        return file_sha256(files[0])
-    lines = "".join(f"{p.name} {file_sha256(p)}\n" for p in sorted(files, key=lambda p: p.name))
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def _read_config(directory: Path) -> dict[str, Any] | None:
-    try:
-        raw = json.loads((Path(directory) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return raw if isinstance(raw, dict) else None
-
-
-def _known_model_types() -> set[str] | None:
-    """The model types transformers knows, or None when it is not installed."""
-    try:
-        from transformers import CONFIG_MAPPING
-    except ImportError:
-        return None
-    return set(CONFIG_MAPPING.keys())
-
-
-def is_transformers_dir(directory: Path) -> bool:
-    """Whether a directory holds a transformers model: known config.json `model_type`, and weights.
-
-    Without transformers installed, the model types circuitbench has layouts for count, so that loading
-    reports the missing extra instead of an unknown format.
-    """
-    raw = _read_config(directory)
-    if raw is None or not isinstance(raw.get("model_type"), str) or not weight_files(directory):
-        return False
-    known = _known_model_types()
-    return raw["model_type"] in (ARCHITECTURES if known is None else known)
-
-
-def _from_pretrained_dtype_kwarg() -> str:
-    import transformers
-    from packaging.version import Version
-
-    # transformers 4.56 renamed `torch_dtype` to `dtype`
-    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-
-
-def load_transformers(
-    directory: Path,
-    device: str | torch.device = "auto",
-    dtype: str | torch.dtype | None = None,
-    name: str | None = None,
-    trust_remote_code: bool = False,
-    revision_info: dict[str, Any] | None = None,
-) -> HFAdapter:
-    """Load a local transformers causal-LM directory (config.json, weights, tokenizer.json) as an adapter.
-
-    Args:
-        directory: the model directory (e.g. from `save_pretrained` or a Hub snapshot).
-        device: "auto", "cpu", "cuda" or "cuda:N".
-        dtype: torch dtype or its name; None means float32.
-        name: display name (default: the directory's name).
-        trust_remote_code: let transformers run the directory's own modeling code.
-        revision_info: Hub facts to record in provenance (repo id, revision, commit).
-
-    Returns:
-        The adapter, with provenance: model path, weights sha256, format "transformers", model_type.
-
-    Raises:
-        CircuitbenchError: when transformers is not installed.
-        ConfigError: when config.json is unreadable or its model_type has no hook layout.
-        CheckpointError: when the weights are missing, unreadable, or lack parameters the model needs.
-        TokenizerError: when tokenizer.json is unreadable or does not fit the model's vocabulary.
-    """
-    directory = Path(directory)
-    try:
-        from transformers import AutoModelForCausalLM
-    except ImportError as err:
-        raise CircuitbenchError(f"{directory}: loading a transformers model needs transformers; {INSTALL_HINT}") \
-            from err
-    raw = _read_config(directory)
-    if raw is None:
-        raise ConfigError(f"{directory / 'config.json'}: missing or not a JSON object; a transformers model "
-                          "directory needs the config.json written by save_pretrained.")
-    model_type = raw.get("model_type")
-    if model_type not in ARCHITECTURES:
-        raise ConfigError(f"{directory / 'config.json'}: {_unsupported_type(model_type)}")
-    refused = unsupported_parts(SimpleNamespace(**raw))
-    if refused is not None:
-        raise ConfigError(f"{directory / 'config.json'}: {refused}; circuitbench does not approximate it.")
-    files = weight_files(directory)
-    if not files:
-        raise CheckpointError(f"{directory}: no weights (model.safetensors or pytorch_model.bin) beside config.json")
-    dev, dt = resolve_device(device), resolve_dtype(dtype)
-    try:
-        loaded: Any = AutoModelForCausalLM.from_pretrained(
-            directory, local_files_only=True, trust_remote_code=trust_remote_code, output_loading_info=True,
-            **{_from_pretrained_dtype_kwarg(): dt},
-        )
-        model, info = loaded
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
-        raise CheckpointError(f"{directory}: transformers could not load this model ({type(err).__name__}: "
-                              f"{err}); check config.json and the weight files.") from err
-    if info.get("missing_keys"):
-        raise CheckpointError(
-            f"{directory}: the weights lack {len(info['missing_keys'])} parameters the model needs "
-            f"({', '.join(sorted(info['missing_keys'])[:10])}); transformers would initialise them randomly. "
-            "Use the weights that belong to this config.json."
-        )
-    if info.get("unexpected_keys"):
-        log.warning("%s: ignoring weights the model does not use: %s", directory,
-                    ", ".join(sorted(info["unexpected_keys"])[:10]))
-    model = model.to(device=dev, dtype=dt)
-    tokenizer = load_tokenizer(directory, model.config.vocab_size)
-    provenance: dict[str, Any] = {
-        "model_path": str(directory.resolve()),
-        "weights_sha256": weights_sha256(files),
-        "weight_files": [p.name for p in files],
-        "format": "transformers",
-        "model_type": model_type,
-        **(revision_info or {}),
-    }
-    return HFAdapter(model, tokenizer, name or directory.name, provenance)

@@ -232,7 +232,7 @@ def _load_circuitgpt_format(directory: Path, **kw: Any) -> ModelAdapter:
 
 def _load_transformers_format(directory: Path, **kw: Any) -> ModelAdapter:
     try:
-        from circuitbench.models.hf import load_transformers
+        from circuitbench.models.hf_load import load_transformers
     except ImportError as err:
         raise ModelNotFoundError(
             f"{directory}: a transformers model ({HF_CONFIG_FILE}), but this build has no transformers adapter "
@@ -260,7 +260,7 @@ def detect_format(directory: Path) -> str:
 
 def _is_transformers_dir(directory: Path) -> bool:
     try:
-        from circuitbench.models.hf import is_transformers_dir
+        from circuitbench.models.hf_load import is_transformers_dir
     except ImportError:
         # The transformers adapter is not part of this build; recognise the layout to say so.
         return (directory / HF_CONFIG_FILE).is_file()

@@ -71,6 +71,7 @@ class SparseGPTAdapter(HookedForward):
         self.model = model.eval().requires_grad_(False)  # adapters never train the model
         self.config: GPTConfig = model.config
         self.context_length: int | None = self.config.block_size
+        self.n_heads: int | None = self.config.n_head
         self.tokenizer = tokenizer
         self.name = name
         self.sites = gpt_sites(self.config)

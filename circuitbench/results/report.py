@@ -16,6 +16,7 @@ from typing import Any
 
 from circuitbench.errors import CircuitbenchError
 from circuitbench.results.store import read_unit, unit_files
+from circuitbench.results.unit import NOT_PRUNED
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def method_table(rows: list[dict[str, Any]], model: str, seed: int = 0) -> list[
     by_method: dict[str, dict[str, dict[str, Any]]] = {}
     for r in mine:
         by_method.setdefault(r["method"], {})[r["task"]] = r
-    pruned = {m: {t for t, r in rs.items() if r["status"] != "unsolved" and r.get("cpr") is not None}
+    pruned = {m: {t for t, r in rs.items() if r["status"] not in NOT_PRUNED and r.get("cpr") is not None}
               for m, rs in by_method.items()}
     common = set.intersection(*pruned.values()) if pruned else set()
 
@@ -150,12 +151,35 @@ def method_table(rows: list[dict[str, Any]], model: str, seed: int = 0) -> list[
 def method_task_table(rows: list[dict[str, Any]], model: str, seed: int = 0) -> list[dict[str, Any]]:
     """Every method on every pruned task of one model: status, smallest circuit at the target, CPR, CMD, wall time.
 
-    Tasks the full model does not solve (`unsolved`) have no circuit and are left out (the caller lists them).
+    Tasks that were not pruned (`unsolved`, `no_examples`) have no circuit and are left out (the caller lists them).
     """
     out = []
-    for r in sorted((r for r in rows if r["model"] == model and r["seed"] == seed and r["status"] != "unsolved"),
+    for r in sorted((r for r in rows if r["model"] == model and r["seed"] == seed and r["status"] not in NOT_PRUNED),
                     key=lambda r: (r["task"], r["method"])):
         out.append({"task": r["task"], "method": r["method"], "status": r["status"], "nodes": r["nodes"],
                     "edges": r["edges"], "cpr": r["cpr"], "cmd": r["cmd"], "cpr_log": r["cpr_log"],
                     "cmd_log": r["cmd_log"], "wall_s": r["wall_s"]})
     return out
+
+
+def label_notes(summaries: list[dict[str, Any]], min_accuracy: float) -> list[str]:
+    """Sentences saying where a result's label would claim more than was measured.
+
+    A bar at or below chance (tasks pruned whether or not the model solves them), circuits of 0 nodes (the
+    direct path decides the task alone) and controls that also met the target (Drori 2026).
+    """
+    notes = []
+    if min_accuracy <= 0.5:
+        notes.append(f"Note: --min-accuracy {min_accuracy} is at or below chance (0.5), so tasks were pruned whether "
+                     "or not the full model solves them: `solved` above means only that a circuit met the target loss. "
+                     "These results are off the board's protocol.")
+    zero = list(dict.fromkeys(s["task"] for s in summaries if s.get("status") == "solved" and s.get("nodes") == 0))
+    if zero:
+        notes.append(f"Circuits of 0 nodes: {', '.join(zero)}. No node was needed to meet the target: the direct path "
+                     "from the token embedding (and the bigram table) to the logits decides these tasks alone, so they "
+                     "say nothing about a circuit.")
+    missed = list(dict.fromkeys(s["task"] for s in summaries if s.get("control_met_target")))
+    if missed:
+        notes.append(f"The inverted-label control also met the target on {', '.join(missed)}: pruning can fit these "
+                     "labels either way, so their circuits are weaker evidence (Drori 2026).")
+    return notes

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from circuitbench.circuits.unit import Unit, UnitResult, summary_fields
+from circuitbench.results.unit import Unit, UnitResult, summary_fields
 
 SCHEMA_VERSION = "3"
 """v2: metric names use `_` (`sufficiency_loss`, the summary column names); provenance holds the unit."""

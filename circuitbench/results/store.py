@@ -10,10 +10,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from circuitbench.circuits.unit import UnitResult
 from circuitbench.errors import CircuitbenchError
 from circuitbench.results.files import atomic_path
 from circuitbench.results.schema import MEASUREMENTS, SCHEMA_VERSION, SUMMARY, Provenance
+from circuitbench.results.unit import UnitResult
 
 _PROVENANCE_KEY = b"circuitbench.provenance"
 

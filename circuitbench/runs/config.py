@@ -2,45 +2,66 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from circuitbench.circuits.methods import get_method
-from circuitbench.circuits.unit import AblationKind, ModelRef, Unit
 from circuitbench.protocols import ModelAdapter
+from circuitbench.results.unit import ModelRef, Unit, UnitSettings
 
 
-@dataclass
-class RunConfig:
-    """What `circuitbench run` does; every field is a CLI flag."""
+class RunOptions(BaseModel):
+    """How a run loads its model and where it writes: settings that change no number.
 
-    model: str = "tiny-sparse"
+    Shared by `RunConfig` and sweep files.
+    """
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    def options(self) -> dict[str, Any]:
+        """These options alone, by field name."""
+        return {name: getattr(self, name) for name in RunOptions.model_fields}
+
     revision: str | None = None
-    """Hub revision (branch, tag or commit) when `model` is a Hub id."""
+    """Hub revision (branch, tag or commit) when the model is a Hub id."""
     trust_remote_code: bool = False
     """Let a Hub repository's own model code run (--trust-remote-code); never implied."""
-    saes: list[str] = field(default_factory=list)
-    """SAE directories or Hub ids to splice into the model (`--sae`); its sites become their latents."""
-    tasks: list[str] = field(default_factory=lambda: ["all"])
-    method: str = "learned_mask"
-    method_kwargs: dict[str, Any] = field(default_factory=dict)
-    target_loss: float = 0.15  # per-example scale (Gao et al. 2025)
-    ablation: AblationKind = "mean"
-    seed: int = 0
     device: str = "auto"
-    dtype: str = "float32"
+    """auto | cpu | cuda | cuda:N."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """The model's dtype (recorded in every unit)."""
     out: Path = Path("results")
-    force: bool = False
-    min_accuracy: float = 0.9
-    control: bool = True
-    search_examples: int = 512
-    """Train-split examples the bisection evaluates (both members of each pair)."""
-    calibrate: bool = False
-    """Fit a scale and shift of the final logits to each circuit (16 LBFGS steps) before scoring it."""
-    show_progress: bool = True
+    """Results directory."""
     eval_batch: int = 256
     """Examples per forward pass when scoring circuits; bounds memory (GPU: raise it; numbers unchanged)."""
+
+
+class RunConfig(UnitSettings, RunOptions):
+    """What `circuitbench run` does: one model, its tasks, one method and seed, and the unit settings.
+
+    A sweep is a list of these (`circuitbench.runs.sweep`); `run` is a sweep of one.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=False, use_attribute_docstrings=True)
+
+    model: str = "tiny-sparse"
+    """Bundled name, model directory, Hub id, or FILE.py:FUNCTION / module:FUNCTION."""
+    saes: list[str] = Field(default_factory=list)
+    """SAE directories or Hub ids to splice into the model (`--sae`); its sites become their latents."""
+    tasks: list[str] = Field(default_factory=lambda: ["all"])
+    """Task names (NAME:inverted too), spec files, or `all`."""
+    method: str = "learned_mask"
+    """Registry name of the method."""
+    method_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """The method's hyperparameters (the rest take their defaults)."""
+    seed: int = 0
+    """Seeds the method and the search subset."""
+    force: bool = False
+    """Recompute units already in `out`."""
+    show_progress: bool = True
+    """Show progress bars."""
 
 
 def validate(cfg: RunConfig) -> None:
@@ -132,7 +153,5 @@ def make_units(cfg: RunConfig, model: ModelRef, dtype: str, device: str = "cpu")
     if kwargs.get("precision") == "auto":
         kwargs["precision"] = resolve_precision("auto", device)
     return [Unit(model=model, task=task, task_hash=get_task(task).task_hash, method=method.name,
-                 method_kwargs=kwargs, ablation=cfg.ablation, seed=cfg.seed,
-                 target_loss=cfg.target_loss, min_accuracy=cfg.min_accuracy, control=cfg.control,
-                 calibrate=cfg.calibrate, search_examples=cfg.search_examples, dtype=dtype)
+                 method_kwargs=kwargs, seed=cfg.seed, dtype=dtype, **cfg.settings())
             for task in resolve_tasks(cfg.tasks)]

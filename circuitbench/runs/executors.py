@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from circuitbench.circuits.unit import Unit
+from circuitbench.results.unit import Unit
 
 T = TypeVar("T")
 

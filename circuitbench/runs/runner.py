@@ -24,15 +24,15 @@ from tqdm.auto import tqdm
 
 import circuitbench
 from circuitbench.circuits.ablation import AblationSource, ablation_source
-from circuitbench.circuits.circuit import circuit_paths, write_edges
 from circuitbench.circuits.edges import edge_rows
 from circuitbench.circuits.evaluate import evaluate
 from circuitbench.circuits.masks import NodeIndex
-from circuitbench.circuits.unit import Unit, UnitResult
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import ModelAdapter
+from circuitbench.results.circuit import circuit_paths, write_edges
 from circuitbench.results.schema import Provenance
 from circuitbench.results.store import read_unit, unit_path, write_summary, write_unit
+from circuitbench.results.unit import Unit, UnitResult
 from circuitbench.runs import claims
 from circuitbench.runs.config import RunConfig, make_units, model_ref, resolve_tasks, validate
 from circuitbench.runs.executors import Executor, LocalExecutor
@@ -180,17 +180,24 @@ def reduce(out: Path) -> Path:
     return write_summary(out, collect(out))
 
 
-def load_run_model(cfg: RunConfig) -> tuple[ModelAdapter, str]:
-    """The model a run names, with its SAEs spliced in, and the name its results are filed under."""
+def splice_saes(adapter: ModelAdapter, name: str, saes: list[str]) -> tuple[ModelAdapter, str]:
+    """The model with the SAEs these `--sae` values name spliced in, and the name its results are filed under.
+
+    The one place SAEs are spliced for a run, a sweep or a re-evaluation; no SAEs: the model unchanged.
+    """
+    if not saes:
+        return adapter, name
     from circuitbench.models.sae import load_saes
 
+    spliced = load_saes(adapter, saes)
+    return spliced, name + spliced.suffix  # the SAE-augmented model's results are filed under a name of their own
+
+
+def load_run_model(cfg: RunConfig) -> tuple[ModelAdapter, str]:
+    """The model a run names, with its SAEs spliced in, and the name its results are filed under."""
     adapter = circuitbench.load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, revision=cfg.revision,
                                       trust_remote_code=cfg.trust_remote_code)
-    name = cfg.model
-    if cfg.saes:  # the SAE-augmented model's results are filed under a name of their own
-        adapter = load_saes(adapter, cfg.saes)
-        name += adapter.suffix  # type: ignore[attr-defined]
-    return adapter, name
+    return splice_saes(adapter, cfg.model, cfg.saes)
 
 
 def wait_for(worker: UnitWorker, unit: Unit, poll_s: float = 1.0) -> dict[str, Any]:
@@ -245,13 +252,54 @@ def execute(units: list[Unit], worker: UnitWorker, executor: Executor, bar: Any,
     return done, failures
 
 
+def execute_configs(configs: list[RunConfig], executor: Executor, adapter: ModelAdapter | None = None,
+                    desc: str = "units", show_progress: bool = True, method_progress: bool = False,
+                    poll_s: float = 1.0) -> tuple[list[dict[str, Any]], list[str]]:
+    """The one loop behind `run` and `sweep`: every unit of every configuration, each model loaded once.
+
+    Configurations are grouped by model; each group's units go to `executor` together. Returns the summary
+    of every finished unit, in configuration and task order, and one line per unit that failed.
+
+    Args:
+        configs: Validated configurations (they share `out`, `ablation`, `eval_batch` and `force` per model).
+        executor: Where units run.
+        adapter: The model, already loaded, when every configuration names the same one; None loads each.
+        desc: The progress bar's label.
+        show_progress: Show the progress bar over units.
+        method_progress: Show each method's own progress bar too.
+        poll_s: How often to look for a unit another run is computing.
+    """
+    by_model: dict[str, list[RunConfig]] = {}
+    for cfg in configs:
+        by_model.setdefault(cfg.model, []).append(cfg)
+    n_units = sum(len(resolve_tasks(c.tasks)) for c in configs)
+    bar = tqdm(total=n_units, desc=desc, unit="unit", disable=not show_progress)
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for cfgs in by_model.values():
+        first = cfgs[0]
+        model, name = load_run_model(first) if adapter is None else splice_saes(adapter, first.model, first.saes)
+        ref = model_ref(name, model)
+        dtype, device = str(model.dtype).removeprefix("torch."), str(model.device)
+        units = [u for cfg in cfgs for u in make_units(cfg, ref, dtype, device)]
+        worker = UnitWorker(model, ablation_source(first.ablation, model, NodeIndex.of(model)), first.out,
+                            method_progress, first.force, first.eval_batch)
+        done, failed = execute(units, worker, executor, bar, poll_s)
+        failures += failed
+        rows += [done[u.key()] for u in units if u.key() in done]
+        del model, worker
+    bar.close()
+    return rows, failures
+
+
 def run(cfg: RunConfig, adapter: ModelAdapter | None = None, executor: Executor | None = None,
         poll_s: float = 1.0) -> list[dict[str, Any]]:
     """Find, measure and write the circuit of every task; skip units already in `cfg.out`.
 
-    Several runs may share one `cfg.out` at the same time: each claims a unit before computing it
-    (`circuitbench.runs.claims`), skips units another live run holds, and at the end waits for their
-    results, so every unit is computed once and every run returns every row.
+    A sweep of one configuration (`execute_configs`). Several runs may share one `cfg.out` at the same
+    time: each claims a unit before computing it (`circuitbench.runs.claims`), skips units another live run
+    holds, and at the end waits for their results, so every unit is computed once and every run returns
+    every row.
 
     Args:
         cfg: The run.
@@ -263,25 +311,12 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None, executor: Executor 
         One summary row per (task, method, seed) asked for, finished now or earlier, in task order.
     """
     validate(cfg)  # every setting checked before the model loads
-    if adapter is None:
-        adapter, name = load_run_model(cfg)
-    else:
-        name = cfg.model
-        if cfg.saes:
-            from circuitbench.models.sae import load_saes
-
-            adapter = load_saes(adapter, cfg.saes)
-            name += adapter.suffix  # type: ignore[attr-defined]
-    units = make_units(cfg, model_ref(name, adapter), str(adapter.dtype).removeprefix("torch."), str(adapter.device))
-    worker = UnitWorker(adapter, ablation_source(cfg.ablation, adapter, NodeIndex.of(adapter)), cfg.out,
-                        cfg.show_progress, cfg.force, cfg.eval_batch)
-    bar = tqdm(total=len(units), desc="units", unit="unit", disable=not cfg.show_progress)
-    done, failures = execute(units, worker, executor or LocalExecutor(), bar, poll_s)
-    bar.close()
+    rows, failures = execute_configs([cfg], executor or LocalExecutor(), adapter, "units", cfg.show_progress,
+                                     cfg.show_progress, poll_s)
     reduce(cfg.out)  # every unit in the directory: several models may share it
     if failures:
         raise CircuitbenchError("some units failed (the others are written):\n  " + "\n  ".join(failures))
-    return [done[u.key()] for u in units]
+    return rows
 
 
 def geometric_means(summaries: list[dict[str, Any]]) -> dict[str, float]:

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from circuitbench.circuits.circuit import Circuit, circuit_paths, edges_total, to_mib
 from circuitbench.circuits.evaluate import encode_unit_task, measure_circuit
-from circuitbench.circuits.masks import NodeIndex
+from circuitbench.circuits.masks import NodeIndex, check_layout
 from circuitbench.circuits.problem import Calibration, Problem
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import Batch, ModelAdapter
+from circuitbench.results.circuit import Circuit, circuit_paths, edges_total
+from circuitbench.results.mib import to_mib
 from circuitbench.results.schema import Provenance
 from circuitbench.results.store import read_unit
 
@@ -58,6 +59,9 @@ def load_saved(path: Path) -> SavedUnit:
     if summary.get("status") == "unsolved":
         raise CircuitbenchError(f"{path}: the task was not pruned (the full model's accuracy "
                                 f"{summary.get('full_accuracy')} is below {prov.unit.min_accuracy}); no circuit")
+    if summary.get("status") == "no_examples":
+        raise CircuitbenchError(f"{path}: the task was not measured (no example survives this model's "
+                                "tokenizer); no circuit")
     cpath, epath = circuit_paths(path)
     circuit = Circuit.load(cpath)
     if circuit.unit_key != prov.unit_key:
@@ -117,7 +121,7 @@ def reevaluate(saved: SavedUnit, adapter: ModelAdapter, split: str = "test") -> 
         raise CircuitbenchError(f"the circuit was found on weights {u.model.weights_sha256}; this model has {sha}. "
                                 "Load the same model (and revision) to re-evaluate it.")
     index = NodeIndex.of(adapter)
-    saved.circuit.check_layout(index)
+    check_layout(saved.circuit, index)
     train_enc, test_enc = encode_unit_task(u, adapter)
     rows = Batch.of(test_enc if split == "test" else train_enc, adapter.device)
     problem = Problem(adapter, index, saved.circuit.ablation.to(adapter.device), Batch.of(train_enc, adapter.device),

@@ -23,23 +23,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from tqdm.auto import tqdm
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
-from circuitbench.circuits.ablation import ablation_source
-from circuitbench.circuits.masks import NodeIndex
 from circuitbench.circuits.methods import canonical_name
-from circuitbench.circuits.unit import AblationKind
 from circuitbench.errors import CircuitbenchError
-from circuitbench.runs.config import RunConfig, make_units, model_ref, resolve_tasks, validate
+from circuitbench.results.unit import UnitSettings
+from circuitbench.runs.config import RunConfig, RunOptions, validate
 from circuitbench.runs.executors import Executor, LocalExecutor
-from circuitbench.runs.runner import UnitWorker, execute, load_run_model, reduce
+from circuitbench.runs.runner import execute_configs, reduce
 
 
-class SweepSpec(BaseModel):
-    """A sweep file: lists for the grid's axes, single values for everything else."""
+class SweepSpec(UnitSettings, RunOptions):
+    """A sweep file: lists for the grid's axes, single values for everything else.
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    The single values are the unit settings and run options, with the names and defaults of `circuitbench run`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     models: list[str] = Field(min_length=1)
     """Models to run: bundled names, model directories or Hub ids."""
@@ -49,20 +49,6 @@ class SweepSpec(BaseModel):
     """Method names, or mappings `{name: NAME, HYPERPARAMETER: VALUE, ...}`."""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     """Seeds (pair subsets, mask initialisation, random rankings)."""
-    out: Path = Path("results")
-    """Results directory shared by every unit."""
-    ablation: AblationKind = "mean"
-    target_loss: float = 0.15
-    min_accuracy: float = 0.9
-    control: bool = True
-    calibrate: bool = False
-    search_examples: int = 512
-    device: str = "auto"
-    dtype: str = "float32"
-    revision: str | None = None
-    trust_remote_code: bool = False
-    eval_batch: int = 256
-    """Examples per forward pass when scoring circuits (memory; the numbers do not depend on it)."""
 
     @field_validator("methods")
     @classmethod
@@ -80,13 +66,9 @@ class SweepSpec(BaseModel):
                 name, kwargs = (method, {}) if isinstance(method, str) else (
                     method["name"], {k: v for k, v in method.items() if k != "name"})
                 for seed in self.seeds:
-                    out.append(RunConfig(
-                        model=model, tasks=list(self.tasks), method=canonical_name(name), method_kwargs=kwargs,
-                        seed=seed, out=self.out, ablation=self.ablation, target_loss=self.target_loss,
-                        min_accuracy=self.min_accuracy, control=self.control, calibrate=self.calibrate,
-                        search_examples=self.search_examples, device=self.device, dtype=self.dtype,
-                        revision=self.revision, trust_remote_code=self.trust_remote_code, force=force,
-                        show_progress=show_progress, eval_batch=self.eval_batch))
+                    out.append(RunConfig(model=model, tasks=list(self.tasks), method=canonical_name(name),
+                                         method_kwargs=kwargs, seed=seed, force=force, show_progress=show_progress,
+                                         **self.settings(), **self.options()))
         return out
 
 
@@ -134,26 +116,8 @@ def sweep(spec: SweepSpec, executor: Executor | None = None, force: bool = False
         except CircuitbenchError as err:
             raise CircuitbenchError(f"{where}: model {cfg.model}, method {cfg.method}, seed {cfg.seed}: "
                                     f"{err}") from None
-    executor = executor or LocalExecutor(fail_fast=False, retries=1)
-    by_model: dict[str, list[RunConfig]] = {}
-    for cfg in configs:
-        by_model.setdefault(cfg.model, []).append(cfg)
-    n_units = sum(len(resolve_tasks(c.tasks)) for c in configs)
-    bar = tqdm(total=n_units, desc="sweep units", unit="unit", disable=not show_progress)
-    rows: list[dict[str, Any]] = []
-    failures: list[str] = []
-    for cfgs in by_model.values():
-        adapter, name = load_run_model(cfgs[0])
-        ref = model_ref(name, adapter)
-        dtype, device = str(adapter.dtype).removeprefix("torch."), str(adapter.device)
-        units = [u for cfg in cfgs for u in make_units(cfg, ref, dtype, device)]
-        worker = UnitWorker(adapter, ablation_source(spec.ablation, adapter, NodeIndex.of(adapter)), spec.out,
-                            False, force, spec.eval_batch)
-        done, failed = execute(units, worker, executor, bar)
-        failures += failed
-        rows += [done[u.key()] for u in units if u.key() in done]
-        del adapter, worker
-    bar.close()
+    rows, failures = execute_configs(configs, executor or LocalExecutor(fail_fast=False, retries=1),
+                                     desc="sweep units", show_progress=show_progress)
     reduce(spec.out)
     if failures:
         raise CircuitbenchError(f"{len(failures)} unit(s) failed after a retry (every other unit is written to "

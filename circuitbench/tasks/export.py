@@ -36,7 +36,7 @@ EXPORT_COLUMNS: tuple[str, ...] = (
 """Columns of an export, one row per example (two per pair)."""
 
 
-def resolve_tasks(names: Sequence[str] | None) -> list[TaskSpec]:
+def load_specs(names: Sequence[str] | None) -> list[TaskSpec]:
     """Specs for task names (`NAME:inverted` allowed) or spec files; None or empty means all bundled tasks.
 
     Raises:

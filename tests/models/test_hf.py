@@ -46,7 +46,8 @@ from circuitbench.circuits.edges import count_edges
 from circuitbench.circuits.masks import NodeIndex, gate_hook
 from circuitbench.errors import CheckpointError, ConfigError
 from circuitbench.models.adapter import READ_KINDS, WRITE_KINDS, ModelAdapter, Site
-from circuitbench.models.hf import HFAdapter, is_transformers_dir, load_transformers
+from circuitbench.models.hf import HFAdapter
+from circuitbench.models.hf_load import is_transformers_dir, load_transformers
 from circuitbench.models.hub import load_model
 from circuitbench.models.native import file_sha256
 from circuitbench.models.tokenizer import HFTokenizer

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from circuitbench.circuits.masks import NodeIndex, gate_hook
 from circuitbench.errors import ConfigError, ModelNotFoundError
-from circuitbench.models.hf import load_transformers
+from circuitbench.models.hf_load import load_transformers
 from circuitbench.models.hub import load_model
 from circuitbench.models.sae import BOSTokenizer, load_saes
 from circuitbench.tasks import encode_task, get_task

@@ -4,11 +4,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from circuitbench.circuits.unit import summary_fields
 from circuitbench.errors import CircuitbenchError
 from circuitbench.results.report import collect
 from circuitbench.results.schema import SUMMARY
 from circuitbench.results.store import read_unit
+from circuitbench.results.unit import summary_fields
 
 
 def test_summary_schema_follows_the_unit_result_fields():

@@ -200,7 +200,7 @@ def test_kept_nodes_are_exact_and_pruned_nodes_take_their_ablation_value_in_ever
 
 def test_one_and_two_threads_give_the_same_circuit_and_numbers(tmp_path, small_adapter):
     """Thread counts are recorded in every unit; on this path they do not change the circuit (measured)."""
-    from circuitbench.circuits.circuit import Circuit, circuit_paths
+    from circuitbench.results.circuit import Circuit, circuit_paths
     from circuitbench.results.store import unit_files
 
     before = torch.get_num_threads()
@@ -224,7 +224,7 @@ def test_a_task_whose_every_example_the_tokenizer_drops_is_reported_as_such(tmp_
     dropped. The unit says so (no crash deep in the evaluator), and `run` names the task and why."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    from circuitbench.cli import _report_dropped
+    from circuitbench.cli.run import report_dropped as _report_dropped
     from circuitbench.models.native import SparseGPTAdapter
     from circuitbench.models.tokenizer import HFTokenizer
 
@@ -236,7 +236,7 @@ def test_a_task_whose_every_example_the_tokenizer_drops_is_reported_as_such(tmp_
                                {"weights_sha256": "test-chars"})
     (row,) = run(RunConfig(model="chars", tasks=["bracket_counting"], method="random", ablation="zero",
                            min_accuracy=0.0, control=False, out=tmp_path, show_progress=False), adapter)
-    assert row["status"] == "unsolved" and row["test_examples"] == 0 and row["dropped_examples"] == 256
+    assert row["status"] == "no_examples" and row["test_examples"] == 0 and row["dropped_examples"] == 256
     _report_dropped([row])
     out = capsys.readouterr().out
     assert "No example survives this tokenizer's boundary checks" in out and "bracket_counting" in out
@@ -297,7 +297,7 @@ def test_an_unwritable_cache_costs_time_never_the_run(tmp_path, small_adapter, m
 
 
 def test_a_below_chance_bar_and_a_zero_node_circuit_are_flagged_in_the_run_output(capsys):
-    from circuitbench.cli import _flag_labels
+    from circuitbench.cli.run import flag_labels as _flag_labels
 
     _flag_labels([{"task": "if_equals", "status": "solved", "nodes": 0, "control_met_target": True}], 0.0)
     out = capsys.readouterr().out

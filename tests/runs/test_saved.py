@@ -7,11 +7,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from circuitbench.circuits.circuit import Circuit, circuit_paths, read_mib
 from circuitbench.circuits.edges import count_edges
 from circuitbench.circuits.masks import NodeIndex
 from circuitbench.cli import main
 from circuitbench.errors import CircuitbenchError
+from circuitbench.results.circuit import Circuit, circuit_paths
+from circuitbench.results.mib import read_mib
 from circuitbench.runs.runner import RunConfig, run
 from circuitbench.runs.saved import compare_stored, export_mib, load_saved, reevaluate, show
 
@@ -169,7 +170,7 @@ def test_an_unpruned_unit_has_no_circuit_and_says_why(tmp_path, reference):
 
 
 def test_circuit_gates_break_ties_by_index():
-    from circuitbench.circuits.circuit import SiteLayout
+    from circuitbench.results.circuit import SiteLayout
 
     c = Circuit((SiteLayout("s", "mlp_neuron", 0, 4),), torch.tensor([1.0, 2.0, 2.0, 0.0]), 2, torch.zeros(4))
     assert c.kept() == {"s": [1, 2]}
@@ -197,7 +198,7 @@ def test_a_counterfactual_circuit_is_found_measured_and_reevaluates_exactly(tmp_
 def test_a_circuit_of_more_than_10000_edges_keeps_its_strongest_and_says_so(tmp_path, reference):
     """A random ranking keeps thousands of nodes (tens of thousands of edges): the table holds the strongest
     10,000, its metadata the full count, and everything that reads it knows."""
-    from circuitbench.circuits.circuit import EDGE_TABLE_ROWS, edges_total
+    from circuitbench.results.circuit import EDGE_TABLE_ROWS, edges_total
 
     summary, path = _run(tmp_path, reference, method="random", method_kwargs={})
     _, epath = circuit_paths(path)

@@ -9,7 +9,7 @@ from circuitbench.tasks.export import (
     EXPORT_COLUMNS,
     export_examples,
     format_pair,
-    resolve_tasks,
+    load_specs,
     summary_rows,
 )
 from circuitbench.tasks.load import get_task, list_specs
@@ -17,7 +17,7 @@ from circuitbench.tasks.pairs import make_pairs
 
 
 def test_jsonl_export_has_one_row_per_example_and_is_byte_identical(tmp_path: Path) -> None:
-    specs = resolve_tasks(["var_swap", "with_as:inverted"])
+    specs = load_specs(["var_swap", "with_as:inverted"])
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     n = export_examples(a, "jsonl", specs)
     assert export_examples(b, "jsonl", specs) == n == 2 * 2 * (512 + 128)
@@ -33,7 +33,7 @@ def test_jsonl_export_has_one_row_per_example_and_is_byte_identical(tmp_path: Pa
 
 
 def test_parquet_export_matches_jsonl(tmp_path: Path) -> None:
-    specs = resolve_tasks(["else_elif"])
+    specs = load_specs(["else_elif"])
     export_examples(tmp_path / "x.jsonl", "jsonl", specs, splits=["test"])
     export_examples(tmp_path / "x.parquet", "parquet", specs, splits=["test"])
     export_examples(tmp_path / "y.parquet", "parquet", specs, splits=["test"])
@@ -46,7 +46,7 @@ def test_parquet_export_matches_jsonl(tmp_path: Path) -> None:
 
 def test_export_leaves_no_partial_file_on_error(tmp_path: Path) -> None:
     with pytest.raises(TaskError, match="unknown export format 'csv'"):
-        export_examples(tmp_path / "x.csv", "csv", resolve_tasks(["var_if"]))  # type: ignore[arg-type]
+        export_examples(tmp_path / "x.csv", "csv", load_specs(["var_if"]))  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -70,7 +70,7 @@ def test_exports_are_readable_by_the_group_like_every_result_file(tmp_path: Path
     old = os.umask(0o022)
     try:
         path = tmp_path / "tasks.jsonl"
-        export_examples(path, "jsonl", resolve_tasks(["var_swap"]), ["test"])
+        export_examples(path, "jsonl", load_specs(["var_swap"]), ["test"])
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o664  # not mkstemp's private 0600

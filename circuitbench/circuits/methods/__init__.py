@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import pydantic
 from torch import Tensor
@@ -14,7 +14,11 @@ from circuitbench.errors import CircuitbenchError
 
 
 class Method(Protocol):
-    """Scores every node for a task; the search keeps the top-k by score."""
+    """Scores every node for a task; the search keeps the top-k by score.
+
+    What a method may do beyond this is declared by the protocols below (`JointMethod`, `SignedMethod`,
+    `NativeSizeMethod`, `DiagnosedMethod`); the evaluator asks `isinstance(method, ...)` of them.
+    """
 
     name: str
 
@@ -28,6 +32,47 @@ class Method(Protocol):
 
     def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
         """Forward and backward passes over batches of examples the scores take: {"forward", "backward"}."""
+        ...
+
+
+@runtime_checkable
+class JointMethod(Protocol):
+    """Scores several problems that differ only in their labels (a task and its control) in one run.
+
+    The numbers are those of separate `node_scores` calls; the passes are fewer. After a call, `native_ks`
+    holds each problem's own circuit size (see `NativeSizeMethod`).
+    """
+
+    native_ks: list[int]
+
+    def joint_scores(self, problems: list[Any]) -> list[Tensor]:
+        """One score vector per problem, in order."""
+        ...
+
+
+@runtime_checkable
+class SignedMethod(Protocol):
+    """After `node_scores`, `signed_scores` holds the signed scores that MIB's CPR ranks by.
+
+    The scores `node_scores` returns are their absolute values, which CMD ranks by.
+    """
+
+    signed_scores: Tensor
+
+
+@runtime_checkable
+class NativeSizeMethod(Protocol):
+    """After `node_scores`, `native_k` is the circuit size the method chose itself (the search starts there)."""
+
+    native_k: int
+
+
+@runtime_checkable
+class DiagnosedMethod(Protocol):
+    """Reports what its last call did (recorded as `method_NAME` measurements)."""
+
+    def diagnostics(self) -> dict[str, float]:
+        """Named numbers about the last call (steps run, active nodes, ...)."""
         ...
 
 
@@ -96,3 +141,15 @@ def get_method(name: str, **kwargs: Any) -> Method:
     except pydantic.ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise CircuitbenchError(f"--method {name}: bad hyperparameters: {problems}") from None
+
+
+def method_rows() -> list[dict[str, str]]:
+    """One row per registered method: its name, what it does, and its hyperparameters with their defaults."""
+    rows = []
+    for name in method_names():
+        method = get_method(name)
+        doc = (type(method).__doc__ or "").strip().splitlines()[0]
+        fields = set(hyperparameter_names(name))
+        params = ", ".join(f"{k}={v!r}" for k, v in method.hyperparameters().items() if k in fields)
+        rows.append({"method": name, "what": doc, "hyperparameters (defaults)": params})
+    return rows

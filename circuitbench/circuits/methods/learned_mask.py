@@ -78,6 +78,15 @@ class LearnedMask:
 
     name = "learned_mask"
 
+    def __post_init__(self) -> None:
+        self.native_ks: list[int] = []
+        """After a call: each problem's active nodes (tau > 0), the size the masks chose themselves."""
+        self.native_k: int = 0
+        """After a call: the first problem's active nodes."""
+        self.trace: list[tuple[float, int]] = []
+        """After a call: (task loss, active nodes) at every step."""
+        self._steps_run = 0
+
     def hyperparameters(self) -> dict[str, Any]:
         """The dataclass fields."""
         return asdict(self)
@@ -175,8 +184,8 @@ class LearnedMask:
 
     def diagnostics(self) -> dict[str, float]:
         """What the last call did: the steps it ran, each mask's active nodes (the control's second)."""
-        out = {"steps_run": float(getattr(self, "_steps_run", 0)), "active_nodes": float(getattr(self, "native_k", 0))}
-        if len(getattr(self, "native_ks", ())) == 2:
+        out = {"steps_run": float(self._steps_run), "active_nodes": float(self.native_k)}
+        if len(self.native_ks) == 2:
             out["control_active_nodes"] = float(self.native_ks[1])
         return out
 

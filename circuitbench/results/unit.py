@@ -27,7 +27,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 AblationKind = Literal["mean", "task-mean", "zero", "counterfactual"]
-Status = Literal["solved", "unsolved", "target_missed"]
+Status = Literal["solved", "unsolved", "no_examples", "target_missed"]
+"""solved: pruned to the target; unsolved: the full model is below the accuracy bar (not pruned);
+no_examples: no example survives the model's tokenizer (not measured); target_missed: even the whole model
+misses the target on the search examples."""
+
+NOT_PRUNED: frozenset[str] = frozenset({"unsolved", "no_examples"})
+"""The statuses of a task that was not pruned, so has no circuit."""
 
 
 class ModelRef(BaseModel):
@@ -45,10 +51,38 @@ class ModelRef(BaseModel):
     """sha256 of each spliced SAE's weights, in splice order."""
 
 
-class Unit(BaseModel):
-    """One (model, task, method, seed) computation and every setting that can change its numbers."""
+class UnitSettings(BaseModel):
+    """The settings that can change a unit's numbers beyond its model, task, method and seed, declared once.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    `Unit` extends it; `circuitbench.runs.config.RunConfig`, sweep files and a board's protocol extend it
+    too, and the CLI's flags for these settings (names, types, choices, defaults and help) are built from
+    these fields, so each default is written here and nowhere else.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    ablation: AblationKind = "mean"
+    """What pruned nodes take: the pretraining-corpus mean (the paper's), the task mean, zero, or the pair
+    partner's activations (counterfactual, MIB's interchange)."""
+    target_loss: float = 0.15
+    """Per-example task-loss target of the circuit search (Gao et al. 2025: 0.15)."""
+    min_accuracy: float = 0.9
+    """Tasks the full model solves below this test accuracy are reported, not pruned."""
+    control: bool = True
+    """Prune the inverted-label control too (Drori 2026); `--no-control` skips it, which takes the results off
+    the board's protocol."""
+    calibrate: bool = False
+    """Fit a scale and shift of the final logits to each circuit (16 LBFGS steps) before scoring it."""
+    search_examples: int = 512
+    """Train-split examples the bisection evaluates (whole pairs)."""
+
+    def settings(self) -> dict[str, Any]:
+        """These settings alone, by field name."""
+        return {name: getattr(self, name) for name in UnitSettings.model_fields}
+
+
+class Unit(UnitSettings):
+    """One (model, task, method, seed) computation and every setting that can change its numbers."""
 
     model: ModelRef
     task: str
@@ -59,18 +93,8 @@ class Unit(BaseModel):
     """Registry name of the method."""
     method_kwargs: dict[str, Any] = Field(default_factory=dict)
     """The method's full hyperparameters, defaults included (validated against the registry)."""
-    ablation: AblationKind = "mean"
     seed: int = 0
-    target_loss: float = 0.15
-    """Per-example task-loss target of the circuit search (Gao et al. 2025: 0.15)."""
-    min_accuracy: float = 0.9
-    """Tasks the full model solves below this test accuracy are reported, not pruned."""
-    control: bool = True
-    """Also prune the inverted-label control."""
-    calibrate: bool = False
-    """Fit a scale and shift of the final logits to each circuit before scoring it."""
-    search_examples: int = 512
-    """Train-split examples the bisection evaluates (whole pairs)."""
+    """Seeds the method and the search subset."""
     dtype: str = "float32"
     """Model dtype."""
 
@@ -120,8 +144,7 @@ class UnitResult(BaseModel):
 
     unit: Unit
     status: Status
-    """solved: pruned to the target; unsolved: full model below min_accuracy (not pruned); target_missed:
-    even the whole model misses the target on the search examples."""
+    """See `Status`."""
     full_accuracy: float | None = None
     full_loss: float | None = None
     target_loss: float | None = None
@@ -149,7 +172,7 @@ class UnitResult(BaseModel):
     wall_s: float = 0.0
     measurements: tuple[Measurement, ...] = ()
     circuit: Any = Field(default=None, exclude=True)
-    """The `circuitbench.circuits.circuit.Circuit` found (None when the task was not pruned)."""
+    """The `circuitbench.results.circuit.Circuit` found (None when the task was not pruned)."""
 
     def summary(self) -> dict[str, Any]:
         """The summary row: identity columns first, then the numbers (NaN stays NaN)."""

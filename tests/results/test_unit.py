@@ -3,8 +3,8 @@
 import pytest
 
 from circuitbench.circuits.methods import get_method, hyperparameter_names, method_names
-from circuitbench.circuits.unit import ModelRef, Unit, UnitResult, summary_fields
 from circuitbench.errors import CircuitbenchError
+from circuitbench.results.unit import ModelRef, Unit, UnitResult, summary_fields
 
 
 def _unit(**over):

@@ -1,0 +1,176 @@
+"""A circuit in MIB's format: `to_mib` writes, `read_mib` reads and checks.
+
+MIB export (`to_mib`): the EAP-IG `Graph` JSON that MIB's circuit track reads: `cfg` (n_layers, n_heads,
+parallel_attn_mlp, d_model), `nodes` (input, a{L}.h{H}, m{L}, logits, each with `in_graph`, `score`, and at
+neuron level `neurons` / `neurons_scores` over d_model), and `edges` named `src->dst` or `src->a{L}.h{H}<q|k|v>`
+with `in_graph` and `score`. Where the mapping loses information:
+- A head is in the graph when any of its q, k or v channels is kept; its channels' identities are lost.
+- The attention write (`attn.resid_delta`) is shared by all heads of a layer in our site model; every
+  head of the layer gets the same `neurons` (the kept write channels).
+- MIB's edges are between components, ours between channels: an MIB edge is in the graph when at least one
+  channel path (kept write channel -> kept read channel of the same index -> nonzero weight to a kept
+  channel of the child) realises it, and its `score` is the number of such paths.
+- The embedding is not a node here: `input` edges are those whose child reads a kept residual channel
+  that reaches it, whatever wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from circuitbench.errors import CircuitbenchError
+from circuitbench.results.circuit import Circuit
+
+
+def to_mib(circuit: Circuit, edges: list[dict[str, Any]]) -> dict[str, Any]:
+    """The circuit as an EAP-IG / MIB `Graph` JSON dict at neuron level (see the module docstring).
+
+    Raises:
+        CircuitbenchError: for circuits on sites MIB's graph cannot express (SAE latents) or without a
+            known head count.
+    """
+    by = {s.name: s for s in circuit.sites}
+    if any(s.kind not in {"attn_in", "q", "k", "v", "attn_out", "mlp_in", "mlp_neuron", "mlp_out"}
+           for s in circuit.sites):
+        raise CircuitbenchError("MIB's graph has attention heads and MLPs only; this circuit has SAE sites. "
+                                "Export circuits of models without --sae.")
+    if not circuit.n_head:
+        raise CircuitbenchError("the circuit file does not record the model's head count; rerun the unit")
+    layers = sorted({s.layer for s in circuit.sites})
+    n_head = circuit.n_head
+    d_model = next(s.width for s in circuit.sites if s.kind == "attn_in")
+    kept = {k: set(v) for k, v in circuit.kept().items()}
+    flat = circuit.scores
+    score_of: dict[str, Tensor] = {}
+    start = 0
+    for s in circuit.sites:
+        score_of[s.name] = flat[start : start + s.width]
+        start += s.width
+
+    def site(layer: int, kind: str) -> str:
+        return next(s.name for s in circuit.sites if s.layer == layer and s.kind == kind)
+
+    nodes: dict[str, dict[str, Any]] = {"input": {"in_graph": True, "score": float("nan")}}
+    head_channels: dict[str, dict[str, set[int]]] = {}
+    for L in layers:
+        q = by[site(L, "q")]
+        d_head = q.width // n_head
+        out = site(L, "attn_out")
+        for h in range(n_head):
+            name = f"a{L}.h{h}"
+            chans = {letter: {c for c in kept[site(L, letter)] if c // d_head == h} for letter in "qkv"}
+            head_channels[name] = chans
+            sc = torch.cat([score_of[site(L, letter)][h * d_head : (h + 1) * d_head] for letter in "qkv"])
+            nodes[name] = {"in_graph": any(chans.values()), "score": float(sc.max()),
+                           "neurons": [c in kept[out] for c in range(d_model)],
+                           "neurons_scores": score_of[out].tolist()}
+        mout = site(L, "mlp_out")
+        nodes[f"m{L}"] = {"in_graph": bool(kept[site(L, "mlp_neuron")]),
+                          "score": float(score_of[site(L, "mlp_neuron")].max()),
+                          "neurons": [c in kept[mout] for c in range(d_model)],
+                          "neurons_scores": score_of[mout].tolist()}
+    nodes["logits"] = {"in_graph": True}
+
+    # channel paths: residual channel c read at a read site -> kept channel of a child through a weight
+    feeds: dict[tuple[str, int], set[str]] = {}  # (read site, channel) -> MIB children it reaches
+    for e in edges:
+        if e["kind"] != "weighted":
+            continue
+        src, dst = by[e["src_site"]], by[e["dst_site"]]
+        if src.kind == "attn_in" and dst.kind in "qkv":
+            h = e["dst_channel"] // (by[e["dst_site"]].width // n_head)
+            feeds.setdefault((src.name, e["src_channel"]), set()).add(f"a{dst.layer}.h{h}<{dst.kind}>")
+        elif src.kind == "mlp_in" and dst.kind == "mlp_neuron":
+            feeds.setdefault((src.name, e["src_channel"]), set()).add(f"m{dst.layer}")
+
+    def writes(parent: str) -> set[int] | None:  # kept residual channels a parent writes (None: any)
+        if parent == "input":
+            return None
+        L = int(parent[1:].split(".")[0])
+        if parent.startswith("a"):
+            return kept[site(L, "attn_out")] if nodes[parent]["in_graph"] else set()
+        return kept[site(L, "mlp_out")] if nodes[parent]["in_graph"] else set()
+
+    def reads(child: str) -> tuple[str, dict[int, bool]]:
+        """(read site, {channel: reaches child}) for a child node name like a1.h0<q> or m1."""
+        base = child.split("<")[0]
+        L = int(base[1:].split(".")[0])
+        rsite = site(L, "attn_in" if base.startswith("a") else "mlp_in")
+        return rsite, {c: child in feeds.get((rsite, c), set()) for c in kept[rsite]}
+
+    order: list[str] = ["input"]
+    children: list[tuple[str, int]] = []  # (child name with <qkv>, position in order it follows)
+    mib_edges: dict[str, dict[str, Any]] = {}
+    for L in layers:
+        heads = [f"a{L}.h{h}" for h in range(n_head)]
+        for h in heads:
+            for letter in "qkv":
+                children.append((f"{h}<{letter}>", len(order)))
+        order += heads
+        children.append((f"m{L}", len(order)))
+        order.append(f"m{L}")
+    for child, upto in children:
+        rsite, reach = reads(child)
+        for parent in order[:upto]:
+            w = writes(parent)
+            n = sum(1 for c, ok in reach.items() if ok and (w is None or c in w))
+            mib_edges[f"{parent}->{child}"] = {"in_graph": n > 0, "score": float(n)}
+    final_reads = set(range(d_model))
+    for parent in order:
+        w = writes(parent)
+        n = len(final_reads if w is None else w & final_reads)
+        mib_edges[f"{parent}->logits"] = {"in_graph": n > 0 and (parent == "input" or nodes[parent]["in_graph"]),
+                                          "score": float(n)}
+    cfg = {"n_layers": len(layers), "n_heads": n_head, "parallel_attn_mlp": False, "d_model": d_model}
+    return {"cfg": cfg, "nodes": nodes, "edges": mib_edges}
+
+
+def read_mib(path: Path) -> dict[str, Any]:
+    """Read an MIB / EAP-IG Graph JSON file and check it against the documented format.
+
+    Checks the keys `cfg` (n_layers, n_heads, parallel_attn_mlp, d_model), `nodes` and `edges`; that the node
+    set is input, a{L}.h{H}, m{L} and logits for the configured shape; that every edge name is
+    `parent->child` or `parent->a{L}.h{H}<q|k|v>` between known nodes with the parent before the child;
+    and that every edge and node carries `in_graph` (and `neurons` of length d_model where present).
+
+    Returns:
+        The parsed dict.
+
+    Raises:
+        CircuitbenchError: naming the first problem found.
+    """
+    import re
+
+    d = json.loads(Path(path).read_text())
+    for key in ("cfg", "nodes", "edges"):
+        if key not in d:
+            raise CircuitbenchError(f"{path}: missing key {key!r}")
+    cfg = d["cfg"]
+    for key in ("n_layers", "n_heads", "parallel_attn_mlp", "d_model"):
+        if key not in cfg:
+            raise CircuitbenchError(f"{path}: cfg has no {key!r}")
+    nl, nh, dm = cfg["n_layers"], cfg["n_heads"], cfg["d_model"]
+    expected = ["input"] + [n for L in range(nl) for n in [f"a{L}.h{h}" for h in range(nh)] + [f"m{L}"]] + ["logits"]
+    if set(d["nodes"]) != set(expected):
+        raise CircuitbenchError(f"{path}: nodes {sorted(set(d['nodes']) ^ set(expected))[:5]} do not fit the cfg")
+    pos = {n: i for i, n in enumerate(expected)}
+    for name, node in d["nodes"].items():
+        if "in_graph" not in node:
+            raise CircuitbenchError(f"{path}: node {name} has no in_graph")
+        if "neurons" in node and len(node["neurons"]) != dm:
+            raise CircuitbenchError(f"{path}: node {name} has {len(node['neurons'])} neurons, cfg d_model is {dm}")
+    pat = re.compile(r"^(?P<p>[^-<>]+)->(?P<c>[^-<>]+?)(?:<(?P<l>[qkv])>)?$")
+    for name, edge in d["edges"].items():
+        m = pat.match(name)
+        if m is None or m["p"] not in pos or m["c"] not in pos:
+            raise CircuitbenchError(f"{path}: edge {name!r} is not parent->child[<q|k|v>] between known nodes")
+        if pos[m["p"]] >= pos[m["c"]] or (m["c"].startswith("a") != bool(m["l"])):
+            raise CircuitbenchError(f"{path}: edge {name!r} runs backwards or lacks/has a spurious <q|k|v>")
+        if "in_graph" not in edge or "score" not in edge:
+            raise CircuitbenchError(f"{path}: edge {name!r} needs in_graph and score")
+    return d

@@ -1,0 +1,83 @@
+"""Several methods on one model's tasks, measured the same way: what `circuitbench compare` runs.
+
+Every method's configuration is validated before the model loads; the model loads once; each method is a
+`run` into the shared results directory (finished units are skipped, so a rerun resumes). The tables and
+the curve plots are read back from what is on disk, so a comparison also covers units of earlier runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from circuitbench.errors import CircuitbenchError
+from circuitbench.protocols import ModelAdapter
+from circuitbench.runs.config import RunConfig, validate
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a comparison found: every unit's summary, the two tables, and the curve plots."""
+
+    rows: list[dict[str, Any]]
+    """The summary of every unit of the compared methods in the results directory."""
+    per_task: list[dict[str, Any]]
+    """Every method on every pruned task."""
+    methods: list[dict[str, Any]]
+    """Means over the tasks every method pruned."""
+    plots: list[Path] = field(default_factory=list)
+    plot_error: str | None = None
+    """Why there is no plot (None when there is one)."""
+
+    def not_pruned(self, model: str, seed: int) -> list[str]:
+        """The tasks the full model does not solve, so no method pruned."""
+        return sorted({r["task"] for r in self.rows if r["model"] == model and r["seed"] == seed
+                       and r["status"] == "unsolved"})
+
+
+def compare_methods(base: RunConfig, methods: dict[str, dict[str, Any]],
+                    adapter: ModelAdapter | None = None) -> Comparison:
+    """Run every method on `base`'s model and tasks, then tabulate and plot their faithfulness curves.
+
+    Args:
+        base: The shared settings (model, tasks, unit settings, out); its method is ignored.
+        methods: Registry method names -> their hyperparameters.
+        adapter: The model, already loaded; None loads `base.model`.
+
+    Raises:
+        CircuitbenchError: for any invalid setting of any method, before any compute.
+    """
+    from circuitbench.results.report import collect, method_table, method_task_table
+    from circuitbench.runs.runner import run
+
+    configs = [base.model_copy(update={"method": m, "method_kwargs": kw}) for m, kw in methods.items()]
+    for cfg in configs:
+        validate(cfg)  # every setting of every method checked before the model loads
+    if adapter is None:
+        import circuitbench
+
+        adapter = circuitbench.load_model(base.model, device=base.device)
+    for cfg in configs:
+        run(cfg, adapter)
+    rows = [r for r in collect(base.out) if r["method"] in methods]
+    per_task = method_task_table(rows, base.model, base.seed)
+    table = method_table(rows, base.model, base.seed)
+    plots, error = _plots(base, list(methods))
+    return Comparison(rows, per_task, table, plots, error)
+
+
+def _plots(base: RunConfig, methods: list[str]) -> tuple[list[Path], str | None]:
+    from circuitbench.results.plots import plot_curves, read_curves
+
+    model, seed, out = base.model, base.seed, Path(base.out)
+    stem = out / f"compare-{model.replace('/', '_')}-seed{seed}"
+    try:
+        paths = plot_curves(read_curves(out, model, methods, seed), stem,
+                            title=f"{model}: faithfulness (logit difference) by circuit size")
+        paths += plot_curves(read_curves(out, model, methods, seed, "kl"), stem.with_name(stem.name + "-kl"),
+                             ylabel="faithfulness (KL)",
+                             title=f"{model}: faithfulness on KL from the model, 1 - KL(C) / KL(empty)")
+    except CircuitbenchError as err:
+        return [], str(err)
+    return paths, None
