@@ -89,7 +89,8 @@ def main() -> None:
     from circuitbench.train.card import evaluate_tasks
     from circuitbench.train.config import TrainConfig
     from circuitbench.train.data import prepare_data
-    from circuitbench.train.loop import META, _cache_dir, train
+    from circuitbench.train.loop import _cache_dir, train
+    from circuitbench.train.release import META
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=6.0, help="wall time per candidate")

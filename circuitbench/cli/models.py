@@ -88,7 +88,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from circuitbench.train.card import write_card
-    from circuitbench.train.loop import META, TrainConfig, train
+    from circuitbench.train.loop import TrainConfig, train
+    from circuitbench.train.release import META
 
     fields = set(TrainConfig.model_fields) - {"out_dir", "command"}
     kwargs = {k: v for k, v in vars(args).items() if k in fields}

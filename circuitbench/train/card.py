@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from circuitbench.protocols import Batch, ModelAdapter
-from circuitbench.train.loop import META
+from circuitbench.train.release import META
 
 log = logging.getLogger(__name__)
 

@@ -9,16 +9,12 @@ atomically; resuming from it continues bit-for-bit as if never interrupted (same
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import math
 import os
-import platform
-import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +29,16 @@ from circuitbench.models.sparse_gpt import SparseGPT
 from circuitbench.train import recipe
 from circuitbench.train.config import TrainConfig, check
 from circuitbench.train.data import TokenData, prepare_data, sample_batch, val_windows
+from circuitbench.train.release import LOSS_CURVE, finalize, refuse_overwrite, write_curve
+from circuitbench.train.state import (
+    checkpoint_name,
+    has_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
-LOSS_CURVE = "loss_curve.csv"
-META = "train_meta.json"
 
 # The eight node sites of docs/design.md, Node sites (Gao et al. 2025: AbsTopK at all eight).
 SPARSE_LOCS = "attn_in,attn_q,attn_k,attn_v,attn_out,mlp_in,mlp_neuron,mlp_out"
@@ -232,23 +232,6 @@ def train_step(
     return loss.detach(), lr, density, t_proj
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_curve(history: list[dict[str, Any]], path: Path) -> None:
-    fields = ["step", "tokens", "train_loss", "val_loss", "lr", "density", "elapsed_s"]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        for row in history:
-            w.writerow({k: row.get(k, "") for k in fields})
-    os.replace(tmp, path)
-
-
 def _cache_dir(cfg: TrainConfig) -> Path:
     if cfg.cache_dir is not None:
         return cfg.cache_dir
@@ -272,12 +255,11 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
             checkpoint belongs to a different configuration.
     """
     check(cfg)
-    _refuse_overwrite(cfg)
+    refuse_overwrite(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / CHECKPOINT
     corpus_hash = None
     if data is None:
         data, corpus = prepare_data(_cache_dir(cfg), cfg.corpus, cfg.vocab_size, cfg.tokenizer_bytes)
@@ -288,180 +270,105 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     teacher = None if cfg.distill_from is None else load_model_dir(cfg.distill_from, "--distill-from")
     if teacher is not None:
         teacher.requires_grad_(False)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    step, history, elapsed = 0, [], 0.0
-    if cfg.resume:
-        if not ckpt_path.is_file():
-            raise CircuitbenchError(f"{ckpt_path}: no checkpoint to resume from; drop --resume.")
-        state = torch.load(ckpt_path, weights_only=True)
-        stored = {k: v for k, v in json.loads(state["config"]).items() if k not in _RUNTIME_FIELDS}
-        if stored != _identity(cfg):
-            raise CircuitbenchError(
-                f"{ckpt_path}: the checkpoint was written by a different configuration; "
-                "resume with the same arguments or use another --out directory."
-            )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        step, history, elapsed = state["step"], json.loads(state["history"]), state["elapsed_s"]
-        if cfg.anneal_afrac and not cfg.dense:
-            model.set_afrac(_afrac(cfg, step))
-        log.info("resumed %s at step %d", ckpt_path, step)
-    elif cfg.finish:
-        raise CircuitbenchError("finish needs resume: it finalizes an existing checkpoint.")
-    elif ckpt_path.is_file():
-        raise CircuitbenchError(
-            f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out."
-        )
-
-    def checkpoint() -> None:
-        _save_atomic(
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "generator": gen.get_state(),
-                "step": step,
-                "history": json.dumps(history),
-                "elapsed_s": elapsed,
-                "config": json.dumps(_identity(cfg)),
-            },
-            ckpt_path,
-        )
-        if cfg.keep_checkpoints:
-            shutil.copyfile(ckpt_path, out / f"checkpoint-{step}.pt")
-        _write_curve(history, out / LOSS_CURVE)
-
+    run = _Run(cfg, model, opt, torch.Generator().manual_seed(cfg.seed))
+    run.start()
     vx, vy = val_windows(data.val, cfg.ctx, cfg.val_windows)
-    params = [p for p in model.parameters() if p.requires_grad]
-    sparse = recipe.sparsifiable(model)
-    tokens_per_step = cfg.batch_size * cfg.ctx
-    precision = resolve_precision(cfg)
-    log.info("precision: %s (asked: %s)", precision, cfg.precision)
-    end = cfg.max_steps if cfg.stop_after is None else min(cfg.max_steps, cfg.stop_after)
-    if cfg.finish:
-        end = step
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=cfg.quiet, unit="step", dynamic_ncols=True)
-    model.train()
-    reached_target = False
-    t_last, s_last = time.perf_counter(), step
-    while step < end and not reached_target:
-        t0 = time.perf_counter()
-        x, y = sample_batch(data.train, cfg.batch_size, cfg.ctx, gen)
-        loss, lr, density, _ = train_step(model, opt, x, y, cfg, step, params, sparse, precision, teacher)
-        step += 1
-        row: dict[str, Any] = {
-            "step": step, "tokens": step * tokens_per_step, "train_loss": round(loss.item(), 5),
-            "lr": lr, "density": density,
-        }
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            row["val_loss"] = round(evaluate(model, vx, vy), 5)
-            log.info("step %d: train %.4f, val %.4f", step, row["train_loss"], row["val_loss"])
-            if cfg.target_val_loss is not None and row["val_loss"] <= cfg.target_val_loss:
-                log.info("validation loss %.4f reached the target %.4f", row["val_loss"], cfg.target_val_loss)
-                reached_target = True
-        elapsed += time.perf_counter() - t0  # wall time, validation included
-        row["elapsed_s"] = round(elapsed, 3)
-        history.append(row)
-        if step % 10 == 0 or step == end:
-            now = time.perf_counter()
-            tps = (step - s_last) * tokens_per_step / max(now - t_last, 1e-9)
-            t_last, s_last = now, step
-            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tps:,.0f}")
-        bar.update(1)
-        if step % cfg.checkpoint_every == 0 or step == end or reached_target:
-            checkpoint()
-    bar.close()
-    if step < cfg.max_steps and not reached_target and not cfg.finish:
-        log.info("stopped at step %d of %d; continue with --resume", step, cfg.max_steps)
+    reached_target = run.steps(data, vx, vy, teacher)
+    if run.step < cfg.max_steps and not reached_target and not cfg.finish:
+        log.info("stopped at step %d of %d; continue with --resume", run.step, cfg.max_steps)
         return out
-    _finalize(cfg, model, data, history, elapsed, corpus_hash, vx, vy)
-    return out
-
-
-MODEL_FILES = ("final_model.pt", "model.safetensors", "beeg_config.json", "tokenizer.json", META, "task_eval.json",
-               "README.md", LOSS_CURVE)
-"""What a finished training run leaves in its directory (the model and its card)."""
-
-
-def _refuse_overwrite(cfg: TrainConfig) -> None:
-    """An existing model is never replaced unless asked (--force); --resume continues its checkpoint."""
-    out = Path(cfg.out_dir)
-    present = [n for n in MODEL_FILES if (out / n).is_file()]
-    if not any(n in present for n in ("final_model.pt", "model.safetensors", "beeg_config.json")) or cfg.resume:
-        return
-    if not cfg.force:
-        raise CircuitbenchError(
-            f"--out {out}: already holds a model ({', '.join(present)}); training would overwrite it and leave its "
-            "card describing another model. Choose another --out, --resume its checkpoint, or --force to replace it."
-        )
-    for name in present:  # replaced on purpose: no file of the old model may describe the new one
-        (out / name).unlink()
-    for old in out.glob("checkpoint*.pt"):
-        old.unlink()
-
-
-def _finalize(
-    cfg: TrainConfig, model: SparseGPT, data: TokenData, history: list[dict[str, Any]],
-    elapsed: float, corpus_hash: str | None, vx: torch.Tensor, vy: torch.Tensor,
-) -> None:
-    """Write the released-format model, its tokenizer, loss curve and training metadata."""
-    out = Path(cfg.out_dir)
     with torch.no_grad():  # ship the bigram table in bfloat16 (half the disk); measure what ships
         assert model.bigram_table is not None
         model.bigram_table.copy_(model.bigram_table.to(torch.bfloat16).float())
-    val_loss = evaluate(model, vx, vy)
-    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    sd["bigram_table"] = sd["bigram_table"].to(torch.bfloat16)
-    _save_atomic(sd, out / "final_model.pt")
-    (out / "beeg_config.json").write_text(json.dumps(model.config.model_dump(), indent=2) + "\n")
-    (out / "tokenizer.json").write_bytes(Path(data.tokenizer_path).read_bytes())
-    _write_curve(history, out / LOSS_CURVE)
-    total = sum(p.numel() for _, p in model.named_parameters())
-    nonzero = sum(int((p != 0).sum()) for _, p in model.named_parameters())
-    matrices = {n: {"numel": p.numel(), "nonzero": int((p != 0).sum())} for n, p in recipe.sparsifiable(model)}
-    step = history[-1]["step"] if history else 0
-    meta = {
-        "config": cfg.model_dump(mode="json", exclude={"resume", "finish", "stop_after", "quiet"}),
-        "command": cfg.command,
-        "corpus_hash": corpus_hash or data.corpus_hash,
-        "corpus_packages": _package_record(cfg.corpus),
-        "tokenizer_sha256": data.tokenizer_hash,
-        "train_tokens_in_corpus": int(len(data.train)),
-        "val_tokens_in_corpus": int(len(data.val)),
-        "steps": step,
-        "planned_steps": cfg.max_steps,
-        "tokens_seen": step * cfg.batch_size * cfg.ctx,
-        "val_loss": round(val_loss, 5),
-        "val_tokens": int(vy.numel()),
-        "params_total": total,
-        "params_nonzero": nonzero,
-        "sparsified": matrices,
-        "wall_time_s": round(elapsed, 1),
-        "precision": resolve_precision(cfg),
-        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "final_model_bytes": (out / "final_model.pt").stat().st_size,
-    }
-    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
-    log.info("wrote %s: val loss %.4f, %d/%d nonzero parameters", out, val_loss, nonzero, total)
+    finalize(cfg, model, data, run.history, run.elapsed, corpus_hash, evaluate(model, vx, vy), int(vy.numel()),
+             resolve_precision(cfg))
+    return out
 
 
-def _package_record(corpus: Path | None) -> dict[str, Any] | None:
-    """The package list of a package corpus (for the model card), None for a directory corpus."""
-    from circuitbench.train import packages
+class _Run:
+    """The state of one training run between steps: where it is, its loss curve, and its checkpoint."""
 
-    if corpus is None:
-        return None
-    if str(corpus) == packages.PACKAGES:
-        return packages.package_list_record(None)
-    if Path(corpus).is_file():
-        return packages.package_list_record(Path(corpus))
-    return None
+    def __init__(self, cfg: TrainConfig, model: SparseGPT, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
+        self.cfg, self.model, self.opt, self.gen = cfg, model, opt, gen
+        self.out = Path(cfg.out_dir)
+        self.step, self.history, self.elapsed = 0, cast(list[dict[str, Any]], []), 0.0
 
+    def start(self) -> None:
+        """Resume the checkpoint (checking it is this configuration's), or refuse to overwrite one.
 
-def tokens_per_second(history: list[dict[str, Any]]) -> float:
-    """Mean training throughput of a run from its loss-curve rows."""
-    if len(history) < 2:
-        return math.nan
-    dt = history[-1]["elapsed_s"] - history[0]["elapsed_s"]
-    return (history[-1]["tokens"] - history[0]["tokens"]) / dt if dt > 0 else math.nan
+        Raises:
+            CircuitbenchError: for --resume without a checkpoint or with another configuration's, for
+                --finish without --resume, and for a checkpoint present without --resume.
+        """
+        cfg = self.cfg
+        if cfg.resume:
+            state = load_checkpoint(self.out)
+            stored = {k: v for k, v in json.loads(state["config"]).items() if k not in _RUNTIME_FIELDS}
+            if stored != _identity(cfg):
+                raise CircuitbenchError(
+                    f"{checkpoint_name(self.out)}: the checkpoint was written by a different configuration; "
+                    "resume with the same arguments or use another --out directory."
+                )
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.gen.set_state(state["generator"])
+            self.step, self.history, self.elapsed = state["step"], json.loads(state["history"]), state["elapsed_s"]
+            if cfg.anneal_afrac and not cfg.dense:
+                self.model.set_afrac(_afrac(cfg, self.step))
+            log.info("resumed %s at step %d", checkpoint_name(self.out), self.step)
+        elif cfg.finish:
+            raise CircuitbenchError("finish needs resume: it finalizes an existing checkpoint.")
+        elif has_checkpoint(self.out):
+            raise CircuitbenchError(
+                f"{checkpoint_name(self.out)} exists: pass --resume to continue that run, or choose another --out."
+            )
+
+    def checkpoint(self) -> None:
+        """Write the state (atomically; split when large) and the loss curve."""
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "generator": self.gen.get_state(), "step": self.step, "history": json.dumps(self.history),
+                 "elapsed_s": self.elapsed, "config": json.dumps(_identity(self.cfg))}
+        save_checkpoint(state, self.out, keep=self.cfg.keep_checkpoints)
+        write_curve(self.history, self.out / LOSS_CURVE)
+
+    def steps(self, data: TokenData, vx: torch.Tensor, vy: torch.Tensor, teacher: SparseGPT | None) -> bool:
+        """Train until `max_steps`, `stop_after` or the target validation loss; True when the target was reached."""
+        cfg, model = self.cfg, self.model
+        params = [p for p in model.parameters() if p.requires_grad]
+        sparse = recipe.sparsifiable(model)
+        tokens_per_step = cfg.batch_size * cfg.ctx
+        precision = resolve_precision(cfg)
+        log.info("precision: %s (asked: %s)", precision, cfg.precision)
+        end = cfg.max_steps if cfg.stop_after is None else min(cfg.max_steps, cfg.stop_after)
+        if cfg.finish:
+            end = self.step
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=cfg.quiet, unit="step", dynamic_ncols=True)
+        model.train()
+        reached_target = False
+        t_last, s_last = time.perf_counter(), self.step
+        while self.step < end and not reached_target:
+            t0 = time.perf_counter()
+            x, y = sample_batch(data.train, cfg.batch_size, cfg.ctx, self.gen)
+            loss, lr, density, _ = train_step(model, self.opt, x, y, cfg, self.step, params, sparse, precision, teacher)
+            self.step += 1
+            row: dict[str, Any] = {"step": self.step, "tokens": self.step * tokens_per_step,
+                                   "train_loss": round(loss.item(), 5), "lr": lr, "density": density}
+            if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+                row["val_loss"] = round(evaluate(model, vx, vy), 5)
+                log.info("step %d: train %.4f, val %.4f", self.step, row["train_loss"], row["val_loss"])
+                if cfg.target_val_loss is not None and row["val_loss"] <= cfg.target_val_loss:
+                    log.info("validation loss %.4f reached the target %.4f", row["val_loss"], cfg.target_val_loss)
+                    reached_target = True
+            self.elapsed += time.perf_counter() - t0  # wall time, validation included
+            row["elapsed_s"] = round(self.elapsed, 3)
+            self.history.append(row)
+            if self.step % 10 == 0 or self.step == end:
+                now = time.perf_counter()
+                tps = (self.step - s_last) * tokens_per_step / max(now - t_last, 1e-9)
+                t_last, s_last = now, self.step
+                bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tps:,.0f}")
+            bar.update(1)
+            if self.step % cfg.checkpoint_every == 0 or self.step == end or reached_target:
+                self.checkpoint()
+        bar.close()
+        return reached_target

@@ -10,7 +10,7 @@ from circuitbench.models.hub import bundled_models
 from circuitbench.tasks.encode import encode_task
 from circuitbench.tasks.load import get_task, list_specs
 from circuitbench.train.card import TASK_EVAL, render_card, score_task
-from circuitbench.train.loop import META
+from circuitbench.train.release import META
 
 BUNDLED = ("tiny-sparse", "tiny-dense")
 

@@ -10,7 +10,9 @@ import torch
 import circuitbench
 from circuitbench.errors import CircuitbenchError
 from circuitbench.train.data import TokenData, sample_batch
-from circuitbench.train.loop import CHECKPOINT, LOSS_CURVE, META, TrainConfig, train
+from circuitbench.train.loop import TrainConfig, train
+from circuitbench.train.release import LOSS_CURVE, META
+from circuitbench.train.state import CHECKPOINT
 from circuitbench.train.tokenizer import save_tokenizer, train_tokenizer
 
 VOCAB = 320
