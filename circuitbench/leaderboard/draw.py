@@ -191,6 +191,70 @@ def _ticks_log(lo: float, hi: float) -> list[float]:
     return [10.0**k for k in range(a, b + 1)]
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """A plot's data limits and where they land in pixels."""
+
+    ml: float
+    mt: float
+    pw: float
+    ph: float
+    x_lo: float
+    x_hi: float
+    y_lo: float
+    y_hi: float
+    log_x: bool
+
+    @classmethod
+    def fit(cls, pts: list[tuple[float, float]], log_x: bool, y_range: tuple[float, float] | None, width: int,
+            height: int, margins: tuple[float, float, float, float]) -> _Frame:
+        """Limits that hold every point: whole decades on a log x axis; the y data padded by 8 %."""
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        if log_x:
+            x_lo, x_hi = min(xs), max(xs)
+            if x_lo == x_hi:
+                x_lo, x_hi = x_lo / 10, x_hi * 10
+            x_lo, x_hi = 10 ** math.floor(math.log10(x_lo)), 10 ** math.ceil(math.log10(x_hi))
+        else:
+            x_lo, x_hi = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+        if y_range is not None:
+            y_lo, y_hi = y_range
+        else:
+            y_lo, y_hi = min(ys), max(ys)
+            pad = (y_hi - y_lo) * 0.08 or 0.05 * (abs(y_hi) or 1.0)
+            y_lo, y_hi = y_lo - pad, y_hi + pad
+        ml, mr, mt, mb = margins
+        return cls(ml, mt, width - ml - mr, height - mt - mb, x_lo, x_hi, y_lo, y_hi, log_x)
+
+    def sx(self, x: float) -> float:
+        """The pixel column of x."""
+        lo, hi = self.x_lo, self.x_hi
+        f = (math.log10(x) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) if self.log_x else (x - lo) / (hi - lo)
+        return self.ml + f * self.pw
+
+    def sy(self, y: float) -> float:
+        """The pixel row of y (clipped to the frame)."""
+        return self.mt + (1 - (min(max(y, self.y_lo), self.y_hi) - self.y_lo) / (self.y_hi - self.y_lo)) * self.ph
+
+
+def _axes(f: _Frame, xlabel: str, ylabel: str, height: int) -> list[str]:
+    """The frame, ticks, grid and axis labels of a plot."""
+    ml, mt, pw, ph, sx, sy = f.ml, f.mt, f.pw, f.ph, f.sx, f.sy
+    out = [f'<rect x="{_n(ml)}" y="{_n(mt)}" width="{_n(pw)}" height="{_n(ph)}" class="frame"/>']
+    xt = _ticks_log(f.x_lo, f.x_hi) if f.log_x else [f.x_lo + (f.x_hi - f.x_lo) * i / 4 for i in range(5)]
+    for t in xt:
+        out.append(f'<line x1="{_n(sx(t))}" y1="{_n(mt + ph)}" x2="{_n(sx(t))}" y2="{_n(mt + ph + 4)}" class="tick"/>')
+        out.append(f'<text x="{_n(sx(t))}" y="{_n(mt + ph + 16)}" text-anchor="middle" class="ticklabel">{t:g}</text>')
+    for t in _nice_ticks(f.y_lo, f.y_hi):
+        out.append(f'<line x1="{_n(ml - 4)}" y1="{_n(sy(t))}" x2="{_n(ml + pw)}" y2="{_n(sy(t))}" class="grid"/>')
+        out.append(f'<text x="{_n(ml - 6)}" y="{_n(sy(t) + 4)}" text-anchor="end" class="ticklabel">{t:.3g}</text>')
+    out.append(f'<text x="{_n(ml + pw / 2)}" y="{_n(height - 8)}" text-anchor="middle" class="axis">'
+               f"{escape(xlabel)}</text>")
+    out.append(f'<text x="14" y="{_n(mt + ph / 2)}" text-anchor="middle" class="axis" '
+               f'transform="rotate(-90 14 {_n(mt + ph / 2)})">{escape(ylabel)}</text>')
+    return out
+
+
 def line_plot(series: Sequence[Series], xlabel: str, ylabel: str, log_x: bool = True, y_range: tuple[float, float]
               | None = None, width: int = 460, height: int = 300, title: str = "",
               links: Sequence[tuple[int, int]] = (), markers_only: bool = False) -> str:
@@ -219,42 +283,9 @@ def line_plot(series: Sequence[Series], xlabel: str, ylabel: str, log_x: bool = 
     if not pts:
         out.append(f'<text x="{_n(ml)}" y="{height / 2:.0f}" class="caption">nothing to plot</text></svg>')
         return "\n".join(out)
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    if log_x:
-        x_lo, x_hi = min(xs), max(xs)
-        if x_lo == x_hi:
-            x_lo, x_hi = x_lo / 10, x_hi * 10
-        x_lo, x_hi = 10 ** math.floor(math.log10(x_lo)), 10 ** math.ceil(math.log10(x_hi))
-    else:
-        x_lo, x_hi = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    if y_range is not None:
-        y_lo, y_hi = y_range
-    else:
-        y_lo, y_hi = min(ys), max(ys)
-        pad = (y_hi - y_lo) * 0.08 or 0.05 * (abs(y_hi) or 1.0)
-        y_lo, y_hi = y_lo - pad, y_hi + pad
-    pw, ph = width - ml - mr, height - mt - mb
-
-    def sx(x: float) -> float:
-        f = (math.log10(x) - math.log10(x_lo)) / (math.log10(x_hi) - math.log10(x_lo)) if log_x else \
-            (x - x_lo) / (x_hi - x_lo)
-        return ml + f * pw
-
-    def sy(y: float) -> float:
-        return mt + (1 - (min(max(y, y_lo), y_hi) - y_lo) / (y_hi - y_lo)) * ph
-
-    out.append(f'<rect x="{_n(ml)}" y="{_n(mt)}" width="{_n(pw)}" height="{_n(ph)}" class="frame"/>')
-    xt = _ticks_log(x_lo, x_hi) if log_x else [x_lo + (x_hi - x_lo) * i / 4 for i in range(5)]
-    for t in xt:
-        out.append(f'<line x1="{_n(sx(t))}" y1="{_n(mt + ph)}" x2="{_n(sx(t))}" y2="{_n(mt + ph + 4)}" class="tick"/>')
-        out.append(f'<text x="{_n(sx(t))}" y="{_n(mt + ph + 16)}" text-anchor="middle" class="ticklabel">{t:g}</text>')
-    for t in _nice_ticks(y_lo, y_hi):
-        out.append(f'<line x1="{_n(ml - 4)}" y1="{_n(sy(t))}" x2="{_n(ml + pw)}" y2="{_n(sy(t))}" class="grid"/>')
-        out.append(f'<text x="{_n(ml - 6)}" y="{_n(sy(t) + 4)}" text-anchor="end" class="ticklabel">{t:.3g}</text>')
-    out.append(f'<text x="{_n(ml + pw / 2)}" y="{_n(height - 8)}" text-anchor="middle" class="axis">'
-               f"{escape(xlabel)}</text>")
-    out.append(f'<text x="14" y="{_n(mt + ph / 2)}" text-anchor="middle" class="axis" '
-               f'transform="rotate(-90 14 {_n(mt + ph / 2)})">{escape(ylabel)}</text>')
+    f = _Frame.fit(pts, log_x, y_range, width, height, (ml, mr, mt, mb))
+    sx, sy = f.sx, f.sy
+    out += _axes(f, xlabel, ylabel, height)
     first: dict[int, tuple[float, float]] = {}
     for i, s in enumerate(series):
         colour = PALETTE[i % len(PALETTE)]

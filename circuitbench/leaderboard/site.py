@@ -22,83 +22,16 @@ import json
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from circuitbench.errors import CircuitbenchError
+from circuitbench.leaderboard.board import Entry, UnitRecord, load_board
 from circuitbench.leaderboard.draw import SVG_STYLE, Series, line_plot, saved_circuit_svg
-from circuitbench.leaderboard.protocol import Protocol, board_numbers, load_protocol
-from circuitbench.leaderboard.submit import META_FILE, SubmissionMeta
+from circuitbench.leaderboard.protocol import Protocol, load_protocol
+from circuitbench.leaderboard.submit import META_FILE
 from circuitbench.results.report import geomean
-
-
-@dataclass
-class UnitRecord:
-    """One submitted unit, read back."""
-
-    path: Path
-    summary: dict[str, Any]
-    measurements: dict[tuple[str, str], float]
-    provenance: dict[str, Any]
-
-
-@dataclass
-class Entry:
-    """One accepted submission: a model and a method."""
-
-    content_hash: str
-    meta: SubmissionMeta
-    path: Path
-    units: list[UnitRecord] = field(default_factory=list)
-
-    @property
-    def solved(self) -> list[UnitRecord]:
-        """Units pruned to the target."""
-        return [u for u in self.units if u.summary.get("status") == "solved"]
-
-    @property
-    def pruned(self) -> list[UnitRecord]:
-        """Units whose full model solves the task (pruned, at the target or not)."""
-        return [u for u in self.units if u.summary.get("status") in ("solved", "target_missed")]
-
-    @property
-    def label(self) -> str:
-        """`model · method`."""
-        return f"{self.meta.model.name} · {self.meta.method.name}"
-
-
-def load_board(board: Path) -> list[Entry]:
-    """Every accepted submission under BOARD/submissions, sorted by model, method and hash.
-
-    Raises:
-        CircuitbenchError: naming the file, when a submission on the board cannot be read.
-    """
-    from circuitbench.results.store import read_unit, unit_files
-
-    root = Path(board) / "submissions"
-    entries = []
-    for sub in sorted(p for p in root.glob("*") if p.is_dir() and not p.name.endswith(".tmp")):
-        meta_path = sub / META_FILE
-        try:
-            meta = SubmissionMeta.model_validate_json(meta_path.read_text())
-        except (OSError, ValueError) as err:
-            raise CircuitbenchError(f"{meta_path}: not a readable submission ({str(err).splitlines()[0]}); "
-                                    "remove the folder or resubmit it") from None
-        entry = Entry(sub.name, meta, sub)
-        for path in unit_files(sub / "results"):
-            table, _, prov = read_unit(path)  # the stored summary row is never shown: it is recomputed
-            m = {(r["split"], r["metric"]): r["value"] for r in table.to_pylist()}
-            u = prov.unit
-            numbers = board_numbers(m, u, path)
-            summary = {"model": u.model.name, "task": u.task, "method": u.method, "seed": u.seed, **numbers}
-            entry.units.append(UnitRecord(path, summary, m, json.loads(prov.model_dump_json())))
-        entries.append(entry)
-    return sorted(entries, key=lambda e: (e.meta.model.name, e.meta.method.name, e.content_hash))
-
-
-# --- formatting ----------------------------------------------------------------------------------------
 
 
 def e(value: Any) -> str:

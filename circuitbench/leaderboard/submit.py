@@ -1,27 +1,6 @@
 """Leaderboard submissions: a documented, versioned format, and a validator that lists every problem.
 
-A submission is one model and one method: the units of a results directory written by `circuitbench run`
-or `compare` (units, circuits, edge tables) that belong to that model and method, plus a metadata file,
-`submission.json`. Units of other models or methods in the same directory are left out (and counted), so
-one `compare` folder gives one submission per method:
-
-```json
-{
-  "submission_format": "1",
-  "model": {"name": "tiny-sparse", "hub_id": null, "revision": null, "weights_sha256": "...",
-            "kind": "sparse", "dense_twin": "tiny-dense"},
-  "validation": {"loss": 3.91, "corpus": "circuitbench pypi (sha256 ...)"},
-  "method": {"name": "learned_mask", "hyperparameters": {"steps": 400}},
-  "submitter": "Ada Lovelace",
-  "description": "What was run, on what, and why."
-}
-```
-
-`model.kind` (`dense`, `sparse` or `sae`) is what the board filters by, and `model.dense_twin` names the
-dense model trained on the same data that a sparse one is compared with (the frontier plot links them).
-`validation.loss` is finite and above 0; `validation.measured_by` is `circuitbench` when the block is the
-output of `circuitbench val-loss` (with the weights hash it measured, which must be the model's), else
-`submitter`, and the board says which.
+A submission is one model and one method, in the format of `circuitbench.leaderboard.submission`.
 
 `validate` checks, and reports every failure naming its file and field:
 - the board's protocol (`circuitbench.leaderboard.protocol`): every unit run with its settings (target loss,
@@ -45,65 +24,26 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from circuitbench.errors import CircuitbenchError
 from circuitbench.leaderboard.protocol import Protocol, load_protocol
+from circuitbench.leaderboard.submission import (
+    META_FILE,
+    SUBMISSION_FORMAT,
+    MethodInfo,
+    ModelInfo,
+    SubmissionMeta,
+    Validation,
+)
 
-SUBMISSION_FORMAT = "1"
-META_FILE = "submission.json"
+__all__ = ["META_FILE", "SUBMISSION_FORMAT", "MethodInfo", "ModelInfo", "Report", "SubmissionMeta", "Validation",
+           "accept", "validate"]
+
 _REQUIRED_PROVENANCE = ("host", "pid")
 """Optional provenance fields (older units may lack them) that every submitted unit must have recorded."""
-
-
-class ModelInfo(BaseModel):
-    """The submitted model."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    hub_id: str | None = None
-    revision: str | None = None
-    weights_sha256: str
-    kind: Literal["dense", "sparse", "sae"] | None = None
-    """Dense, weight-sparse, or dense with SAEs spliced in (what the board filters by)."""
-    dense_twin: str | None = None
-    """For a sparse model: the board name of the dense model trained alike, linked in the frontier plot."""
-
-
-class Validation(BaseModel):
-    """Validation loss on a named corpus, when known, and who measured it."""
-
-    model_config = ConfigDict(extra="forbid")
-    loss: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    """Mean next-token loss (nats per token): finite and above 0."""
-    corpus: str | None = None
-    measured_by: Literal["circuitbench", "submitter"] = "submitter"
-    """`circuitbench`: the number is the output of `circuitbench val-loss` (which writes this block, with the
-    weights hash it measured); `submitter`: reported by the submitter. The board shows which."""
-    weights_sha256: str | None = None
-    """With measured_by circuitbench: the weights `circuitbench val-loss` measured (must be the model's)."""
-
-
-class MethodInfo(BaseModel):
-    """The circuit-finding method and its hyperparameters."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    hyperparameters: dict[str, Any] = {}
-
-
-class SubmissionMeta(BaseModel):
-    """`submission.json`."""
-
-    model_config = ConfigDict(extra="forbid")
-    submission_format: str
-    model: ModelInfo
-    validation: Validation = Validation()
-    method: MethodInfo
-    submitter: str
-    description: str
 
 
 @dataclass
@@ -187,10 +127,7 @@ def _close(a: Any, b: Any) -> bool:
 
 def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Protocol) -> str | None:
     """Check one unit file; returns its task (None when unreadable) for the denominator check."""
-    import pyarrow.parquet as pq
-
     from circuitbench.leaderboard.protocol import board_numbers
-    from circuitbench.results.circuit import EDGE_TABLE_ROWS, Circuit, circuit_paths, edges_total
     from circuitbench.results.store import read_unit
     from circuitbench.results.unit import NOT_PRUNED
     from circuitbench.tasks.load import get_task
@@ -215,13 +152,7 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Prot
                        f"{current}; rerun on the current tasks")
     except CircuitbenchError:
         report.add(path, f"provenance.unit.task: {u.task!r} is not a task of this circuitbench")
-    for key, want in sorted(meta.method.hyperparameters.items()):
-        if key not in u.method_kwargs:
-            report.add(path, f"{META_FILE} method.hyperparameters.{key}: the method has no such hyperparameter "
-                       f"(it has {', '.join(sorted(u.method_kwargs)) or 'none'})")
-        elif u.method_kwargs[key] != want:
-            report.add(path, f"provenance.unit.method_kwargs.{key} = {u.method_kwargs[key]!r} differs from "
-                       f"{META_FILE} method.hyperparameters.{key} = {want!r}")
+    _check_hyperparameters(path, meta, u.method_kwargs, report)
     missing = [k for k, v in prov.model_dump().items() if v is None and k in _REQUIRED_PROVENANCE]
     if u.model.weights_sha256 is None:
         missing.append("unit.model.weights_sha256")
@@ -232,27 +163,47 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Prot
         report.add(path, "no test-split full_accuracy: every claimed task needs its test numbers")
     derived = board_numbers(m, u)
     if derived["status"] not in NOT_PRUNED:
-        cpath, epath = circuit_paths(path)
-        try:
-            circuit = Circuit.load(cpath)
-            if circuit.k != summary.get("nodes"):
-                report.add(cpath, f"k {circuit.k} differs from the summary's nodes {summary.get('nodes')}")
-            if not epath.is_file():
-                report.add(epath, "missing edge table")
-            else:
-                total, rows = edges_total(epath), pq.read_metadata(epath).num_rows
-                if total != summary.get("edges"):
-                    report.add(epath, f"{total} edges, the summary says edges {summary.get('edges')}")
-                if rows != min(total, EDGE_TABLE_ROWS):
-                    report.add(epath, f"{rows} edge rows for a circuit of {total} edges: the table holds every edge "
-                               f"up to {EDGE_TABLE_ROWS:,} and the strongest {EDGE_TABLE_ROWS:,} beyond")
-        except CircuitbenchError as err:
-            report.add(cpath, str(err).split(": ", 1)[-1])
+        _check_circuit_files(path, summary, report)
     for key, value in derived.items():
         if not _close(summary.get(key), value):
             report.add(path, f"summary {key} = {summary.get(key)!r} does not follow from the unit's measurements "
                        f"({value!r})")
     return u.task
+
+
+def _check_hyperparameters(path: Path, meta: SubmissionMeta, kwargs: dict[str, Any], report: Report) -> None:
+    """The hyperparameters submission.json states are the ones the unit recorded."""
+    for key, want in sorted(meta.method.hyperparameters.items()):
+        if key not in kwargs:
+            report.add(path, f"{META_FILE} method.hyperparameters.{key}: the method has no such hyperparameter "
+                       f"(it has {', '.join(sorted(kwargs)) or 'none'})")
+        elif kwargs[key] != want:
+            report.add(path, f"provenance.unit.method_kwargs.{key} = {kwargs[key]!r} differs from "
+                       f"{META_FILE} method.hyperparameters.{key} = {want!r}")
+
+
+def _check_circuit_files(path: Path, summary: dict[str, Any], report: Report) -> None:
+    """A pruned unit's circuit and edge table are there, and agree with its summary and the table's cap."""
+    import pyarrow.parquet as pq
+
+    from circuitbench.results.circuit import EDGE_TABLE_ROWS, Circuit, circuit_paths, edges_total
+
+    cpath, epath = circuit_paths(path)
+    try:
+        circuit = Circuit.load(cpath)
+        if circuit.k != summary.get("nodes"):
+            report.add(cpath, f"k {circuit.k} differs from the summary's nodes {summary.get('nodes')}")
+        if not epath.is_file():
+            report.add(epath, "missing edge table")
+        else:
+            total, rows = edges_total(epath), pq.read_metadata(epath).num_rows
+            if total != summary.get("edges"):
+                report.add(epath, f"{total} edges, the summary says edges {summary.get('edges')}")
+            if rows != min(total, EDGE_TABLE_ROWS):
+                report.add(epath, f"{rows} edge rows for a circuit of {total} edges: the table holds every edge "
+                           f"up to {EDGE_TABLE_ROWS:,} and the strongest {EDGE_TABLE_ROWS:,} beyond")
+    except CircuitbenchError as err:
+        report.add(cpath, str(err).split(": ", 1)[-1])
 
 
 def verify_sample(units: list[Path], meta: SubmissionMeta, report: Report, sample: int = 3) -> None:

@@ -34,100 +34,111 @@ def to_mib(circuit: Circuit, edges: list[dict[str, Any]]) -> dict[str, Any]:
         CircuitbenchError: for circuits on sites MIB's graph cannot express (SAE latents) or without a
             known head count.
     """
-    by = {s.name: s for s in circuit.sites}
     if any(s.kind not in {"attn_in", "q", "k", "v", "attn_out", "mlp_in", "mlp_neuron", "mlp_out"}
            for s in circuit.sites):
         raise CircuitbenchError("MIB's graph has attention heads and MLPs only; this circuit has SAE sites. "
                                 "Export circuits of models without --sae.")
     if not circuit.n_head:
         raise CircuitbenchError("the circuit file does not record the model's head count; rerun the unit")
-    layers = sorted({s.layer for s in circuit.sites})
-    n_head = circuit.n_head
-    d_model = next(s.width for s in circuit.sites if s.kind == "attn_in")
-    kept = {k: set(v) for k, v in circuit.kept().items()}
-    flat = circuit.scores
-    score_of: dict[str, Tensor] = {}
-    start = 0
-    for s in circuit.sites:
-        score_of[s.name] = flat[start : start + s.width]
-        start += s.width
+    g = _Graph(circuit, edges)
+    cfg = {"n_layers": len(g.layers), "n_heads": g.n_head, "parallel_attn_mlp": False, "d_model": g.d_model}
+    return {"cfg": cfg, "nodes": g.nodes, "edges": g.edges()}
 
-    def site(layer: int, kind: str) -> str:
-        return next(s.name for s in circuit.sites if s.layer == layer and s.kind == kind)
 
-    nodes: dict[str, dict[str, Any]] = {"input": {"in_graph": True, "score": float("nan")}}
-    head_channels: dict[str, dict[str, set[int]]] = {}
-    for L in layers:
-        q = by[site(L, "q")]
-        d_head = q.width // n_head
-        out = site(L, "attn_out")
-        for h in range(n_head):
-            name = f"a{L}.h{h}"
-            chans = {letter: {c for c in kept[site(L, letter)] if c // d_head == h} for letter in "qkv"}
-            head_channels[name] = chans
-            sc = torch.cat([score_of[site(L, letter)][h * d_head : (h + 1) * d_head] for letter in "qkv"])
-            nodes[name] = {"in_graph": any(chans.values()), "score": float(sc.max()),
-                           "neurons": [c in kept[out] for c in range(d_model)],
-                           "neurons_scores": score_of[out].tolist()}
-        mout = site(L, "mlp_out")
-        nodes[f"m{L}"] = {"in_graph": bool(kept[site(L, "mlp_neuron")]),
-                          "score": float(score_of[site(L, "mlp_neuron")].max()),
-                          "neurons": [c in kept[mout] for c in range(d_model)],
-                          "neurons_scores": score_of[mout].tolist()}
-    nodes["logits"] = {"in_graph": True}
+class _Graph:
+    """The MIB nodes of a circuit, and what each reads and writes through the kept channels."""
 
-    # channel paths: residual channel c read at a read site -> kept channel of a child through a weight
-    feeds: dict[tuple[str, int], set[str]] = {}  # (read site, channel) -> MIB children it reaches
-    for e in edges:
-        if e["kind"] != "weighted":
-            continue
-        src, dst = by[e["src_site"]], by[e["dst_site"]]
-        if src.kind == "attn_in" and dst.kind in "qkv":
-            h = e["dst_channel"] // (by[e["dst_site"]].width // n_head)
-            feeds.setdefault((src.name, e["src_channel"]), set()).add(f"a{dst.layer}.h{h}<{dst.kind}>")
-        elif src.kind == "mlp_in" and dst.kind == "mlp_neuron":
-            feeds.setdefault((src.name, e["src_channel"]), set()).add(f"m{dst.layer}")
+    def __init__(self, circuit: Circuit, edges: list[dict[str, Any]]) -> None:
+        self.circuit, self.by = circuit, {s.name: s for s in circuit.sites}
+        self.layers = sorted({s.layer for s in circuit.sites})
+        self.n_head = int(circuit.n_head or 0)
+        self.d_model = next(s.width for s in circuit.sites if s.kind == "attn_in")
+        self.kept = {k: set(v) for k, v in circuit.kept().items()}
+        self.score_of: dict[str, Tensor] = {}
+        start = 0
+        for s in circuit.sites:
+            self.score_of[s.name] = circuit.scores[start : start + s.width]
+            start += s.width
+        self.nodes = self._nodes()
+        self.feeds = self._feeds(edges)
 
-    def writes(parent: str) -> set[int] | None:  # kept residual channels a parent writes (None: any)
+    def site(self, layer: int, kind: str) -> str:
+        """The name of a layer's site of this kind."""
+        return next(s.name for s in self.circuit.sites if s.layer == layer and s.kind == kind)
+
+    def _nodes(self) -> dict[str, dict[str, Any]]:
+        site, kept, score_of, d_model = self.site, self.kept, self.score_of, self.d_model
+        nodes: dict[str, dict[str, Any]] = {"input": {"in_graph": True, "score": float("nan")}}
+        for L in self.layers:
+            d_head = self.by[site(L, "q")].width // self.n_head
+            out = site(L, "attn_out")
+            for h in range(self.n_head):
+                chans = {letter: {c for c in kept[site(L, letter)] if c // d_head == h} for letter in "qkv"}
+                sc = torch.cat([score_of[site(L, letter)][h * d_head : (h + 1) * d_head] for letter in "qkv"])
+                nodes[f"a{L}.h{h}"] = {"in_graph": any(chans.values()), "score": float(sc.max()),
+                                       "neurons": [c in kept[out] for c in range(d_model)],
+                                       "neurons_scores": score_of[out].tolist()}
+            mout = site(L, "mlp_out")
+            nodes[f"m{L}"] = {"in_graph": bool(kept[site(L, "mlp_neuron")]),
+                              "score": float(score_of[site(L, "mlp_neuron")].max()),
+                              "neurons": [c in kept[mout] for c in range(d_model)],
+                              "neurons_scores": score_of[mout].tolist()}
+        nodes["logits"] = {"in_graph": True}
+        return nodes
+
+    def _feeds(self, edges: list[dict[str, Any]]) -> dict[tuple[str, int], set[str]]:
+        """Channel paths: (read site, residual channel) -> the MIB children it reaches through a weight."""
+        feeds: dict[tuple[str, int], set[str]] = {}
+        for e in edges:
+            if e["kind"] != "weighted":
+                continue
+            src, dst = self.by[e["src_site"]], self.by[e["dst_site"]]
+            if src.kind == "attn_in" and dst.kind in "qkv":
+                h = e["dst_channel"] // (dst.width // self.n_head)
+                feeds.setdefault((src.name, e["src_channel"]), set()).add(f"a{dst.layer}.h{h}<{dst.kind}>")
+            elif src.kind == "mlp_in" and dst.kind == "mlp_neuron":
+                feeds.setdefault((src.name, e["src_channel"]), set()).add(f"m{dst.layer}")
+        return feeds
+
+    def writes(self, parent: str) -> set[int] | None:
+        """The kept residual channels a parent writes (None: any, for the input)."""
         if parent == "input":
             return None
         L = int(parent[1:].split(".")[0])
-        if parent.startswith("a"):
-            return kept[site(L, "attn_out")] if nodes[parent]["in_graph"] else set()
-        return kept[site(L, "mlp_out")] if nodes[parent]["in_graph"] else set()
+        if not self.nodes[parent]["in_graph"]:
+            return set()
+        return self.kept[self.site(L, "attn_out" if parent.startswith("a") else "mlp_out")]
 
-    def reads(child: str) -> tuple[str, dict[int, bool]]:
-        """(read site, {channel: reaches child}) for a child node name like a1.h0<q> or m1."""
+    def reads(self, child: str) -> dict[int, bool]:
+        """{kept read channel: whether it reaches the child} for a child like a1.h0<q> or m1."""
         base = child.split("<")[0]
-        L = int(base[1:].split(".")[0])
-        rsite = site(L, "attn_in" if base.startswith("a") else "mlp_in")
-        return rsite, {c: child in feeds.get((rsite, c), set()) for c in kept[rsite]}
+        rsite = self.site(int(base[1:].split(".")[0]), "attn_in" if base.startswith("a") else "mlp_in")
+        return {c: child in self.feeds.get((rsite, c), set()) for c in self.kept[rsite]}
 
-    order: list[str] = ["input"]
-    children: list[tuple[str, int]] = []  # (child name with <qkv>, position in order it follows)
-    mib_edges: dict[str, dict[str, Any]] = {}
-    for L in layers:
-        heads = [f"a{L}.h{h}" for h in range(n_head)]
-        for h in heads:
-            for letter in "qkv":
-                children.append((f"{h}<{letter}>", len(order)))
-        order += heads
-        children.append((f"m{L}", len(order)))
-        order.append(f"m{L}")
-    for child, upto in children:
-        rsite, reach = reads(child)
-        for parent in order[:upto]:
-            w = writes(parent)
-            n = sum(1 for c, ok in reach.items() if ok and (w is None or c in w))
-            mib_edges[f"{parent}->{child}"] = {"in_graph": n > 0, "score": float(n)}
-    final_reads = set(range(d_model))
-    for parent in order:
-        w = writes(parent)
-        n = len(final_reads if w is None else w & final_reads)
-        mib_edges[f"{parent}->logits"] = {"in_graph": n > 0 and (parent == "input" or nodes[parent]["in_graph"]),
-                                          "score": float(n)}
-    cfg = {"n_layers": len(layers), "n_heads": n_head, "parallel_attn_mlp": False, "d_model": d_model}
-    return {"cfg": cfg, "nodes": nodes, "edges": mib_edges}
+    def edges(self) -> dict[str, dict[str, Any]]:
+        """Every MIB edge: in the graph when a channel path realises it, scored by the number of paths."""
+        order: list[str] = ["input"]
+        children: list[tuple[str, int]] = []  # (child name with <qkv>, position in order it follows)
+        for L in self.layers:
+            heads = [f"a{L}.h{h}" for h in range(self.n_head)]
+            children += [(f"{h}<{letter}>", len(order)) for h in heads for letter in "qkv"]
+            order += heads
+            children.append((f"m{L}", len(order)))
+            order.append(f"m{L}")
+        mib_edges: dict[str, dict[str, Any]] = {}
+        for child, upto in children:
+            reach = self.reads(child)
+            for parent in order[:upto]:
+                w = self.writes(parent)
+                n = sum(1 for c, ok in reach.items() if ok and (w is None or c in w))
+                mib_edges[f"{parent}->{child}"] = {"in_graph": n > 0, "score": float(n)}
+        final_reads = set(range(self.d_model))
+        for parent in order:
+            w = self.writes(parent)
+            n = len(final_reads if w is None else w & final_reads)
+            mib_edges[f"{parent}->logits"] = {
+                "in_graph": n > 0 and (parent == "input" or self.nodes[parent]["in_graph"]), "score": float(n)}
+        return mib_edges
 
 
 def read_mib(path: Path) -> dict[str, Any]:

@@ -107,6 +107,30 @@ def _first_token(tokenizer: Tokenizer, prompt_ids: list[int], text: str) -> tupl
     return ids[n], ""
 
 
+Row = tuple[list[int], int, int, int, int]
+"""One encoded example: (prompt ids, correct token, incorrect token, pair id, side)."""
+
+
+def _encode_pair(pair: Pair, tokenizer: Tokenizer, max_len: int) -> tuple[list[Row], str, int]:
+    """Both members of a pair encoded; or the reason the pair is dropped; and how many were left-truncated."""
+    kept: list[Row] = []
+    truncated = 0
+    for side in (0, 1):
+        prompt = pair.prompts[side]
+        prompt_ids = tokenizer.encode(prompt)
+        good, why_g = _first_token(tokenizer, prompt_ids, prompt + pair.correct(side))
+        bad, why_b = _first_token(tokenizer, prompt_ids, prompt + pair.incorrect(side))
+        if good is None or bad is None:
+            return kept, why_g or why_b, truncated
+        if good == bad:
+            return kept, "same_first_token", truncated
+        truncated += len(prompt_ids) > max_len
+        kept.append((prompt_ids[-max_len:], good, bad, pair.pair_id, side))
+    if truncated and kept[0][0] == kept[1][0]:
+        return kept, "truncated_identical", truncated
+    return kept, "", truncated
+
+
 def encode_pairs(pairs: Sequence[Pair], tokenizer: Tokenizer, max_len: int = DEFAULT_MAX_LEN,
                  erased_is_error: bool = True) -> EncodedTask:
     """Encode pairs (of one task and split) for a tokenizer; see `encode_task`.
@@ -124,28 +148,11 @@ def encode_pairs(pairs: Sequence[Pair], tokenizer: Tokenizer, max_len: int = DEF
         raise TaskError("encode one task and split at a time; the pairs mix several.")
     if max_len < 1:
         raise TaskError(f"max_len must be at least 1, got {max_len}.")
-    rows: list[tuple[list[int], int, int, int, int]] = []
+    rows: list[Row] = []
     dropped: Counter[str] = Counter()
     n_truncated = 0
     for pair in pairs:
-        kept: list[tuple[list[int], int, int, int, int]] = []
-        reason = ""
-        truncated = 0
-        for side in (0, 1):
-            prompt = pair.prompts[side]
-            prompt_ids = tokenizer.encode(prompt)
-            good, why_g = _first_token(tokenizer, prompt_ids, prompt + pair.correct(side))
-            bad, why_b = _first_token(tokenizer, prompt_ids, prompt + pair.incorrect(side))
-            if good is None or bad is None:
-                reason = why_g or why_b
-                break
-            if good == bad:
-                reason = "same_first_token"
-                break
-            truncated += len(prompt_ids) > max_len
-            kept.append((prompt_ids[-max_len:], good, bad, pair.pair_id, side))
-        if not reason and truncated and kept[0][0] == kept[1][0]:
-            reason = "truncated_identical"
+        kept, reason, truncated = _encode_pair(pair, tokenizer, max_len)
         if reason:
             dropped[reason] += 2
             continue

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from circuitbench.errors import SpecError, TaskError
-from circuitbench.tasks.spec import SLOT, SPLITS, SplitName, TaskSpec
+from circuitbench.tasks.slots import SLOT
+from circuitbench.tasks.spec import SPLITS, SplitName, TaskSpec
 
 _MAX_DEPTH = 8
 _MAX_TRIES = 200

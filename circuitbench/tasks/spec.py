@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,11 +26,10 @@ from pydantic import (
     model_validator,
 )
 
+from circuitbench.tasks.slots import find_cycle, reachable, slot_refs, slots_of
+
 GENERATOR_VERSION = "1"
 """Bump when `make_pairs` would make other pairs from the same spec; part of the task hash."""
-
-SLOT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-"""A slot reference in a template: `${name}`."""
 
 SplitName = Literal["train", "test"]
 SPLITS: tuple[SplitName, SplitName] = ("train", "test")
@@ -70,11 +68,6 @@ def _check_pool(value: Any) -> Any:
 
 
 Pool = Annotated[list[str] | list[dict[Name, str]], BeforeValidator(_check_pool)]
-
-
-def slot_refs(text: str) -> list[str]:
-    """The slot names a template refers to, in order of appearance."""
-    return SLOT.findall(text)
 
 
 class _Model(BaseModel):
@@ -196,58 +189,8 @@ class TaskSpec(_Model):
             yield "check.reason: required when check.kind is 'none' (say why it cannot be checked)"
         if self.provenance == "reconstructed" and "reconstruct" not in self.description.lower():
             yield "description: a reconstructed task must say in its description that it is one"
-        contrast_slots = set(self.contrast.sides[0])
         for split_name in SPLITS:
-            split: Split = getattr(self, split_name)
-            pools = {**self.pools, **split.pools}
-            slots, pool_problems = _slots_of(pools, {n: f"{split_name}.pools" for n in split.pools})
-            yield from pool_problems
-            clash = contrast_slots & set(slots)
-            if clash:
-                yield f"contrast.sides: slot(s) {sorted(clash)} are also filled by a pool"
-            shared: dict[str, str] = {}
-            for i, comp in enumerate(self.completions):
-                shared[f"completions.{i}"] = comp
-                if contrast_slots & _reachable(comp, pools, self.contrast):
-                    yield (
-                        f"completions.{i}: uses a contrast slot; completions are the same text for "
-                        "both sides, so they may only use pool slots"
-                    )
-            for side, values in enumerate(self.contrast.sides):
-                for slot, value in values.items():
-                    shared[f"contrast.sides.{side}.{slot}"] = value
-            for pool_name, pool in pools.items():
-                where = f"{split_name}.pools" if pool_name in split.pools else "pools"
-                for j, entry in enumerate(pool):
-                    items = entry.items() if isinstance(entry, dict) else [(pool_name, entry)]
-                    for slot, value in items:
-                        key = f"{where}.{pool_name}.{j}" + ("" if slot == pool_name else f".{slot}")
-                        shared[key] = value
-            for i, tpl in enumerate(split.templates):
-                loc = f"{split_name}.templates.{i}"
-                if not contrast_slots & _reachable(tpl.prompt, pools, self.contrast, tpl.values):
-                    yield f"{loc}.prompt: uses no contrast slot {sorted(contrast_slots)}"
-                if tpl.prompt != tpl.prompt.rstrip():
-                    yield f"{loc}.prompt: ends in whitespace; end at the last visible character"
-                known = set(slots) | contrast_slots | set(tpl.values)
-                texts = {f"{loc}.prompt": tpl.prompt, f"{loc}.suffix": tpl.suffix}
-                texts.update({f"{loc}.values.{k}": v for k, v in tpl.values.items()})
-                for where, text in {**texts, **shared}.items():
-                    unknown = sorted(set(slot_refs(text)) - known)
-                    if unknown:
-                        refs = ", ".join("${" + u + "}" for u in unknown)
-                        yield (
-                            f"{where}: unknown slot(s) {refs}"
-                            + ("" if where.startswith(loc) else f" (in {loc})")
-                            + f"; defined: {', '.join(sorted(known)) or 'none'}"
-                        )
-            for g, group in enumerate(self.distinct):
-                missing = sorted(set(group) - set(slots))
-                if missing:
-                    yield f"distinct.{g}: {missing} are not pool slots; only pool slots can be kept distinct"
-            cycle = _find_cycle(pools)
-            if cycle:
-                yield f"{split_name}.pools: slots refer to each other: {' -> '.join(cycle)}"
+            yield from self._split_problems(split_name)
         train_prompts = {t.prompt for t in self.train.templates}
         for i, tpl in enumerate(self.test.templates):
             if tpl.prompt in train_prompts:
@@ -256,6 +199,66 @@ class TaskSpec(_Model):
             common = [v for v in self.test.pools[name] if v and v in self.train.pools[name]]
             if common:
                 yield f"test.pools.{name}: values also in train.pools.{name}: {common[:3]}"
+
+    def _split_problems(self, split_name: str) -> Iterable[str]:
+        """The mistakes of one split: its pools, completions, templates and distinct groups."""
+        contrast_slots = set(self.contrast.sides[0])
+        split: Split = getattr(self, split_name)
+        pools = {**self.pools, **split.pools}
+        slots, pool_problems = slots_of(pools, {n: f"{split_name}.pools" for n in split.pools})
+        yield from pool_problems
+        clash = contrast_slots & set(slots)
+        if clash:
+            yield f"contrast.sides: slot(s) {sorted(clash)} are also filled by a pool"
+        shared: dict[str, str] = {}
+        for i, comp in enumerate(self.completions):
+            shared[f"completions.{i}"] = comp
+            if contrast_slots & reachable(comp, pools, self.contrast):
+                yield (
+                    f"completions.{i}: uses a contrast slot; completions are the same text for "
+                    "both sides, so they may only use pool slots"
+                )
+        for side, values in enumerate(self.contrast.sides):
+            for slot, value in values.items():
+                shared[f"contrast.sides.{side}.{slot}"] = value
+        for pool_name, pool in pools.items():
+            where = f"{split_name}.pools" if pool_name in split.pools else "pools"
+            for j, entry in enumerate(pool):
+                items = entry.items() if isinstance(entry, dict) else [(pool_name, entry)]
+                for slot, value in items:
+                    key = f"{where}.{pool_name}.{j}" + ("" if slot == pool_name else f".{slot}")
+                    shared[key] = value
+        yield from self._template_problems(split_name, split, pools, slots, shared)
+        for g, group in enumerate(self.distinct):
+            missing = sorted(set(group) - set(slots))
+            if missing:
+                yield f"distinct.{g}: {missing} are not pool slots; only pool slots can be kept distinct"
+        cycle = find_cycle(pools)
+        if cycle:
+            yield f"{split_name}.pools: slots refer to each other: {' -> '.join(cycle)}"
+
+    def _template_problems(self, split_name: str, split: Split, pools: dict[str, Any], slots: Any,
+                           shared: dict[str, str]) -> Iterable[str]:
+        """A split's templates: each uses a contrast slot, ends at a visible character, knows every slot."""
+        contrast_slots = set(self.contrast.sides[0])
+        for i, tpl in enumerate(split.templates):
+            loc = f"{split_name}.templates.{i}"
+            if not contrast_slots & reachable(tpl.prompt, pools, self.contrast, tpl.values):
+                yield f"{loc}.prompt: uses no contrast slot {sorted(contrast_slots)}"
+            if tpl.prompt != tpl.prompt.rstrip():
+                yield f"{loc}.prompt: ends in whitespace; end at the last visible character"
+            known = set(slots) | contrast_slots | set(tpl.values)
+            texts = {f"{loc}.prompt": tpl.prompt, f"{loc}.suffix": tpl.suffix}
+            texts.update({f"{loc}.values.{k}": v for k, v in tpl.values.items()})
+            for where, text in {**texts, **shared}.items():
+                unknown = sorted(set(slot_refs(text)) - known)
+                if unknown:
+                    refs = ", ".join("${" + u + "}" for u in unknown)
+                    yield (
+                        f"{where}: unknown slot(s) {refs}"
+                        + ("" if where.startswith(loc) else f" (in {loc})")
+                        + f"; defined: {', '.join(sorted(known)) or 'none'}"
+                    )
 
     @property
     def inverted(self) -> bool:
@@ -304,94 +307,6 @@ def _side_problems(contrast: Contrast) -> Iterable[str]:
         yield f"contrast.sides: both sides must set the same slots, got {sorted(a)} and {sorted(b)}"
     elif a == b:
         yield "contrast.sides: the two sides are identical, so the prompts would not differ"
-
-
-def _slots_of(
-    pools: Mapping[str, list[str] | list[dict[str, str]]], split_pools: Mapping[str, str]
-) -> tuple[dict[str, str], list[str]]:
-    """Map each slot to the pool that fills it; list mapping pools with uneven keys or clashes.
-
-    `split_pools` maps the names of split-level pools to their field path (`train.pools`); the
-    others are task-level (`pools`).
-    """
-    slots: dict[str, str] = {}
-    problems: list[str] = []
-    for name, pool in pools.items():
-        where = split_pools.get(name, "pools")
-        if isinstance(pool[0], dict):
-            keys = set(pool[0])
-            for j, entry in enumerate(pool):
-                if set(entry) != keys:  # type: ignore[arg-type]
-                    problems.append(
-                        f"{where}.{name}.{j}: keys {sorted(entry)} differ from the first entry's {sorted(keys)}"
-                    )
-        else:
-            keys = {name}
-        for slot in keys:
-            if slot in slots:
-                problems.append(f"{where}.{name}: slot {slot!r} is also filled by pool {slots[slot]!r}")
-            slots[slot] = name
-    return slots, problems
-
-
-def _slot_values(pools: Mapping[str, list[str] | list[dict[str, str]]]) -> dict[str, list[str]]:
-    """All values each slot can take."""
-    out: dict[str, list[str]] = {}
-    for name, pool in pools.items():
-        for entry in pool:
-            for slot, value in entry.items() if isinstance(entry, dict) else [(name, entry)]:
-                out.setdefault(slot, []).append(value)
-    return out
-
-
-def _reachable(
-    text: str,
-    pools: Mapping[str, list[str] | list[dict[str, str]]],
-    contrast: Contrast,
-    fixed: Mapping[str, str] | None = None,
-) -> set[str]:
-    """Slots a text refers to, directly or through slot values."""
-    values = _slot_values(pools)
-    for slot, value in (fixed or {}).items():
-        values.setdefault(slot, []).append(value)
-    for side in contrast.sides:
-        for slot, value in side.items():
-            values.setdefault(slot, []).append(value)
-    seen: set[str] = set()
-    todo = slot_refs(text)
-    while todo:
-        slot = todo.pop()
-        if slot in seen:
-            continue
-        seen.add(slot)
-        for value in values.get(slot, []):
-            todo.extend(slot_refs(value))
-    return seen
-
-
-def _find_cycle(pools: Mapping[str, list[str] | list[dict[str, str]]]) -> list[str] | None:
-    """A cycle among slot values that refer to other slots, or None."""
-    graph = {slot: {r for v in vals for r in slot_refs(v)} for slot, vals in _slot_values(pools).items()}
-    state: dict[str, int] = {}
-
-    def visit(node: str, path: list[str]) -> list[str] | None:
-        state[node] = 1
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                return [*path, node, nxt]
-            if nxt not in state:
-                found = visit(nxt, [*path, node])
-                if found:
-                    return found
-        state[node] = 2
-        return None
-
-    for node in sorted(graph):
-        if node not in state:
-            found = visit(node, [])
-            if found:
-                return found
-    return None
 
 
 def schema_json() -> str:

@@ -96,6 +96,40 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return tabulate(rows, headers="keys", tablefmt="github", floatfmt=".3f")
 
 
+def _training_rows(cfg: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """The card's training table: corpus, tokenizer, shape, sparsity, tokens, losses, size, time, hardware."""
+    sp_total = sum(v["numel"] for v in meta["sparsified"].values())
+    sp_nonzero = sum(v["nonzero"] for v in meta["sparsified"].values())
+    return [
+    "| | |",
+    "|---|---|",
+    _corpus_line(cfg, meta),
+    f"| corpus hash | `{meta['corpus_hash']}` |",
+    f"| corpus tokens | {meta['train_tokens_in_corpus']:,} train, {meta['val_tokens_in_corpus']:,} "
+    "validation |",
+    f"| tokenizer | byte-level BPE, 2048 tokens, trained on the training split (sha256 "
+    f"`{meta['tokenizer_sha256'][:16]}...`) |",
+    f"| shape | {cfg['n_layer']} layers, d_model {cfg['d_model']}, {cfg['n_head']} heads, d_mlp "
+    f"{cfg['d_mlp'] or 4 * cfg['d_model']}, context {cfg['ctx']}, bigram table, attention sink, "
+    f"RMSNorm, {'learned' if cfg.get('pos_emb') == 'learned' else 'zeroed'} positional embeddings |",
+    f"| precision | {meta.get('precision', 'float32')} matrix products, float32 weights, optimizer, "
+    "projection and loss |",
+    f"| sparsity | {'none' if cfg['dense'] else 'weights ' + format(cfg['weight_density'], '.4g') + ' nonzero per matrix and bias (bigram table exempt), AbsTopK ' + format(cfg['afrac'], 'g') + ' at the eight node sites'} |",  # noqa: E501
+    f"| steps x batch x context | {meta['steps']:,} x {cfg['batch_size']} x {cfg['ctx']} |",
+    f"| tokens seen | {meta['tokens_seen']:,} |",
+    f"| validation loss | {meta['val_loss']:.4f} nats/token ({meta['val_tokens']:,} validation "
+    "tokens) |",
+    f"| parameters | {meta['params_total']:,} total, {meta['params_nonzero']:,} nonzero |",
+    f"| of which weight matrices and biases (all but the bigram table, norm gains, sink logits"
+    f"{', zeroed positional embeddings' if cfg.get('pos_emb') != 'learned' else ''}) | {sp_total:,} total, "
+    f"{sp_nonzero:,} nonzero "
+    f"({sp_nonzero / max(sp_total, 1):.2%}) |",
+    f"| wall time | {meta['wall_time_s'] / 60:.1f} min (training, validation and checkpoints) |",
+    f"| hardware | {meta['hardware']} |",
+    f"| size on disk | final_model.pt {meta['final_model_bytes'] / 1e6:.1f} MB |",
+    ]
+
+
 def render_card(name: str, meta: dict[str, Any], tasks: list[dict[str, Any]], notes: str = "") -> str:
     """The README.md text of a trained model."""
     cfg = meta["config"]
@@ -106,8 +140,6 @@ def render_card(name: str, meta: dict[str, Any], tasks: list[dict[str, Any]], no
          "density": v["nonzero"] / v["numel"]}
         for k, v in meta["sparsified"].items()
     ]
-    sp_total = sum(v["numel"] for v in meta["sparsified"].values())
-    sp_nonzero = sum(v["nonzero"] for v in meta["sparsified"].values())
     lines = [
         f"# {name}",
         "",
@@ -122,32 +154,7 @@ def render_card(name: str, meta: dict[str, Any], tasks: list[dict[str, Any]], no
         str(meta.get("command")),
         "```",
         "",
-        "| | |",
-        "|---|---|",
-        _corpus_line(cfg, meta),
-        f"| corpus hash | `{meta['corpus_hash']}` |",
-        f"| corpus tokens | {meta['train_tokens_in_corpus']:,} train, {meta['val_tokens_in_corpus']:,} "
-        "validation |",
-        f"| tokenizer | byte-level BPE, 2048 tokens, trained on the training split (sha256 "
-        f"`{meta['tokenizer_sha256'][:16]}...`) |",
-        f"| shape | {cfg['n_layer']} layers, d_model {cfg['d_model']}, {cfg['n_head']} heads, d_mlp "
-        f"{cfg['d_mlp'] or 4 * cfg['d_model']}, context {cfg['ctx']}, bigram table, attention sink, "
-        f"RMSNorm, {'learned' if cfg.get('pos_emb') == 'learned' else 'zeroed'} positional embeddings |",
-        f"| precision | {meta.get('precision', 'float32')} matrix products, float32 weights, optimizer, "
-        "projection and loss |",
-        f"| sparsity | {'none' if cfg['dense'] else 'weights ' + format(cfg['weight_density'], '.4g') + ' nonzero per matrix and bias (bigram table exempt), AbsTopK ' + format(cfg['afrac'], 'g') + ' at the eight node sites'} |",  # noqa: E501
-        f"| steps x batch x context | {meta['steps']:,} x {cfg['batch_size']} x {cfg['ctx']} |",
-        f"| tokens seen | {meta['tokens_seen']:,} |",
-        f"| validation loss | {meta['val_loss']:.4f} nats/token ({meta['val_tokens']:,} validation "
-        "tokens) |",
-        f"| parameters | {meta['params_total']:,} total, {meta['params_nonzero']:,} nonzero |",
-        f"| of which weight matrices and biases (all but the bigram table, norm gains, sink logits"
-        f"{', zeroed positional embeddings' if cfg.get('pos_emb') != 'learned' else ''}) | {sp_total:,} total, "
-        f"{sp_nonzero:,} nonzero "
-        f"({sp_nonzero / max(sp_total, 1):.2%}) |",
-        f"| wall time | {meta['wall_time_s'] / 60:.1f} min (training, validation and checkpoints) |",
-        f"| hardware | {meta['hardware']}, shared with other jobs |",
-        f"| size on disk | final_model.pt {meta['final_model_bytes'] / 1e6:.1f} MB |",
+        *_training_rows(cfg, meta),
         "",
         CARD_NOTE_BIGRAM,
         "",

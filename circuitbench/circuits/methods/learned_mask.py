@@ -126,28 +126,13 @@ class LearnedMask:
         precision = resolve_precision(self.precision, device)
         trace: list[Tensor] = []
         self._steps_run = 0
-        train = first.train
-        last = train.last.cpu()  # lengths on the host: slicing a batch to its longest prompt needs no sync
+        last = first.train.last.cpu()  # lengths on the host: slicing a batch to its longest prompt needs no sync
         labels = [(p.train.correct, p.train.incorrect) for p in problems]
         for step in bar:
             pairs = torch.randperm(n_pairs, generator=gen)[: self.batch_pairs]
             rows = torch.stack([2 * pairs, 2 * pairs + 1], 1).flatten()
             gates = hard_gate(tau, self.temperature)  # (P, n)
-            hook = None if first.counterfactual else stacked_gate_hook(first.index, gates, ablation)
-            ce = tau.new_zeros(n_problems)
-            for idx, width in length_groups(last, rows, self.length_groups, device, keep_pairs=first.counterfactual):
-                tokens = train.tokens[idx, :width].repeat(n_problems, 1)  # (P * b, width): block i is problem i
-                at = train.last[idx].repeat(n_problems)
-                with autocast(precision, device):
-                    if first.counterfactual:  # each group's pair partners' activations, shared by the blocks
-                        part = Batch(train.tokens[idx, :width], train.last[idx], train.correct[idx],
-                                     train.incorrect[idx])
-                        hook = stacked_gate_hook(first.index, gates, first.values_for(part))
-                    logits = forward_at(first.adapter, tokens, hook, at)
-                pair = torch.cat([torch.stack([c[idx], w[idx]], 1) for c, w in labels])  # (P * b, 2)
-                two = logits.gather(1, pair).float()
-                ce = ce + task_loss(two).view(n_problems, -1).sum(1)
-            ce = ce / len(rows)
+            ce = self._task_losses(problems, gates, ablation, rows, last, labels, precision)
             loss = ce.sum() + self.k_coef * gates.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -177,6 +162,27 @@ class LearnedMask:
         self.native_ks = [int(k) for k in (tau > 0).sum(1).tolist()]
         self.native_k = self.native_ks[0]
         return list(tau.detach().unbind(0))
+
+    def _task_losses(self, problems: list[Problem], gates: Tensor, ablation: Tensor, rows: Tensor, last: Tensor,
+                     labels: list[tuple[Tensor, Tensor]], precision: str) -> Tensor:
+        """[P] each problem's mean task loss on `rows` under its gates: one stacked pass per length group."""
+        first, n_problems = problems[0], len(problems)
+        train, device = first.train, first.train.tokens.device
+        hook = None if first.counterfactual else stacked_gate_hook(first.index, gates, ablation)
+        ce = gates.new_zeros(n_problems)
+        for idx, width in length_groups(last, rows, self.length_groups, device, keep_pairs=first.counterfactual):
+            tokens = train.tokens[idx, :width].repeat(n_problems, 1)  # (P * b, width): block i is problem i
+            at = train.last[idx].repeat(n_problems)
+            with autocast(precision, device):
+                if first.counterfactual:  # each group's pair partners' activations, shared by the blocks
+                    part = Batch(train.tokens[idx, :width], train.last[idx], train.correct[idx],
+                                 train.incorrect[idx])
+                    hook = stacked_gate_hook(first.index, gates, first.values_for(part))
+                logits = forward_at(first.adapter, tokens, hook, at)
+            pair = torch.cat([torch.stack([c[idx], w[idx]], 1) for c, w in labels])  # (P * b, 2)
+            two = logits.gather(1, pair).float()
+            ce = ce + task_loss(two).view(n_problems, -1).sum(1)
+        return ce / len(rows)
 
     def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
         """One forward and one backward pass of `batch_pairs` pairs per step."""
