@@ -163,7 +163,7 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
         return state.result("unsolved")
     with state.phases("ablation_values"):
         values = ablation.values(state.train).to(adapter.device)
-    state.problem = dataclasses.replace(state.problem, ablation=values)
+    state.problem = dataclasses.replace(state.problem, ablation_values=values)
     # The circuit must reach the target loss, or the full model's own loss where the full model is weaker than
     # the target (it solves the task, just less confidently): keeping every node always meets that.
     target = max(unit.target_loss, full_train.loss)
@@ -238,7 +238,9 @@ def method_phase(state: UnitState, method: Method, control: Problem | None) -> R
     then includes the control's training.
     """
     joint = control is not None and isinstance(method, JointMethod)
-    c_scores = c_native = None
+    c_scores: Tensor | None = None
+    native: int | None = None
+    c_native: int | None = None
     with state.phases("method"):
         if joint:
             assert isinstance(method, JointMethod) and control is not None

@@ -3,7 +3,7 @@
 A circuit is a 0/1 (or relaxed) gate per node; a pruned node takes its ablation value:
 x * g + mu * (1 - g) (docs/design.md, Node sites). Gates and ablation values are flat float32 tensors over all
 nodes; each site is a slice of them, so the hot loop does one multiply-add per site and nothing per node.
-Ablation values follow the activations' layout: a site whose single node gates a whole vector (an SAE
+AblationValues values follow the activations' layout: a site whose single node gates a whole vector (an SAE
 error node, `Site.value_width`) has one gate but a vector of ablation values. Counterfactual ablation,
 whose values differ by row and position (each row takes its pair partner's activations), passes them per
 batch as `PositionValues` instead of the flat vector.
@@ -21,7 +21,7 @@ from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import Hook, ModelAdapter, Site
 from circuitbench.results.circuit import Circuit, SiteLayout, keep_top
 
-__all__ = ["Ablation", "NodeIndex", "PositionValues", "check_layout", "circuit_of", "gate_hook", "keep_top",
+__all__ = ["AblationValues", "NodeIndex", "PositionValues", "check_layout", "circuit_of", "gate_hook", "keep_top",
            "stacked_gate_hook"]
 
 
@@ -74,7 +74,7 @@ class NodeIndex:
 
 @dataclass(frozen=True, slots=True)
 class PositionValues:
-    """Ablation values that differ by row and position, for one batch (counterfactual ablation).
+    """AblationValues values that differ by row and position, for one batch (counterfactual ablation).
 
     `values[site]` is [b, T, value width]: what row r's node takes at position t when pruned. A hook that
     sees one position per row (the last block of an `answer_only` forward) gets each row's value at its
@@ -86,7 +86,7 @@ class PositionValues:
     """[b] last prompt position of each row."""
 
 
-Ablation = Tensor | PositionValues
+AblationValues = Tensor | PositionValues
 """What pruned nodes take: one [value_size] vector for every row and position, or per-batch `PositionValues`."""
 
 
@@ -98,7 +98,7 @@ def _at_positions(offset: Tensor, x: Tensor, last: Tensor) -> Tensor:
     return offset[..., rows, last.to(offset.device), :].unsqueeze(-2)  # (..., b, 1, C)
 
 
-def gate_hook(index: NodeIndex, gates: Tensor, ablation: Ablation, also: Hook | None = None) -> Hook:
+def gate_hook(index: NodeIndex, gates: Tensor, ablation: AblationValues, also: Hook | None = None) -> Hook:
     """A hook that replaces each site's activation x by x * gate + ablation * (1 - gate).
 
     Args:
@@ -126,7 +126,7 @@ def gate_hook(index: NodeIndex, gates: Tensor, ablation: Ablation, also: Hook | 
     return hook
 
 
-def stacked_gate_hook(index: NodeIndex, gates: Tensor, ablation: Ablation) -> Hook:
+def stacked_gate_hook(index: NodeIndex, gates: Tensor, ablation: AblationValues) -> Hook:
     """`gate_hook` for P gate vectors at once: rows come in P equal blocks, block i gated by `gates[i]`.
 
     With P equal to the batch size, each row has its own gates (activation patching); with P = 2, a task

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from circuitbench.circuits.masks import Ablation, NodeIndex, gate_hook
+from circuitbench.circuits.masks import AblationValues, NodeIndex, gate_hook
 from circuitbench.circuits.metrics import Scores, answer_logits, kl_from, score, task_loss
 from circuitbench.protocols import Batch, Hook, ModelAdapter, forward_at
 
@@ -23,7 +23,7 @@ class Problem:
 
     adapter: ModelAdapter
     index: NodeIndex
-    ablation: Tensor
+    ablation_values: Tensor
     """[value_size] float32 values taken by pruned nodes (with counterfactual ablation: by the positions that
     have no counterpart in the pair partner)."""
     train: Batch
@@ -33,17 +33,17 @@ class Problem:
     counterfactual: bool = False
     """Pruned nodes take the pair partner's activations (`circuitbench.circuits.ablation.partner_values`)."""
 
-    def values_for(self, rows: Batch) -> Ablation:
+    def values_for(self, rows: Batch) -> AblationValues:
         """What pruned nodes take on these rows.
 
-        The flat `ablation`, or, with counterfactual ablation, each row's partner's activations (rows must
+        The flat `ablation_values`, or, with counterfactual ablation, each row's partner's activations (rows must
         then be whole pairs).
         """
         if not self.counterfactual:
-            return self.ablation
+            return self.ablation_values
         from circuitbench.circuits.ablation import partner_values
 
-        return partner_values(self.adapter, self.index, rows, self.ablation)
+        return partner_values(self.adapter, self.index, rows, self.ablation_values)
 
     def hook(self, rows: Batch, gates: Tensor) -> Hook:
         """The gate hook for a forward pass over `rows`."""

@@ -72,7 +72,7 @@ def _cmd_circuit_eval(args: argparse.Namespace) -> int:
     model = u.model.name.split("+sae:")[0]
     adapter = circuitbench.load_model(model, device=args.device or saved.prov.device, dtype=u.dtype,
                                       revision=u.model.revision)
-    adapter, _ = splice_saes(adapter, model, [s.get("spec", s["path"]) for s in saved.prov.saes or ()])
+    adapter, _ = splice_saes(adapter, model, [str(s.get("spec", s["path"])) for s in saved.prov.saes or ()])
     fresh = reevaluate(saved, adapter, args.split)
     if args.split != "test":
         print_table([{"metric": k, "now": v} for k, v in fresh.items()], args.format, floatfmt=".6f")

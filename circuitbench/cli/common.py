@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ TASKS_HELP = ("task names (NAME:inverted for a task's inverted-label control) or
               "separated by commas or spaces, or all (default: all)")
 
 
-def print_table(rows: list[dict[str, object]], fmt: str, floatfmt: str = ".4g") -> None:
+def print_table(rows: Sequence[Mapping[str, Any]], fmt: str, floatfmt: str = ".4g") -> None:
     """Print rows as a tabulate table (people) or JSON (scripts)."""
     if fmt == "json":
         print(json.dumps(rows, indent=2, default=str))
@@ -131,7 +131,7 @@ def add_setting_flags(p: argparse.ArgumentParser, model: type[BaseModel], names:
         elif typing.get_origin(field.annotation) is typing.Literal:
             p.add_argument(flag, choices=list(typing.get_args(field.annotation)), default=default, help=text)
         else:
-            kind = next((a for a in typing.get_args(field.annotation) if a is not type(None)), field.annotation)
+            kind: Any = next((a for a in typing.get_args(field.annotation) if a is not type(None)), field.annotation)
             p.add_argument(flag, type=kind, default=default, help=text)
 
 

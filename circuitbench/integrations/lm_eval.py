@@ -46,7 +46,7 @@ DEFAULT_BATCH_SIZE = 64
 """Rows per forward pass when lm-eval passes no batch size, or `auto`."""
 
 
-class CircuitbenchLM(LM):  # type: ignore[misc]  # lm-eval ships no type information
+class CircuitbenchLM(LM):  # lm-eval ships no type information (LM is Any here)
     """lm-eval's `LM` over a circuitbench model adapter (native sparse GPT, transformers, ...).
 
     Args:

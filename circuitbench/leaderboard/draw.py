@@ -133,10 +133,10 @@ def circuit_svg(sites: Sequence[tuple[str, str, int]], nodes: Sequence[CircuitNo
                        f"<title>{label}: {e.weight:.3g}</title></path>")
     out.append("</g>")
     out.append('<g class="nodes">')
-    for node, (x, y) in sorted(pos.items(), key=lambda kv: (kv[1][0], kv[1][1])):
-        out.append(f'<circle cx="{_n(x)}" cy="{_n(y)}" r="5.5" class="node"><title>{escape(node.site)} channel '
+    for node, (nx, ny) in sorted(pos.items(), key=lambda kv: (kv[1][0], kv[1][1])):
+        out.append(f'<circle cx="{_n(nx)}" cy="{_n(ny)}" r="5.5" class="node"><title>{escape(node.site)} channel '
                    f'{node.channel}</title></circle>')
-        out.append(f'<text x="{_n(x + 8)}" y="{_n(y + 3.5)}" class="channel">{node.channel}</text>')
+        out.append(f'<text x="{_n(nx + 8)}" y="{_n(ny + 3.5)}" class="channel">{node.channel}</text>')
     out.append("</g>")
     out += _legend(left, height - 10)
     out.append("</svg>")

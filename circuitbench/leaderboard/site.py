@@ -100,7 +100,7 @@ _MAIN_HEAD = ("<tr><th>model</th><th>kind</th><th>method</th><th>tasks solved</t
 
 def _frontier(entries: list[Entry]) -> str:
     """Validation loss against geometric-mean edges, one point per model (learned-mask circuits)."""
-    chosen = {}
+    chosen: dict[str, Entry] = {}
     for en in entries:
         if en.meta.method.name == "learned_mask" and en.meta.validation.loss is not None and en.solved:
             chosen.setdefault(en.meta.model.name, en)
@@ -113,8 +113,10 @@ def _frontier(entries: list[Entry]) -> str:
         en = chosen[name]
         units = [u for u in en.solved if u.summary["task"] in common] if common else en.solved
         edges = geomean([u.summary["edges"] for u in units])
-        series.append(Series(f"{name} ({en.meta.model.kind or 'unknown'})", ((edges, en.meta.validation.loss),)))
-    links = [(names.index(n), names.index(chosen[n].meta.model.dense_twin))  # type: ignore[arg-type]
+        loss = en.meta.validation.loss
+        assert loss is not None  # chosen only with one
+        series.append(Series(f"{name} ({en.meta.model.kind or 'unknown'})", ((edges, loss),)))
+    links = [(names.index(n), names.index(str(chosen[n].meta.model.dense_twin)))
              for n in names if chosen[n].meta.model.dense_twin in chosen]
     over = (f"the {len(common)} task(s) every plotted model solves ({', '.join(sorted(common))})" if common else
             "each model's own solved tasks (no task is solved by all)")

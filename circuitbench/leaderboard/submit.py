@@ -100,7 +100,9 @@ def select_units(results: Path, meta: SubmissionMeta) -> tuple[list[Path], dict[
     """
     from circuitbench.results.store import read_unit, unit_files
 
-    mine, others, names = [], {}, set()
+    mine: list[Path] = []
+    others: dict[str, int] = {}
+    names: set[str] = set()
     for path in unit_files(results):
         try:
             u = read_unit(path)[2].unit

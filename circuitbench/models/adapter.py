@@ -140,7 +140,7 @@ def block_sites(
     attn = [Site(attn_in, i, "attn_in", d)]
     for kind in ("q", "k", "v"):
         attn.append(Site(f"{i}.attn.{kind}", i, kind, widths["q" if kind == "q" else "kv"], attn_in, weights[kind],
-                         rows.get(kind)))  # type: ignore[arg-type]
+                         rows.get(kind)))
     write = [Site(f"{i}.attn.resid_delta", i, "attn_out", d, f"{i}.attn.v", weights["attn_out"])]
     mlp = [Site(f"{i}.mlp.act_in", i, "mlp_in", d),
            Site(f"{i}.mlp.post_act", i, "mlp_neuron", widths["d_mlp"], f"{i}.mlp.act_in", weights["mlp_neuron"])]

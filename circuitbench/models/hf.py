@@ -263,8 +263,8 @@ class HFAdapter(HookedForward):
         widths = {"d_model": self.d_model, "q": q_w, "kv": kv_w, "d_mlp": self.d_mlp}
         sites: list[Site] = []
         for i in range(len(self._layers)):
-            weights = {kind: self._weight_name(i, a.qkv[0] if a.fused else a.qkv[j])
-                       for j, kind in enumerate(QKV)}
+            weights: dict[str, str] = {kind: self._weight_name(i, a.qkv[0] if a.fused else a.qkv[j])
+                                       for j, kind in enumerate(QKV)}
             weights.update(attn_out=self._weight_name(i, a.attn_out), mlp_neuron=self._weight_name(i, a.mlp_in[0]),
                            mlp_out=self._weight_name(i, a.mlp_out))
             rows = fused_rows if a.fused == "gpt2" else None  # NeoX rows interleave: no range

@@ -239,6 +239,17 @@ class Block(nn.Module):
         return self.sparsify(x, "resid_post_mlp")
 
 
+class _Transformer(nn.Module):
+    """The checkpoint's `transformer.*` modules (token and position embeddings, blocks, final norm)."""
+
+    def __init__(self, cfg: GPTConfig, sparsify: _Sparsifier) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.d_pos_emb or cfg.d_model)
+        self.h = nn.ModuleList([Block(cfg, sparsify) for _ in range(cfg.n_layer)])
+        self.ln_f = _norm(cfg, cfg.d_model)
+
+
 class SparseGPT(nn.Module):
     """The circuit-sparsity GPT: state-dict keys equal the released checkpoint's."""
 
@@ -247,14 +258,7 @@ class SparseGPT(nn.Module):
         self.config = cfg
         sparsify = _Sparsifier(cfg)
         self._sparsify = sparsify  # shared by every block: set_afrac changes them all
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(cfg.vocab_size, cfg.d_model),
-                wpe=nn.Embedding(cfg.block_size, cfg.d_pos_emb or cfg.d_model),
-                h=nn.ModuleList([Block(cfg, sparsify) for _ in range(cfg.n_layer)]),
-                ln_f=_norm(cfg, cfg.d_model),
-            )
-        )
+        self.transformer = _Transformer(cfg, sparsify)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tied_unembed:
             self.transformer.wte.weight = self.lm_head.weight

@@ -87,12 +87,12 @@ class TLAdapter(HookedForward):
     format = "transformer_lens"
 
     @staticmethod
-    def _refusal(model: nn.Module) -> str | None:
-        return _refusal(model.cfg)  # type: ignore[attr-defined]
+    def _refusal(model: Any) -> str | None:
+        return _refusal(model.cfg)
 
-    def __init__(self, model: nn.Module, tokenizer: Tokenizer | None = None, name: str | None = None,
+    def __init__(self, model: Any, tokenizer: Tokenizer | None = None, name: str | None = None,
                  provenance: dict[str, Any] | None = None) -> None:
-        cfg = model.cfg  # type: ignore[attr-defined]
+        cfg = model.cfg
         self.name = name or str(getattr(cfg, "model_name", None) or "hooked-transformer")
         refused = self._refusal(model)
         if refused is not None:
@@ -112,14 +112,14 @@ class TLAdapter(HookedForward):
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.context_length: int | None = int(cfg.n_ctx) if getattr(cfg, "n_ctx", None) else None
-        self.blocks: list[nn.Module] = list(model.blocks)  # type: ignore[attr-defined]
+        self.blocks: list[Any] = list(model.blocks)  # TransformerLens ships no type information
         self.n_heads: int = cfg.n_heads
         self.n_kv_heads: int = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
         self.d_head: int = cfg.d_head
         self.d_model: int = cfg.d_model
         self.parallel = [bool(getattr(cfg, "parallel_attn_mlp", False))] * len(self.blocks)
-        self.gated = getattr(self.blocks[0].mlp, "W_gate", None) is not None  # type: ignore[union-attr]
-        d_mlp = int(self.blocks[0].mlp.W_out.shape[0])  # type: ignore[union-attr]
+        self.gated = getattr(self.blocks[0].mlp, "W_gate", None) is not None
+        d_mlp = int(self.blocks[0].mlp.W_out.shape[0])
         widths = {"d_model": self.d_model, "q": self.n_heads * self.d_head, "kv": self.n_kv_heads * self.d_head,
                   "d_mlp": d_mlp}
         self.sites: list[Site] = []
@@ -132,7 +132,7 @@ class TLAdapter(HookedForward):
         self.hook_names = block_hook_names(self.parallel)
 
     def _kv_name(self, which: str) -> str:
-        attn = self.blocks[0].attn  # type: ignore[union-attr]
+        attn = self.blocks[0].attn
         return f"_W_{which}" if hasattr(attn, f"_W_{which}") else f"W_{which}"  # GQA keeps n_kv_heads in _W_K
 
     # --- weights ----------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ class TLAdapter(HookedForward):
         if site.source is None:
             return None
         block = self.blocks[site.layer]
-        attn, mlp = block.attn, block.mlp  # type: ignore[union-attr]
+        attn, mlp = block.attn, block.mlp
         if site.kind in ("q", "k", "v"):
             name = "W_Q" if site.kind == "q" else self._kv_name(site.kind.upper())
             w = getattr(attn, name).detach()  # (heads, d_model, d_head)
@@ -188,19 +188,19 @@ class TLAdapter(HookedForward):
 
         try:
             for i, block in enumerate(self.blocks):
-                attn, mlp = block.attn, block.mlp  # type: ignore[union-attr]
-                post(block.hook_resid_pre, plain(f"{i}.resid_in"))  # type: ignore[arg-type]
-                post(block.ln1, once_per_input(f"{i}.attn.act_in"))  # type: ignore[arg-type]
+                attn, mlp = block.attn, block.mlp
+                post(block.hook_resid_pre, plain(f"{i}.resid_in"))
+                post(block.ln1, once_per_input(f"{i}.attn.act_in"))
                 for kind in ("q", "k", "v"):
                     post(getattr(attn, f"hook_{kind}"), per_head(f"{i}.attn.{kind}"))
                 post(attn.hook_z, per_head(f"{i}.attn.y"))
-                post(block.hook_attn_out, plain(f"{i}.attn.resid_delta"))  # type: ignore[arg-type]
+                post(block.hook_attn_out, plain(f"{i}.attn.resid_delta"))
                 if not self.parallel[i]:
-                    post(block.hook_resid_mid, plain(f"{i}.resid_mid"))  # type: ignore[arg-type]
-                post(block.ln2, plain(f"{i}.mlp.act_in"))  # type: ignore[arg-type]
+                    post(block.hook_resid_mid, plain(f"{i}.resid_mid"))
+                post(block.ln2, plain(f"{i}.mlp.act_in"))
                 post(mlp.hook_post, plain(f"{i}.mlp.post_act"))
-                post(block.hook_mlp_out, plain(f"{i}.mlp.resid_delta"))  # type: ignore[arg-type]
-            ln_final: nn.Module = self.model.ln_final  # type: ignore[assignment]
+                post(block.hook_mlp_out, plain(f"{i}.mlp.resid_delta"))
+            ln_final: nn.Module = self.model.ln_final
             handles.append(ln_final.register_forward_pre_hook(lambda m, args: (hook("final_resid", args[0]),
                                                                                *args[1:])))
             yield
@@ -237,13 +237,13 @@ class BridgeAdapter(TLAdapter):
     format = "transformer_lens_bridge"
 
     @staticmethod
-    def _refusal(model: nn.Module) -> str | None:
-        cfg = model.cfg  # type: ignore[attr-defined]
+    def _refusal(model: Any) -> str | None:
+        cfg = model.cfg
         if getattr(cfg, "parallel_attn_mlp", False):
             return "cfg.parallel_attn_mlp is on: circuitbench maps only sequential bridge blocks"
         if (getattr(cfg, "num_experts", None) or 0) > 1:
             return "cfg.num_experts > 1: mixture-of-experts MLPs have no single neuron site"
-        block = model.blocks[0]  # type: ignore[index]
+        block = model.blocks[0]
         missing = []
         for path in (*_BRIDGE_POINTS, "attn.W_Q", "attn.W_O", "mlp.W_in", "mlp.W_out"):
             try:
@@ -283,7 +283,7 @@ class BridgeAdapter(TLAdapter):
                     post(block, path, flat(f"{i}.{site}"))
                 post(block, "ln2.hook_in", resid_mid(i))
                 post(block, "mlp.hook_out", mlp_write(i))
-            final: nn.Module = self.model.ln_final.hook_in  # type: ignore[union-attr,assignment]
+            final: nn.Module = self.model.ln_final.hook_in
             handles.append(final.register_forward_hook(lambda m, args, out: hook("final_resid", out)))
             yield
         finally:

@@ -104,7 +104,7 @@ class MissingTokenizer:
     def __init__(self, directory: Path, vocab_size: int) -> None:
         self.name = "missing"
         self.vocab_size = vocab_size
-        self.eot_id = None
+        self.eot_id: int | None = None
         self._dir = directory
 
     def _fail(self) -> TokenizerError:

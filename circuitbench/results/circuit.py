@@ -54,7 +54,7 @@ class Circuit:
     """[n_nodes] float32: the method's score of every node (higher = kept first)."""
     k: int
     """Nodes kept."""
-    ablation: Tensor
+    ablation_values: Tensor
     """[value_size] float32: the value each pruned node took."""
     n_head: int | None = None
     calibration: dict[str, Any] | None = None
@@ -86,7 +86,7 @@ class Circuit:
         """Write the circuit as safetensors with JSON metadata, atomically."""
         from safetensors.torch import save_file
 
-        tensors = {"scores": self.scores.contiguous(), "ablation": self.ablation.contiguous()}
+        tensors = {"scores": self.scores.contiguous(), "ablation": self.ablation_values.contiguous()}
         for name, idx in self.kept().items():
             tensors[f"kept.{name}"] = torch.tensor(idx, dtype=torch.int64)
         meta = {"format": CIRCUIT_FORMAT, "unit_key": self.unit_key, "model": self.model, "task": self.task,

@@ -93,7 +93,7 @@ class UnitWorker:
     """Computes and writes one unit: what an executor maps over the units (one model, loaded once)."""
 
     adapter: ModelAdapter
-    ablation: AblationSource
+    ablation_source: AblationSource
     out: Path
     show_progress: bool = False
     force: bool = False
@@ -117,7 +117,7 @@ class UnitWorker:
                 return done  # another run wrote it between this run's look and its claim
             started = datetime.now(UTC).isoformat(timespec="seconds")
             log.debug("computing unit %s (pid %d)", unit.key(), os.getpid())
-            result = evaluate(unit, self.adapter, self.ablation, self.show_progress, self.eval_batch)
+            result = evaluate(unit, self.adapter, self.ablation_source, self.show_progress, self.eval_batch)
             self.write(result, started)
             return result.summary()
         finally:
@@ -151,7 +151,7 @@ class UnitWorker:
             write_edges(epath, edge_rows(self.adapter, index, result.circuit.gates()))
         prov = Provenance(
             unit=result.unit, unit_key=result.unit.key(), circuitbench_version=circuitbench.__version__,
-            git_commit=_git_commit(), ablation_corpus=self.ablation.key, device=str(self.adapter.device),
+            git_commit=_git_commit(), ablation_corpus=self.ablation_source.key, device=str(self.adapter.device),
             torch_version=torch.__version__, threads=torch.get_num_threads(), started_at=started,
             wall_s=result.wall_s, saes=self.adapter.provenance.get("saes"), host=socket.gethostname(),
             pid=os.getpid(), task_spec=_user_spec_record(result.unit.task),

@@ -124,8 +124,8 @@ def reevaluate(saved: SavedUnit, adapter: ModelAdapter, split: str = "test") -> 
     check_layout(saved.circuit, index)
     train_enc, test_enc = encode_unit_task(u, adapter)
     rows = Batch.of(test_enc if split == "test" else train_enc, adapter.device)
-    problem = Problem(adapter, index, saved.circuit.ablation.to(adapter.device), Batch.of(train_enc, adapter.device),
-                      u.seed, False, counterfactual=u.ablation == "counterfactual")
+    problem = Problem(adapter, index, saved.circuit.ablation_values.to(adapter.device),
+                      Batch.of(train_enc, adapter.device), u.seed, False, counterfactual=u.ablation == "counterfactual")
     cal = saved.circuit.calibration
     calibration = None if cal is None else Calibration(cal["scale"], {int(t): v for t, v in cal["shift"].items()})
     gates = saved.circuit.gates().to(adapter.device)

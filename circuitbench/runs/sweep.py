@@ -45,7 +45,8 @@ class SweepSpec(UnitSettings, RunOptions):
     """Models to run: bundled names, model directories or Hub ids."""
     tasks: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
     """Task names (NAME:inverted too), spec paths, or `all`."""
-    methods: list[str | dict[str, Any]] = Field(default_factory=lambda: ["learned_mask"], min_length=1)
+    methods: list[str | dict[str, Any]] = Field(default_factory=lambda: list[str | dict[str, Any]](["learned_mask"]),
+                                                min_length=1)
     """Method names, or mappings `{name: NAME, HYPERPARAMETER: VALUE, ...}`."""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     """Seeds (pair subsets, mask initialisation, random rankings)."""

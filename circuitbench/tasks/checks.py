@@ -29,6 +29,9 @@ from circuitbench.errors import TaskError
 from circuitbench.tasks.pairs import Pair, make_pairs
 from circuitbench.tasks.spec import SPLITS, SplitName, TaskSpec
 
+Completion = Literal["correct", "incorrect"]
+"""Which completion of an example a check ran."""
+
 log = logging.getLogger(__name__)
 
 _RUNNER = r"""
@@ -75,7 +78,7 @@ class CheckFailure:
     split: str
     pair_id: int
     side: int
-    completion: Literal["correct", "incorrect"]
+    completion: Completion
     problem: str
 
     def __str__(self) -> str:
@@ -97,15 +100,14 @@ class CheckReport:
         return not self.failures
 
 
-def _snippets(pairs: Sequence[Pair]) -> list[tuple[Pair, int, str, str]]:
+def _snippets(pairs: Sequence[Pair]) -> list[tuple[Pair, int, Completion, str]]:
     """(pair, side, 'correct'|'incorrect', code) for every example and both completions."""
-    out = []
+    out: list[tuple[Pair, int, Completion, str]] = []
     for pair in pairs:
         for side in (0, 1):
-            for which, comp in (
-                ("correct", pair.correct(side)),
-                ("incorrect", pair.incorrect(side)),
-            ):
+            both: tuple[tuple[Completion, str], ...] = (("correct", pair.correct(side)),
+                                                         ("incorrect", pair.incorrect(side)))
+            for which, comp in both:
                 out.append((pair, side, which, pair.prompts[side] + comp + pair.suffixes[side]))
     return out
 

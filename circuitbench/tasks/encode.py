@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -167,7 +168,7 @@ def encode_pairs(pairs: Sequence[Pair], tokenizer: Tokenizer, max_len: int = DEF
     tokens = torch.full((len(rows), width), pad, dtype=torch.long)  # (N, T)
     for i, (ids, *_) in enumerate(rows):
         tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    col = list(zip(*rows, strict=True)) if rows else [[], [], [], [], []]
+    col: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [(), (), (), (), ()]
     encoded = EncodedTask(
         task=first.task,
         split=first.split,

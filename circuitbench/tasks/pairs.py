@@ -116,7 +116,7 @@ def make_pairs(spec: TaskSpec, split: SplitName) -> list[Pair]:
             values: dict[str, str] = {}
             for name in sorted(pools):
                 entry = rng.choice(pools[name])
-                values.update(entry if isinstance(entry, dict) else {name: entry})
+                values.update(entry if isinstance(entry, dict) else {name: str(entry)})
             values.update(tpl.values)
             if any(len({render(values[s], values) for s in g}) < len(g) for g in spec.distinct):
                 continue

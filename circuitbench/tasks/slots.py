@@ -36,7 +36,7 @@ def slots_of(
         if isinstance(pool[0], dict):
             keys = set(pool[0])
             for j, entry in enumerate(pool):
-                if set(entry) != keys:  # type: ignore[arg-type]
+                if set(entry) != keys:
                     problems.append(
                         f"{where}.{name}.{j}: keys {sorted(entry)} differ from the first entry's {sorted(keys)}"
                     )

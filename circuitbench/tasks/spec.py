@@ -224,7 +224,7 @@ class TaskSpec(_Model):
         for pool_name, pool in pools.items():
             where = f"{split_name}.pools" if pool_name in split.pools else "pools"
             for j, entry in enumerate(pool):
-                items = entry.items() if isinstance(entry, dict) else [(pool_name, entry)]
+                items = entry.items() if isinstance(entry, dict) else [(pool_name, str(entry))]
                 for slot, value in items:
                     key = f"{where}.{pool_name}.{j}" + ("" if slot == pool_name else f".{slot}")
                     shared[key] = value

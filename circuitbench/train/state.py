@@ -119,8 +119,10 @@ def load_checkpoint(out: Path) -> dict[str, Any]:
     if not single.is_file() and not manifest.is_file():
         raise CircuitbenchError(f"{single}: no checkpoint to resume from; drop --resume.")
     if single.is_file() and (not manifest.is_file() or single.stat().st_mtime >= manifest.stat().st_mtime):
-        return torch.load(single, weights_only=True)  # type: ignore[no-any-return]
-    return torch.load(io.BytesIO(_read_split(manifest)), weights_only=True)  # type: ignore[no-any-return]
+        state: dict[str, Any] = torch.load(single, weights_only=True)
+        return state
+    joined: dict[str, Any] = torch.load(io.BytesIO(_read_split(manifest)), weights_only=True)
+    return joined
 
 
 def _read_split(manifest: Path) -> bytes:

@@ -83,7 +83,7 @@ def test_counterfactual_gating_is_the_same_with_the_answer_only_forward(small_ad
     fast = p.two_logits(rows, gates)
     full = small_adapter.forward(rows.tokens, gate_hook(index, gates, p.values_for(rows)), at=rows.last)
     assert torch.allclose(fast, answer_logits(full, rows), atol=1e-4)
-    plain = Problem(small_adapter, index, p.ablation, rows, 0, show_progress=False)
+    plain = Problem(small_adapter, index, p.ablation_values, rows, 0, show_progress=False)
     assert not torch.allclose(fast, plain.two_logits(rows, gates), atol=1e-3)  # it is not the mean ablation
     # the stacked hook (two blocks, as the joint learned mask and activation patching use it) agrees per block
     both = torch.stack([gates, 1 - gates])

@@ -80,7 +80,7 @@ def test_magnitude_is_the_mean_deviation_from_the_ablation_value():
     name = "0.mlp.act_in"
     _, cache = p.adapter.run_with_cache(p.train.tokens, names=[name])
     i = [s.name for s in p.index.sites].index(name)
-    mu = p.index.split_values(p.ablation)[name]
+    mu = p.index.split_values(p.ablation_values)[name]
     expect = (cache[name] - mu).abs().mean(dim=(0, 1))
     assert torch.allclose(scores[p.index.slice(i)], expect, atol=1e-5)
 

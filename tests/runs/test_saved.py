@@ -48,7 +48,7 @@ def test_every_pruned_unit_writes_its_circuit_and_edge_table(saved_unit, referen
     circuit = Circuit.load(cpath)
     index = NodeIndex.of(reference)
     assert circuit.k == summary["nodes"] == int(circuit.gates().sum())
-    assert circuit.scores.shape == (index.size,) and circuit.ablation.shape == (index.value_size,)
+    assert circuit.scores.shape == (index.size,) and circuit.ablation_values.shape == (index.value_size,)
     kept = circuit.kept()
     assert sum(len(v) for v in kept.values()) == summary["nodes"]
     edges = pq.read_table(epath)

@@ -137,7 +137,8 @@ def get_method(name: str, **kwargs: Any) -> Method:
             f"it takes {takes}."
         )
     try:
-        return pydantic.TypeAdapter(factory).validate_python(kwargs)  # type: ignore[no-any-return]
+        method: Method = pydantic.TypeAdapter(factory).validate_python(kwargs)  # type: ignore[arg-type]
+        return method
     except pydantic.ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise CircuitbenchError(f"--method {name}: bad hyperparameters: {problems}") from None

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import torch
 from pydantic import Field
@@ -152,7 +152,8 @@ class EAPIG(_Base):
     def node_scores(self, problem: Problem) -> Tensor:
         """|integrated gradient| per node."""
         rows = _examples(problem, self.max_examples)
-        total = sum(gate_gradient(problem, rows, k / self.steps, self.batch) for k in range(1, self.steps + 1))
+        total = cast(Tensor, sum(gate_gradient(problem, rows, k / self.steps, self.batch)
+                                 for k in range(1, self.steps + 1)))
         self.signed_scores = (total / self.steps).cpu()
         return self.signed_scores.abs()
 

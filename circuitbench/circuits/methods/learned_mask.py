@@ -106,7 +106,8 @@ class LearnedMask:
         """
         first = problems[0]
         for p in problems[1:]:
-            if p.train.tokens is not first.train.tokens or p.seed != first.seed or p.ablation is not first.ablation:
+            shared = p.train.tokens is first.train.tokens and p.ablation_values is first.ablation_values
+            if not shared or p.seed != first.seed:
                 raise ValueError("joint_scores: problems must share prompts, seed and ablation values")
         device = first.train.tokens.device
         n_problems = len(problems)
@@ -118,7 +119,7 @@ class LearnedMask:
         # element-wise, so one optimizer over the P rows is P independent ones.
         opt = torch.optim.AdamW([tau], lr=self.lr, betas=(0.9, 0.95), weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / self.steps)
-        ablation = first.ablation.to(device)
+        ablation = first.ablation_values.to(device)
         n_pairs = len(first.train) // 2
         bar = tqdm(range(self.steps), desc="learned_mask", leave=False, disable=not first.show_progress)
         active = tau > 0

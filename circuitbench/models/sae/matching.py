@@ -89,8 +89,8 @@ def check_model_name(sae: SAE, base: ModelAdapter) -> None:
 
 def writes_are_centred(base: ModelAdapter) -> bool:
     """Whether every MLP write matrix has zero mean over d_model (TransformerLens's center_writing_weights)."""
-    ws = [base.site_weight(s) for s in base.sites if s.kind == "mlp_out"]
-    ws = [w.float() for w in ws if w is not None]
+    found = [base.site_weight(s) for s in base.sites if s.kind == "mlp_out"]
+    ws = [w.float() for w in found if w is not None]
     return bool(ws) and all(bool((w.mean(0).abs() <= 1e-5 * w.abs().max().clamp_min(1e-12)).all()) for w in ws)
 
 
