@@ -44,3 +44,25 @@ def test_help_shows_every_default_and_choice(command, capsys):
             assert f"default:{shown}" in text or f"default{shown}" in text, (action.option_strings, shown)
         if action.choices and action.option_strings:
             assert "{" + ",".join(action.choices) + "}" in text
+
+
+def test_the_unit_settings_flags_are_built_from_the_one_declaration():
+    """`run` and `compare` take every `UnitSettings` field as a flag with its declared default; a sweep file and
+    a board's protocol take the same fields with the same defaults."""
+    from circuitbench.cli import build_parser
+    from circuitbench.cli.common import setting_values
+    from circuitbench.leaderboard.protocol import Protocol
+    from circuitbench.results.unit import Unit, UnitSettings
+    from circuitbench.runs.config import RunConfig
+    from circuitbench.runs.sweep import SweepSpec
+
+    defaults = UnitSettings().settings()
+    parser = build_parser()
+    for command in ("run", "compare"):
+        assert setting_values(parser.parse_args([command]), UnitSettings) == defaults
+    args = parser.parse_args(["run", "--no-control", "--search-examples", "64", "--ablation", "zero", "--calibrate"])
+    assert setting_values(args, UnitSettings) == {**defaults, "control": False, "search_examples": 64,
+                                                  "ablation": "zero", "calibrate": True}
+    for model in (RunConfig, SweepSpec, Protocol, Unit):
+        assert issubclass(model, UnitSettings)
+    assert RunConfig().settings() == Protocol().settings() == SweepSpec(models=["m"]).settings() == defaults

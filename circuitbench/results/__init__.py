@@ -1,5 +1,8 @@
-"""Storage: result units as Parquet (schema, atomic writes, reads that check the version), summaries, reports.
+"""The storage side: units, results, saved circuits and their files, knowing no algorithm.
 
-`files` (atomic, group-readable writes), `schema` (the tables, declared once), `store` (units and summaries),
-`report` (headline, comparisons, the methods table), `plots`. The storage side: it holds no algorithm.
+`unit` (`UnitSettings`, `Unit`, `UnitResult`, the statuses), `circuit` (a saved circuit and its edge table),
+`mib` (MIB's circuit format), `schema` (the Parquet tables, declared once), `store` (units and summaries,
+written atomically, read with a version check), `report` (headline, comparisons, the methods table, label
+notes), `plots`, `files` (atomic writes). May import the ground floor only (`errors`, `files`,
+`validation`, `protocols`): the circuits side builds these types, storage never calls it.
 """

@@ -82,3 +82,59 @@ def test_ablation_registry(small_adapter):
     assert torch.equal(ablation_source("zero", small_adapter, index).values(None), torch.zeros(index.value_size))
     with pytest.raises(CircuitbenchError, match="unknown ablation; choose one of mean, task-mean, zero, count"):
         ablation_source("median", small_adapter, index)
+
+
+def test_each_phase_runs_alone_and_gives_the_numbers_evaluate_records(small_adapter):
+    """`prepare`, `full_model_phase`, `method_phase` and `search_phase` are functions of their own: run one by
+    one on a unit, they give the rows and the circuit `evaluate` records for it."""
+    import dataclasses
+
+    from circuitbench.circuits.evaluate import full_model_phase, method_phase, prepare, search_phase
+    from circuitbench.circuits.methods import get_method
+
+    unit = _unit(small_adapter, method="random", method_kwargs={}, control=False)
+    source = ablation_source("zero", small_adapter, NodeIndex.of(small_adapter))
+    whole = evaluate(unit, small_adapter, source)
+    state = prepare(unit, small_adapter, source)
+    full_test, full_train = full_model_phase(state)
+    assert full_test.accuracy == whole.full_accuracy and full_test.loss == whole.full_loss
+    state.problem = dataclasses.replace(state.problem, ablation_values=source.values(state.train))
+    ranking = method_phase(state, get_method("random"), None)
+    assert ranking.signed is None and ranking.native is None and ranking.control_scores is None
+    found, gates, _ = search_phase(state, ranking, max(unit.target_loss, full_train.loss))
+    assert found.k == whole.nodes and int(gates.sum()) == whole.nodes
+    rows = {(s, m): v for s, m, v in state.rows}
+    assert rows[("", "edges")] == whole.edges and rows[("train", "circuit_loss")] == whole.circuit_train_loss
+
+
+def test_method_capabilities_are_declared_by_protocols_not_probed():
+    """A plugin method with only `node_scores`, `hyperparameters` and `cost` is none of the optional kinds;
+    the built-in methods are the kinds they declare."""
+    from dataclasses import dataclass
+
+    from circuitbench.circuits.methods import (
+        DiagnosedMethod,
+        JointMethod,
+        NativeSizeMethod,
+        SignedMethod,
+        get_method,
+    )
+
+    @dataclass
+    class Plain:
+        name = "plain"
+
+        def node_scores(self, problem):
+            return torch.zeros(3)
+
+        def hyperparameters(self):
+            return {}
+
+        def cost(self, n_examples, n_nodes):
+            return {"forward": 0, "backward": 0}
+
+    plain = Plain()
+    assert not any(isinstance(plain, p) for p in (JointMethod, SignedMethod, NativeSizeMethod, DiagnosedMethod))
+    mask = get_method("learned_mask")
+    assert isinstance(mask, JointMethod) and isinstance(mask, NativeSizeMethod) and isinstance(mask, DiagnosedMethod)
+    assert not isinstance(get_method("eap"), JointMethod)
