@@ -249,6 +249,10 @@ def method_phase(state: UnitState, method: Method, control: Problem | None) -> R
         else:
             scores = method.node_scores(state.problem)
             native = method.native_k if isinstance(method, NativeSizeMethod) else None
+    for name, s in (("scores", scores), ("control scores", c_scores)):
+        if s is not None and tuple(s.shape) != (state.index.size,):
+            raise CircuitbenchError(f"method {state.unit.method}: its {name} have shape {tuple(s.shape)}, the model "
+                                    f"has {state.index.size} nodes; node_scores must return one score per node")
     if isinstance(method, DiagnosedMethod):
         state.rows += [("", f"method_{k}", v) for k, v in method.diagnostics().items()]
     state.rows.append(("", "method_joint_control", float(joint)))

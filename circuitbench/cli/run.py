@@ -41,8 +41,9 @@ def add_run(sub: Subparsers) -> None:
                         "(owner/repo[/folder]) or SAELens release ids (RELEASE/ID, with sae-lens installed)")
     p.add_argument("--tasks", nargs="+", default=["all"], help=TASKS_HELP)
     p.add_argument("--method", default="learned-mask",
-                   help="learned-mask, eap, eap-ig, activation-patching, magnitude or random (`circuitbench methods` "
-                        "lists them with their hyperparameters; - or _) (default: %(default)s)")
+                   help="learned-mask, eap, eap-ig, activation-patching, magnitude or random, a method an installed "
+                        "package registers, or FILE.py:CLASS / module:CLASS (`circuitbench methods` lists them with "
+                        "their hyperparameters; - or _) (default: %(default)s)")
     p.add_argument("--steps", type=int, default=None, help="learned-mask optimizer steps (default 400)")
     p.add_argument("--patience", type=int, default=None,
                    help="learned-mask: stop once the set of active nodes is unchanged for N steps (default: off)")

@@ -23,23 +23,17 @@ None of transformer_lens, nnsight or transformers is imported here: the object a
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import re
-import sys
-from pathlib import Path
 from typing import Any
 
 from circuitbench.errors import ConfigError, ModelNotFoundError
 from circuitbench.protocols import ModelAdapter, Tokenizer
 
-FACTORY = re.compile(r"(?P<target>.+\.py|[A-Za-z_][\w.]*):(?P<function>[A-Za-z_]\w*)")
-"""`FILE.py:FUNCTION` or `package.module:FUNCTION`."""
-
 
 def is_factory_spec(spec: str) -> bool:
     """Whether a --model string names a Python function (`FILE.py:FUNCTION` or `module:FUNCTION`)."""
-    return FACTORY.fullmatch(spec) is not None
+    from circuitbench.plugins import is_python_name
+
+    return is_python_name(spec)
 
 
 def _mro_names(obj: object) -> set[str]:
@@ -105,36 +99,12 @@ def call_factory(spec: str) -> Any:
         ModelNotFoundError: when the file, module or function does not exist.
         ConfigError: when calling it fails.
     """
-    m = FACTORY.fullmatch(spec)
-    assert m is not None, spec
-    target, function = m["target"], m["function"]
-    if target.endswith(".py"):
-        path = Path(target).expanduser()
-        if not path.is_file():
-            raise ModelNotFoundError(f"--model {spec}: {path} is not a file; name a Python file and a function "
-                                     "in it, as path/to/models.py:make_model")
-        module_name = f"_circuitbench_model_{abs(hash(str(path.resolve())))}"
-        module = sys.modules.get(module_name)
-        if module is None:
-            loader = importlib.util.spec_from_file_location(module_name, path)
-            assert loader is not None and loader.loader is not None
-            module = importlib.util.module_from_spec(loader)
-            sys.modules[module_name] = module
-            try:
-                loader.loader.exec_module(module)
-            except Exception as err:
-                del sys.modules[module_name]
-                raise ConfigError(f"--model {spec}: running {path} failed ({type(err).__name__}: {err})") from err
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as err:
-            raise ModelNotFoundError(f"--model {spec}: cannot import {target} ({err})") from err
-    fn = getattr(module, function, None)
+    from circuitbench.plugins import load_object
+
+    fn = load_object(spec, "--model", "a function")
+    function = spec.rsplit(":", 1)[1]
     if not callable(fn):
-        found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise ModelNotFoundError(f"--model {spec}: {target} has no function {function!r}; it has "
-                                 f"{', '.join(found[:12]) or 'none'}")
+        raise ModelNotFoundError(f"--model {spec}: {function} is not a function")
     try:
         return fn()
     except Exception as err:

@@ -96,5 +96,7 @@ class Provenance(BaseModel):
     task_spec: dict[str, Any] | None = None
     """The whole spec of a task from the user's own file (`--tasks path/to/spec.yaml`), so the unit can be
     re-evaluated and explored without that file; None for a bundled task."""
+    method_origin: dict[str, str] | None = None
+    """Where the method's code came from: module, package and version (a plugin's, or circuitbench's)."""
     schema_version: str = SCHEMA_VERSION
     """Version of the result tables."""

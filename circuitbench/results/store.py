@@ -21,6 +21,7 @@ _PROVENANCE_KEY = b"circuitbench.provenance"
 def unit_path(out: Path, model: str, task: str, method: str, seed: int) -> Path:
     """The file of one (model, task, method, seed) unit (its circuit and edges sit beside it)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model).strip("_") or "model"
+    method = re.sub(r"[^A-Za-z0-9_.-]+", "_", method).strip("_") or "method"  # a FILE.py:Class method
     return out / safe / f"{task.replace(':', '__')}.{method}.seed{seed}.parquet"
 
 

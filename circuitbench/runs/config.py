@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from circuitbench.circuits.methods import get_method
+from circuitbench.circuits.methods import canonical_name, get_method
 from circuitbench.protocols import ModelAdapter
 from circuitbench.results.unit import ModelRef, Unit, UnitSettings
 
@@ -152,6 +152,6 @@ def make_units(cfg: RunConfig, model: ModelRef, dtype: str, device: str = "cpu")
     kwargs = method.hyperparameters()
     if kwargs.get("precision") == "auto":
         kwargs["precision"] = resolve_precision("auto", device)
-    return [Unit(model=model, task=task, task_hash=get_task(task).task_hash, method=method.name,
+    return [Unit(model=model, task=task, task_hash=get_task(task).task_hash, method=canonical_name(cfg.method),
                  method_kwargs=kwargs, seed=cfg.seed, dtype=dtype, **cfg.settings())
             for task in resolve_tasks(cfg.tasks)]

@@ -27,6 +27,7 @@ from circuitbench.circuits.ablation import AblationSource, ablation_source
 from circuitbench.circuits.edges import edge_rows
 from circuitbench.circuits.evaluate import evaluate
 from circuitbench.circuits.masks import NodeIndex
+from circuitbench.circuits.methods import method_origin
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import ModelAdapter
 from circuitbench.results.circuit import circuit_paths, write_edges
@@ -155,6 +156,7 @@ class UnitWorker:
             torch_version=torch.__version__, threads=torch.get_num_threads(), started_at=started,
             wall_s=result.wall_s, saes=self.adapter.provenance.get("saes"), host=socket.gethostname(),
             pid=os.getpid(), task_spec=_user_spec_record(result.unit.task),
+            method_origin=method_origin(result.unit.method),
         )
         write_unit(path, result, prov)
         return path

@@ -9,7 +9,7 @@ from circuitbench.errors import CircuitbenchError
 from circuitbench.train import state
 from circuitbench.train.loop import train
 from circuitbench.train.state import CHECKPOINT, MANIFEST, load_checkpoint, save_checkpoint, split_existing
-from tests.train.test_loop import _cfg, _curve, _weights, data  # noqa: F401  (the module's data fixture)
+from tests.train.test_loop import _cfg, _curve, _weights
 
 
 def test_a_large_checkpoint_is_split_into_parts_under_the_limit_and_resumes_exactly(tmp_path, data, monkeypatch):

@@ -1,4 +1,10 @@
-"""Circuit-finding methods behind one protocol and a registry."""
+"""Circuit-finding methods behind one protocol and a registry, open to methods from other packages.
+
+A method is found by name: a built-in (`learned_mask`, `eap`, ...), an entry point of an installed package
+in the group `circuitbench.methods`, or `path/to/file.py:Class` / `package.module:Class` given as the name
+itself (the name recorded in every unit, so any process can load it again). Whatever its origin, a method
+is checked against the `Method` protocol when it is built, and its scores' shape when it runs.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from torch import Tensor
 from circuitbench.errors import CircuitbenchError
 
 
+@runtime_checkable
 class Method(Protocol):
     """Scores every node for a task; the search keeps the top-k by score.
 
@@ -90,9 +97,15 @@ def register_method(name: str) -> Callable[[Callable[..., Method]], Callable[...
 
 
 def method_names() -> list[str]:
-    """Registered method names."""
+    """Registered method names: the built-ins and the entry points of installed packages."""
     _register_builtins()
-    return sorted(_METHODS)
+    from circuitbench.plugins import entry_points
+
+    return sorted(set(_METHODS) | set(entry_points(METHOD_GROUP)))
+
+
+METHOD_GROUP = "circuitbench.methods"
+"""The entry-point group of methods from other packages."""
 
 
 def hyperparameter_names(name: str) -> list[str]:
@@ -106,18 +119,55 @@ def _register_builtins() -> None:
 
 
 def canonical_name(name: str) -> str:
-    """A method's one spelling, the registry's (`learned_mask`); the CLI also takes `learned-mask`."""
-    return name.strip().replace("-", "_")
+    """A method's one spelling, the registry's (`learned_mask`); the CLI also takes `learned-mask`.
+
+    A `FILE.py:Class` or `module:Class` name is kept as written (a path may hold dashes).
+    """
+    from circuitbench.plugins import is_python_name
+
+    name = name.strip()
+    return name if is_python_name(name) else name.replace("-", "_")
 
 
 def _lookup(name: str) -> Callable[..., Method]:
+    from circuitbench.plugins import entry_points, is_python_name, load_entry_point, load_object
+
     _register_builtins()
     key = canonical_name(name)
-    if key not in _METHODS:
-        close = difflib.get_close_matches(key, list(_METHODS), n=1)
+    if key in _METHODS:
+        return _METHODS[key]
+    plugins = entry_points(METHOD_GROUP)
+    if is_python_name(key):
+        factory = load_object(key, "--method", "a method class")
+    elif key in plugins:
+        factory = load_entry_point(plugins[key], "--method")
+    else:
+        close = difflib.get_close_matches(key, [*_METHODS, *plugins], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise CircuitbenchError(f"--method {name}: unknown method.{hint} Available: {', '.join(sorted(_METHODS))}")
-    return _METHODS[key]
+        raise CircuitbenchError(f"--method {name}: unknown method.{hint} Available: "
+                                f"{', '.join(sorted({*_METHODS, *plugins}))}; or name a class as FILE.py:CLASS")
+    if not callable(factory):
+        raise CircuitbenchError(f"--method {name}: {factory!r} is not a class or function that builds a method")
+    _METHODS[key] = factory
+    return factory
+
+
+def method_origin(name: str) -> dict[str, str]:
+    """Where a method's code comes from: module, package and version (recorded in every unit's provenance)."""
+    from circuitbench.plugins import origin
+
+    return origin(_lookup(name))
+
+
+def _check_protocol(name: str, method: Any) -> None:
+    missing = [m for m in ("node_scores", "hyperparameters", "cost") if not callable(getattr(method, m, None))]
+    if not isinstance(getattr(method, "name", None), str):
+        missing.insert(0, "name")
+    if missing:
+        raise CircuitbenchError(
+            f"--method {name}: {type(method).__name__} is not a circuitbench method: it lacks {', '.join(missing)} "
+            "(a method has a `name`, `node_scores(problem)` returning one score per node, `hyperparameters()` "
+            "and `cost(n_examples, n_nodes)`; see circuitbench.circuits.methods.Method)")
 
 
 def get_method(name: str, **kwargs: Any) -> Method:
@@ -138,19 +188,29 @@ def get_method(name: str, **kwargs: Any) -> Method:
         )
     try:
         method: Method = pydantic.TypeAdapter(factory).validate_python(kwargs)  # type: ignore[arg-type]
-        return method
     except pydantic.ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise CircuitbenchError(f"--method {name}: bad hyperparameters: {problems}") from None
+    except Exception as err:  # a plugin's constructor can fail any way
+        raise CircuitbenchError(f"--method {name}: building it failed ({type(err).__name__}: {err})") from None
+    _check_protocol(name, method)
+    return method
 
 
 def method_rows() -> list[dict[str, str]]:
-    """One row per registered method: its name, what it does, and its hyperparameters with their defaults."""
+    """One row per method (built-in or plugin): name, what it does, its hyperparameters, where it comes from."""
     rows = []
     for name in method_names():
-        method = get_method(name)
-        doc = (type(method).__doc__ or "").strip().splitlines()[0]
+        try:
+            method = get_method(name)
+        except CircuitbenchError as err:  # a broken plugin is listed with its error, not a traceback
+            rows.append({"method": name, "what": f"(cannot be loaded: {err})", "hyperparameters (defaults)": "",
+                         "from": ""})
+            continue
+        doc = (type(method).__doc__ or "").strip().splitlines()[0] if type(method).__doc__ else ""
         fields = set(hyperparameter_names(name))
         params = ", ".join(f"{k}={v!r}" for k, v in method.hyperparameters().items() if k in fields)
-        rows.append({"method": name, "what": doc, "hyperparameters (defaults)": params})
+        where = method_origin(name)
+        rows.append({"method": name, "what": doc, "hyperparameters (defaults)": params,
+                     "from": f"{where.get('package', where['module'])} {where.get('version', '')}".strip()})
     return rows
