@@ -79,6 +79,10 @@ def add_report(sub: Subparsers) -> None:
                         "over the tasks both solve")
     p.add_argument("--method", default="learned-mask")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", action="store_true",
+                   help="the spread over seeds of every (model, task, method) run with two seeds or more: nodes, "
+                        "edges, faithfulness and CPR (mean, standard deviation), and the circuits' mean pairwise "
+                        "Jaccard overlap of nodes and of edges")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(handler=_cmd_report)
 
@@ -87,6 +91,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from circuitbench.results.report import collect, compare, headline, side_by_side
 
     rows = collect(args.out)
+    if args.seeds:
+        from circuitbench.results.seeds import seed_table
+
+        table = seed_table(rows, args.out)
+        print_table(table, args.format, floatfmt=".3f")
+        if args.format == "table" and not table:
+            print(f"No (model, task, method) in {args.out} was pruned with two seeds or more; run with --seeds 0,1,2.")
+        return 0
     method = method_name(args.method)
     present = sorted({r["method"] for r in rows})
     if rows and method not in present:

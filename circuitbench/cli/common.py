@@ -78,6 +78,28 @@ def method_args(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def seed_list(value: str | None) -> list[int] | None:
+    """`--seeds 0,1,2` as a list of distinct seeds (None when not given).
+
+    Raises:
+        CircuitbenchError: for anything but comma-separated whole numbers.
+    """
+    if value is None:
+        return None
+    try:
+        seeds = list(dict.fromkeys(int(s) for s in value.split(",") if s.strip()))
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise CircuitbenchError(f"--seeds {value}: give comma-separated whole numbers, e.g. --seeds 0,1,2")
+    return seeds
+
+
+SEEDS_HELP = ("run every task with each of these seeds (e.g. 0,1,2; replaces --seed) and report the spread of the "
+              "circuits over seeds (nodes, edges, faithfulness, CPR) and their overlap (mean pairwise Jaccard of "
+              "nodes and of edges)")
+
+
 def set_threads(threads: int | None) -> None:
     """Apply `--threads` (None: torch's choice)."""
     if threads is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from circuitbench.cli.common import (
+    SEEDS_HELP,
     TASKS_HELP,
     Subparsers,
     add_hub_flags,
@@ -16,6 +17,7 @@ from circuitbench.cli.common import (
     method_args,
     method_name,
     print_table,
+    seed_list,
     set_threads,
     setting_values,
     task_names,
@@ -62,6 +64,7 @@ def add_run(sub: Subparsers) -> None:
                         "thread counts)")
     add_setting_flags(p, UnitSettings)
     p.add_argument("--seed", type=int, default=0, help="seeds the method and the search subset")
+    p.add_argument("--seeds", default=None, metavar="S[,S...]", help=SEEDS_HELP)
     add_setting_flags(p, RunOptions, ("device", "dtype", "out", "eval_batch"))
     p.add_argument("--force", action="store_true", help="recompute units already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -85,14 +88,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     show_progress=not args.quiet, **setting_values(args, UnitSettings),
                     **setting_values(args, RunOptions))
     check_address(args)
-    summaries = run(cfg, executor=make_executor(args.executor, args.address))
+    seeds = seed_list(args.seeds)
+    summaries = run(cfg, executor=make_executor(args.executor, args.address), seeds=seeds)
     # the summary's own column names (the Parquet and the code use the same ones)
     cols = ["task", "status", "full_accuracy", "nodes", "edges", "sufficiency_loss", "necessity_loss",
             "faithfulness", "control_nodes", "control_met_target"]
+    if seeds is not None:
+        cols.insert(1, "seed")
     print_table([{c: s.get(c) for c in cols} for s in summaries], args.format, floatfmt=".3f")
     if args.format == "table":
-        _run_notes(summaries, args.min_accuracy, args.out)
+        first = [s for s in summaries if s.get("seed") == (seeds or [args.seed])[0]]
+        _run_notes(first, args.min_accuracy, args.out)
+        if seeds is not None and len(seeds) > 1:
+            print_seed_table(summaries, args.out)
     return 0
+
+
+def print_seed_table(summaries: list[dict[str, Any]], out: Path) -> None:
+    """The spread over seeds and the circuits' overlap, for the units just run (`circuitbench.results.seeds`)."""
+    from circuitbench.results.report import collect
+    from circuitbench.results.seeds import seed_table
+
+    keys = {(s["task"], s["method"], s["seed"]) for s in summaries}
+    rows = [r for r in collect(out) if (r["task"], r["method"], r["seed"]) in keys]
+    table = seed_table(rows, out)
+    if not table:
+        print("\nNo task was pruned with two seeds or more: no spread to report.")
+        return
+    print("\nOver seeds (mean and standard deviation; node_jaccard and edge_jaccard: the mean pairwise overlap of "
+          "the circuits' nodes and edges, 1 = the same circuit every time):")
+    print_table(table, "table", floatfmt=".3f")
 
 
 def _run_notes(summaries: list[dict[str, Any]], min_accuracy: float, out: Path) -> None:
@@ -206,6 +231,7 @@ def add_compare(sub: Subparsers) -> None:
                    help="a hyperparameter of one method (repeatable), e.g. --method-arg "
                         "activation_patching.max_examples=16")
     p.add_argument("--seed", type=int, default=0, help="seeds the methods and the search subset")
+    p.add_argument("--seeds", default=None, metavar="S[,S...]", help=SEEDS_HELP)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory (shared with run)")
     p.add_argument("--force", action="store_true", help="recompute units already in --out")
@@ -246,9 +272,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     base = RunConfig(model=args.model, tasks=task_names(args.tasks), seed=args.seed, device=args.device, out=args.out,
                      force=args.force, show_progress=not args.quiet, **setting_values(args, UnitSettings))
-    c = compare_methods(base, per_method)
+    seeds = seed_list(args.seeds)
+    c = compare_methods(base, per_method, seeds=seeds)
     if args.format == "json":
-        print(json.dumps({"per_task": c.per_task, "methods": c.methods}, indent=2, default=str))
+        print(json.dumps({"per_task": c.per_task, "methods": c.methods, "seeds": c.seeds}, indent=2, default=str))
         return 0
     print_table(c.per_task, "table", floatfmt=".3f")
     print()
@@ -266,4 +293,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
           "(lower is better); both on MIB's linear size axis and on a log axis (_log) that sees circuits under "
           "10% of the model. Per-task curves: the curve_*_f_* measurements of each unit (logit difference, "
           "loss, accuracy, KL)." + plot_note)
+    if c.seeds:
+        print(f"\nThe tables are of seed {seeds[0] if seeds else args.seed}. Over seeds (mean and standard deviation; "
+              "node_jaccard, edge_jaccard: the mean pairwise overlap of the circuits):")
+        print_table(c.seeds, "table", floatfmt=".3f")
     return 0

@@ -29,6 +29,8 @@ class Comparison:
     plots: list[Path] = field(default_factory=list)
     plot_error: str | None = None
     """Why there is no plot (None when there is one)."""
+    seeds: list[dict[str, Any]] = field(default_factory=list)
+    """The spread over seeds and the circuits' overlap (`circuitbench.results.seeds`), with several seeds."""
 
     def not_pruned(self, model: str, seed: int) -> list[str]:
         """The tasks the full model does not solve, so no method pruned."""
@@ -37,21 +39,25 @@ class Comparison:
 
 
 def compare_methods(base: RunConfig, methods: dict[str, dict[str, Any]],
-                    adapter: ModelAdapter | None = None) -> Comparison:
+                    adapter: ModelAdapter | None = None, seeds: list[int] | None = None) -> Comparison:
     """Run every method on `base`'s model and tasks, then tabulate and plot their faithfulness curves.
 
     Args:
         base: The shared settings (model, tasks, unit settings, out); its method is ignored.
         methods: Registry method names -> their hyperparameters.
         adapter: The model, already loaded; None loads `base.model`.
+        seeds: Run every method with each of these seeds (the tables are of the first; `seeds` reports the
+            spread); None: `base.seed`.
 
     Raises:
         CircuitbenchError: for any invalid setting of any method, before any compute.
     """
     from circuitbench.results.report import collect, method_table, method_task_table
+    from circuitbench.results.seeds import seed_table
     from circuitbench.runs.runner import run
 
-    configs = [base.model_copy(update={"method": m, "method_kwargs": kw}) for m, kw in methods.items()]
+    configs = [base.model_copy(update={"method": m, "method_kwargs": kw, "seed": s})
+               for s in (seeds or [base.seed]) for m, kw in methods.items()]
     for cfg in configs:
         validate(cfg)  # every setting of every method checked before the model loads
     if adapter is None:
@@ -60,11 +66,14 @@ def compare_methods(base: RunConfig, methods: dict[str, dict[str, Any]],
         adapter = circuitbench.load_model(base.model, device=base.device)
     for cfg in configs:
         run(cfg, adapter)
+    first = base.model_copy(update={"seed": (seeds or [base.seed])[0]})
     rows = [r for r in collect(base.out) if r["method"] in methods]
-    per_task = method_task_table(rows, base.model, base.seed)
-    table = method_table(rows, base.model, base.seed)
-    plots, error = _plots(base, list(methods))
-    return Comparison(rows, per_task, table, plots, error)
+    per_task = method_task_table(rows, first.model, first.seed)
+    table = method_table(rows, first.model, first.seed)
+    plots, error = _plots(first, list(methods))
+    spread = seed_table([r for r in rows if r["model"] == base.model and r["seed"] in set(seeds or [])],
+                        Path(base.out)) if seeds and len(seeds) > 1 else []
+    return Comparison(rows, per_task, table, plots, error, spread)
 
 
 def _plots(base: RunConfig, methods: list[str]) -> tuple[list[Path], str | None]:

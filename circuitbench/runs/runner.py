@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -295,7 +296,7 @@ def execute_configs(configs: list[RunConfig], executor: Executor, adapter: Model
 
 
 def run(cfg: RunConfig, adapter: ModelAdapter | None = None, executor: Executor | None = None,
-        poll_s: float = 1.0) -> list[dict[str, Any]]:
+        poll_s: float = 1.0, seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Find, measure and write the circuit of every task; skip units already in `cfg.out`.
 
     A sweep of one configuration (`execute_configs`). Several runs may share one `cfg.out` at the same
@@ -308,12 +309,15 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None, executor: Executor 
         adapter: The model, already loaded (tests, notebooks); None loads `cfg.model`.
         executor: Where units run; None runs them here, one after another.
         poll_s: How often to look for a unit another run is computing.
+        seeds: Run every task with each of these seeds (the model loaded once); None: `cfg.seed` alone.
 
     Returns:
-        One summary row per (task, method, seed) asked for, finished now or earlier, in task order.
+        One summary row per (task, method, seed) asked for, finished now or earlier, in task order (seed by
+        seed).
     """
     validate(cfg)  # every setting checked before the model loads
-    rows, failures = execute_configs([cfg], executor or LocalExecutor(), adapter, "units", cfg.show_progress,
+    configs = [cfg] if seeds is None else [cfg.model_copy(update={"seed": int(s)}) for s in dict.fromkeys(seeds)]
+    rows, failures = execute_configs(configs, executor or LocalExecutor(), adapter, "units", cfg.show_progress,
                                      cfg.show_progress, poll_s)
     reduce(cfg.out)  # every unit in the directory: several models may share it
     if failures:
