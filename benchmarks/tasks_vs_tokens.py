@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--target", type=int, default=10, help="tasks solved to project the compute for")
+    ap.add_argument("--every", type=int, default=None, metavar="STEPS",
+                    help="score only the checkpoints at multiples of STEPS (and the last one)")
     ap.add_argument("--plot", type=Path, default=None, help="also draw tasks solved and mean task loss against "
                     "tokens as a PNG (needs matplotlib); with --from-json, only draw")
     ap.add_argument("--from-json", type=Path, default=None, help="draw --plot from a JSON this script wrote")
@@ -52,6 +54,8 @@ def main() -> None:
     ckpts = sorted(args.run.glob("checkpoint-*.pt"), key=lambda p: int(re.findall(r"\d+", p.name)[-1]))
     if not ckpts:
         raise SystemExit(f"{args.run}: no checkpoint-STEP.pt files (train with --keep-checkpoints)")
+    if args.every:
+        ckpts = [c for c in ckpts if int(re.findall(r"\d+", c.name)[-1]) % args.every == 0 or c == ckpts[-1]]
     first = torch.load(ckpts[0], weights_only=True)
     stored = {k: v for k, v in json.loads(first["config"]).items() if k in TrainConfig.model_fields}
     cfg = TrainConfig(**{**stored, "out_dir": args.run})

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from circuitbench.errors import ModelNotFoundError
+from circuitbench.errors import ConfigError, ModelNotFoundError
 from circuitbench.models.adapter import ModelAdapter
 from circuitbench.models.circuitgpt import HF_CONFIG_FILE, is_circuitgpt_dir, load_circuitgpt
 from circuitbench.models.native import CONFIG_FILE, load_native
@@ -241,12 +241,36 @@ def _load_transformers_format(directory: Path, **kw: Any) -> ModelAdapter:
     return load_transformers(directory, **kw)
 
 
+FORMAT_GROUP = "circuitbench.models"
+"""The entry-point group of model formats from other packages: each names a `ModelFormat`."""
+
+
+def _register_format_plugins() -> None:
+    """Register the model formats installed packages provide (after the built-ins, which they cannot shadow).
+
+    Raises:
+        ConfigError: naming the plugin when it fails to load or is not a `ModelFormat`.
+    """
+    from circuitbench.plugins import entry_points, load_entry_point
+
+    for name, ep in entry_points(FORMAT_GROUP).items():
+        fmt = load_entry_point(ep, "model format")
+        if not isinstance(fmt, ModelFormat):
+            raise ConfigError(f"model format {name} ({ep.value}): a {type(fmt).__name__}, not a "
+                              "circuitbench.models.hub.ModelFormat(name, detect, load)")
+        if not any(f.name == fmt.name for f in MODEL_FORMATS):
+            register_format(fmt)
+
+
 def detect_format(directory: Path) -> str:
     """Name the format of a model directory ("circuit-sparsity", "circuit-sparsity-hub", "transformers", ...).
+
+    Formats from installed packages (entry points in `circuitbench.models`) are tried after the built-ins.
 
     Raises:
         ModelNotFoundError: listing the files found and what each format needs.
     """
+    _register_format_plugins()
     for fmt in MODEL_FORMATS:
         if fmt.detect(directory):
             return fmt.name

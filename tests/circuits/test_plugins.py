@@ -124,3 +124,43 @@ def test_the_readme_shows_a_whole_external_method():
     assert len([line for line in block.splitlines() if line.strip()]) <= 16  # a dozen lines or so
     method = namespace["TopActivation"]()
     assert method.name == "top_activation" and callable(method.node_scores)
+
+
+FORMAT = '''
+from pathlib import Path
+
+from circuitbench.models.hub import ModelFormat, bundled_models
+from circuitbench.models.native import load_native
+
+
+def _load(directory, *, device, dtype, name, trust_remote_code, revision_info):
+    target = (Path(directory) / "alias.txt").read_text().strip()
+    return load_native(bundled_models()[target], device=device, dtype=dtype, name=name)
+
+
+ALIAS = ModelFormat("alias", lambda d: (Path(d) / "alias.txt").is_file(), _load)
+NOT_A_FORMAT = "oops"
+'''
+
+
+def test_a_model_format_from_an_installed_package_loads_its_directories(tmp_path, monkeypatch):
+    import circuitbench
+    from circuitbench.models.hub import MODEL_FORMATS
+
+    site = tmp_path / "site"
+    (site / "aliasfmt").mkdir(parents=True)
+    (site / "aliasfmt" / "__init__.py").write_text(FORMAT)
+    info = site / "aliasfmt-0.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: aliasfmt\nVersion: 0.2\n")
+    (info / "entry_points.txt").write_text("[circuitbench.models]\nalias = aliasfmt:ALIAS\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr("circuitbench.models.hub.MODEL_FORMATS", list(MODEL_FORMATS))  # leave the registry as found
+    model_dir = tmp_path / "my-model"
+    model_dir.mkdir()
+    (model_dir / "alias.txt").write_text("tiny-sparse\n")
+    adapter = circuitbench.load_model(str(model_dir), device="cpu")
+    assert adapter.name == "my-model" and len(adapter.sites) == 16
+    (info / "entry_points.txt").write_text("[circuitbench.models]\nbad = aliasfmt:NOT_A_FORMAT\n")
+    with pytest.raises(CircuitbenchError, match=r"model format bad \(aliasfmt:NOT_A_FORMAT\): a str, not a"):
+        circuitbench.load_model(str(model_dir), device="cpu")
