@@ -96,6 +96,24 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return tabulate(rows, headers="keys", tablefmt="github", floatfmt=".3f")
 
 
+def _tokens_row(meta: dict[str, Any]) -> str:
+    prior = meta.get("started_from") or {}
+    if "tokens_seen" not in prior:
+        return f"| tokens seen | {meta['tokens_seen']:,} |"
+    total = meta["tokens_seen"] + prior["tokens_seen"]
+    return (f"| tokens seen | {total:,} in all: {meta['tokens_seen']:,} in this run, continued from `{prior['path']}` "
+            f"after its {prior['tokens_seen']:,} |")
+
+
+def _wall_row(meta: dict[str, Any]) -> str:
+    prior = meta.get("started_from") or {}
+    now = f"{meta['wall_time_s'] / 60:.1f} min"
+    if "wall_time_s" not in prior:
+        return f"| wall time | {now} (training, validation and checkpoints) |"
+    return (f"| wall time | {(meta['wall_time_s'] + prior['wall_time_s']) / 60:.1f} min in all: {now} in this run "
+            f"(training, validation and checkpoints) after {prior['wall_time_s'] / 60:.1f} min |")
+
+
 def _training_rows(cfg: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     """The card's training table: corpus, tokenizer, shape, sparsity, tokens, losses, size, time, hardware."""
     sp_total = sum(v["numel"] for v in meta["sparsified"].values())
@@ -116,7 +134,7 @@ def _training_rows(cfg: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     "projection and loss |",
     f"| sparsity | {'none' if cfg['dense'] else 'weights ' + format(cfg['weight_density'], '.4g') + ' nonzero per matrix and bias (bigram table exempt), AbsTopK ' + format(cfg['afrac'], 'g') + ' at the eight node sites'} |",  # noqa: E501
     f"| steps x batch x context | {meta['steps']:,} x {cfg['batch_size']} x {cfg['ctx']} |",
-    f"| tokens seen | {meta['tokens_seen']:,} |",
+    _tokens_row(meta),
     f"| validation loss | {meta['val_loss']:.4f} nats/token ({meta['val_tokens']:,} validation "
     "tokens) |",
     f"| parameters | {meta['params_total']:,} total, {meta['params_nonzero']:,} nonzero |",
@@ -124,7 +142,7 @@ def _training_rows(cfg: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     f"{', zeroed positional embeddings' if cfg.get('pos_emb') != 'learned' else ''}) | {sp_total:,} total, "
     f"{sp_nonzero:,} nonzero "
     f"({sp_nonzero / max(sp_total, 1):.2%}) |",
-    f"| wall time | {meta['wall_time_s'] / 60:.1f} min (training, validation and checkpoints) |",
+    _wall_row(meta),
     f"| hardware | {meta['hardware']} |",
     f"| size on disk | final_model.pt {meta['final_model_bytes'] / 1e6:.1f} MB |",
     ]

@@ -97,6 +97,7 @@ def finalize(
         "params_nonzero": nonzero,
         "sparsified": matrices,
         "wall_time_s": round(elapsed, 1),
+        "started_from": started_from(cfg.init_from),
         "precision": precision,
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads",
@@ -104,6 +105,30 @@ def finalize(
     }
     (out / META).write_text(json.dumps(meta, indent=2) + "\n")
     log.info("wrote %s: val loss %.4f, %d/%d nonzero parameters", out, val_loss, nonzero, total)
+
+
+def started_from(init_from: Path | None) -> dict[str, Any] | None:
+    """What a continued run started from (`--init-from`): the model's path, weights hash, tokens and wall time.
+
+    Recorded in the new model's metadata, so its card can state all the training it has had even after the
+    starting model is gone or replaced.
+    """
+    if init_from is None:
+        return None
+    from circuitbench.models.native import file_sha256
+
+    directory = Path(init_from)
+    out: dict[str, Any] = {"path": str(init_from)}
+    weights = directory / "final_model.pt"
+    if weights.is_file():
+        out["weights_sha256"] = file_sha256(weights)
+    meta_path = directory / META
+    if meta_path.is_file():
+        prior = json.loads(meta_path.read_text())
+        earlier = prior.get("started_from") or {}
+        out["tokens_seen"] = int(prior["tokens_seen"]) + int(earlier.get("tokens_seen", 0))
+        out["wall_time_s"] = float(prior["wall_time_s"]) + float(earlier.get("wall_time_s", 0.0))
+    return out
 
 
 def _package_record(corpus: Path | None) -> dict[str, Any] | None:

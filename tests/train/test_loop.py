@@ -240,3 +240,18 @@ def test_distillation_pulls_the_model_towards_its_teacher(tmp_path, data):
         kls = [float(distill_kl(load_model_dir(m, "m")(x), t(x))) for m in (plain, taught)]
     assert kls[1] < kls[0]
     assert distill_kl(t(x), t(x)).abs().item() < 1e-5
+
+
+def test_a_continued_run_records_the_training_it_started_from(tmp_path, data):
+    """`--init-from`: the new model's metadata (and card) count the starting model's tokens and time too, so
+    they stay true after the starting model is replaced."""
+    from circuitbench.train.card import render_card
+
+    first = train(_cfg(tmp_path / "first", max_steps=8), data)
+    then = train(_cfg(tmp_path / "then", init_from=first, max_steps=4), data)
+    prior, meta = (json.loads((d / META).read_text()) for d in (first, then))
+    assert meta["started_from"]["tokens_seen"] == prior["tokens_seen"] == 8 * 4 * 16
+    assert meta["started_from"]["wall_time_s"] == prior["wall_time_s"]
+    assert len(meta["started_from"]["weights_sha256"]) == 64
+    card = render_card("then", meta, [])
+    assert f"{(8 + 4) * 4 * 16:,} in all: {4 * 4 * 16:,} in this run, continued from" in card
