@@ -276,12 +276,14 @@ def execute_configs(configs: list[RunConfig], executor: Executor, adapter: Model
     for cfg in configs:
         by_model.setdefault(cfg.model, []).append(cfg)
     n_units = sum(len(resolve_tasks(c.tasks)) for c in configs)
-    bar = tqdm(total=n_units, desc=desc, unit="unit", disable=not show_progress)
+    bar: Any = None  # started once the first model has loaded: a model that fails to load is one line
     rows: list[dict[str, Any]] = []
     failures: list[str] = []
     for cfgs in by_model.values():
         first = cfgs[0]
         model, name = load_run_model(first) if adapter is None else splice_saes(adapter, first.model, first.saes)
+        if bar is None:
+            bar = tqdm(total=n_units, desc=desc, unit="unit", disable=not show_progress)
         ref = model_ref(name, model)
         dtype, device = str(model.dtype).removeprefix("torch."), str(model.device)
         units = [u for cfg in cfgs for u in make_units(cfg, ref, dtype, device)]
@@ -291,7 +293,8 @@ def execute_configs(configs: list[RunConfig], executor: Executor, adapter: Model
         failures += failed
         rows += [done[u.key()] for u in units if u.key() in done]
         del model, worker
-    bar.close()
+    if bar is not None:
+        bar.close()
     return rows, failures
 
 
