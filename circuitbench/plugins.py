@@ -1,12 +1,12 @@
 """Code from outside the package: objects named as `FILE.py:NAME` or `module:NAME`, and entry points.
 
-A model, a method or an ablation written by a researcher does not have to live in circuitbench. Two ways in:
+A model or a method written by a researcher does not have to live in circuitbench. Two ways in:
 
 - **A name on the command line**: `--method path/to/ranker.py:Ranker` or `--method mypkg.methods:Ranker`
   (as `--model FILE.py:FUNCTION` names a model factory). The string is recorded in every unit, so every
   process of a run, Ray's workers included, loads it again.
-- **An entry point** of an installed package, in the group `circuitbench.methods` (or
-  `circuitbench.ablations`, `circuitbench.models`), found by name: `--method NAME`.
+- **An entry point** of an installed package, in the group `circuitbench.methods` (found by name:
+  `--method NAME`) or `circuitbench.models` (a `ModelFormat`, tried on model directories).
 
 `origin(obj)` says where a loaded object came from (the distribution and its version) for provenance.
 Imports only `errors`.
@@ -26,10 +26,6 @@ from circuitbench.errors import ConfigError, ModelNotFoundError
 
 PYTHON_NAME = re.compile(r"(?P<target>.+\.py|[A-Za-z_][\w.]*):(?P<name>[A-Za-z_]\w*)")
 """`FILE.py:NAME` or `package.module:NAME`."""
-
-GROUPS = ("circuitbench.methods", "circuitbench.ablations", "circuitbench.models")
-"""The entry-point groups circuitbench reads."""
-
 
 def is_python_name(spec: str) -> bool:
     """Whether a string names a Python object (`FILE.py:NAME` or `module:NAME`)."""

@@ -20,9 +20,13 @@ _PROVENANCE_KEY = b"circuitbench.provenance"
 
 def unit_path(out: Path, model: str, task: str, method: str, seed: int) -> Path:
     """The file of one (model, task, method, seed) unit (its circuit and edges sit beside it)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model).strip("_") or "model"
-    method = re.sub(r"[^A-Za-z0-9_.-]+", "_", method).strip("_") or "method"  # a FILE.py:Class method
-    return out / safe / f"{task.replace(':', '__')}.{method}.seed{seed}.parquet"
+    folder, method = _safe(model, "model"), _safe(method, "method")  # a Hub id, a FILE.py:Class method
+    return out / folder / f"{task.replace(':', '__')}.{method}.seed{seed}.parquet"
+
+
+def _safe(name: str, default: str) -> str:
+    """A name as one path component: anything but letters, digits, `_`, `.` and `-` becomes `_`."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or default
 
 
 def unit_files(out: Path) -> list[Path]:
