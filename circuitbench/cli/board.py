@@ -58,13 +58,15 @@ def add_leaderboard(sub: Subparsers) -> None:
     b.add_argument("--board", type=Path, default=Path("leaderboard"),
                    help="the board directory holding submissions/ (default: %(default)s)")
     b.add_argument("--out", type=Path, default=None, help="where the site goes (default: BOARD/site)")
+    b.add_argument("--no-explore", action="store_true",
+                   help="skip the circuit explorer pages (they measure every pruned circuit on its model)")
     b.set_defaults(handler=_cmd_leaderboard_build)
 
 
 def _cmd_leaderboard_build(args: argparse.Namespace) -> int:
     from circuitbench.leaderboard.site import build, load_board
 
-    out = build(args.board, args.out)
+    out = build(args.board, args.out, explore=not args.no_explore)
     entries = load_board(args.board)
     print(f"built {out} from {len(entries)} submission(s); open {out / 'index.html'} in a browser")
     return 0

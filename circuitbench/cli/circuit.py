@@ -26,11 +26,24 @@ def add_circuit(sub: Subparsers) -> None:
     ev.add_argument("--device", default=None, help="default: the device the unit ran on")
     ev.add_argument("--format", choices=["table", "json"], default="table")
     ev.set_defaults(handler=_cmd_circuit_eval)
-    ex = csub.add_parser("export", help="write a saved circuit in MIB's circuit format (EAP-IG Graph JSON)")
+    ex = csub.add_parser("export", help="write a saved circuit for other tools: MIB's circuit format, circuit-tracer's "
+                                        "graph JSON, or node and edge tables as Parquet")
     ex.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
-    ex.add_argument("--format", choices=["mib"], default="mib")
-    ex.add_argument("--out", type=Path, required=True, help="output .json file")
+    ex.add_argument("--format", choices=["mib", "graph-json", "parquet"], default="mib",
+                    help="mib: EAP-IG Graph JSON (.json); graph-json: circuit-tracer's graph of one test example "
+                         "(.json); parquet: a folder with nodes.parquet and edges.parquet (default: %(default)s)")
+    ex.add_argument("--out", type=Path, required=True, help="output .json file (a folder for parquet)")
+    ex.add_argument("--example", type=int, default=0, help="graph-json: which test example (default: %(default)s)")
+    ex.add_argument("--device", default=None, help="graph-json, parquet: where to measure the nodes when the "
+                                                   "unit has no node table yet (default: the unit's device)")
     ex.set_defaults(handler=_cmd_circuit_export)
+    xp = csub.add_parser("explore", help="write an interactive page that shows what each node of a saved circuit does")
+    xp.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
+    xp.add_argument("--out", type=Path, required=True, help="output folder (the page is TASK.METHOD.seedN.html)")
+    xp.add_argument("--device", default=None, help="default: the device the unit ran on")
+    xp.add_argument("--recompute", action="store_true",
+                    help="measure the nodes again even when the unit's node table is current")
+    xp.set_defaults(handler=_cmd_circuit_explore)
     dr = csub.add_parser("draw", help="draw a saved circuit as SVG: sites as columns, kept channels, weighted edges")
     dr.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
     dr.add_argument("--out", type=Path, required=True, help="output .svg file")
@@ -55,6 +68,36 @@ def _cmd_circuit_draw(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_circuit_explore(args: argparse.Namespace) -> int:
+    from circuitbench.leaderboard.explore import write_explorer
+    from circuitbench.results.nodes import node_table_path
+    from circuitbench.runs.saved import load_saved, load_unit_model
+
+    saved = load_saved(args.result)
+    if args.out.exists() and not args.out.is_dir():
+        raise CircuitbenchError(f"--out {args.out}: a file is in the way; give a folder")
+    if args.recompute:
+        node_table_path(saved.path).unlink(missing_ok=True)
+    models: list = []
+
+    def adapter_of():  # loaded only when the node table must be measured
+        models.append(load_unit_model(saved, args.device))
+        return models[-1]
+
+    path, why = write_explorer(saved, args.out, adapter_of, show_progress=True)
+    if why is not None:
+        print(f"warning: the nodes were not measured ({why}); the page shows the circuit's structure and scores only")
+    else:
+        from circuitbench.results.nodes import read_node_table, strongest_nodes
+
+        table = read_node_table(node_table_path(saved.path))
+        print(f"The nodes whose ablation costs the circuit most (task loss on the first {table.meta['ablation_rows']} "
+              f"test examples: {table.meta['circuit_loss_ablation_rows']:.3f} with every node):")
+        print_table(strongest_nodes(table, 10), "table", floatfmt=".3f")
+    print(f"{path}: open it in a browser" + ("" if why else f" (node table: {node_table_path(saved.path)})"))
+    return 0
+
+
 def _cmd_circuit_show(args: argparse.Namespace) -> int:
     from circuitbench.runs.saved import load_saved, show
 
@@ -63,16 +106,10 @@ def _cmd_circuit_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_circuit_eval(args: argparse.Namespace) -> int:
-    import circuitbench
-    from circuitbench.runs.runner import splice_saes
-    from circuitbench.runs.saved import compare_stored, load_saved, reevaluate
+    from circuitbench.runs.saved import compare_stored, load_saved, load_unit_model, reevaluate
 
     saved = load_saved(args.result)
-    u = saved.prov.unit
-    model = u.model.name.split("+sae:")[0]
-    adapter = circuitbench.load_model(model, device=args.device or saved.prov.device, dtype=u.dtype,
-                                      revision=u.model.revision)
-    adapter, _ = splice_saes(adapter, model, [str(s.get("spec", s["path"])) for s in saved.prov.saes or ()])
+    adapter = load_unit_model(saved, args.device)
     fresh = reevaluate(saved, adapter, args.split)
     if args.split != "test":
         print_table([{"metric": k, "now": v} for k, v in fresh.items()], args.format, floatfmt=".6f")
@@ -87,10 +124,25 @@ def _cmd_circuit_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_circuit_export(args: argparse.Namespace) -> int:
-    from circuitbench.runs.saved import export_mib, load_saved
+    from circuitbench.runs.saved import export_graph_json, export_mib, export_parquet, load_saved, load_unit_model
 
-    check_suffix(args.out, (".json",), "MIB's circuit JSON")
-    path = export_mib(load_saved(args.result), args.out)
-    print(f"MIB circuit (EAP-IG Graph JSON) -> {path}")
+    saved = load_saved(args.result)
+    if args.format == "mib":
+        check_suffix(args.out, (".json",), "MIB's circuit JSON")
+        print(f"MIB circuit (EAP-IG Graph JSON) -> {export_mib(saved, args.out)}")
+        return 0
+    from circuitbench.runs.explore import load_or_compute
+
+    if args.format == "graph-json":
+        check_suffix(args.out, (".json",), "circuit-tracer's graph JSON")
+    elif args.out.exists() and not args.out.is_dir():
+        raise CircuitbenchError(f"--out {args.out}: a file is in the way; give a folder for the Parquet tables")
+    table = load_or_compute(saved, lambda: load_unit_model(saved, args.device), show_progress=True)
+    if args.format == "graph-json":
+        print(f"circuit-tracer graph JSON of test example {args.example} -> "
+              f"{export_graph_json(saved, table, args.example, args.out)}")
+    else:
+        nodes, edges = export_parquet(saved, table, args.out)
+        print(f"node table -> {nodes}\nedge table -> {edges}")
     return 0
 

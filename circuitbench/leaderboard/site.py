@@ -29,6 +29,7 @@ from typing import Any
 from circuitbench.errors import CircuitbenchError
 from circuitbench.leaderboard.board import Entry, UnitRecord, load_board
 from circuitbench.leaderboard.draw import SVG_STYLE, Series, line_plot, saved_circuit_svg
+from circuitbench.leaderboard.explore import board_explorers
 from circuitbench.leaderboard.protocol import Protocol, load_protocol
 from circuitbench.leaderboard.submit import META_FILE
 from circuitbench.results.report import geomean
@@ -201,7 +202,7 @@ def _drawing(u: UnitRecord, title: str) -> str:
     return saved_circuit_svg(u.path, title=title)
 
 
-def _task_page(task: str, entries: list[Entry]) -> str:
+def _task_page(task: str, entries: list[Entry], pages: dict[str, str]) -> str:
     rows, pruned = [], []
     for en in entries:
         for u in en.units:
@@ -219,8 +220,10 @@ def _task_page(task: str, entries: list[Entry]) -> str:
     for en, u in pruned:
         s = u.summary
         opened = " open" if en.meta.method.name == "learned_mask" else ""
+        page = pages.get(str(u.path))
+        link = f'<p><a class="explore" href="../{e(page)}">open in the circuit explorer</a></p>' if page else ""
         drawings.append(f"<details{opened}><summary>{e(en.label)}: {s['nodes']} nodes, {s['edges']} edges "
-                        f"({e(s['status'])})</summary>{_drawing(u, f'{task}: {en.label}')}</details>")
+                        f"({e(s['status'])})</summary>{link}{_drawing(u, f'{task}: {en.label}')}</details>")
     unsolved = sorted({en.meta.model.name for en in entries for u in en.units
                        if u.summary["task"] == task and u.summary["status"] == "unsolved"})
     unmeasured = sorted({en.meta.model.name for en in entries for u in en.units
@@ -348,8 +351,11 @@ _JS = """// Sorting by column and filtering by model kind; no external requests,
 """
 
 
-def build(board: Path, out: Path | None = None) -> Path:
+def build(board: Path, out: Path | None = None, explore: bool = True) -> Path:
     """Write the static site of a board's accepted submissions (default: BOARD/site); returns its folder.
+
+    With `explore`, every pruned circuit gets an explorer page (`circuitbench.leaderboard.explore`), linked
+    from its task page.
 
     The site is written beside `out` and moved into place when complete, so a failed build leaves the old
     one untouched.
@@ -370,8 +376,9 @@ def build(board: Path, out: Path | None = None) -> Path:
     (tmp / "tasks").mkdir(parents=True)
     (tmp / "submissions").mkdir()
     files = {"index.html": _index(entries, tasks, load_protocol(board)), "style.css": _CSS, "board.js": _JS}
+    pages = board_explorers([(en.content_hash, u.path) for en in entries for u in en.pruned], tmp) if explore else {}
     for t in tasks:
-        files[f"tasks/{_safe(t)}.html"] = _task_page(t, entries)
+        files[f"tasks/{_safe(t)}.html"] = _task_page(t, entries, pages)
     for en in entries:
         files[f"submissions/{en.content_hash}.html"] = _submission_page(en, out)
     for name, text in files.items():

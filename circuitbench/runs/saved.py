@@ -107,6 +107,31 @@ def show(saved: SavedUnit, max_channels: int = 24, max_edges: int = 20) -> str:
     return out
 
 
+def model_is_local(name: str) -> bool:
+    """Whether a unit's model can be loaded without the network: a local folder or a bundled name."""
+    from circuitbench.models.hub import bundled_models
+
+    base = name.split("+sae:")[0]
+    return Path(base).is_dir() or base in bundled_models()
+
+
+def load_unit_model(saved: SavedUnit, device: str | None = None) -> ModelAdapter:
+    """The model a saved unit was found on (its name, dtype, revision, and SAEs spliced in as they were).
+
+    Raises:
+        CircuitbenchError: when the model cannot be found or loaded here.
+    """
+    import circuitbench
+    from circuitbench.runs.runner import splice_saes
+
+    u = saved.prov.unit
+    model = u.model.name.split("+sae:")[0]
+    adapter = circuitbench.load_model(model, device=device or saved.prov.device, dtype=u.dtype,
+                                      revision=u.model.revision)
+    adapter, _ = splice_saes(adapter, model, [str(s.get("spec", s["path"])) for s in saved.prov.saes or ()])
+    return adapter
+
+
 def reevaluate(saved: SavedUnit, adapter: ModelAdapter, split: str = "test") -> dict[str, float]:
     """Measure a saved circuit again on a split: sufficiency, necessity and empty-circuit numbers.
 
@@ -168,3 +193,46 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
+
+
+def unit_info(saved: SavedUnit) -> dict[str, Any]:
+    """The unit's identity and headline numbers, for files written for other tools."""
+    u, s = saved.prov.unit, saved.summary
+    return {"task": u.task, "model": u.model.name, "method": u.method, "seed": u.seed, "ablation": u.ablation,
+            "unit_key": saved.prov.unit_key, "nodes": s.get("nodes"), "edges": s.get("edges"),
+            "faithfulness": s.get("faithfulness"), "sufficiency_loss": s.get("sufficiency_loss")}
+
+
+def export_graph_json(saved: SavedUnit, table: Any, example: int, out: Path) -> Path:
+    """Write the circuit on one test example as circuit-tracer's graph JSON (`circuitbench.results.tracer`)."""
+    from circuitbench.results.files import write_text_atomic
+    from circuitbench.results.tracer import to_graph_json
+
+    graph = _finite(to_graph_json(saved.circuit, saved.edges, table, example, unit_info(saved)))
+    write_text_atomic(Path(out), json.dumps(graph, allow_nan=False), "--out")
+    return Path(out)
+
+
+def export_parquet(saved: SavedUnit, table: Any, out: Path) -> tuple[Path, Path]:
+    """Write OUT/nodes.parquet (the node table) and OUT/edges.parquet; returns both paths.
+
+    The edge table gains `src` and `dst` node names (`SITE:CHANNEL`), so the two tables join directly.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from circuitbench.results.files import atomic_path
+    from circuitbench.results.nodes import write_node_table
+
+    out = Path(out)
+    nodes = write_node_table(out / "nodes.parquet", table)
+    rows = [{**r, "src": f"{r['src_site']}:{r['src_channel']}", "dst": f"{r['dst_site']}:{r['dst_channel']}"}
+            for r in saved.edges]
+    schema = pa.schema([("src_site", pa.string()), ("src_channel", pa.int64()), ("dst_site", pa.string()),
+                        ("dst_channel", pa.int64()), ("weight", pa.float64()), ("kind", pa.string()),
+                        ("src", pa.string()), ("dst", pa.string())],
+                       metadata={b"circuitbench.edges_total": str(saved.edges_total).encode()})
+    edges = out / "edges.parquet"
+    with atomic_path(edges) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    return nodes, edges

@@ -1,0 +1,427 @@
+"""The circuit explorer: one self-contained HTML page per saved circuit (data embedded, no network, `file://`).
+
+The graph is laid out here, as SVG: sites with kept nodes are columns in forward order (layer, then the
+site kinds of a block in the model's order), every kept node a circle labelled with its channel under its
+site's heading and carrying `data-node="SITE:CHANNEL"`; weighted edges coloured by sign and scaled by
+|weight|, residual edges dashed grey, and the answer logits last (every kept write channel reaches them
+through the residual stream). The page's script adds what a reader clicks: zoom and pan, a node's details
+in `#node-detail` (its activation per test example split by side, the prompts where it fires with their
+tokens coloured, its edges, the loss without it), and a colour mode (`#pair-select`): by site kind, by
+the mean difference between the two sides of the contrast, or by the difference within one chosen pair.
+
+The measurements come from the unit's node table (`circuitbench.runs.explore`); without one (the model
+could not be loaded where the page was built) the page says so and shows the structure and scores only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from html import escape
+from typing import Any
+
+from circuitbench.leaderboard.draw import _n
+from circuitbench.results.nodes import NodeTable
+from circuitbench.runs.saved import SavedUnit
+
+KIND_COLOURS = {"attn_in": "#9ecae1", "q": "#c6dbef", "k": "#c7e9c0", "v": "#fdd0a2", "attn_out": "#6baed6",
+                "mlp_in": "#bcbddc", "mlp_neuron": "#fdae6b", "mlp_out": "#9e9ac8", "sae_latent": "#fcbba1",
+                "sae_error": "#d9d9d9"}
+"""Node fill per site kind in the default colour mode (reads light blue, writes darker)."""
+
+_COL, _ROW, _TOP, _LEFT = 150.0, 16.0, 48.0, 40.0
+
+
+def _sig(x: Any) -> Any:
+    """Floats to 4 significant digits (the page's size), NaN to None (JSON has no NaN); lists recursively."""
+    if isinstance(x, list):
+        return [_sig(v) for v in x]
+    if isinstance(x, float):
+        return None if not math.isfinite(x) else float(f"{x:.4g}")
+    return x
+
+
+def explorer_data(saved: SavedUnit, table: NodeTable | None, why_missing: str = "") -> dict[str, Any]:
+    """What the page embeds: the unit's numbers, the nodes, the edges and, when measured, the node table."""
+    s, u = saved.summary, saved.prov.unit
+    measured = table.by_node() if table is not None else {}
+    nodes: dict[str, dict[str, Any]] = {}
+    offset = 0
+    kept = saved.circuit.kept()
+    for site in saved.circuit.sites:
+        for ch in kept[site.name]:
+            name = f"{site.name}:{ch}"
+            row = measured.get(name, {})
+            nodes[name] = _sig({"site": site.name, "kind": site.kind, "layer": site.layer, "channel": ch,
+                                "score": float(saved.circuit.scores[offset + ch]),
+                                "act": row.get("activation"), "m0": row.get("mean_side0"),
+                                "m1": row.get("mean_side1"), "sep": row.get("separation"),
+                                "top": row.get("top_rows"), "topActs": row.get("top_activations"),
+                                "ablLoss": row.get("ablated_loss"), "effect": row.get("ablation_effect")})
+        offset += site.width
+    edges = [[f"{e['src_site']}:{e['src_channel']}", f"{e['dst_site']}:{e['dst_channel']}",
+              None if e["kind"] == "residual" else _sig(float(e["weight"]))] for e in saved.edges]
+    numbers = {k: _sig(s.get(k)) for k in ("status", "full_accuracy", "full_loss", "target_loss", "nodes", "edges",
+                                           "sufficiency_loss", "sufficiency_accuracy", "necessity_accuracy",
+                                           "faithfulness", "cpr", "cmd", "control_nodes")}
+    meta = table.meta if table is not None else {}
+    shown = {r for n in nodes.values() for r in (n["top"] or [])}
+    examples = [{**ex, "tokens": ex["tokens"] if r in shown else None}  # only prompts a node shows
+                for r, ex in enumerate(meta.get("examples", []))]
+    return {"unit": {"task": u.task, "model": u.model.name, "method": u.method, "seed": u.seed,
+                     "ablation": u.ablation, "key": saved.prov.unit_key, **numbers},
+            "measured": table is not None, "whyMissing": why_missing,
+            "circuitLoss": _sig(meta.get("circuit_loss")), "ablationRows": meta.get("ablation_rows", 0),
+            "ablationLoss": _sig(meta.get("circuit_loss_ablation_rows")),
+            "sides": meta.get("sides", ["side 0", "side 1"]),
+            "examples": examples, "nodesWithData": meta.get("nodes_with_data", 0),
+            "nodesAblated": meta.get("nodes_ablated", 0), "nodes": nodes, "edges": edges,
+            "edgesComplete": saved.edges_complete, "edgesTotal": saved.edges_total,
+            "kindColours": KIND_COLOURS}
+
+
+def _layout(data: dict[str, Any], site_order: list[str]) -> tuple[dict[str, tuple[float, float]], list[str], float,
+                                                                     float]:
+    """Node positions and the SVG body of columns and headings; returns (positions, parts, width, height)."""
+    columns: dict[str, list[str]] = {}
+    for name, n in data["nodes"].items():
+        columns.setdefault(n["site"], []).append(name)
+    cols = [s for s in site_order if s in columns]
+    pos: dict[str, tuple[float, float]] = {}
+    parts = []
+    tallest = max((len(v) for v in columns.values()), default=1)
+    for i, site in enumerate(cols):
+        x = _LEFT + i * _COL
+        kind = data["nodes"][columns[site][0]]["kind"]
+        parts.append(f'<text class="site" x="{_n(x)}" y="18" text-anchor="middle">{escape(site)}</text>'
+                     f'<text class="count" x="{_n(x)}" y="32" text-anchor="middle">{escape(kind)} · '
+                     f'{len(columns[site])}</text>')
+        for j, name in enumerate(sorted(columns[site], key=lambda m: data["nodes"][m]["channel"])):
+            pos[name] = (x, _TOP + j * _ROW)
+    logits_x = _LEFT + len(cols) * _COL
+    height = _TOP + tallest * _ROW + 20
+    pos["logits"] = (logits_x, _TOP + (tallest - 1) * _ROW / 2)
+    parts.append(f'<text class="site" x="{_n(logits_x)}" y="18" text-anchor="middle">answer logits</text>')
+    return pos, parts, logits_x + _LEFT + 60, height
+
+
+def graph_svg(data: dict[str, Any], site_order: list[str]) -> str:
+    """The circuit as a layered SVG graph (see the module docstring); every node carries `data-node`."""
+    pos, parts, width, height = _layout(data, site_order)
+    weights = [abs(w) for _, _, w in data["edges"] if w is not None]
+    top = max(weights, default=1.0) or 1.0
+    lines = []
+    for src, dst, w in data["edges"]:
+        if src not in pos or dst not in pos:
+            continue
+        (x1, y1), (x2, y2) = pos[src], pos[dst]
+        if w is None:
+            style = 'class="edge residual"'
+        else:
+            style = (f'class="edge {"pos" if w > 0 else "neg"}" stroke-width="{_n(0.4 + 2.6 * abs(w) / top)}"')
+        lines.append(f'<line {style} data-src="{escape(src)}" data-dst="{escape(dst)}" x1="{_n(x1)}" y1="{_n(y1)}" '
+                     f'x2="{_n(x2)}" y2="{_n(y2)}"/>')
+    lx, ly = pos["logits"]
+    for name, n in data["nodes"].items():
+        if n["kind"] in ("attn_out", "mlp_out"):
+            x, y = pos[name]
+            lines.append(f'<line class="edge residual to-logits" data-src="{escape(name)}" data-dst="logits" '
+                         f'x1="{_n(x)}" y1="{_n(y)}" x2="{_n(lx)}" y2="{_n(ly)}"/>')
+    circles = []
+    for name, n in data["nodes"].items():
+        x, y = pos[name]
+        circles.append(f'<g class="node" data-node="{escape(name)}" transform="translate({_n(x)},{_n(y)})">'
+                       f'<circle r="6" fill="{KIND_COLOURS.get(n["kind"], "#fff")}"/>'
+                       f'<text x="9" y="4">{n["channel"]}</text><title>{escape(name)}</title></g>')
+    circles.append(f'<g class="logit" transform="translate({_n(lx)},{_n(ly)})"><rect x="-8" y="-8" width="16" '
+                   f'height="16"/><text x="12" y="4">{escape(" | ".join(data["sides"]))}</text></g>')
+    return (f'<svg id="graph" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_n(width)} {_n(height)}" '
+            f'data-width="{_n(width)}" data-height="{_n(height)}">'
+            f'<g id="viewport">{"".join(parts)}<g id="edges">{"".join(lines)}</g>'
+            f'<g id="nodes">{"".join(circles)}</g></g></svg>')
+
+
+def explorer_html(data: dict[str, Any], site_order: list[str], back: str | None = None) -> str:
+    """The whole page: numbers, controls, the graph, the detail panel, and the data and script inline."""
+    u = data["unit"]
+    title = f"{u['task']} · {u['model']} · {u['method']}"
+    blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    nums = "".join(f"<tr><th>{escape(k.replace('_', ' '))}</th><td>{escape(_fmt(v))}</td></tr>"
+                   for k, v in u.items() if k not in ("task", "model", "method", "key") and v is not None)
+    back_link = f' · <a id="back" href="{escape(back)}">back to the board</a>' if back else ""
+    note = "" if data["measured"] else (f'<p class="note" id="not-measured">Activations were not measured for this '
+                                        f"page: {escape(data['whyMissing'])}</p>")
+    pairs = len(data["examples"]) // 2
+    options = ['<option value="kind">site kind</option>',
+               '<option value="contrast">contrast: mean side 0 − side 1</option>']
+    options += [f'<option value="pair:{j}">pair {j}: side 0 − side 1</option>' for j in range(pairs)]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}: circuit explorer</title>
+<style>{_CSS}</style></head><body>
+<header><b>circuit explorer</b> · {escape(title)} · seed {u['seed']} · {escape(u['ablation'])} ablation
+{back_link}</header>
+<main><section id="left">
+<table class="numbers">{nums}</table>{note}
+<div class="controls"><label>colour nodes by <select id="pair-select">{''.join(options)}</select></label>
+<button id="zoom-in" type="button">+</button><button id="zoom-out" type="button">−</button>
+<button id="zoom-reset" type="button">fit</button>
+<span class="hint">wheel: zoom · drag: pan · click a node</span></div>
+<div id="graph-box">{graph_svg(data, site_order)}</div>
+<p class="legend"><span class="sw pos"></span> positive weight <span class="sw neg"></span> negative weight
+<span class="sw res"></span> residual (weightless) · width ∝ |weight|</p>
+</section><aside id="node-detail"><p>Click a node to see what it does.</p></aside></main>
+<script id="circuit-data" type="application/json">{blob}</script>
+<script>{_JS}</script></body></html>
+"""
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+_CSS = """body { font: 14px system-ui, sans-serif; margin: 0; color: #222; }
+header { padding: 8px 14px; background: #f3f4f6; border-bottom: 1px solid #ddd; }
+main { display: flex; gap: 12px; padding: 10px; }
+#left { flex: 3; min-width: 0; }
+#node-detail { flex: 2; min-width: 320px; max-height: 92vh; overflow: auto; border-left: 1px solid #ddd;
+  padding-left: 12px; }
+table.numbers { border-collapse: collapse; font-size: 12px; margin-bottom: 6px; }
+table.numbers th, table.numbers td { padding: 1px 8px 1px 0; text-align: left; }
+#graph-box { border: 1px solid #ccc; height: 70vh; }
+#graph { width: 100%; height: 100%; cursor: grab; user-select: none; }
+#graph text { font: 10px system-ui, sans-serif; fill: #333; }
+#graph .site { font-weight: 600; font-size: 11px; }
+#graph .count { fill: #777; }
+.node circle { stroke: #263238; stroke-width: 1; cursor: pointer; }
+.node.selected circle { stroke: #000; stroke-width: 3; }
+.logit rect { fill: #ffe082; stroke: #263238; }
+.edge { stroke-opacity: 0.55; }
+.edge.pos { stroke: #1f5fbf; }
+.edge.neg { stroke: #c62828; }
+.edge.residual { stroke: #9e9e9e; stroke-dasharray: 3 3; stroke-width: 0.6; }
+.edge.to-logits { stroke-opacity: 0.25; }
+.edge.dim { stroke-opacity: 0.06; }
+.edge.hi { stroke-opacity: 0.95; }
+.controls { margin: 6px 0; } .hint { color: #777; font-size: 12px; margin-left: 8px; }
+.legend .sw { display: inline-block; width: 22px; height: 3px; vertical-align: middle; margin-left: 8px; }
+.sw.pos { background: #1f5fbf; } .sw.neg { background: #c62828; }
+.sw.res { border-top: 2px dashed #9e9e9e; height: 0; }
+.note { color: #8a4b00; }
+.prompt { font: 12px ui-monospace, monospace; white-space: pre-wrap; border: 1px solid #eee; padding: 4px;
+  margin: 4px 0; }
+.prompt .ans { outline: 2px solid #333; }
+.edges-table { font-size: 12px; border-collapse: collapse; } .edges-table td { padding: 0 8px 0 0; }
+.edges-table a { cursor: pointer; color: #1f5fbf; }
+"""
+
+_JS = r"""(function () {
+  "use strict";
+  var data = JSON.parse(document.getElementById("circuit-data").textContent);
+  var svg = document.getElementById("graph"), detail = document.getElementById("node-detail");
+  var W = +svg.getAttribute("data-width"), H = +svg.getAttribute("data-height");
+  var view = {x: 0, y: 0, w: W, h: H};
+  function setView() { svg.setAttribute("viewBox", [view.x, view.y, view.w, view.h].join(" ")); }
+  function zoom(f, cx, cy) {
+    cx = cx === undefined ? view.x + view.w / 2 : cx; cy = cy === undefined ? view.y + view.h / 2 : cy;
+    view.x = cx - (cx - view.x) * f; view.y = cy - (cy - view.y) * f; view.w *= f; view.h *= f; setView();
+  }
+  svg.addEventListener("wheel", function (ev) {
+    ev.preventDefault();
+    var r = svg.getBoundingClientRect();
+    zoom(ev.deltaY > 0 ? 1.15 : 1 / 1.15, view.x + (ev.clientX - r.left) / r.width * view.w,
+         view.y + (ev.clientY - r.top) / r.height * view.h);
+  }, {passive: false});
+  var drag = null;
+  svg.addEventListener("mousedown", function (ev) { drag = {x: ev.clientX, y: ev.clientY, vx: view.x, vy: view.y}; });
+  window.addEventListener("mouseup", function () { drag = null; });
+  window.addEventListener("mousemove", function (ev) {
+    if (!drag) return;
+    var r = svg.getBoundingClientRect();
+    view.x = drag.vx - (ev.clientX - drag.x) / r.width * view.w;
+    view.y = drag.vy - (ev.clientY - drag.y) / r.height * view.h; setView();
+  });
+  document.getElementById("zoom-in").onclick = function () { zoom(1 / 1.4); };
+  document.getElementById("zoom-out").onclick = function () { zoom(1.4); };
+  document.getElementById("zoom-reset").onclick = function () { view = {x: 0, y: 0, w: W, h: H}; setView(); };
+
+  var incoming = {}, outgoing = {};
+  data.edges.forEach(function (e) {
+    (incoming[e[1]] = incoming[e[1]] || []).push(e); (outgoing[e[0]] = outgoing[e[0]] || []).push(e);
+  });
+  function esc(s) {
+    var map = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"};
+    return String(s).replace(/[&<>"]/g, function (c) { return map[c]; });
+  }
+  function fmt(x) {
+    return x === null || x === undefined ? "–" : (Math.abs(x) >= 1000 ? x.toFixed(0) : x.toPrecision(3));
+  }
+  function diverge(t) {  // t in [-1, 1]: red (negative) to white to blue (positive)
+    t = Math.max(-1, Math.min(1, t || 0));
+    var a = Math.round(255 * (1 - Math.abs(t)));
+    return t >= 0 ? "rgb(" + a + "," + Math.round(a + (255 - a) * 0.25) + ",255)" : "rgb(255," + a + "," + a + ")";
+  }
+  function strip(n) {
+    var w = 330, h = 70, acts = n.act, lo = Math.min.apply(null, acts), hi = Math.max.apply(null, acts);
+    if (hi === lo) { hi = lo + 1; }
+    var out = '<svg class="strip" width="' + w + '" height="' + h + '">';
+    acts.forEach(function (a, r) {
+      var side = data.examples[r] ? data.examples[r].side : r % 2, x = 70 + (a - lo) / (hi - lo) * (w - 80);
+      var y = 18 + side * 30 + ((r * 7919) % 13) - 6;
+      out += '<circle cx="' + x.toFixed(1) + '" cy="' + y + '" r="2.2" fill="' + (side ? "#c62828" : "#1f5fbf") +
+             '" fill-opacity="0.5"/>';
+    });
+    out += '<text x="0" y="22" font-size="11">side 0</text><text x="0" y="52" font-size="11">side 1</text>' +
+           '<text x="70" y="68" font-size="10">' + fmt(lo) + '</text><text x="' + (w - 40) +
+           '" y="68" font-size="10">' + fmt(hi) + "</text></svg>";
+    return out;
+  }
+  function prompt(n, i) {
+    var r = n.top[i], ex = data.examples[r], acts = n.topActs[i], m = 0;
+    acts.forEach(function (a) { m = Math.max(m, Math.abs(a)); });
+    var html = '<div class="prompt" data-row="' + r + '">';
+    ex.tokens.forEach(function (t, p) {
+      html += '<span' + (p === ex.tokens.length - 1 ? ' class="ans"' : "") + ' title="' + fmt(acts[p]) +
+              '" style="background:' + diverge(m ? acts[p] / m : 0) + '">' + esc(t) + "</span>";
+    });
+    return html + "</div><small>example " + r + " (pair " + ex.pair + ", side " + ex.side + "): answer " +
+           esc(JSON.stringify(ex.correct)) + ", activation here " + fmt(n.act[r]) + "</small>";
+  }
+  function edgeRows(list, end) {
+    list = list.slice().sort(function (a, b) { return Math.abs(b[2] || 0) - Math.abs(a[2] || 0); });
+    return list.slice(0, 40).map(function (e) {
+      return '<tr><td><a data-go="' + esc(e[end]) + '">' + esc(e[end]) + "</a></td><td>" +
+             (e[2] === null ? "residual" : fmt(e[2])) + "</td></tr>";
+    }).join("") + (list.length > 40 ? "<tr><td>… " + (list.length - 40) + " more</td></tr>" : "");
+  }
+  function select(name) {
+    var n = data.nodes[name];
+    if (!n) return;
+    document.querySelectorAll(".node.selected").forEach(function (g) { g.classList.remove("selected"); });
+    var g = document.querySelector('[data-node="' + name + '"]');
+    if (g) g.classList.add("selected");
+    document.querySelectorAll("#edges line").forEach(function (l) {
+      var on = l.getAttribute("data-src") === name || l.getAttribute("data-dst") === name;
+      l.classList.toggle("hi", on); l.classList.toggle("dim", !on);
+    });
+    var h = "<h2>" + esc(name) + "</h2><p>" + esc(n.kind) + " channel " + n.channel + " of site " + esc(n.site) +
+            " (layer " + n.layer + "); score " + fmt(n.score) + "</p>";
+    if (n.act) {
+      h += "<h3>Activation at the answer position</h3>" + strip(n) + "<p>mean " + fmt(n.m0) + " on side 0 (" +
+           esc(data.sides[0]) + "), " + fmt(n.m1) + " on side 1 (" + esc(data.sides[1]) +
+           "); separation " + fmt(n.sep) + " within-side standard deviations</p>";
+      if (n.ablLoss !== null && n.ablLoss !== undefined) {
+        var eff = 0; n.effect.forEach(function (x) { eff += x; }); eff /= Math.max(1, n.effect.length);
+        h += "<p>Ablating this node alone from the circuit, on the first " + data.ablationRows +
+             " test examples: task loss " + fmt(data.ablationLoss) + " → " + fmt(n.ablLoss) +
+             "; the correct answer's logit lead drops by " + fmt(eff) + " on average.</p>";
+      } else {
+        h += "<p>Not ablated alone (only the " + data.nodesAblated + " highest-scoring nodes are).</p>";
+      }
+      h += "<h3>Where it is most active</h3>";
+      for (var i = 0; i < n.top.length; i++) { h += prompt(n, i); }
+    } else {
+      h += '<p class="note">' + (data.measured ? "No activations for this node (the page measures the " +
+           data.nodesWithData + " highest-scoring nodes)." : "Activations not measured: " + esc(data.whyMissing)) +
+           "</p>";
+    }
+    h += "<h3>Incoming edges (" + (incoming[name] || []).length + ")</h3><table class=\"edges-table\">" +
+         edgeRows(incoming[name] || [], 0) + "</table><h3>Outgoing edges (" + (outgoing[name] || []).length +
+         ")</h3><table class=\"edges-table\">" + edgeRows(outgoing[name] || [], 1) + "</table>";
+    if (!data.edgesComplete) h += "<p class=\"note\">The edge table keeps the strongest " + data.edges.length +
+                                  " of " + data.edgesTotal + " edges.</p>";
+    detail.innerHTML = h;
+    detail.querySelectorAll("[data-go]").forEach(function (a) {
+      a.onclick = function () { select(a.getAttribute("data-go")); };
+    });
+  }
+  document.querySelectorAll("[data-node]").forEach(function (g) {
+    g.addEventListener("click", function (ev) { ev.stopPropagation(); select(g.getAttribute("data-node")); });
+  });
+  var modeSelect = document.getElementById("pair-select");
+  function colour() {
+    var mode = modeSelect.value, vals = {}, m = 0;
+    Object.keys(data.nodes).forEach(function (name) {
+      var n = data.nodes[name], v = null;
+      if (mode === "contrast" && n.m0 !== null && n.m0 !== undefined) v = n.m0 - n.m1;
+      else if (mode.indexOf("pair:") === 0 && n.act) { var j = +mode.slice(5); v = n.act[2 * j] - n.act[2 * j + 1]; }
+      vals[name] = v; if (v !== null) m = Math.max(m, Math.abs(v));
+    });
+    document.querySelectorAll("[data-node]").forEach(function (g) {
+      var name = g.getAttribute("data-node"), n = data.nodes[name], c = g.querySelector("circle");
+      c.setAttribute("fill", mode === "kind" || vals[name] === null ? (data.kindColours[n.kind] || "#fff")
+                                                                      : diverge(m ? vals[name] / m : 0));
+    });
+  }
+  modeSelect.addEventListener("change", colour);
+})();
+"""
+
+
+def write_explorer(saved: SavedUnit, out_dir: Any, adapter_of: Any = None, back: str | None = None,
+                   show_progress: bool = False, store: bool = True) -> tuple[Any, str | None]:
+    """Write `OUT/TASK.METHOD.seedN.html` for a saved circuit; returns its path, and why nodes were not measured.
+
+    `adapter_of()` gives the model to measure the nodes with (the unit's stored node table is used when it
+    is current, and with `store` one measured here is stored beside the unit); None, or a model that cannot be
+    loaded, gives a page of structure and scores only, saying why.
+    """
+    from pathlib import Path
+
+    from circuitbench.errors import CircuitbenchError
+    from circuitbench.files import write_text_atomic
+    from circuitbench.runs.explore import explore_path, load_or_compute
+
+    table, why = None, "no model was given to measure the nodes with"
+    if adapter_of is not None:
+        try:
+            table = load_or_compute(saved, adapter_of, show_progress, store)
+        except CircuitbenchError as err:
+            why = str(err)
+    data = explorer_data(saved, table, why)
+    path = explore_path(Path(out_dir), saved.path)
+    write_text_atomic(path, explorer_html(data, [s.name for s in saved.circuit.sites], back))
+    return path, None if table is not None else why
+
+
+def board_explorers(units: list[tuple[str, Any]], out: Any) -> dict[str, str]:
+    """Explorer pages of a board's pruned units under `OUT/explore/<submission>/`; {unit path: page path in OUT}.
+
+    `units` is (submission content hash, unit file) pairs. Each model is loaded once, when it is on this
+    machine (a local folder or a bundled name); the submission's files are never written to (the node tables
+    are measured into the pages). A unit whose model is not here gets a page of structure and scores only,
+    saying so.
+    """
+    from pathlib import Path
+
+    from circuitbench.errors import CircuitbenchError
+    from circuitbench.runs.saved import load_saved, load_unit_model, model_is_local
+
+    models: dict[str, Any] = {}
+    pages: dict[str, str] = {}
+    for content_hash, unit_file in units:
+        saved = load_saved(unit_file)
+        u = saved.prov.unit
+        key = json.dumps([u.model.name, u.dtype, [str(x.get("spec", x["path"])) for x in saved.prov.saes or ()]])
+
+        def adapter_of(saved: SavedUnit = saved, key: str = key) -> Any:
+            if key not in models:
+                name = saved.prov.unit.model.name
+                if not model_is_local(name):
+                    models[key] = CircuitbenchError(f"the model {name} is not on the machine that built the "
+                                                    "board; `circuitbench circuit explore` measures it where it is")
+                else:
+                    try:
+                        models[key] = load_unit_model(saved, "cpu")
+                    except CircuitbenchError as err:
+                        models[key] = err
+            if isinstance(models[key], Exception):
+                raise models[key]
+            return models[key]
+
+        rel = f"explore/{content_hash}"
+        back = f"../../tasks/{u.task.replace(':', '__').replace('/', '_')}.html"
+        path, _ = write_explorer(saved, Path(out) / rel, adapter_of, back, store=False)
+        pages[str(unit_file)] = f"{rel}/{Path(path).name}"
+    return pages
