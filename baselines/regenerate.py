@@ -63,6 +63,15 @@ def solved_tasks(model: str, bar: float = 0.9) -> list[str]:
     return [t["task"] for t in _card(model)[1] if t["accuracy"] >= bar]
 
 
+def _tokens_seen(meta: dict[str, Any]) -> str:
+    """Tokens and wall time in all, counting the run a model was continued from (`started_from`)."""
+    start = meta.get("started_from") or {}
+    tokens = meta["tokens_seen"] + start.get("tokens_seen", 0)
+    minutes = (meta["wall_time_s"] + start.get("wall_time_s", 0)) / 60
+    runs = ", in two runs" if start else ""
+    return f"{tokens / 1e6:.1f}M ({minutes:.0f} min on {meta['hardware'].split(', ')[1]}{runs})"
+
+
 def reference_models_table() -> str:
     """The two reference models side by side, from their cards."""
     cols: dict[str, dict[str, str]] = {}
@@ -86,8 +95,7 @@ def reference_models_table() -> str:
             "corpus": f"{len(pk.get('train_packages', []))} pinned PyPI packages + the standard library, "
                       f"{meta['train_tokens_in_corpus'] / 1e6:.0f}M training tokens; validation on "
                       f"{len(pk.get('val_packages', []))} held-out packages",
-            "tokens seen": f"{meta['tokens_seen'] / 1e6:.1f}M ({meta['wall_time_s'] / 60:.0f} min on "
-                           f"{meta['hardware'].split(', ')[1]})",
+            "tokens seen": _tokens_seen(meta),
             "validation loss (nats/token, held-out packages)": f"{meta['val_loss']:.3f}",
             "tasks with full-model accuracy >= 0.9": f"**{solved} of {len(tasks)}**",
         }
@@ -188,11 +196,33 @@ def methods_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def solved_tasks_text(model: str = SPARSE, bar: float = 0.9, near: float = 0.7) -> str:
+    """What the sparse model solves, what it nearly solves and what it does not, from its card."""
+    tasks = sorted(_card(model)[1], key=lambda t: (-t["accuracy"], t["task"]))
+
+    def listed(rows: list[dict[str, Any]]) -> str:
+        items = [f"{t['task']} ({t['accuracy']:.3f})" for t in rows]
+        return ", ".join(items[:-1]) + f" and {items[-1]}" if len(items) > 1 else "".join(items)
+
+    solved = [t for t in tasks if t["accuracy"] >= bar]
+    close = [t for t in tasks if near <= t["accuracy"] < bar]
+    rest = [t["task"] for t in tasks if t["accuracy"] < near]
+    text = (f"**What {model} solves** (full-model test accuracy >= {bar} on both members of every pair, from its "
+            f"card): {listed(solved)}.")
+    if close:
+        text += f" Below the bar: {listed(close)}."
+    if rest:
+        text += f" The other {len(rest)} are at {max(t['accuracy'] for t in tasks if t['accuracy'] < near):.2f} or " \
+                f"less: {', '.join(sorted(rest))}."
+    return text
+
+
 def sections(results: Path = ROOT / "results") -> dict[str, str]:
     """Every generated README section, by name, from the committed cards and results."""
     rows = _rows(results)
     return {"reference-models": reference_models_table(), "dense-sparse": dense_sparse_table(rows),
-            "default-run": default_run_table(rows), "methods": methods_table(rows)}
+            "solved-tasks": solved_tasks_text(), "default-run": default_run_table(rows),
+            "methods": methods_table(rows)}
 
 
 def render_readme(text: str, generated: dict[str, str]) -> str:

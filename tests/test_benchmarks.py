@@ -50,3 +50,13 @@ def test_bench_adapters_times_every_route_against_the_plain_model(tmp_path):
     assert [r["adapter"] for r in out] == ["-", "HFAdapter", "HFAdapter", "TLAdapter", "BridgeAdapter"]
     assert out[0]["ratio"] == 1.0 and all(r["seconds"] > 0 and math.isfinite(r["ratio"]) for r in out)
     assert json.loads((tmp_path / "a.json").read_text()) == out
+
+
+def test_bench_explore_times_a_committed_circuits_page_against_one_forward_pass(tmp_path):
+    unit = REPO / "baselines" / "results" / "tiny-sparse" / "while_return_true.learned_mask.seed0.parquet"
+    out = _script("bench_explore").main([str(unit), "--threads", "1", "--json", str(tmp_path / "x.json")])
+    (row,) = out
+    assert row["forward s"] > 0 and row["measure s"] > row["forward s"] and row["x forward"] > 1
+    assert row["nodes"] > 0 and row["page KB"] > 10 and row["node table KB"] > 1
+    assert json.loads((tmp_path / "x.json").read_text())["rows"] == out
+    assert not (unit.parent / "while_return_true.learned_mask.seed0.nodes.parquet").exists()  # nothing written there

@@ -29,16 +29,34 @@ KIND_COLOURS = {"attn_in": "#9ecae1", "q": "#c6dbef", "k": "#c7e9c0", "v": "#fdd
                 "sae_error": "#d9d9d9"}
 """Node fill per site kind in the default colour mode (reads light blue, writes darker)."""
 
-_COL, _ROW, _TOP, _LEFT = 150.0, 16.0, 48.0, 40.0
+_COL, _ROW, _TOP, _LEFT = 120.0, 18.0, 48.0, 40.0
 
 
 def _sig(x: Any) -> Any:
-    """Floats to 4 significant digits (the page's size), NaN to None (JSON has no NaN); lists recursively."""
+    """Floats to 4 significant digits (the page's size), NaN to None (JSON has no NaN); lists and dicts within."""
     if isinstance(x, list):
         return [_sig(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _sig(v) for k, v in x.items()}
     if isinstance(x, float):
         return None if not math.isfinite(x) else float(f"{x:.4g}")
     return x
+
+
+QUANT = 999
+"""Per-example numbers are embedded as integers in [-QUANT, QUANT] times a per-node scale / QUANT (three
+significant digits of the node's largest value): the page stays small; the node table keeps full precision."""
+
+
+def _scale(values: list[float]) -> float:
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
+    return max(finite, default=0.0) or 1.0
+
+
+def _quantise(values: list[float] | None, scale: float) -> list[int | None] | None:
+    if values is None:
+        return None
+    return [None if v is None or not math.isfinite(v) else round(v / scale * QUANT) for v in values]
 
 
 def explorer_data(saved: SavedUnit, table: NodeTable | None, why_missing: str = "") -> dict[str, Any]:
@@ -52,15 +70,21 @@ def explorer_data(saved: SavedUnit, table: NodeTable | None, why_missing: str = 
         for ch in kept[site.name]:
             name = f"{site.name}:{ch}"
             row = measured.get(name, {})
+            act, top_acts = row.get("activation"), row.get("top_activations")
+            scale = _scale([*(act or []), *(v for t in top_acts or [] for v in t)])
+            effect = row.get("ablation_effect")
             nodes[name] = _sig({"site": site.name, "kind": site.kind, "layer": site.layer, "channel": ch,
                                 "score": float(saved.circuit.scores[offset + ch]),
-                                "act": row.get("activation"), "m0": row.get("mean_side0"),
+                                "as": scale, "act": _quantise(act, scale), "m0": row.get("mean_side0"),
                                 "m1": row.get("mean_side1"), "sep": row.get("separation"),
-                                "top": row.get("top_rows"), "topActs": row.get("top_activations"),
-                                "ablLoss": row.get("ablated_loss"), "effect": row.get("ablation_effect")})
+                                "top": row.get("top_rows"), "topActs": [_quantise(t, scale) for t in top_acts or []],
+                                "ablLoss": row.get("ablated_loss"), "es": _scale(effect or []),
+                                "effect": _quantise(effect, _scale(effect or []))})
         offset += site.width
-    edges = [[f"{e['src_site']}:{e['src_channel']}", f"{e['dst_site']}:{e['dst_channel']}",
-              None if e["kind"] == "residual" else _sig(float(e["weight"]))] for e in saved.edges]
+    number = {name: i for i, name in enumerate(nodes)}
+    edges = [[number[f"{e['src_site']}:{e['src_channel']}"], number[f"{e['dst_site']}:{e['dst_channel']}"],
+              None if e["kind"] == "residual" else _sig(float(e["weight"]))] for e in saved.edges
+             if f"{e['src_site']}:{e['src_channel']}" in number and f"{e['dst_site']}:{e['dst_channel']}" in number]
     numbers = {k: _sig(s.get(k)) for k in ("status", "full_accuracy", "full_loss", "target_loss", "nodes", "edges",
                                            "sufficiency_loss", "sufficiency_accuracy", "necessity_accuracy",
                                            "faithfulness", "cpr", "cmd", "control_nodes")}
@@ -75,7 +99,7 @@ def explorer_data(saved: SavedUnit, table: NodeTable | None, why_missing: str = 
             "ablationLoss": _sig(meta.get("circuit_loss_ablation_rows")),
             "sides": meta.get("sides", ["side 0", "side 1"]),
             "examples": examples, "nodesWithData": meta.get("nodes_with_data", 0),
-            "nodesAblated": meta.get("nodes_ablated", 0), "nodes": nodes, "edges": edges,
+            "nodesAblated": meta.get("nodes_ablated", 0), "nodes": nodes, "names": list(nodes), "edges": edges,
             "edgesComplete": saved.edges_complete, "edgesTotal": saved.edges_total,
             "kindColours": KIND_COLOURS}
 
@@ -102,42 +126,24 @@ def _layout(data: dict[str, Any], site_order: list[str]) -> tuple[dict[str, tupl
     height = _TOP + tallest * _ROW + 20
     pos["logits"] = (logits_x, _TOP + (tallest - 1) * _ROW / 2)
     parts.append(f'<text class="site" x="{_n(logits_x)}" y="18" text-anchor="middle">answer logits</text>')
-    return pos, parts, logits_x + _LEFT + 60, height
+    return pos, parts, logits_x + _LEFT + 240, height
 
 
 def graph_svg(data: dict[str, Any], site_order: list[str]) -> str:
     """The circuit as a layered SVG graph (see the module docstring); every node carries `data-node`."""
     pos, parts, width, height = _layout(data, site_order)
-    weights = [abs(w) for _, _, w in data["edges"] if w is not None]
-    top = max(weights, default=1.0) or 1.0
-    lines = []
-    for src, dst, w in data["edges"]:
-        if src not in pos or dst not in pos:
-            continue
-        (x1, y1), (x2, y2) = pos[src], pos[dst]
-        if w is None:
-            style = 'class="edge residual"'
-        else:
-            style = (f'class="edge {"pos" if w > 0 else "neg"}" stroke-width="{_n(0.4 + 2.6 * abs(w) / top)}"')
-        lines.append(f'<line {style} data-src="{escape(src)}" data-dst="{escape(dst)}" x1="{_n(x1)}" y1="{_n(y1)}" '
-                     f'x2="{_n(x2)}" y2="{_n(y2)}"/>')
     lx, ly = pos["logits"]
-    for name, n in data["nodes"].items():
-        if n["kind"] in ("attn_out", "mlp_out"):
-            x, y = pos[name]
-            lines.append(f'<line class="edge residual to-logits" data-src="{escape(name)}" data-dst="logits" '
-                         f'x1="{_n(x)}" y1="{_n(y)}" x2="{_n(lx)}" y2="{_n(ly)}"/>')
-    circles = []
+    circles = []  # the edges are drawn by the page's script from the embedded data (half the page's size)
     for name, n in data["nodes"].items():
         x, y = pos[name]
         circles.append(f'<g class="node" data-node="{escape(name)}" transform="translate({_n(x)},{_n(y)})">'
-                       f'<circle r="6" fill="{KIND_COLOURS.get(n["kind"], "#fff")}"/>'
+                       f'<circle r="7" fill="{KIND_COLOURS.get(n["kind"], "#fff")}"/>'
                        f'<text x="9" y="4">{n["channel"]}</text><title>{escape(name)}</title></g>')
     circles.append(f'<g class="logit" transform="translate({_n(lx)},{_n(ly)})"><rect x="-8" y="-8" width="16" '
                    f'height="16"/><text x="12" y="4">{escape(" | ".join(data["sides"]))}</text></g>')
     return (f'<svg id="graph" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_n(width)} {_n(height)}" '
             f'data-width="{_n(width)}" data-height="{_n(height)}">'
-            f'<g id="viewport">{"".join(parts)}<g id="edges">{"".join(lines)}</g>'
+            f'<g id="viewport">{"".join(parts)}<g id="edges"></g>'
             f'<g id="nodes">{"".join(circles)}</g></g></svg>')
 
 
@@ -171,7 +177,7 @@ def explorer_html(data: dict[str, Any], site_order: list[str], back: str | None 
 <span class="sw res"></span> residual (weightless) · width ∝ |weight|</p>
 </section><aside id="node-detail"><p>Click a node to see what it does.</p></aside></main>
 <script id="circuit-data" type="application/json">{blob}</script>
-<script>{_JS}</script></body></html>
+<script>{_JS.replace("QUANT", str(QUANT))}</script></body></html>
 """
 
 
@@ -197,7 +203,7 @@ table.numbers th, table.numbers td { padding: 1px 8px 1px 0; text-align: left; }
 .node circle { stroke: #263238; stroke-width: 1; cursor: pointer; }
 .node.selected circle { stroke: #000; stroke-width: 3; }
 .logit rect { fill: #ffe082; stroke: #263238; }
-.edge { stroke-opacity: 0.55; }
+.edge { stroke-opacity: 0.55; pointer-events: none; }
 .edge.pos { stroke: #1f5fbf; }
 .edge.neg { stroke: #c62828; }
 .edge.residual { stroke: #9e9e9e; stroke-dasharray: 3 3; stroke-width: 0.6; }
@@ -245,6 +251,38 @@ _JS = r"""(function () {
   document.getElementById("zoom-in").onclick = function () { zoom(1 / 1.4); };
   document.getElementById("zoom-out").onclick = function () { zoom(1.4); };
   document.getElementById("zoom-reset").onclick = function () { view = {x: 0, y: 0, w: W, h: H}; setView(); };
+
+  // unpack: per-example numbers are integers times a per-node scale; edges name nodes by index
+  Object.keys(data.nodes).forEach(function (name) {
+    var n = data.nodes[name], f = n.as / QUANT, g = n.es / QUANT;
+    function un(v) { return v === null ? null : v * f; }
+    if (n.act) n.act = n.act.map(un);
+    if (n.topActs) n.topActs = n.topActs.map(function (t) { return t.map(un); });
+    if (n.effect) n.effect = n.effect.map(function (v) { return v === null ? null : v * g; });
+  });
+  data.edges = data.edges.map(function (e) { return [data.names[e[0]], data.names[e[1]], e[2]]; });
+  var pos = {}, SVGNS = "http://www.w3.org/2000/svg";
+  document.querySelectorAll("[data-node], .logit").forEach(function (g) {
+    var m = g.transform.baseVal.getItem(0).matrix;
+    pos[g.getAttribute("data-node") || "logits"] = [m.e, m.f];
+  });
+  var edgeLayer = document.getElementById("edges"), top = 0;
+  data.edges.forEach(function (e) { if (e[2] !== null) top = Math.max(top, Math.abs(e[2])); });
+  function line(src, dst, cls, width) {
+    var l = document.createElementNS(SVGNS, "line"), a = pos[src], b = pos[dst];
+    l.setAttribute("class", cls); l.setAttribute("data-src", src); l.setAttribute("data-dst", dst);
+    l.setAttribute("x1", a[0]); l.setAttribute("y1", a[1]); l.setAttribute("x2", b[0]); l.setAttribute("y2", b[1]);
+    if (width) l.setAttribute("stroke-width", width.toFixed(2));
+    edgeLayer.appendChild(l);
+  }
+  data.edges.forEach(function (e) {
+    if (e[2] === null) line(e[0], e[1], "edge residual");
+    else line(e[0], e[1], "edge " + (e[2] > 0 ? "pos" : "neg"), 0.4 + 2.6 * Math.abs(e[2]) / (top || 1));
+  });
+  Object.keys(data.nodes).forEach(function (name) {  // every write channel reaches the logits (residual stream)
+    var k = data.nodes[name].kind;
+    if (k === "attn_out" || k === "mlp_out") line(name, "logits", "edge residual to-logits");
+  });
 
   var incoming = {}, outgoing = {};
   data.edges.forEach(function (e) {
@@ -385,13 +423,14 @@ def write_explorer(saved: SavedUnit, out_dir: Any, adapter_of: Any = None, back:
     return path, None if table is not None else why
 
 
-def board_explorers(units: list[tuple[str, Any]], out: Any) -> dict[str, str]:
+def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800) -> dict[str, str]:
     """Explorer pages of a board's pruned units under `OUT/explore/<submission>/`; {unit path: page path in OUT}.
 
     `units` is (submission content hash, unit file) pairs. Each model is loaded once, when it is on this
     machine (a local folder or a bundled name); the submission's files are never written to (the node tables
     are measured into the pages). A unit whose model is not here gets a page of structure and scores only,
-    saying so.
+    saying so. A circuit of more than `max_nodes` nodes (a random ranking's, a dense model's) gets no page
+    here, to keep the site small: its entry is "" and `circuitbench circuit explore` writes one.
     """
     from pathlib import Path
 
@@ -402,6 +441,9 @@ def board_explorers(units: list[tuple[str, Any]], out: Any) -> dict[str, str]:
     pages: dict[str, str] = {}
     for content_hash, unit_file in units:
         saved = load_saved(unit_file)
+        if saved.circuit.k > max_nodes:
+            pages[str(unit_file)] = ""
+            continue
         u = saved.prov.unit
         key = json.dumps([u.model.name, u.dtype, [str(x.get("spec", x["path"])) for x in saved.prov.saes or ()]])
 

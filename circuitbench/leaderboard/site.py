@@ -221,7 +221,9 @@ def _task_page(task: str, entries: list[Entry], pages: dict[str, str]) -> str:
         s = u.summary
         opened = " open" if en.meta.method.name == "learned_mask" else ""
         page = pages.get(str(u.path))
-        link = f'<p><a class="explore" href="../{e(page)}">open in the circuit explorer</a></p>' if page else ""
+        link = (f'<p><a class="explore" href="../{e(page)}">open in the circuit explorer</a></p>' if page else
+                f"<p>Too many nodes for an explorer page here: <code>circuitbench circuit explore {e(u.path.name)} "
+                "--out DIR</code> writes one.</p>" if page == "" else "")
         drawings.append(f"<details{opened}><summary>{e(en.label)}: {s['nodes']} nodes, {s['edges']} edges "
                         f"({e(s['status'])})</summary>{link}{_drawing(u, f'{task}: {en.label}')}</details>")
     unsolved = sorted({en.meta.model.name for en in entries for u in en.units
@@ -376,7 +378,8 @@ def build(board: Path, out: Path | None = None, explore: bool = True) -> Path:
     (tmp / "tasks").mkdir(parents=True)
     (tmp / "submissions").mkdir()
     files = {"index.html": _index(entries, tasks, load_protocol(board)), "style.css": _CSS, "board.js": _JS}
-    pages = board_explorers([(en.content_hash, u.path) for en in entries for u in en.pruned], tmp) if explore else {}
+    pages = (board_explorers([(en.content_hash, u.path) for en in entries for u in en.pruned], tmp, DRAWN_NODES)
+             if explore else {})
     for t in tasks:
         files[f"tasks/{_safe(t)}.html"] = _task_page(t, entries, pages)
     for en in entries:

@@ -78,7 +78,6 @@ def node_data(saved: SavedUnit, adapter: ModelAdapter, show_progress: bool = Fal
     gates = circuit.gates().to(adapter.device)
     nodes = _nodes(circuit, index)
     acts = _activations(problem, rows, gates, nodes)  # {node: [N, T]}
-    answer = {n: a[torch.arange(len(rows)), rows.last.cpu()] for n, a in acts.items()}
 
     two = problem.two_logits(rows, gates)
     two = two if calibration is None else calibration.apply(two, rows)
@@ -89,22 +88,7 @@ def node_data(saved: SavedUnit, adapter: ModelAdapter, show_progress: bool = Fal
     order = sorted(range(len(nodes)), key=lambda i: -float(nodes[i]["score"]))[:MAX_ABLATIONS]
     each = _ablate_each(problem, few, gates, [nodes[i]["flat"] for i in order], calibration, show_progress)
     ablated = dict(zip(order, each, strict=True))
-    side = torch.arange(len(rows)) % 2
-    for i, n in enumerate(nodes):
-        a = answer[n["node"]]
-        n["activation"] = a.tolist()
-        m0, m1 = float(a[side == 0].mean()), float(a[side == 1].mean())
-        spread = float(torch.cat([a[side == 0] - m0, a[side == 1] - m1]).std()) if len(a) > 2 else 0.0
-        n.update(mean_side0=m0, mean_side1=m1, separation=(m0 - m1) / spread if spread > 0 else 0.0)
-        peak = acts[n["node"]].abs().amax(dim=1)
-        top = torch.argsort(peak, descending=True, stable=True)[:TOP_EXAMPLES].tolist()
-        n["top_rows"] = top
-        n["top_activations"] = [acts[n["node"]][r, : int(rows.last[r]) + 1].tolist() for r in top]
-        if i in ablated:
-            n["ablated_loss"], n["ablation_effect"] = ablated[i][0], (base_lead - ablated[i][1]).tolist()
-        else:
-            n["ablated_loss"], n["ablation_effect"] = float("nan"), []
-        del n["flat"]
+    _summarise(nodes, acts, rows, ablated, base_lead)
     meta = {"unit_key": saved.prov.unit_key, "task": u.task, "model": u.model.name, "method": u.method,
             "split": "test", "circuit_loss": loss, "circuit_two_logits": two.cpu().tolist(),
             "ablation_rows": len(few), "circuit_loss_ablation_rows": few_loss,
@@ -112,6 +96,30 @@ def node_data(saved: SavedUnit, adapter: ModelAdapter, show_progress: bool = Fal
             "nodes_ablated": len(ablated), "examples": _examples(adapter, rows, test_enc),
             "sides": _sides(u.task)}
     return NodeTable(nodes, meta)
+
+
+def _summarise(nodes: list[dict[str, Any]], acts: dict[str, Tensor], rows: Batch,
+               ablated: dict[int, tuple[float, Tensor]], base_lead: Tensor) -> None:
+    """Fill each node's row: activations at the answer position, side means, top prompts, ablation numbers."""
+    side = torch.arange(len(rows)) % 2
+    in_prompt = (torch.arange(rows.tokens.shape[1])[None, :] <= rows.last.cpu()[:, None]).float()
+    last = rows.last.cpu()
+    for i, n in enumerate(nodes):
+        full = acts[n["node"]]
+        a = full[torch.arange(len(rows)), last]
+        n["activation"] = a.tolist()
+        m0, m1 = float(a[side == 0].mean()), float(a[side == 1].mean())
+        spread = float(torch.cat([a[side == 0] - m0, a[side == 1] - m1]).std()) if len(a) > 2 else 0.0
+        n.update(mean_side0=m0, mean_side1=m1, separation=(m0 - m1) / spread if spread > 0 else 0.0)
+        peak = (full.abs() * in_prompt).amax(dim=1)  # padding after a prompt is not the prompt
+        top = torch.argsort(peak, descending=True, stable=True)[:TOP_EXAMPLES].tolist()
+        n["top_rows"] = top
+        n["top_activations"] = [full[r, : int(last[r]) + 1].tolist() for r in top]
+        if i in ablated:
+            n["ablated_loss"], n["ablation_effect"] = ablated[i][0], (base_lead - ablated[i][1]).tolist()
+        else:
+            n["ablated_loss"], n["ablation_effect"] = float("nan"), []
+        del n["flat"]
 
 
 def _ablate_each(problem: Problem, rows: Batch, gates: Tensor, flats: list[int], calibration: Calibration | None,
@@ -218,7 +226,8 @@ def _sides(task: str) -> list[str]:
     from circuitbench.tasks.load import get_task
 
     spec = get_task(task.split(":")[0])
-    return [", ".join(f"{k}={v!r}" for k, v in side.items()) + f" -> {spec.completions[i]!r}"
+    swapped = task.endswith(":inverted")  # the control: each side's answer is the other's
+    return [", ".join(f"{k} = {v}" for k, v in side.items()) + f" → answer {spec.completions[1 - i if swapped else i]}"
             for i, side in enumerate(spec.contrast.sides)]
 
 

@@ -99,7 +99,8 @@ def test_the_separation_is_the_sides_difference_in_spread_units(table):
         a = torch.tensor(r["activation"])
         m0, m1 = float(a[0::2].mean()), float(a[1::2].mean())
         assert r["mean_side0"] == pytest.approx(m0, abs=1e-5) and r["mean_side1"] == pytest.approx(m1, abs=1e-5)
-        assert math.copysign(1, r["separation"]) == math.copysign(1, m0 - m1) or r["separation"] == 0
+        spread = float(torch.cat([a[0::2] - m0, a[1::2] - m1]).std())
+        assert r["separation"] * spread == pytest.approx(m0 - m1, abs=1e-5)
 
 
 def test_the_table_is_stored_beside_the_unit_and_reused_until_the_unit_changes(unit, table, adapter):
