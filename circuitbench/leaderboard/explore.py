@@ -43,6 +43,9 @@ def _sig(x: Any) -> Any:
     return x
 
 
+PAGE_FORMAT = "1"
+"""The version of the data a page embeds; a page of another version is measured again, never reused."""
+
 QUANT = 999
 """Per-example numbers are embedded as integers in [-QUANT, QUANT] times a per-node scale / QUANT (three
 significant digits of the node's largest value): the page stays small; the node table keeps full precision."""
@@ -92,7 +95,7 @@ def explorer_data(saved: SavedUnit, table: NodeTable | None, why_missing: str = 
     shown = {r for n in nodes.values() for r in (n["top"] or [])}
     examples = [{**ex, "tokens": ex["tokens"] if r in shown else None}  # only prompts a node shows
                 for r, ex in enumerate(meta.get("examples", []))]
-    return {"unit": {"task": u.task, "model": u.model.name, "method": u.method, "seed": u.seed,
+    return {"format": PAGE_FORMAT, "unit": {"task": u.task, "model": u.model.name, "method": u.method, "seed": u.seed,
                      "ablation": u.ablation, "key": saved.prov.unit_key, **numbers},
             "measured": table is not None, "whyMissing": why_missing,
             "circuitLoss": _sig(meta.get("circuit_loss")), "ablationRows": meta.get("ablation_rows", 0),
@@ -423,7 +426,8 @@ def write_explorer(saved: SavedUnit, out_dir: Any, adapter_of: Any = None, back:
     return path, None if table is not None else why
 
 
-def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800) -> dict[str, str]:
+def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800,
+                    previous: Any = None) -> dict[str, str]:
     """Explorer pages of a board's pruned units under `OUT/explore/<submission>/`; {unit path: page path in OUT}.
 
     `units` is (submission content hash, unit file) pairs. Each model is loaded once, when it is on this
@@ -431,10 +435,14 @@ def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800
     are measured into the pages). A unit whose model is not here gets a page of structure and scores only,
     saying so. A circuit of more than `max_nodes` nodes (a random ranking's, a dense model's) gets no page
     here, to keep the site small: its entry is "" and `circuitbench circuit explore` writes one.
+
+    `previous` is the site this build replaces: a measured page there of the same unit and data format is
+    re-rendered from its own data, not measured again (a rebuild takes seconds, and gives the same bytes).
     """
     from pathlib import Path
 
     from circuitbench.errors import CircuitbenchError
+    from circuitbench.files import write_text_atomic
     from circuitbench.runs.saved import load_saved, load_unit_model, model_is_local
 
     models: dict[str, Any] = {}
@@ -464,6 +472,27 @@ def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800
 
         rel = f"explore/{content_hash}"
         back = f"../../tasks/{u.task.replace(':', '__').replace('/', '_')}.html"
-        path, _ = write_explorer(saved, Path(out) / rel, adapter_of, back, store=False)
-        pages[str(unit_file)] = f"{rel}/{Path(path).name}"
+        page = f"{rel}/{Path(unit_file).name.removesuffix('.parquet')}.html"
+        old = read_page_data(Path(previous) / page) if previous is not None else None
+        if old is not None and old.get("unit", {}).get("key") == saved.prov.unit_key and old.get("measured"):
+            write_text_atomic(Path(out) / page, explorer_html(old, [x.name for x in saved.circuit.sites], back))
+        else:
+            write_explorer(saved, Path(out) / rel, adapter_of, back, store=False)
+        pages[str(unit_file)] = page
     return pages
+
+
+def read_page_data(path: Any) -> dict[str, Any] | None:
+    """The data an explorer page embeds, when the file is a page of this data format; else None."""
+    import re
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    m = re.search(r'<script id="circuit-data" type="application/json">(.*?)</script>', path.read_text(), re.DOTALL)
+    try:
+        data = json.loads(m.group(1).replace("<\\/", "</")) if m else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("format") == PAGE_FORMAT else None

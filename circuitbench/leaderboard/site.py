@@ -378,8 +378,8 @@ def build(board: Path, out: Path | None = None, explore: bool = True) -> Path:
     (tmp / "tasks").mkdir(parents=True)
     (tmp / "submissions").mkdir()
     files = {"index.html": _index(entries, tasks, load_protocol(board)), "style.css": _CSS, "board.js": _JS}
-    pages = (board_explorers([(en.content_hash, u.path) for en in entries for u in en.pruned], tmp, DRAWN_NODES)
-             if explore else {})
+    pages = (board_explorers([(en.content_hash, u.path) for en in entries for u in en.pruned], tmp, DRAWN_NODES,
+                             out) if explore else {})
     for t in tasks:
         files[f"tasks/{_safe(t)}.html"] = _task_page(t, entries, pages)
     for en in entries:

@@ -13,6 +13,9 @@ BOARD = REPO / "leaderboard"
 def test_the_committed_site_is_a_fresh_build_of_the_committed_submissions(tmp_path):
     board = tmp_path / "leaderboard"
     shutil.copytree(BOARD / "submissions", board / "submissions")
+    # the committed site comes too: its explorer pages are re-rendered from the data they embed (measuring
+    # every circuit again takes about 10 minutes; tests/leaderboard/test_site.py measures a small board's)
+    shutil.copytree(BOARD / "site", board / "site")
     site = build(board)
     fresh = {p.relative_to(site).as_posix(): p.read_bytes() for p in site.rglob("*") if p.is_file()}
     committed = {p.relative_to(BOARD / "site").as_posix(): p.read_bytes()
@@ -33,3 +36,22 @@ def test_every_baseline_model_and_method_is_on_the_board_and_still_valid():
         report = validate(e.path / "results", e.path / META_FILE)
         assert report.ok, report.problems
         assert len(e.units) == 20
+
+
+def test_every_pruned_circuit_of_the_committed_board_has_a_measured_explorer_page():
+    from circuitbench.leaderboard.explore import read_page_data
+    from circuitbench.leaderboard.site import DRAWN_NODES
+
+    pages = 0
+    for e in load_board(BOARD):
+        for u in e.pruned:
+            page = BOARD / "site" / "explore" / e.content_hash / (u.path.name.removesuffix(".parquet") + ".html")
+            if u.summary["nodes"] > DRAWN_NODES:
+                assert not page.exists()
+                continue
+            data = read_page_data(page)
+            assert data is not None and data["measured"], page
+            assert data["unit"]["nodes"] == u.summary["nodes"] and len(data["nodes"]) == u.summary["nodes"]
+            assert all(n["act"] is not None and len(n["act"]) == len(data["examples"]) for n in data["nodes"].values())
+            pages += 1
+    assert pages >= 13  # at least every learned-mask circuit of both models
