@@ -126,17 +126,17 @@ def _cmd_circuit_eval(args: argparse.Namespace) -> int:
 def _cmd_circuit_export(args: argparse.Namespace) -> int:
     from circuitbench.runs.saved import export_graph_json, export_mib, export_parquet, load_saved, load_unit_model
 
+    if args.format in ("mib", "graph-json"):  # the flags first: a wrong name costs no loading
+        what = "MIB's circuit JSON" if args.format == "mib" else "circuit-tracer's graph JSON"
+        check_suffix(args.out, (".json",), what)
+    elif args.out.exists() and not args.out.is_dir():
+        raise CircuitbenchError(f"--out {args.out}: a file is in the way; give a folder for the Parquet tables")
     saved = load_saved(args.result)
     if args.format == "mib":
-        check_suffix(args.out, (".json",), "MIB's circuit JSON")
         print(f"MIB circuit (EAP-IG Graph JSON) -> {export_mib(saved, args.out)}")
         return 0
     from circuitbench.runs.explore import load_or_compute
 
-    if args.format == "graph-json":
-        check_suffix(args.out, (".json",), "circuit-tracer's graph JSON")
-    elif args.out.exists() and not args.out.is_dir():
-        raise CircuitbenchError(f"--out {args.out}: a file is in the way; give a folder for the Parquet tables")
     table = load_or_compute(saved, lambda: load_unit_model(saved, args.device), show_progress=True)
     if args.format == "graph-json":
         print(f"circuit-tracer graph JSON of test example {args.example} -> "

@@ -29,9 +29,13 @@ def _safe(name: str, default: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or default
 
 
+SIDE_TABLES = (".edges.parquet", ".nodes.parquet")
+"""The Parquet files that live beside a unit's own: its edge table and its node table (`results.nodes`)."""
+
+
 def unit_files(out: Path) -> list[Path]:
-    """Every unit's Parquet file under a results directory (not the edge tables beside them), sorted."""
-    return sorted(p for p in Path(out).glob("*/*.parquet") if not p.name.endswith(".edges.parquet"))
+    """Every unit's Parquet file under a results directory (not the edge and node tables beside them), sorted."""
+    return sorted(p for p in Path(out).glob("*/*.parquet") if not p.name.endswith(SIDE_TABLES))
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:

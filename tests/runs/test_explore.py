@@ -172,3 +172,13 @@ def test_parquet_export_round_trips(unit, table, tmp_path):
     assert [plain(e) for e in edges] == [plain(e) for e in saved.edges] and edges
     nodes = {r["node"] for r in table.rows}
     assert all(e["src"] in nodes and e["dst"] in nodes for e in edges)  # the two tables join on node names
+
+
+def test_a_node_table_beside_a_unit_is_not_taken_for_a_unit(unit, table, capsys):
+    from circuitbench.results.store import unit_files
+
+    assert node_table_path(unit).is_file()
+    assert unit_files(unit.parents[1]) == [unit]
+    assert main(["report", "--out", str(unit.parents[1])]) == 0  # the results directory still reads as one unit
+    out = capsys.readouterr().out
+    assert "tiny-sparse" in out and "learned_mask" in out and "1         1" in out  # one task, solved
