@@ -78,13 +78,14 @@ def explorer_data(saved: SavedUnit, table: NodeTable | None, why_missing: str = 
             act, top_acts = row.get("activation"), row.get("top_activations")
             scale = _scale([*(act or []), *(v for t in top_acts or [] for v in t)])
             effect = row.get("ablation_effect")
+            effect_scale = _scale(effect or [])
             nodes[name] = _sig({"site": site.name, "kind": site.kind, "layer": site.layer, "channel": ch,
                                 "score": float(saved.circuit.scores[offset + ch]),
                                 "as": scale, "act": _quantise(act, scale), "m0": row.get("mean_side0"),
                                 "m1": row.get("mean_side1"), "sep": row.get("separation"),
                                 "top": row.get("top_rows"), "topActs": [_quantise(t, scale) for t in top_acts or []],
-                                "ablLoss": row.get("ablated_loss"), "es": _scale(effect or []),
-                                "effect": _quantise(effect, _scale(effect or []))})
+                                "ablLoss": row.get("ablated_loss"), "es": effect_scale,
+                                "effect": _quantise(effect, effect_scale)})
         offset += site.width
     number = {name: i for i, name in enumerate(nodes)}
     edges = [[number[f"{e['src_site']}:{e['src_channel']}"], number[f"{e['dst_site']}:{e['dst_channel']}"],

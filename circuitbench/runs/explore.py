@@ -15,6 +15,7 @@ a stored table while it belongs to the same unit.
 
 from __future__ import annotations
 
+import bisect
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,7 @@ def _nodes(circuit: Any, index: NodeIndex) -> list[dict[str, Any]]:
         kept = torch.sort(kept).values
     out = []
     for flat in kept.tolist():
-        i = next(j for j in range(len(index.sites)) if index.offsets[j] <= flat < index.offsets[j + 1])
+        i = bisect.bisect_right(index.offsets, flat) - 1  # the site whose slice holds this node
         s = index.sites[i]
         ch = flat - index.offsets[i]
         out.append({"node": f"{s.name}:{ch}", "site": s.name, "kind": s.kind, "layer": s.layer, "channel": ch,
