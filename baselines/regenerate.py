@@ -2,6 +2,7 @@
 
     python baselines/regenerate.py              # recompute the baselines, resubmit, rebuild the board, README
     python baselines/regenerate.py --readme     # only rewrite the README's generated tables from baselines/
+    python baselines/regenerate.py --bridges    # only retrain the bundled bridges, steer again, rewrite the README
 
 Steps (each one what a user would run):
 1. `circuitbench compare` of the six methods on every task, board protocol (mean ablation, target 0.15,
@@ -9,8 +10,11 @@ Steps (each one what a user would run):
    `baselines/results/` (the learned-mask units are exactly `circuitbench run`'s default units);
 2. `baselines/submit_baselines.py` on an emptied `leaderboard/submissions/`: every submission goes through
    `circuitbench submit`'s validation, then the site is rebuilt;
-3. the README's generated tables (between `<!-- generated: NAME -->` and `<!-- end generated: NAME -->`)
-   are rewritten from `baselines/models/*` (the model cards) and `baselines/results/`.
+3. `circuitbench bridge train` between the two reference models into `baselines/bridges/tiny/` (evaluated
+   as it finishes), then `circuitbench bridge steer` on every task the sparse model prunes, writing each
+   `TASK.learned_mask.seed0.steer.parquet` beside its unit (`--bridges` redoes only this step and the README);
+4. the README's generated tables (between `<!-- generated: NAME -->` and `<!-- end generated: NAME -->`)
+   are rewritten from `baselines/models/*` (the model cards), `baselines/bridges/tiny/` and `baselines/results/`.
 
 `tests/test_reproduce.py` holds them together: the README's tables equal what step 3 writes from the
 committed files, and a sample of committed units recomputed at HEAD gives the same nodes and edges.
@@ -35,6 +39,9 @@ SPARSE, DENSE = "tiny-sparse", "tiny-dense"
 MODELS = (SPARSE, DENSE)
 METHODS = "learned-mask,eap,eap-ig,activation-patching,magnitude,random"
 COMPARE_ARGS = ["--method-arg", "activation_patching.max_examples=16"]
+BRIDGES = ROOT / "bridges" / "tiny"
+BRIDGE_ARGS = ["--steps", "400", "--lr", "1e-3"]
+"""The bundled bridges' settings (BENCHMARKS.md, Bridges: the learning rates tried)."""
 """Activation patching runs one forward pass per node and example: 16 examples keep it to minutes."""
 
 _SECTION = re.compile(r"(<!-- generated: (?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)",
@@ -217,12 +224,66 @@ def solved_tasks_text(model: str = SPARSE, bar: float = 0.9, near: float = 0.7) 
     return text
 
 
+def bridges_table(directory: Path = BRIDGES) -> str:
+    """Per location, what the bundled bridges carry: their evaluation, from their config."""
+    config = json.loads((directory / "bridge_config.json").read_text())
+    ev = config["evaluation"]
+    lines = ["| location | NMSE dense->sparse | NMSE sparse->dense | loss: sparse->dense hybrid | loss: dense->sparse "
+             "hybrid | loss: residual mean-ablated | task accuracy: s->d hybrid | mean-ablated |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in ev["rows"]:
+        lines.append(f"| `{r['location']}` | {r['nmse_enc']:.3f} | {r['nmse_dec']:.3f} | {r['loss_s2d']:.3f} | "
+                     f"{r['loss_d2s']:.3f} | {r['loss_mean']:.3f} | {r['acc_s2d']:.3f} | {r['acc_mean']:.3f} |")
+    first = ev["rows"][0]
+    carried = sum(r["carries"] for r in ev["rows"])
+    t = config["trained"]
+    lines += ["", f"The dense model alone: loss {first['loss_dense']:.3f} nats/token, task accuracy "
+              f"{first['acc_dense']:.3f}; the sparse model alone: {first['loss_sparse']:.3f} and "
+              f"{first['acc_sparse']:.3f} ({ev['windows']} held-out windows of {ev['ctx']} tokens; the first "
+              f"{ev['pairs']} test pairs of each of the {len(ev['tasks'])} tasks). Both hybrid passes beat mean "
+              f"ablation at **{carried} of {len(ev['rows'])}** locations. Trained in {t['steps']} steps "
+              f"({t['tokens'] / 1e3:.0f}K tokens, {t['elapsed_s'] / 60:.1f} min on {t['threads']} CPU threads)."]
+    return "\n".join(lines)
+
+
+def steering_table(results: Path) -> str:
+    """Per pruned task of the sparse model, the steer through the bundled bridges against its random control."""
+    from circuitbench.bridges.steer import read_steer
+
+    files = sorted((results / SPARSE).glob("*.learned_mask.seed0.steer.parquet"))
+    lines = ["| task | separating nodes | dense via bridge: circuit flips | random flips | circuit P(correct) shift | "
+             "random shift | sparse itself: circuit flips | random flips |", "|---|---|---|---|---|---|---|---|"]
+    wins = 0
+    for f in files:
+        res = read_steer(f)
+        got = {(r["intervention"], r["model"]): r for r in res.rows}
+        task = res.meta["task"]
+        if ("circuit", "dense") not in got:
+            lines.append(f"| {task} | 0 of {res.meta['residual_nodes']} | – | – | – | – | – | – |")
+            continue
+        c, r = got[("circuit", "dense")], got[("random", "dense")]
+        cs, rs = got[("circuit", "sparse")], got[("random", "sparse")]
+        win = abs(c["shift"]) > abs(r["shift"]) + 2 * r["shift_sd"]
+        wins += win
+        lines.append(f"| {task} | {c['channels']} of {res.meta['residual_nodes']} | "
+                     f"{'**' if win else ''}{c['flip_rate']:.0%}{'**' if win else ''} | {r['flip_rate']:.0%} | "
+                     f"{c['shift']:+.3f} | {r['shift']:+.3f} ± {r['shift_sd']:.3f} | {cs['flip_rate']:.0%} | "
+                     f"{rs['flip_rate']:.0%} |")
+    meta = read_steer(files[0]).meta if files else {}
+    lines += ["", f"The circuit's separating channels moved the dense model's answers more than random channels "
+              f"(|shift| beyond the control's mean + 2 sd over its {meta.get('controls', 0)} draws) on **{wins} of "
+              f"{len(files)}** tasks. Separating: |side-mean difference| >= {meta.get('min_separation')} pooled sd at "
+              f"the answer position; strength {meta.get('strength')} (each moved to the other side's mean); flips "
+              "count the examples answered correctly before."]
+    return "\n".join(lines)
+
+
 def sections(results: Path = ROOT / "results") -> dict[str, str]:
     """Every generated README section, by name, from the committed cards and results."""
     rows = _rows(results)
     return {"reference-models": reference_models_table(), "dense-sparse": dense_sparse_table(rows),
             "solved-tasks": solved_tasks_text(), "default-run": default_run_table(rows),
-            "methods": methods_table(rows)}
+            "methods": methods_table(rows), "bridges": bridges_table(), "steering": steering_table(results)}
 
 
 def render_readme(text: str, generated: dict[str, str]) -> str:
@@ -257,16 +318,34 @@ def recompute(results: Path, threads: int) -> None:
     fresh.rename(results)
 
 
+def bridges(results: Path, threads: int) -> None:
+    """Retrain the bundled bridges, then steer with every circuit the sparse model's learned mask pruned."""
+    from circuitbench.results.report import collect
+
+    _circuitbench("bridge", "train", "--dense", DENSE, "--sparse", SPARSE, "--out", str(BRIDGES.relative_to(REPO)),
+                  "--force", *BRIDGE_ARGS, "--threads", str(threads), "--quiet")
+    for f in (results / SPARSE).glob("*.steer.parquet"):
+        f.unlink()
+    for r in sorted(collect(results), key=lambda r: r["task"]):
+        if r["model"] == SPARSE and r["method"] == "learned_mask" and r["seed"] == 0 and r["status"] != "unsolved":
+            _circuitbench("bridge", "steer", "--task", r["task"], "--bridges", str(BRIDGES), "--results",
+                          str(results), "--threads", str(threads), "--quiet")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Recompute (unless --readme), resubmit, rebuild the board, rewrite the README."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--readme", action="store_true", help="only rewrite the README's tables from baselines/")
+    p.add_argument("--bridges", action="store_true", help="only retrain the bridges, steer, rewrite the README")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--results", type=Path, default=ROOT / "results")
     p.add_argument("--board", type=Path, default=REPO / "leaderboard")
     args = p.parse_args(argv)
-    if not args.readme:
+    if not args.readme and not args.bridges:
         recompute(args.results, args.threads)
+    if not args.readme:
+        bridges(args.results, args.threads)
+    if not args.readme and not args.bridges:
         shutil.rmtree(args.board / "submissions", ignore_errors=True)
         subprocess.run([sys.executable, str(ROOT / "submit_baselines.py"), "--results", str(args.results),
                         "--board", str(args.board)], check=True, cwd=REPO)

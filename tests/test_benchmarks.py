@@ -60,3 +60,11 @@ def test_bench_explore_times_a_committed_circuits_page_against_one_forward_pass(
     assert row["nodes"] > 0 and row["page KB"] > 10 and row["node table KB"] > 1
     assert json.loads((tmp_path / "x.json").read_text())["rows"] == out
     assert not (unit.parent / "while_return_true.learned_mask.seed0.nodes.parquet").exists()  # nothing written there
+
+
+def test_bench_bridges_times_a_bridge_step_and_a_steer_against_a_forward_backward(tmp_path):
+    out = _script("bench_bridges").main(["--batch", "2", "--ctx", "32", "--reps", "1", "--threads", "1",
+                                         "--controls", "1", "--json", str(tmp_path / "b.json")])
+    base, step, steer = out
+    assert base["x baseline"] == 1.0 and step["x baseline"] > 1 and steer["s"] > 0
+    assert "5 locations" in step["what"] and json.loads((tmp_path / "b.json").read_text())["rows"] == out

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from circuitbench.cli.board import add_leaderboard, add_report, add_submit
+from circuitbench.cli.bridge import add_bridge
 from circuitbench.cli.circuit import add_circuit
 from circuitbench.cli.common import Handler, Subparsers
 from circuitbench.cli.models import add_inspect, add_train, add_val_loss
@@ -37,6 +38,7 @@ SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     add_val_loss,
     add_tasks,
     add_export,
+    add_bridge,
 ]
 
 

@@ -67,6 +67,7 @@ def add_train(sub: Subparsers) -> None:
                        help=(d[name].description or "").replace("%", "%%"))
     p.add_argument("--init-from", default=None, metavar="MODEL_DIR", help=d["init_from"].description)
     p.add_argument("--distill-from", default=None, metavar="MODEL_DIR", help=d["distill_from"].description)
+    p.add_argument("--bridge-to", default=None, metavar="DENSE_DIR", help=d["bridge_to"].description)
     p.add_argument("--anneal-afrac", action="store_true", help=d["anneal_afrac"].description)
     for name in ("afrac", "weight_density", "lr", "warmup", "weight_decay", "adam_eps",
                  "target_val_loss", "anneal_end", "distill_coef"):

@@ -107,7 +107,49 @@ def explorer_data(saved: SavedUnit, table: NodeTable | None, why_missing: str = 
             "examples": examples, "nodesWithData": meta.get("nodes_with_data", 0),
             "nodesAblated": meta.get("nodes_ablated", 0), "nodes": nodes, "names": list(nodes), "edges": edges,
             "edgesComplete": saved.edges_complete, "edgesTotal": saved.edges_total,
-            "kindColours": KIND_COLOURS}
+            "kindColours": KIND_COLOURS, "steering": steering_data(saved.path)}
+
+
+STEER_COLUMNS = ("intervention", "model", "channels", "p_correct_before", "p_correct_after", "shift", "flip_rate",
+                 "shift_sd", "draws")
+
+
+def steering_data(unit_path: Any) -> dict[str, Any] | None:
+    """What `circuitbench bridge steer` measured with this circuit, when its table lies beside the unit."""
+    from pathlib import Path
+
+    from circuitbench.bridges.steer import read_steer, steer_path
+
+    path = steer_path(Path(unit_path))
+    if not path.is_file():
+        return None
+    try:
+        res = read_steer(path)
+    except (OSError, ValueError, KeyError):
+        return None
+    return {"rows": [{k: _sig(r.get(k)) for k in STEER_COLUMNS} | {"nodes": r.get("nodes", "")} for r in res.rows],
+            "separating": [n for c in res.meta.get("separating", []) for n in c.get("nodes", [])],
+            "bridges": Path(str(res.meta.get("bridges", ""))).name, "strength": res.meta.get("strength"),
+            "minSeparation": res.meta.get("min_separation"), "unitKey": res.meta.get("unit_key")}
+
+
+def steering_html(steering: dict[str, Any] | None, unit_key: str) -> str:
+    """The page's steering section: the table `bridge steer` wrote beside the unit, or nothing."""
+    if not steering or steering.get("unitKey") != unit_key:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("steered", "model", "channels", "P(correct) before", "after",
+                                              "flip rate"))
+    body = "".join(
+        f"<tr><td>{escape(r['intervention'])}</td><td>{'dense (via bridge)' if r['model'] == 'dense' else 'sparse'}"
+        f"</td><td>{r['channels']}</td><td>{_fmt(r['p_correct_before'])}</td><td>{_fmt(r['p_correct_after'])}</td>"
+        f"<td>{r['flip_rate']:.0%}" + (f" (mean of {r['draws']} draws)" if r["draws"] > 1 else "") + "</td></tr>"
+        for r in steering["rows"])
+    sep = ", ".join(escape(n) for n in steering["separating"]) or "none"
+    return (f'<section id="steering"><h3>Steering through bridges ({escape(steering["bridges"])})</h3>'
+            f"<p>Separating nodes (ringed in the graph): {sep}. Each moved to the other side's mean at the answer "
+            f"position (strength {_fmt(steering['strength'])}), decoded into the dense model; random: as many "
+            f"channels outside the circuit at the same locations.</p>"
+            f'<table class="numbers steer"><tr>{head}</tr>{body}</table></section>')
 
 
 def _layout(data: dict[str, Any], site_order: list[str]) -> tuple[dict[str, tuple[float, float]], list[str], float,
@@ -140,9 +182,12 @@ def graph_svg(data: dict[str, Any], site_order: list[str]) -> str:
     pos, parts, width, height = _layout(data, site_order)
     lx, ly = pos["logits"]
     circles = []  # the edges are drawn by the page's script from the embedded data (half the page's size)
+    steering = data.get("steering") or {}
+    ringed = set(steering.get("separating", [])) if steering.get("unitKey") == data["unit"]["key"] else set()
     for name, n in data["nodes"].items():
         x, y = pos[name]
-        circles.append(f'<g class="node" data-node="{escape(name)}" transform="translate({_n(x)},{_n(y)})">'
+        cls = "node separating" if name in ringed else "node"
+        circles.append(f'<g class="{cls}" data-node="{escape(name)}" transform="translate({_n(x)},{_n(y)})">'
                        f'<circle r="7" fill="{KIND_COLOURS.get(n["kind"], "#fff")}"/>'
                        f'<text x="9" y="4">{n["channel"]}</text><title>{escape(name)}</title></g>')
     circles.append(f'<g class="logit" transform="translate({_n(lx)},{_n(ly)})"><rect x="-8" y="-8" width="16" '
@@ -173,7 +218,7 @@ def explorer_html(data: dict[str, Any], site_order: list[str], back: str | None 
 <header><b>circuit explorer</b> · {escape(title)} · seed {u['seed']} · {escape(u['ablation'])} ablation
 {back_link}</header>
 <main><section id="left">
-<table class="numbers">{nums}</table>{note}
+<table class="numbers">{nums}</table>{note}{steering_html(data.get("steering"), u["key"])}
 <div class="controls"><label>colour nodes by <select id="pair-select">{''.join(options)}</select></label>
 <button id="zoom-in" type="button">+</button><button id="zoom-out" type="button">−</button>
 <button id="zoom-reset" type="button">fit</button>
@@ -271,6 +316,7 @@ def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800
         page = f"{rel}/{Path(unit_file).name.removesuffix('.parquet')}.html"
         old = read_page_data(Path(previous) / page) if previous is not None else None
         if old is not None and old.get("unit", {}).get("key") == saved.prov.unit_key and old.get("measured"):
+            old["steering"] = steering_data(saved.path)  # steered since, or steered again: what lies beside it now
             write_text_atomic(Path(out) / page, explorer_html(old, [x.name for x in saved.circuit.sites], back))
         else:
             write_explorer(saved, Path(out) / rel, adapter_of, back, store=False)

@@ -19,6 +19,9 @@ table.numbers th, table.numbers td { padding: 1px 8px 1px 0; text-align: left; }
 #graph .count { fill: #777; }
 .node circle { stroke: #263238; stroke-width: 1; cursor: pointer; }
 .node.selected circle { stroke: #000; stroke-width: 3; }
+.node.separating circle { stroke: #ff6f00; stroke-width: 3; }
+#steering h3 { font-size: 13px; margin: 8px 0 2px; }
+#steering p { font-size: 12px; margin: 2px 0 4px; max-width: 60em; }
 .logit rect { fill: #ffe082; stroke: #263238; }
 .edge { stroke-opacity: 0.55; pointer-events: none; }
 .edge.pos { stroke: #1f5fbf; }

@@ -71,12 +71,17 @@ class Report:
 
 
 def submission_files(results: Path, units: list[Path]) -> list[Path]:
-    """The files a submission is made of: its units and the circuit and edge table beside each, sorted."""
+    """The files a submission is made of: its units and the circuit, edge table and steering table beside each.
+
+    The steering table (`circuitbench bridge steer`'s, where one was measured) is shown on the unit's explorer
+    page as the submitter measured it; the board does not recompute it.
+    """
+    from circuitbench.bridges.steer import steer_path
     from circuitbench.results.circuit import circuit_paths
 
     out = []
     for u in units:
-        out += [p for p in (u, *circuit_paths(u)) if p.is_file()]
+        out += [p for p in (u, *circuit_paths(u), steer_path(u)) if p.is_file()]
     return sorted(out)
 
 
@@ -166,6 +171,7 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Prot
     derived = board_numbers(m, u)
     if derived["status"] not in NOT_PRUNED:
         _check_circuit_files(path, summary, report)
+        _check_steering(path, prov.unit_key, report)
     for key, value in derived.items():
         if not _close(summary.get(key), value):
             report.add(path, f"summary {key} = {summary.get(key)!r} does not follow from the unit's measurements "
@@ -182,6 +188,24 @@ def _check_hyperparameters(path: Path, meta: SubmissionMeta, kwargs: dict[str, A
         elif kwargs[key] != want:
             report.add(path, f"provenance.unit.method_kwargs.{key} = {kwargs[key]!r} differs from "
                        f"{META_FILE} method.hyperparameters.{key} = {want!r}")
+
+
+def _check_steering(path: Path, unit_key: str, report: Report) -> None:
+    """A steering table beside the unit, when there is one, is readable and was measured with this unit's circuit."""
+    from circuitbench.bridges.steer import read_steer, steer_path
+
+    spath = steer_path(path)
+    if not spath.is_file():
+        return
+    try:
+        res = read_steer(spath)
+    except (OSError, ValueError) as err:
+        report.add(spath, f"unreadable steering table ({type(err).__name__}); rerun `circuitbench bridge steer` or "
+                   "remove it")
+        return
+    if res.meta.get("unit_key") != unit_key:
+        report.add(spath, f"measured with unit {res.meta.get('unit_key')}, not this one ({unit_key}); rerun "
+                   "`circuitbench bridge steer` on it or remove it")
 
 
 def _check_circuit_files(path: Path, summary: dict[str, Any], report: Report) -> None:

@@ -29,8 +29,9 @@ def _safe(name: str, default: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or default
 
 
-SIDE_TABLES = (".edges.parquet", ".nodes.parquet")
-"""The Parquet files that live beside a unit's own: its edge table and its node table (`results.nodes`)."""
+SIDE_TABLES = (".edges.parquet", ".nodes.parquet", ".steer.parquet")
+"""The Parquet files that live beside a unit's own: its edge table, its node table (`results.nodes`) and its steering
+results (`bridges.steer`)."""
 
 
 def unit_files(out: Path) -> list[Path]:

@@ -71,6 +71,11 @@ class TrainConfig(BaseModel):
     of the next-token distributions. The teacher's forward pass runs every step."""
     distill_coef: float = 1.0
     """Weight of the distillation KL term."""
+    bridge_to: Path | None = None
+    """A frozen dense model directory (same tokenizer, same blocks): train bridges to it jointly with this
+    model (Gao et al. 2025's recipe): the loss adds the bridges' normalised MSE both ways and the KL of each
+    hybrid pass to the dense model's output, at every residual location; the bridges are written to
+    OUT/bridges (`circuitbench bridge eval|steer` read them)."""
     seed: int = 0
     """Seeds the initialisation and the batch sampler."""
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
@@ -137,7 +142,8 @@ def check(cfg: TrainConfig) -> None:
                         "target from the first step, for a run that starts from a sparse model)")
     if cfg.distill_coef < 0 or cfg.distill_coef != cfg.distill_coef:
         problems.append(f"--distill-coef {cfg.distill_coef}: give a weight >= 0")
-    for flag, path in (("--init-from", cfg.init_from), ("--distill-from", cfg.distill_from)):
+    for flag, path in (("--init-from", cfg.init_from), ("--distill-from", cfg.distill_from),
+                       ("--bridge-to", cfg.bridge_to)):
         if path is not None and not (Path(path) / "beeg_config.json").is_file():
             problems.append(f"{flag} {path}: not a model directory (no beeg_config.json); give a directory "
                             "written by circuitbench train")

@@ -9,15 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
-from torch import Tensor
 
-from circuitbench.corpus import Corpus, collect_corpus
+from circuitbench.corpus import Corpus, collect_corpus, sample_batch, val_windows
 from circuitbench.errors import CircuitbenchError
 from circuitbench.train.tokenizer import EOT, save_tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
+
+__all__ = ["TokenData", "load_corpus", "prepare_data", "sample_batch", "val_windows"]
+"""`sample_batch` and `val_windows` live in `circuitbench.corpus` (bridges use them too); re-exported here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,33 +134,3 @@ def prepare_data(
     return TokenData(arrays["train"], arrays["val"], tok_path, corpus.hash, tok_hash), corpus
 
 
-def sample_batch(data: np.ndarray, batch_size: int, ctx: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Random windows of ctx+1 tokens: inputs [B, ctx] and next-token targets [B, ctx].
-
-    Args:
-        data: Token ids.
-        batch_size: Number of windows B.
-        ctx: Context length.
-        gen: Seeded generator; its state is all the sampler's state (saved in checkpoints).
-    """
-    if len(data) <= ctx + 1:
-        raise ValueError(f"{len(data)} tokens is too few for windows of {ctx + 1}")
-    starts = torch.randint(0, len(data) - ctx - 1, (batch_size,), generator=gen)
-    idx = starts[:, None] + torch.arange(ctx + 1)[None, :]  # (B, ctx+1)
-    windows = torch.from_numpy(data[idx.numpy()].astype(np.int64))  # (B, ctx+1)
-    return windows[:, :-1], windows[:, 1:]
-
-
-def val_windows(data: np.ndarray, ctx: int, max_windows: int) -> tuple[Tensor, Tensor]:
-    """Fixed, evenly spaced validation windows: inputs and targets [N, ctx]."""
-    n = min(max_windows, (len(data) - 1) // ctx)
-    if n <= 0:
-        raise CircuitbenchError(
-            f"the validation split has {len(data)} tokens, too few for one window of {ctx + 1}; "
-            "use a larger corpus (about 2% of its files, chosen by content hash, are held out)."
-        )
-    stride = (len(data) - ctx - 1) // n
-    starts = torch.arange(n) * stride
-    idx = starts[:, None] + torch.arange(ctx + 1)[None, :]  # (N, ctx+1)
-    windows = torch.from_numpy(data[idx.numpy()].astype(np.int64))  # (N, ctx+1)
-    return windows[:, :-1], windows[:, 1:]

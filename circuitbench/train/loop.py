@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from circuitbench.bridges.bridge import Bridges
+from circuitbench.bridges.losses import bridge_losses
 from circuitbench.errors import CircuitbenchError
 from circuitbench.hardware import autocast
 from circuitbench.hardware import resolve_precision as _resolve_precision
@@ -81,7 +83,7 @@ def _identity(cfg: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _RUNTIME_FIELDS}
 
 
-def _build(cfg: TrainConfig) -> tuple[SparseGPT, torch.optim.Optimizer]:
+def _build(cfg: TrainConfig, bridges: Bridges | None = None) -> tuple[SparseGPT, torch.optim.Optimizer]:
     torch.manual_seed(cfg.seed)
     model = SparseGPT(model_config(cfg))
     if cfg.pos_emb == "zero":
@@ -90,8 +92,11 @@ def _build(cfg: TrainConfig) -> tuple[SparseGPT, torch.optim.Optimizer]:
         model.transformer.wpe.weight.requires_grad_(False)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() == 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if bridges is not None:  # the bridges train with the model, undecayed
+        groups.append({"params": list(bridges.parameters()), "weight_decay": 0.0})
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        groups,
         lr=cfg.lr,
         betas=(0.9, 0.95),  # Gao et al. 2025, App.
         eps=cfg.adam_eps,
@@ -184,7 +189,8 @@ def evaluate(model: SparseGPT, x: torch.Tensor, y: torch.Tensor, chunk: int = 16
 def train_step(
     model: SparseGPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
     step: int, params: list[torch.nn.Parameter], sparse: list[tuple[str, torch.nn.Parameter]],
-    precision: str = "float32", teacher: SparseGPT | None = None,
+    precision: str = "float32", teacher: SparseGPT | None = None, bridged: tuple[Bridges, SparseGPT] | None = None,
+    row: dict[str, Any] | None = None,
 ) -> tuple[torch.Tensor, float, float, float]:
     """One optimizer step of the recipe.
 
@@ -199,14 +205,25 @@ def train_step(
         sparse: The parameters the top-|w| projection applies to.
         precision: `float32`, or `bfloat16` for autocast matrix products (resolved, not `auto`).
         teacher: With distillation, the frozen teacher; the loss adds cfg.distill_coef x KL.
+        bridged: With joint bridge training, the bridges and the frozen dense model; the loss adds
+            `bridges.losses.bridge_losses` (the model's own logits come from the same forward pass), and the
+            bridges' parameters (in `params` and the optimizer) step with the model's.
+        row: Receives the bridge losses of the step (means over locations), for the loss curve.
 
     Returns:
         (next-token cross-entropy, learning rate used, density after the step, seconds spent in the projection).
     """
+    bl = None
     with autocast(precision):
-        logits = model(x)  # (B, T, V), bfloat16 under autocast
+        if bridged is None:
+            logits = model(x)  # (B, T, V), bfloat16 under autocast
+        else:
+            bl = bridge_losses(bridged[0], bridged[1], model, x)
+            logits = bl.sparse_logits
     loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())  # float32 loss
-    total = loss
+    total = loss if bl is None else loss + bl.total
+    if bl is not None and row is not None:
+        row.update({f"bridge_{k}": round(v, 5) for k, v in bl.summary().items() if k != "total"})
     if teacher is not None:
         with torch.no_grad(), autocast(precision):
             teacher_logits = teacher(x)
@@ -266,11 +283,13 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
         corpus_hash = corpus.hash
     check_tokenizer("--init-from", cfg.init_from, data)
     check_tokenizer("--distill-from", cfg.distill_from, data)
-    model, opt = _build(cfg)
+    check_tokenizer("--bridge-to", cfg.bridge_to, data)
+    bridged = _bridge_to(cfg)
+    model, opt = _build(cfg, None if bridged is None else bridged[0])
     teacher = None if cfg.distill_from is None else load_model_dir(cfg.distill_from, "--distill-from")
     if teacher is not None:
         teacher.requires_grad_(False)
-    run = _Run(cfg, model, opt, torch.Generator().manual_seed(cfg.seed))
+    run = _Run(cfg, model, opt, torch.Generator().manual_seed(cfg.seed), bridged)
     run.start()
     vx, vy = val_windows(data.val, cfg.ctx, cfg.val_windows)
     reached_target = run.steps(data, vx, vy, teacher)
@@ -282,14 +301,83 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
         model.bigram_table.copy_(model.bigram_table.to(torch.bfloat16).float())
     finalize(cfg, model, data, run.history, run.elapsed, corpus_hash, evaluate(model, vx, vy), int(vy.numel()),
              resolve_precision(cfg))
+    if bridged is not None:
+        _write_joint_bridges(cfg, bridged, run.history, run.elapsed, data)
     return out
+
+
+BRIDGES_DIR = "bridges"
+"""Where `--bridge-to` writes the jointly trained bridges, inside the model's directory."""
+
+
+def _bridge_to(cfg: TrainConfig) -> tuple[Bridges, SparseGPT] | None:
+    """With --bridge-to: the frozen dense model and fresh bridges at every residual location both models share.
+
+    Raises:
+        CircuitbenchError: when the dense model's blocks differ from this run's (the locations must match).
+    """
+    if cfg.bridge_to is None:
+        return None
+    from circuitbench.bridges.bridge import residual_locations
+    from circuitbench.models.native import hook_names
+
+    dense = load_model_dir(cfg.bridge_to, "--bridge-to").requires_grad_(False)
+    ours = model_config(cfg)
+    if dense.config.n_layer != ours.n_layer:
+        raise CircuitbenchError(f"--bridge-to {cfg.bridge_to}: {dense.config.n_layer} blocks, this run trains "
+                                f"{ours.n_layer}; bridges join the same residual location of both models, so give "
+                                "--n-layer equal to the dense model's")
+    locations = residual_locations(hook_names(ours))
+    topk = None if cfg.dense else max(1, int(cfg.afrac * ours.d_model))
+    torch.manual_seed(cfg.seed + 1)
+    return Bridges(locations, dense.config.d_model, ours.d_model, topk), dense
+
+
+def _write_joint_bridges(cfg: TrainConfig, bridged: tuple[Bridges, SparseGPT], history: list[dict[str, Any]],
+                         elapsed: float, data: TokenData) -> None:
+    """Save the jointly trained bridges and their card in OUT/bridges."""
+    from circuitbench.bridges.bridge import save_bridges
+    from circuitbench.bridges.card import write_card
+    from circuitbench.models.native import file_sha256
+
+    bridges = bridged[0]
+    out = Path(cfg.out_dir)
+    keys = ("nmse_enc", "nmse_dec", "kl_d2s", "kl_s2d")
+    rows = [r for r in history if "bridge_kl_d2s" in r]
+
+    def losses(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: r[f"bridge_{k}"] for k in keys} | {"step": r["step"]}
+
+    weights = out / "final_model.pt"
+    config = {"settings": {"nmse_coef": 1.0, "kl_coef": 1.0, "lr": cfg.lr, "batch_size": cfg.batch_size,
+                           "ctx": cfg.ctx, "seed": cfg.seed},
+              "dense": {"name": Path(cfg.bridge_to or "").name, "path": str(Path(cfg.bridge_to or "").resolve()),
+                        "weights_sha256": file_sha256(_weights_file(Path(cfg.bridge_to or "")))},
+              "sparse": {"name": out.name, "path": str(out.resolve()), "weights_sha256": file_sha256(weights)},
+              "trained": {"steps": rows[-1]["step"] if rows else 0,
+                          "tokens": (rows[-1]["step"] if rows else 0) * cfg.batch_size * cfg.ctx,
+                          "elapsed_s": round(elapsed, 1), "first": losses(rows[0]) if rows else {},
+                          "last": losses(rows[-1]) if rows else {}, "threads": torch.get_num_threads()},
+              "joint": True, "command": cfg.command,
+              "corpus": f"{cfg.corpus} (tokenizer {data.tokenizer_hash[:12]})"}
+    bridges.eval().requires_grad_(False)
+    save_bridges(out / BRIDGES_DIR, bridges, config)
+    full = json.loads((out / BRIDGES_DIR / "bridge_config.json").read_text())
+    write_card(out / BRIDGES_DIR, full)
+
+
+def _weights_file(directory: Path) -> Path:
+    from circuitbench.models.checkpoint import find_weights
+
+    return find_weights(directory)
 
 
 class _Run:
     """The state of one training run between steps: where it is, its loss curve, and its checkpoint."""
 
-    def __init__(self, cfg: TrainConfig, model: SparseGPT, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
-        self.cfg, self.model, self.opt, self.gen = cfg, model, opt, gen
+    def __init__(self, cfg: TrainConfig, model: SparseGPT, opt: torch.optim.Optimizer, gen: torch.Generator,
+                 bridged: tuple[Bridges, SparseGPT] | None = None) -> None:
+        self.cfg, self.model, self.opt, self.gen, self.bridged = cfg, model, opt, gen, bridged
         self.out = Path(cfg.out_dir)
         self.step, self.history, self.elapsed = 0, cast(list[dict[str, Any]], []), 0.0
 
@@ -310,6 +398,8 @@ class _Run:
                     "resume with the same arguments or use another --out directory."
                 )
             self.model.load_state_dict(state["model"])
+            if self.bridged is not None:
+                self.bridged[0].load_state_dict(state["bridges"])
             self.opt.load_state_dict(state["optimizer"])
             self.gen.set_state(state["generator"])
             self.step, self.history, self.elapsed = state["step"], json.loads(state["history"]), state["elapsed_s"]
@@ -328,6 +418,8 @@ class _Run:
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                  "generator": self.gen.get_state(), "step": self.step, "history": json.dumps(self.history),
                  "elapsed_s": self.elapsed, "config": json.dumps(_identity(self.cfg))}
+        if self.bridged is not None:
+            state["bridges"] = self.bridged[0].state_dict()
         save_checkpoint(state, self.out, keep=self.cfg.keep_checkpoints)
         write_curve(self.history, self.out / LOSS_CURVE)
 
@@ -335,6 +427,9 @@ class _Run:
         """Train until `max_steps`, `stop_after` or the target validation loss; True when the target was reached."""
         cfg, model = self.cfg, self.model
         params = [p for p in model.parameters() if p.requires_grad]
+        if self.bridged is not None:
+            self.bridged[0].train()
+            params += list(self.bridged[0].parameters())
         sparse = recipe.sparsifiable(model)
         tokens_per_step = cfg.batch_size * cfg.ctx
         precision = resolve_precision(cfg)
@@ -349,10 +444,12 @@ class _Run:
         while self.step < end and not reached_target:
             t0 = time.perf_counter()
             x, y = sample_batch(data.train, cfg.batch_size, cfg.ctx, self.gen)
-            loss, lr, density, _ = train_step(model, self.opt, x, y, cfg, self.step, params, sparse, precision, teacher)
+            bridge_row: dict[str, Any] = {}
+            loss, lr, density, _ = train_step(model, self.opt, x, y, cfg, self.step, params, sparse, precision, teacher,
+                                              self.bridged, bridge_row)
             self.step += 1
             row: dict[str, Any] = {"step": self.step, "tokens": self.step * tokens_per_step,
-                                   "train_loss": round(loss.item(), 5), "lr": lr, "density": density}
+                                   "train_loss": round(loss.item(), 5), "lr": lr, "density": density, **bridge_row}
             if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
                 row["val_loss"] = round(evaluate(model, vx, vy), 5)
                 log.info("step %d: train %.4f, val %.4f", self.step, row["train_loss"], row["val_loss"])

@@ -31,6 +31,7 @@ META = "train_meta.json"
 def write_curve(history: list[dict[str, Any]], path: Path) -> None:
     """Write the loss curve as CSV, atomically."""
     fields = ["step", "tokens", "train_loss", "val_loss", "lr", "density", "elapsed_s"]
+    fields += sorted({k for row in history[:1] for k in row if k.startswith("bridge_")})  # joint bridge training
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
