@@ -247,34 +247,42 @@ def bridges_table(directory: Path = BRIDGES) -> str:
 
 
 def steering_table(results: Path) -> str:
-    """Per pruned task of the sparse model, the steer through the bundled bridges against its random control."""
+    """Per pruned task of the sparse model, the steer through the bundled bridges against its random controls."""
     from circuitbench.bridges.steer import read_steer
+    from circuitbench.cli.bridge import beats_controls
 
     files = sorted((results / SPARSE).glob("*.learned_mask.seed0.steer.parquet"))
-    lines = ["| task | separating nodes | dense via bridge: circuit flips | random flips | circuit P(correct) shift | "
-             "random shift | sparse itself: circuit flips | random flips |", "|---|---|---|---|---|---|---|---|"]
-    wins = 0
+    lines = ["| task | separating channels (of the circuit's residual nodes) | dense via bridge: circuit flips | random flips | random, same size: flips | "
+             "circuit P(correct) shift | random, same size: shift | sparse itself: circuit flips | random flips |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    wins, fails = 0, []
     for f in files:
         res = read_steer(f)
         got = {(r["intervention"], r["model"]): r for r in res.rows}
         task = res.meta["task"]
         if ("circuit", "dense") not in got:
-            lines.append(f"| {task} | 0 of {res.meta['residual_nodes']} | – | – | – | – | – | – |")
+            lines.append(f"| {task} | 0 of {res.meta['residual_nodes']} | – | – | – | – | – | – | – |")
+            fails.append(task)
             continue
-        c, r = got[("circuit", "dense")], got[("random", "dense")]
+        c, r, m = got[("circuit", "dense")], got[("random", "dense")], got[("random_matched", "dense")]
         cs, rs = got[("circuit", "sparse")], got[("random", "sparse")]
-        win = abs(c["shift"]) > abs(r["shift"]) + 2 * r["shift_sd"]
+        win = bool(beats_controls(res.rows))
         wins += win
-        lines.append(f"| {task} | {c['channels']} of {res.meta['residual_nodes']} | "
-                     f"{'**' if win else ''}{c['flip_rate']:.0%}{'**' if win else ''} | {r['flip_rate']:.0%} | "
-                     f"{c['shift']:+.3f} | {r['shift']:+.3f} ± {r['shift_sd']:.3f} | {cs['flip_rate']:.0%} | "
-                     f"{rs['flip_rate']:.0%} |")
+        if not win:
+            fails.append(task)
+        b = "**" if win else ""
+        lines.append(f"| {task} | {c['channels']} of {res.meta['residual_nodes']} | {b}{c['flip_rate']:.0%}{b} | "
+                     f"{r['flip_rate']:.0%} | {m['flip_rate']:.0%} | {c['shift']:+.3f} | "
+                     f"{m['shift']:+.3f} ± {m['shift_sd']:.3f} | {cs['flip_rate']:.0%} | {rs['flip_rate']:.0%} |")
     meta = read_steer(files[0]).meta if files else {}
-    lines += ["", f"The circuit's separating channels moved the dense model's answers more than random channels "
-              f"(|shift| beyond the control's mean + 2 sd over its {meta.get('controls', 0)} draws) on **{wins} of "
-              f"{len(files)}** tasks. Separating: |side-mean difference| >= {meta.get('min_separation')} pooled sd at "
-              f"the answer position; strength {meta.get('strength')} (each moved to the other side's mean); flips "
-              "count the examples answered correctly before."]
+    lines += ["", f"The circuit's separating channels moved the dense model's P(correct) more than both random "
+              f"controls (by more than the control's mean shift + 2 sd over its {meta.get('controls', 0)} draws) on "
+              f"**{wins} of {len(files)}** tasks" + (f"; not on {', '.join(fails)}." if fails else ".") +
+              f" Separating: side means {meta.get('min_separation')} pooled sd apart or more at the answer position; "
+              f"strength {meta.get('strength')} (each moved to the other side's mean); flips count the examples "
+              "answered correctly before. *Random*: as many channels outside the circuit at the same locations, "
+              "each moved to the other side's mean of its own values; *same size*: moved by as much as the circuit "
+              "channel it stands in for."]
     return "\n".join(lines)
 
 

@@ -4,7 +4,8 @@ For a task and the sparse model's saved circuit on it:
 1. The circuit's nodes on the residual stream (attention and MLP reads and writes: `bridge.location_of`)
    are mapped to their residual channel at a bridge location. On the task's test pairs the sparse model
    runs unpatched; a channel *separates* the contrast when the mean of its value at the answer position
-   on the two sides differs by at least `min_separation` pooled standard deviations.
+   on the two sides differs by at least `min_separation` pooled standard deviations. A channel that
+   separates at several locations is moved once, at the earliest: the residual stream carries it on.
 2. Each test example's separating channels are moved from their value towards the other side's mean
    (`strength` 1: all the way), at the answer position, in the sparse residual. The change decodes into the
    dense model through the bridge's linear decoder (dec(s + d e_c) - dec(s) = d W[:, c]) and is added to the
@@ -12,8 +13,10 @@ For a task and the sparse model's saved circuit on it:
 3. Measured on both models: P(correct) between the two completions before and after, its shift, and the
    flip rate (of the examples answered correctly before, the share that now prefer the other side's
    completion), for: all separating channels together (`circuit`), each alone (`node`), the same number of
-   random channels at the same locations outside the circuit moved the same way (`random`, averaged over
-   `controls` draws), and nothing (`none`).
+   random channels at the same locations outside the circuit moved the same way, each towards the other
+   side's mean of its own values (`random`), the same random channels each moved by as much as its circuit
+   channel was (`random_matched`: a control of the same size that points elsewhere), both averaged over
+   `controls` draws, and nothing (`none`).
 The sparse model's own rows are the reference: what the same move does where the circuit lives.
 """
 
@@ -96,7 +99,17 @@ def steer(bridges: Bridges, dense: ModelAdapter, sparse: ModelAdapter, saved: An
         if abs(sep) >= min_separation:
             separating.append({"location": loc, "channel": ch, "nodes": names, "mean_side0": m0, "mean_side1": m1,
                                "separation": sep})
-    separating.sort(key=lambda r: -abs(float(r["separation"])))
+    # The residual stream carries a channel forward: one that separates at several locations is moved once,
+    # at the earliest (moving it again later, from its unmoved value, would move it twice).
+    order = {loc: i for i, loc in enumerate(bridges.locations)}
+    first: dict[int, dict[str, Any]] = {}
+    for entry in sorted(separating, key=lambda r: order[str(r["location"])]):
+        ch = int(entry["channel"])
+        if ch in first:
+            first[ch]["nodes"] = [*first[ch]["nodes"], *entry["nodes"]]
+        else:
+            first[ch] = entry
+    separating = sorted(first.values(), key=lambda r: -abs(float(r["separation"])))
     base = _Measure(dense, sparse, bridges, rows, at_answer, stats, side, strength)
     out = [*base.run("none", [], "")]
     if separating:
@@ -106,30 +119,40 @@ def steer(bridges: Bridges, dense: ModelAdapter, sparse: ModelAdapter, saved: An
             out += base.run("node", [(str(r["location"]), int(r["channel"]))], ",".join(r["nodes"]))
         gen = torch.Generator().manual_seed(seed)
         in_circuit = {loc: {ch for (lc, ch) in candidates if lc == loc} for loc in bridges.locations}
-        draws = []
+        random_draws, matched_draws = [], []
         for _ in range(controls):
-            pick: list[tuple[str, int]] = []
-            for loc, _ in chans:
-                pool = [c for c in range(at_answer[loc].shape[1]) if c not in in_circuit[loc]
-                        and (loc, c) not in pick]
-                if not pool:
-                    continue
-                pick.append((loc, pool[int(torch.randint(len(pool), (1,), generator=gen))]))
-            draws.append(base.run("random", pick, ""))
-        for model_i in range(2):  # average the draws per model
-            group = [d[model_i] for d in draws]
-            avg = dict(group[0])
-            for k in ("p_correct_after", "shift", "flip_rate", "accuracy_after"):
-                avg[k] = sum(g[k] for g in group) / len(group)
-            avg["shift_sd"] = _sd([g["shift"] for g in group])
-            avg["draws"] = len(group)
-            avg["nodes"] = f"{len(pick)} random channels per draw at the same locations"
-            out.append(avg)
+            pairs: list[tuple[tuple[str, int], tuple[str, int]]] = []  # (circuit channel, random stand-in)
+            for src in chans:
+                loc = src[0]
+                taken = {p for _, p in pairs}
+                pool = [c for c in range(at_answer[loc].shape[1]) if c not in in_circuit[loc] and (loc, c) not in taken]
+                if pool:
+                    pairs.append((src, (loc, pool[int(torch.randint(len(pool), (1,), generator=gen))])))
+            pick = [p for _, p in pairs]
+            random_draws.append(base.run("random", pick, ""))
+            matched_draws.append(base.run("random_matched", pick, "", like=[c for c, _ in pairs]))
+        out += _average(random_draws, f"{len(chans)} random channels per draw at the same locations, each moved "
+                        "to the other side's mean of its own values")
+        out += _average(matched_draws, f"{len(chans)} random channels per draw at the same locations, each moved "
+                        "by its circuit channel's change")
     meta = {"task": u.task, "unit_key": saved.prov.unit_key, "unit": str(saved.path), "method": u.method,
             "circuit_nodes": circuit.k, "residual_nodes": sum(len(v) for v in candidates.values()),
             "separating": separating, "strength": strength, "min_separation": min_separation,
             "controls": controls, "seed": seed, "pairs": len(rows) // 2, "position": "answer"}
     return SteerResult(out, meta)
+
+
+def _average(draws: list[list[dict[str, Any]]], nodes: str) -> list[dict[str, Any]]:
+    """The control's draws averaged per model (a row each), with the spread of the shift over draws."""
+    out = []
+    for model_i in range(len(draws[0])):
+        group = [d[model_i] for d in draws]
+        avg = dict(group[0])
+        for k in ("p_correct_after", "shift", "flip_rate", "accuracy_after"):
+            avg[k] = sum(g[k] for g in group) / len(group)
+        avg.update(shift_sd=_sd([g["shift"] for g in group]), draws=len(group), nodes=nodes)
+        out.append(avg)
+    return out
 
 
 def _side_stats(a: Tensor, side: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -170,22 +193,32 @@ class _Measure:
             parts.append(answer_logits(logits, part).cpu())
         return torch.cat(parts)
 
-    def _deltas(self, chans: list[tuple[str, int]]) -> dict[str, Tensor]:
-        """Per location, the sparse-residual change at the answer position of each row: [N, d_sparse]."""
+    def _move(self, loc: str, ch: int) -> Tensor:
+        """[N] the change that takes channel `ch` at `loc` of each row towards the other side's mean."""
+        m0, m1, _ = self.stats[loc]
+        other = torch.where(self.side == 0, m1[ch], m0[ch])
+        return self.strength * (other - self.at_answer[loc][:, ch])
+
+    def _deltas(self, chans: list[tuple[str, int]], like: list[tuple[str, int]] | None = None) -> dict[str, Tensor]:
+        """Per location, the sparse-residual change at the answer position of each row: [N, d_sparse].
+
+        Each channel moves towards the other side's mean of its own values; with `like`, channel i moves by
+        the change of channel like[i] instead (a control of the same size that points elsewhere).
+        """
         out: dict[str, Tensor] = {}
-        for loc, ch in chans:
-            m0, m1, _ = self.stats[loc]
-            other = torch.where(self.side == 0, m1[ch], m0[ch])
+        for i, (loc, ch) in enumerate(chans):
             d = out.setdefault(loc, torch.zeros_like(self.at_answer[loc]))
-            d[:, ch] = self.strength * (other - self.at_answer[loc][:, ch])
+            d[:, ch] = self._move(*(like[i] if like is not None else (loc, ch)))
         return out
 
     def _decoder(self, location: str) -> Tensor:
         """The decoder's matrix [d_dense, d_sparse] at a location."""
         return self.bridges.linear(self.bridges.decoder, location).weight.detach().float().cpu()
 
-    def run(self, intervention: str, chans: list[tuple[str, int]], nodes: str) -> list[dict[str, Any]]:
-        deltas = self._deltas(chans)
+    def run(self, intervention: str, chans: list[tuple[str, int]], nodes: str,
+            like: list[tuple[str, int]] | None = None) -> list[dict[str, Any]]:
+        """Apply the moves of `chans` (see `_deltas`) to both models; a row per model."""
+        deltas = self._deltas(chans, like)
         dense_deltas = {loc: d @ self._decoder(loc).T for loc, d in deltas.items()}
         rows = []
         for name, model, add in (("dense", self.dense, dense_deltas), ("sparse", self.sparse, deltas)):

@@ -222,8 +222,9 @@ def _cmd_steer(args: argparse.Namespace) -> int:
         print(json.dumps({"meta": result.meta, "rows": result.rows}, indent=2))
         return 0
     sep = result.meta["separating"]
-    print(f"{args.task}: {len(sep)} of the circuit's {result.meta['residual_nodes']} residual nodes separate the "
-          f"contrast (|separation| >= {args.min_separation}); steered at the answer position, strength {args.strength}")
+    print(f"{args.task}: {len(sep)} residual channels ({sum(len(c['nodes']) for c in sep)} of the circuit's "
+          f"{result.meta['residual_nodes']} residual nodes) separate the contrast (|separation| >= "
+          f"{args.min_separation}); steered at the answer position, strength {args.strength}")
     shown = [{k: r[k] for k in ("intervention", "model", "channels", "p_correct_before", "p_correct_after", "shift",
                                 "flip_rate")} | {"nodes": _short(r["nodes"])} for r in result.rows]
     print_table(shown, "table", ".3f")
@@ -236,15 +237,29 @@ def _short(nodes: str, n: int = 48) -> str:
     return nodes if len(nodes) <= n else nodes[: n - 3] + "..."
 
 
-def _verdict(rows: list[dict[str, Any]]) -> None:
-    """One line saying whether the circuit's steer beat the random control in the dense model, as measured."""
+def beats_controls(rows: list[dict[str, Any]], model: str = "dense") -> bool | None:
+    """Whether the circuit's steer moved P(correct) more than both random controls (beyond their mean + 2 sd).
+
+    None when nothing was steered (no separating channel).
+    """
     get = {(r["intervention"], r["model"]): r for r in rows}
-    c, r = get.get(("circuit", "dense")), get.get(("random", "dense"))
-    if c is None or r is None:
+    c = get.get(("circuit", model))
+    if c is None:
+        return None
+    controls = [get[(k, model)] for k in ("random", "random_matched") if (k, model) in get]
+    return all(abs(c["shift"]) > abs(r["shift"]) + 2 * r["shift_sd"] for r in controls)
+
+
+def _verdict(rows: list[dict[str, Any]]) -> None:
+    """One line saying whether the circuit's steer beat the random controls in the dense model, as measured."""
+    get = {(r["intervention"], r["model"]): r for r in rows}
+    better = beats_controls(rows)
+    if better is None:
         print("no channel of the circuit separates the contrast: nothing was steered")
         return
-    better = abs(c["shift"]) > abs(r["shift"]) + 2 * r["shift_sd"]
+    c, r, m = get[("circuit", "dense")], get[("random", "dense")], get[("random_matched", "dense")]
     print(f"dense model through the bridges: circuit flips {c['flip_rate']:.1%} of answers (P(correct) "
-          f"{c['shift']:+.3f}); random channels flip {r['flip_rate']:.1%} ({r['shift']:+.3f} +- {r['shift_sd']:.3f}): "
+          f"{c['shift']:+.3f}); random channels flip {r['flip_rate']:.1%} ({r['shift']:+.3f} +- {r['shift_sd']:.3f}), "
+          f"random channels moved as far {m['flip_rate']:.1%} ({m['shift']:+.3f} +- {m['shift_sd']:.3f}): "
           + ("the circuit's channels steer, the random ones do not" if better
              else "the circuit's channels do not steer more than random ones"))

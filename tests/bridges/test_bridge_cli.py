@@ -113,8 +113,9 @@ def test_steer_on_the_reference_models_moves_the_circuit_not_random_channels(tmp
     got = {(r["intervention"], r["model"]): r for r in rows}
     for model in ("dense", "sparse"):
         assert got[("none", model)]["shift"] == 0.0 and got[("none", model)]["flip_rate"] == 0.0
-        assert got[("random", model)]["draws"] == 4
+        assert got[("random", model)]["draws"] == got[("random_matched", model)]["draws"] == 4
         assert got[("circuit", model)]["channels"] == got[("random", model)]["channels"] >= 1
+        assert got[("random_matched", model)]["channels"] == got[("circuit", model)]["channels"]
     # in the sparse model itself, moving the circuit's separating channels moves the answer; random ones barely
     assert got[("circuit", "sparse")]["flip_rate"] > got[("random", "sparse")]["flip_rate"] + 0.2
     # the unit's folder still reads as one unit: the steering table is a side table
