@@ -291,6 +291,8 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
         teacher.requires_grad_(False)
     run = _Run(cfg, model, opt, torch.Generator().manual_seed(cfg.seed), bridged)
     run.start()
+    if bridged is not None and not cfg.resume:
+        _start_bridges(bridged, model, data, cfg)
     vx, vy = val_windows(data.val, cfg.ctx, cfg.val_windows)
     reached_target = run.steps(data, vx, vy, teacher)
     if run.step < cfg.max_steps and not reached_target and not cfg.finish:
@@ -331,6 +333,22 @@ def _bridge_to(cfg: TrainConfig) -> tuple[Bridges, SparseGPT] | None:
     topk = None if cfg.dense else max(1, int(cfg.afrac * ours.d_model))
     torch.manual_seed(cfg.seed + 1)
     return Bridges(locations, dense.config.d_model, ours.d_model, topk), dense
+
+
+def _start_bridges(bridged: tuple[Bridges, SparseGPT], model: SparseGPT, data: TokenData, cfg: TrainConfig,
+                   windows: int = 64) -> None:
+    """Start the bridges at their least-squares solution between the dense model and the starting model.
+
+    On windows of their own generator, so the run's batches are the same as without bridges.
+    """
+    from circuitbench.bridges.losses import record
+
+    bridges, dense = bridged
+    x, _ = sample_batch(data.train, windows, cfg.ctx, torch.Generator().manual_seed(cfg.seed + 1))
+    with torch.no_grad():
+        acts = [record(m, x, bridges.locations)[1] for m in (dense, model)]
+    flat = [{k: v.flatten(0, 1).float() for k, v in a.items()} for a in acts]
+    bridges.fit_least_squares(flat[0], flat[1])
 
 
 def _write_joint_bridges(cfg: TrainConfig, bridged: tuple[Bridges, SparseGPT], history: list[dict[str, Any]],
