@@ -51,6 +51,8 @@ def add_bridge(sub: Subparsers) -> None:
     ev.add_argument("--tasks", nargs="*", default=["all"], help=TASKS_HELP)
     ev.add_argument("--pairs", type=int, default=32, help="test pairs per task (the first ones)")
     ev.add_argument("--out", type=Path, default=None, help="also write the rows to this .parquet file")
+    ev.add_argument("--save", action="store_true", help="record the evaluation in the bridges' config and card "
+                    "(replacing an earlier one)")
     ev.add_argument("--format", choices=["table", "json"], default="table")
     ev.set_defaults(handler=_cmd_eval)
     st = bsub.add_parser("steer", help="move a sparse circuit's separating nodes to the other side of the contrast "
@@ -134,9 +136,17 @@ def _evaluate(args: argparse.Namespace, bridges: Any, dense: Any, sparse: Any, d
     return {"windows": len(vx), "ctx": length, "pairs": args.pairs, "tasks": tasks, "rows": rows}
 
 
+def _record(directory: Path, bridges: Any, config: dict[str, Any]) -> None:
+    """Rewrite a bridge directory's files with `config` (its shape fields come from the bridges themselves)."""
+    from circuitbench.bridges.bridge import save_bridges
+
+    save_bridges(directory, bridges, {k: v for k, v in config.items()
+                                      if k not in ("format", "locations", "d_dense", "d_sparse", "topk")})
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import circuitbench
-    from circuitbench.bridges.bridge import CONFIG, save_bridges
+    from circuitbench.bridges.bridge import CONFIG
     from circuitbench.bridges.card import eval_table, write_card
     from circuitbench.bridges.fit import BridgeTrainConfig, train_bridges
 
@@ -156,8 +166,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = json.loads((args.out / CONFIG).read_text())
     if not args.no_eval:
         config["evaluation"] = _evaluate(args, bridges, dense, sparse, data, None)
-        save_bridges(args.out, bridges, {k: v for k, v in config.items()
-                                         if k not in ("format", "locations", "d_dense", "d_sparse", "topk")})
+        _record(args.out, bridges, config)
         print(eval_table(config["evaluation"]["rows"], "simple"))
     write_card(args.out, config)
     print(f"{args.out}: bridges at {len(bridges.locations)} locations; card {args.out / 'README.md'}")
@@ -191,6 +200,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         with atomic_path(args.out) as tmp:
             pq.write_table(pa.Table.from_pylist(ev["rows"]), tmp)
         print(f"wrote {args.out}")
+    if args.save:
+        from circuitbench.bridges.bridge import CONFIG
+        from circuitbench.bridges.card import write_card
+
+        _record(files.path, files.bridges, {**files.config, "evaluation": ev})
+        write_card(files.path, json.loads((files.path / CONFIG).read_text()))
+        print(f"recorded the evaluation in {files.path / CONFIG} and its card")
     return 0
 
 
@@ -205,12 +221,7 @@ def _cmd_steer(args: argparse.Namespace) -> int:
         raise CircuitbenchError(f"--out {args.out}: this writes Parquet; give a file name ending in .parquet")
     files = load_bridges(args.bridges)
     dense, sparse = load_bridged_models(files, args.dense, args.sparse)
-    unit = args.unit
-    if unit is None:
-        unit = args.results / sparse.name / f"{args.task}.{method_name(args.method)}.seed{args.unit_seed}.parquet"
-        if not unit.is_file():
-            raise CircuitbenchError(f"--task {args.task}: no unit {unit}; run `circuitbench run --model {sparse.name} "
-                                    f"--tasks {args.task} --out {args.results}` first, or give --unit")
+    unit = args.unit or _find_unit(args.results, args.task, method_name(args.method), args.unit_seed, sparse)
     saved = load_saved(unit)
     if saved.prov.unit.task != args.task:
         raise CircuitbenchError(f"--unit {unit}: is a unit of task {saved.prov.unit.task}, not --task {args.task}")
@@ -231,6 +242,24 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     _verdict(result.rows)
     print(f"wrote {out}")
     return 0
+
+
+def _find_unit(results: Path, task: str, method: str, seed: int, sparse: Any) -> Path:
+    """The unit of `task` under `results` whose model has the sparse model's weights (whatever its folder's name).
+
+    Raises:
+        CircuitbenchError: when there is none, with the command that makes one.
+    """
+    from circuitbench.results.store import read_unit
+
+    sha = sparse.provenance.get("weights_sha256")
+    name = f"{task.replace(':', '__')}.{method}.seed{seed}.parquet"
+    for path in sorted(Path(results).glob(f"*/{name}")):
+        if read_unit(path)[2].unit.model.weights_sha256 == sha:
+            return path
+    where = sparse.provenance.get("model_path") or sparse.name
+    raise CircuitbenchError(f"--task {task}: no unit {name} of the sparse model {sparse.name} under {results}; run "
+                            f"`circuitbench run --model {where} --tasks {task} --out {results}` first, or give --unit")
 
 
 def _short(nodes: str, n: int = 48) -> str:

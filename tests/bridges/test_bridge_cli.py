@@ -92,8 +92,11 @@ def test_joint_training_writes_bridges_with_the_model(trained, capsys):
     assert "trained with them (joint)" in (out / "bridges" / "README.md").read_text()
     # the bridges belong to the model as written: eval finds both models from their config
     assert main(["bridge", "eval", str(out / "bridges"), *corpus_flags, "--tasks", "if_equals", "--pairs", "1",
-                 "--windows", "1", "--quiet"]) == 0
+                 "--windows", "1", "--save", "--quiet"]) == 0
     assert "beat mean ablation" in capsys.readouterr().out
+    saved = json.loads((out / "bridges" / "bridge_config.json").read_text())
+    assert saved["evaluation"]["tasks"] == ["if_equals"] and saved["joint"] is True  # recorded, the rest kept
+    assert "## Evaluation" in (out / "bridges" / "README.md").read_text()
     deeper = [c if c != "1" or i == 0 or common[i - 1] != "--n-layer" else "2" for i, c in enumerate(common)]
     assert main(["train", "--out", str(root / "deep"), "--bridge-to", str(root / "dense"), *deeper]) == 1
     assert "--n-layer" in capsys.readouterr().err
