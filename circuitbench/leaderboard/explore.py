@@ -137,19 +137,36 @@ def steering_html(steering: dict[str, Any] | None, unit_key: str) -> str:
     """The page's steering section: the table `bridge steer` wrote beside the unit, or nothing."""
     if not steering or steering.get("unitKey") != unit_key:
         return ""
-    head = "".join(f"<th>{h}</th>" for h in ("steered", "model", "channels", "P(correct) before", "after",
+    head = "".join(f"<th>{h}</th>" for h in ("steered", "node", "model", "channels", "P(correct) before", "after",
                                               "flip rate"))
-    body = "".join(
-        f"<tr><td>{escape(r['intervention'])}</td><td>{'dense (via bridge)' if r['model'] == 'dense' else 'sparse'}"
-        f"</td><td>{r['channels']}</td><td>{_fmt(r['p_correct_before'])}</td><td>{_fmt(r['p_correct_after'])}</td>"
-        f"<td>{r['flip_rate']:.0%}" + (f" (mean of {r['draws']} draws)" if r["draws"] > 1 else "") + "</td></tr>"
-        for r in steering["rows"])
+
+    def row(r: dict[str, Any]) -> str:
+        node = escape(r["nodes"]) if r["intervention"] == "node" else ""
+        draws = f" (mean of {r['draws']} draws)" if r["draws"] > 1 else ""
+        return (f"<tr><td>{escape(r['intervention'])}</td><td>{node}</td><td>"
+                f"{'dense (via bridge)' if r['model'] == 'dense' else 'sparse'}</td><td>{r['channels']}</td>"
+                f"<td>{_fmt(r['p_correct_before'])}</td><td>{_fmt(r['p_correct_after'])}</td>"
+                f"<td>{r['flip_rate']:.0%}{draws}</td></tr>")
+
+    rows = steering["rows"]
+    body = "".join(row(r) for r in rows if r["intervention"] != "node")
+    single = "".join(row(r) for r in rows if r["intervention"] == "node")
+    got = {(r["intervention"], r["model"]): r for r in rows}
+    c, m = got.get(("circuit", "dense")), got.get(("random_matched", "dense"))
+    headline = ("no separating node: nothing steered" if c is None else
+                f"the circuit flips {c['flip_rate']:.0%} of the dense model's answers"
+                + (f", random channels moved as far {m['flip_rate']:.0%}" if m else ""))
     sep = ", ".join(escape(n) for n in steering["separating"]) or "none"
-    return (f'<section id="steering"><h3>Steering through bridges ({escape(steering["bridges"])})</h3>'
+    return (f'<details id="steering" open><summary>Steering through bridges ({escape(steering["bridges"])}): '
+            f"{headline}</summary>"
             f"<p>Separating nodes (ringed in the graph): {sep}. Each moved to the other side's mean at the answer "
             f"position (strength {_fmt(steering['strength'])}), decoded into the dense model; random: as many "
-            f"channels outside the circuit at the same locations.</p>"
-            f'<table class="numbers steer"><tr>{head}</tr>{body}</table></section>')
+            f"channels outside the circuit at the same locations, moved to their own other-side mean "
+            f"(<i>random</i>) or as far as the circuit's (<i>random_matched</i>).</p>"
+            f'<table class="numbers steer"><tr>{head}</tr>{body}</table>'
+            + (f'<details><summary>each separating node alone</summary><table class="numbers steer"><tr>{head}</tr>'
+               f"{single}</table></details>" if single else "")
+            + "</details>")
 
 
 def _layout(data: dict[str, Any], site_order: list[str]) -> tuple[dict[str, tuple[float, float]], list[str], float,
@@ -218,7 +235,7 @@ def explorer_html(data: dict[str, Any], site_order: list[str], back: str | None 
 <header><b>circuit explorer</b> · {escape(title)} · seed {u['seed']} · {escape(u['ablation'])} ablation
 {back_link}</header>
 <main><section id="left">
-<table class="numbers">{nums}</table>{note}{steering_html(data.get("steering"), u["key"])}
+<table class="numbers">{nums}</table>{note}
 <div class="controls"><label>colour nodes by <select id="pair-select">{''.join(options)}</select></label>
 <button id="zoom-in" type="button">+</button><button id="zoom-out" type="button">−</button>
 <button id="zoom-reset" type="button">fit</button>
@@ -226,6 +243,7 @@ def explorer_html(data: dict[str, Any], site_order: list[str], back: str | None 
 <div id="graph-box">{graph_svg(data, site_order)}</div>
 <p class="legend"><span class="sw pos"></span> positive weight <span class="sw neg"></span> negative weight
 <span class="sw res"></span> residual (weightless) · width ∝ |weight|</p>
+{steering_html(data.get("steering"), u["key"])}
 </section><aside id="node-detail"><p>Click a node to see what it does.</p></aside></main>
 <script id="circuit-data" type="application/json">{blob}</script>
 <script>{_JS.replace("QUANT", str(QUANT))}</script></body></html>

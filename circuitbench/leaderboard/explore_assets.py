@@ -20,7 +20,8 @@ table.numbers th, table.numbers td { padding: 1px 8px 1px 0; text-align: left; }
 .node circle { stroke: #263238; stroke-width: 1; cursor: pointer; }
 .node.selected circle { stroke: #000; stroke-width: 3; }
 .node.separating circle { stroke: #ff6f00; stroke-width: 3; }
-#steering h3 { font-size: 13px; margin: 8px 0 2px; }
+#steering summary { font-size: 13px; font-weight: bold; cursor: pointer; margin: 6px 0 2px; }
+#steering details summary { font-weight: normal; }
 #steering p { font-size: 12px; margin: 2px 0 4px; max-width: 60em; }
 .logit rect { fill: #ffe082; stroke: #263238; }
 .edge { stroke-opacity: 0.55; pointer-events: none; }

@@ -137,7 +137,8 @@ def test_steer_on_the_reference_models_moves_the_circuit_not_random_channels(tmp
     from circuitbench.bridges.steer import read_steer
 
     separating = [n for c in read_steer(out).meta["separating"] for n in c["nodes"]]
-    assert '<section id="steering">' in html and "dense (via bridge)" in html
+    assert '<details id="steering" open>' in html and "dense (via bridge)" in html
+    assert "each separating node alone" in html
     assert html.count('class="node separating"') == len(separating) >= 1
     # a board submission carries the table with its unit, and refuses one measured on another circuit
     from circuitbench.leaderboard.submit import Report, _check_steering, submission_files
