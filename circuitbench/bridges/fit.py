@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -29,6 +29,7 @@ from circuitbench.bridges.bridge import (
     save_bridges,
 )
 from circuitbench.bridges.losses import bridge_losses
+from circuitbench.corpus import sample_batch
 from circuitbench.files import atomic_path
 from circuitbench.protocols import ModelAdapter
 
@@ -66,7 +67,12 @@ class BridgeTrainConfig(BaseModel):
     """Steps between checkpoints."""
 
 
-def _check(cfg: BridgeTrainConfig) -> None:
+def check_settings(cfg: BridgeTrainConfig) -> None:
+    """Refuse settings that cannot train, naming every flag at fault.
+
+    Raises:
+        BridgeError: one line for all of them.
+    """
     bad = [f"--{k.replace('_', '-')} {getattr(cfg, k)}: give a positive number"
            for k in ("steps", "batch_size", "ctx", "checkpoint_every") if getattr(cfg, k) <= 0]
     if cfg.init_windows < 0:
@@ -106,15 +112,49 @@ def train_bridges(dense: ModelAdapter, sparse: ModelAdapter, train_tokens: Any, 
         BridgeError: for models that cannot be bridged, bad settings, or an `out` that holds bridges or a
             checkpoint of another configuration.
     """
-    from circuitbench.corpus import sample_batch
-
     cfg = cfg or BridgeTrainConfig()
-    _check(cfg)
+    shape, topk = _check_run(dense, sparse, train_tokens, Path(out), cfg, resume, force)
+    out = Path(out)
+    with torch.random.fork_rng(devices=[]):  # a seeded start that leaves the caller's random state alone
+        torch.manual_seed(cfg.seed)
+        bridges = Bridges(shape["locations"], shape["d_dense"], shape["d_sparse"], topk).to(dense.device)
+    identity = {"settings": cfg.model_dump(mode="json"), "dense": model_record(dense),
+                "sparse": model_record(sparse)}
+    run = _Run(bridges, torch.optim.AdamW(bridges.parameters(), lr=cfg.lr, weight_decay=0.0),
+               torch.Generator().manual_seed(cfg.seed), out / CHECKPOINT, identity)
+    if resume:
+        run.resume()
+    elif cfg.init_windows > 0:
+        run.least_squares_start(dense, sparse, train_tokens, cfg)
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    run.steps(dense, sparse, train_tokens, cfg, end, show_progress)
+    if run.step < cfg.steps:
+        log.info("stopped at step %d of %d; continue with --resume", run.step, cfg.steps)
+        return None
+    bridges.eval().requires_grad_(False)
+    first, last = (run.history[0], run.history[-1]) if run.history else ({}, {})
+    config = {**identity, "trained": {"steps": run.step, "tokens": run.step * cfg.batch_size * cfg.ctx,
+                                      "elapsed_s": round(run.elapsed, 1), "first": first, "last": last,
+                                      "threads": torch.get_num_threads()},
+              "joint": False, **(extra or {})}
+    save_bridges(out, bridges, config)
+    _write_curve(out / CURVE, run.history)
+    run.ckpt.unlink(missing_ok=True)
+    return bridges
+
+
+def _check_run(dense: ModelAdapter, sparse: ModelAdapter, train_tokens: Any, out: Path, cfg: BridgeTrainConfig,
+               resume: bool, force: bool) -> tuple[dict[str, Any], int | None]:
+    """Every refusal before any work: settings, models, `out`'s state, the corpus and context lengths.
+
+    Returns:
+        The models' shared locations and widths (`check_bridgeable`), and the encoder's AbsTopK k.
+    """
+    check_settings(cfg)
     shape = check_bridgeable(dense, sparse)
     topk = cfg.topk if cfg.topk is not None else default_topk(sparse, shape["d_sparse"])
     if topk is not None and topk > shape["d_sparse"]:
         raise BridgeError(f"--topk {topk}: more than the sparse residual's width {shape['d_sparse']}")
-    out = Path(out)
     if (out / CONFIG).is_file() and not force and not resume:
         raise BridgeError(f"--out {out}: holds trained bridges; pass --force to replace them or choose another --out")
     ckpt = out / CHECKPOINT
@@ -128,68 +168,67 @@ def train_bridges(dense: ModelAdapter, sparse: ModelAdapter, train_tokens: Any, 
     for m in (dense, sparse):
         if m.context_length is not None and cfg.ctx > m.context_length:
             raise BridgeError(f"--ctx {cfg.ctx}: longer than {m.name}'s context ({m.context_length})")
-    device = dense.device
-    with torch.random.fork_rng(devices=[]):  # a seeded start that leaves the caller's random state alone
-        torch.manual_seed(cfg.seed)
-        bridges = Bridges(shape["locations"], shape["d_dense"], shape["d_sparse"], topk).to(device)
-    identity = {"settings": cfg.model_dump(mode="json"), "dense": model_record(dense),
-                "sparse": model_record(sparse)}
-    opt = torch.optim.AdamW(bridges.parameters(), lr=cfg.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    step, history, elapsed = 0, [], 0.0
-    if resume:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state["identity"] != json.loads(json.dumps(identity)):
-            raise BridgeError(f"--resume: {ckpt} was written with other settings or models; resume with the same "
-                              "arguments or choose another --out")
-        bridges.load_state_dict(state["bridges"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        step, history, elapsed = state["step"], state["history"], state["elapsed_s"]
-    elif cfg.init_windows > 0:
-        x, _ = sample_batch(train_tokens, cfg.init_windows, cfg.ctx, gen)
-        _, dc = dense.run_with_cache(x.to(device), bridges.locations)
-        _, sc = sparse.run_with_cache(x.to(sparse.device), bridges.locations)
-        bridges.fit_least_squares({k: v.flatten(0, 1).cpu() for k, v in dc.items()},
-                                  {k: v.flatten(0, 1).cpu() for k, v in sc.items()})
-    warm = max(1, cfg.steps // 20)
-    bar = tqdm(total=cfg.steps, initial=step, disable=not show_progress, unit="step", desc="bridges",
-               dynamic_ncols=True)
-    bridges.train()
-    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    while step < end:
-        t0 = time.perf_counter()
-        x, _ = sample_batch(train_tokens, cfg.batch_size, cfg.ctx, gen)
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / warm)
-        losses = bridge_losses(bridges, dense.forward, sparse.forward, x.to(device), cfg.nmse_coef, cfg.kl_coef)
-        opt.zero_grad(set_to_none=True)
-        losses.total.backward()
-        opt.step()
-        step += 1
-        elapsed += time.perf_counter() - t0
-        history.append({"step": step, **{k: round(v, 6) for k, v in losses.summary().items()},
-                        "elapsed_s": round(elapsed, 3)})
-        bar.set_postfix(kl=f"{history[-1]['kl_d2s'] + history[-1]['kl_s2d']:.3f}",
-                        nmse=f"{history[-1]['nmse_enc'] + history[-1]['nmse_dec']:.3f}")
-        bar.update(1)
-        if (step % cfg.checkpoint_every == 0 or step == end) and step < cfg.steps:
-            _checkpoint(ckpt, {"identity": identity, "bridges": bridges.state_dict(), "optimizer": opt.state_dict(),
-                               "generator": gen.get_state(), "step": step, "history": history, "elapsed_s": elapsed})
-    bar.close()
-    if step < cfg.steps:
-        log.info("stopped at step %d of %d; continue with --resume", step, cfg.steps)
-        return None
-    bridges.eval().requires_grad_(False)
-    first, last = (history[0], history[-1]) if history else ({}, {})
-    config = {**identity, "trained": {"steps": step, "tokens": step * cfg.batch_size * cfg.ctx,
-                                      "elapsed_s": round(elapsed, 1), "first": first, "last": last,
-                                      "threads": torch.get_num_threads()},
-              "joint": False, **(extra or {})}
-    save_bridges(out, bridges, config)
-    _write_curve(out / CURVE, history)
-    ckpt.unlink(missing_ok=True)
-    return bridges
+    return shape, topk
+
+
+class _Run:
+    """One bridge training run between steps: the maps, the optimizer, the sampler, the curve, the checkpoint."""
+
+    def __init__(self, bridges: Bridges, opt: torch.optim.Optimizer, gen: torch.Generator, ckpt: Path,
+                 identity: dict[str, Any]) -> None:
+        self.bridges, self.opt, self.gen, self.ckpt, self.identity = bridges, opt, gen, ckpt, identity
+        self.step, self.history, self.elapsed = 0, cast(list[dict[str, Any]], []), 0.0
+
+    def resume(self) -> None:
+        """Continue the checkpoint, refusing one written with other settings or models."""
+        state = torch.load(self.ckpt, map_location="cpu", weights_only=False)
+        if state["identity"] != json.loads(json.dumps(self.identity)):
+            raise BridgeError(f"--resume: {self.ckpt} was written with other settings or models; resume with the "
+                              "same arguments or choose another --out")
+        self.bridges.load_state_dict(state["bridges"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        self.step, self.history, self.elapsed = state["step"], state["history"], state["elapsed_s"]
+
+    def least_squares_start(self, dense: ModelAdapter, sparse: ModelAdapter, tokens: Any,
+                            cfg: BridgeTrainConfig) -> None:
+        """Start every map at its ridge-regression solution on `init_windows` windows' residuals."""
+        x, _ = sample_batch(tokens, cfg.init_windows, cfg.ctx, self.gen)
+        locs = self.bridges.locations
+        _, dc = dense.run_with_cache(x.to(dense.device), locs)
+        _, sc = sparse.run_with_cache(x.to(sparse.device), locs)
+        self.bridges.fit_least_squares({k: v.flatten(0, 1).cpu() for k, v in dc.items()},
+                                       {k: v.flatten(0, 1).cpu() for k, v in sc.items()})
+
+    def steps(self, dense: ModelAdapter, sparse: ModelAdapter, tokens: Any, cfg: BridgeTrainConfig, end: int,
+              show_progress: bool) -> None:
+        """Train until step `end`, checkpointing every `checkpoint_every` steps and at an early end."""
+        warm = max(1, cfg.steps // 20)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not show_progress, unit="step", desc="bridges",
+                   dynamic_ncols=True)
+        self.bridges.train()
+        while self.step < end:
+            t0 = time.perf_counter()
+            x, _ = sample_batch(tokens, cfg.batch_size, cfg.ctx, self.gen)
+            for g in self.opt.param_groups:
+                g["lr"] = cfg.lr * min(1.0, (self.step + 1) / warm)
+            losses = bridge_losses(self.bridges, dense.forward, sparse.forward, x.to(dense.device), cfg.nmse_coef,
+                                   cfg.kl_coef)
+            self.opt.zero_grad(set_to_none=True)
+            losses.total.backward()
+            self.opt.step()
+            self.step += 1
+            self.elapsed += time.perf_counter() - t0
+            row = {"step": self.step, **{k: round(v, 6) for k, v in losses.summary().items()},
+                   "elapsed_s": round(self.elapsed, 3)}
+            self.history.append(row)
+            bar.set_postfix(kl=f"{row['kl_d2s'] + row['kl_s2d']:.3f}", nmse=f"{row['nmse_enc'] + row['nmse_dec']:.3f}")
+            bar.update(1)
+            if (self.step % cfg.checkpoint_every == 0 or self.step == end) and self.step < cfg.steps:
+                _checkpoint(self.ckpt, {"identity": self.identity, "bridges": self.bridges.state_dict(),
+                                        "optimizer": self.opt.state_dict(), "generator": self.gen.get_state(),
+                                        "step": self.step, "history": self.history, "elapsed_s": self.elapsed})
+        bar.close()
 
 
 def _checkpoint(path: Path, state: dict[str, Any]) -> None:

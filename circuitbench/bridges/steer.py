@@ -52,6 +52,20 @@ def steer_path(unit_path: Path) -> Path:
     return Path(unit_path).with_name(Path(unit_path).name.removesuffix(".parquet") + STEER_SUFFIX)
 
 
+def check_settings(strength: float, min_separation: float, controls: int) -> None:
+    """Refuse steering settings that cannot give a true number.
+
+    Raises:
+        BridgeError: naming the flag.
+    """
+    if not math.isfinite(strength):
+        raise BridgeError(f"--strength {strength}: give a finite number (1 moves all the way to the other side)")
+    if not (math.isfinite(min_separation) and min_separation >= 0):
+        raise BridgeError(f"--min-separation {min_separation}: give a number >= 0 (in pooled standard deviations)")
+    if controls < 1:
+        raise BridgeError(f"--controls {controls}: give at least 1 random draw")
+
+
 @torch.no_grad()
 def steer(bridges: Bridges, dense: ModelAdapter, sparse: ModelAdapter, saved: Any, strength: float = 1.0,
           min_separation: float = 1.0, controls: int = 8, seed: int = 0) -> SteerResult:
@@ -62,12 +76,7 @@ def steer(bridges: Bridges, dense: ModelAdapter, sparse: ModelAdapter, saved: An
     """
     from circuitbench.circuits.evaluate import encode_unit_task
 
-    if not (strength == strength and math.isfinite(strength)):
-        raise BridgeError(f"--strength {strength}: give a finite number (1 moves all the way to the other side)")
-    if not min_separation >= 0:
-        raise BridgeError(f"--min-separation {min_separation}: give a number >= 0 (in pooled standard deviations)")
-    if controls < 1:
-        raise BridgeError(f"--controls {controls}: give at least 1 random draw")
+    check_settings(strength, min_separation, controls)
     u, circuit = saved.prov.unit, saved.circuit
     sha = sparse.provenance.get("weights_sha256")
     if u.model.weights_sha256 is not None and sha != u.model.weights_sha256:
@@ -76,15 +85,7 @@ def steer(bridges: Bridges, dense: ModelAdapter, sparse: ModelAdapter, saved: An
                           f"({str(sha)[:12]}); give a unit of the sparse model")
     _, test_enc = encode_unit_task(u, sparse)
     rows = Batch.of(test_enc, sparse.device)
-    n_layer = 1 + max(s.layer for s in circuit.sites)
-    candidates: dict[tuple[str, int], list[str]] = {}
-    kept = circuit.kept()
-    for s in circuit.sites:
-        loc = location_of(s.name, s.kind, s.layer, n_layer)
-        if loc is None or loc not in bridges.locations:
-            continue
-        for ch in kept.get(s.name, []):
-            candidates.setdefault((loc, ch), []).append(f"{s.name}:{ch}")
+    candidates = _residual_nodes(circuit, bridges)
     if not candidates:
         raise BridgeError(f"{saved.path}: none of the circuit's {circuit.k} nodes is a residual read or write at a "
                           f"bridged location ({', '.join(bridges.locations)}); there is nothing to steer")
@@ -93,23 +94,7 @@ def steer(bridges: Bridges, dense: ModelAdapter, sparse: ModelAdapter, saved: An
     at_answer = {loc: a[idx, rows.last].float().cpu() for loc, a in acts.items()}  # {loc: [N, d]}
     side = torch.arange(len(rows)) % 2
     stats = {loc: _side_stats(a, side) for loc, a in at_answer.items()}
-    separating: list[dict[str, Any]] = []
-    for (loc, ch), names in candidates.items():
-        m0, m1, sep = (float(t[ch]) for t in stats[loc])
-        if abs(sep) >= min_separation:
-            separating.append({"location": loc, "channel": ch, "nodes": names, "mean_side0": m0, "mean_side1": m1,
-                               "separation": sep})
-    # The residual stream carries a channel forward: one that separates at several locations is moved once,
-    # at the earliest (moving it again later, from its unmoved value, would move it twice).
-    order = {loc: i for i, loc in enumerate(bridges.locations)}
-    first: dict[int, dict[str, Any]] = {}
-    for entry in sorted(separating, key=lambda r: order[str(r["location"])]):
-        ch = int(entry["channel"])
-        if ch in first:
-            first[ch]["nodes"] = [*first[ch]["nodes"], *entry["nodes"]]
-        else:
-            first[ch] = entry
-    separating = sorted(first.values(), key=lambda r: -abs(float(r["separation"])))
+    separating = _separating(candidates, stats, min_separation, bridges.locations)
     base = _Measure(dense, sparse, bridges, rows, at_answer, stats, side, strength)
     out = [*base.run("none", [], "")]
     if separating:
@@ -117,29 +102,75 @@ def steer(bridges: Bridges, dense: ModelAdapter, sparse: ModelAdapter, saved: An
         out += base.run("circuit", chans, ",".join(n for r in separating for n in r["nodes"]))
         for r in separating[:MAX_SINGLE]:
             out += base.run("node", [(str(r["location"]), int(r["channel"]))], ",".join(r["nodes"]))
-        gen = torch.Generator().manual_seed(seed)
         in_circuit = {loc: {ch for (lc, ch) in candidates if lc == loc} for loc in bridges.locations}
-        random_draws, matched_draws = [], []
-        for _ in range(controls):
-            pairs: list[tuple[tuple[str, int], tuple[str, int]]] = []  # (circuit channel, random stand-in)
-            for src in chans:
-                loc = src[0]
-                taken = {p for _, p in pairs}
-                pool = [c for c in range(at_answer[loc].shape[1]) if c not in in_circuit[loc] and (loc, c) not in taken]
-                if pool:
-                    pairs.append((src, (loc, pool[int(torch.randint(len(pool), (1,), generator=gen))])))
-            pick = [p for _, p in pairs]
-            random_draws.append(base.run("random", pick, ""))
-            matched_draws.append(base.run("random_matched", pick, "", like=[c for c, _ in pairs]))
-        out += _average(random_draws, f"{len(chans)} random channels per draw at the same locations, each moved "
-                        "to the other side's mean of its own values")
-        out += _average(matched_draws, f"{len(chans)} random channels per draw at the same locations, each moved "
-                        "by its circuit channel's change")
+        out += _controls(base, chans, in_circuit, controls, seed)
     meta = {"task": u.task, "unit_key": saved.prov.unit_key, "unit": str(saved.path), "method": u.method,
             "circuit_nodes": circuit.k, "residual_nodes": sum(len(v) for v in candidates.values()),
             "separating": separating, "strength": strength, "min_separation": min_separation,
             "controls": controls, "seed": seed, "pairs": len(rows) // 2, "position": "answer"}
     return SteerResult(out, meta)
+
+
+def _residual_nodes(circuit: Any, bridges: Bridges) -> dict[tuple[str, int], list[str]]:
+    """The circuit's kept nodes on the residual stream: {(location, channel): node names}."""
+    n_layer = 1 + max(s.layer for s in circuit.sites)
+    out: dict[tuple[str, int], list[str]] = {}
+    kept = circuit.kept()
+    for s in circuit.sites:
+        loc = location_of(s.name, s.kind, s.layer, n_layer)
+        if loc is None or loc not in bridges.locations:
+            continue
+        for ch in kept.get(s.name, []):
+            out.setdefault((loc, ch), []).append(f"{s.name}:{ch}")
+    return out
+
+
+def _separating(candidates: dict[tuple[str, int], list[str]], stats: dict[str, tuple[Tensor, Tensor, Tensor]],
+                min_separation: float, locations: list[str]) -> list[dict[str, Any]]:
+    """The residual channels whose side means differ by `min_separation` pooled sd, most separating first.
+
+    The residual stream carries a channel forward: one that separates at several locations is kept once, at
+    the earliest (moving it again later, from its unmoved value, would move it twice).
+    """
+    order = {loc: i for i, loc in enumerate(locations)}
+    first: dict[int, dict[str, Any]] = {}
+    for (loc, ch), names in sorted(candidates.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
+        m0, m1, sep = (float(t[ch]) for t in stats[loc])
+        if abs(sep) < min_separation:
+            continue
+        if ch in first:
+            first[ch]["nodes"] = [*first[ch]["nodes"], *names]
+        else:
+            first[ch] = {"location": loc, "channel": ch, "nodes": names, "mean_side0": m0, "mean_side1": m1,
+                         "separation": sep}
+    return sorted(first.values(), key=lambda r: -abs(float(r["separation"])))
+
+
+def _controls(base: _Measure, chans: list[tuple[str, int]], in_circuit: dict[str, set[int]], controls: int,
+              seed: int) -> list[dict[str, Any]]:
+    """Both random controls, `controls` draws each, averaged per model.
+
+    As many channels outside the circuit at the same locations, moved to their own other-side mean (`random`)
+    or as far as the circuit's (`random_matched`).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    random_draws, matched_draws = [], []
+    for _ in range(controls):
+        pairs: list[tuple[tuple[str, int], tuple[str, int]]] = []  # (circuit channel, random stand-in)
+        for src in chans:
+            loc = src[0]
+            taken = {p for _, p in pairs}
+            width = base.at_answer[loc].shape[1]
+            pool = [c for c in range(width) if c not in in_circuit[loc] and (loc, c) not in taken]
+            if pool:
+                pairs.append((src, (loc, pool[int(torch.randint(len(pool), (1,), generator=gen))])))
+        pick = [p for _, p in pairs]
+        random_draws.append(base.run("random", pick, ""))
+        matched_draws.append(base.run("random_matched", pick, "", like=[c for c, _ in pairs]))
+    return (_average(random_draws, f"{len(chans)} random channels per draw at the same locations, each moved to "
+                     "the other side's mean of its own values")
+            + _average(matched_draws, f"{len(chans)} random channels per draw at the same locations, each moved by "
+                       "its circuit channel's change"))
 
 
 def _average(draws: list[list[dict[str, Any]]], nodes: str) -> list[dict[str, Any]]:

@@ -116,14 +116,18 @@ def _corpus_data(args: argparse.Namespace, models: list[Any]) -> Any:
     return data, corpus_obj
 
 
+def _check_eval_flags(args: argparse.Namespace) -> None:
+    for flag, value in (("--windows", args.windows), ("--pairs", args.pairs)):
+        if value < 1:
+            raise CircuitbenchError(f"{flag} {value}: give a positive number")
+
+
 def _evaluate(args: argparse.Namespace, bridges: Any, dense: Any, sparse: Any, data: Any, ctx: int | None
               ) -> dict[str, Any]:
     from circuitbench.bridges.measure import evaluate_bridges
     from circuitbench.corpus import val_windows
     from circuitbench.tasks.load import spec_names
 
-    if args.windows < 1 or args.pairs < 1:
-        raise CircuitbenchError(f"--windows {args.windows} / --pairs {args.pairs}: give positive numbers")
     names = task_names(args.tasks)
     tasks = spec_names() if not names or names == ["all"] else names
     contexts = [m for m in (dense.context_length, sparse.context_length) if m]
@@ -148,10 +152,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import circuitbench
     from circuitbench.bridges.bridge import CONFIG
     from circuitbench.bridges.card import eval_table, write_card
-    from circuitbench.bridges.fit import BridgeTrainConfig, train_bridges
+    from circuitbench.bridges.fit import BridgeTrainConfig, check_settings, train_bridges
 
     set_threads(args.threads)
     cfg = BridgeTrainConfig(**setting_values(args, BridgeTrainConfig))
+    check_settings(cfg)  # before any model or corpus is read
+    _check_eval_flags(args)
     dense = circuitbench.load_model(args.dense, device="cpu")
     sparse = circuitbench.load_model(args.sparse, device="cpu")
     from circuitbench.bridges.bridge import check_bridgeable
@@ -178,9 +184,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from circuitbench.bridges.card import eval_table
 
     set_threads(args.threads)
+    _check_eval_flags(args)
     if args.out is not None and args.out.suffix != ".parquet":
         raise CircuitbenchError(f"--out {args.out}: this writes Parquet; give a file name ending in .parquet")
-    files = load_bridges(args.bridges)
+    files = load_bridges(args.bridges, "BRIDGES")
     dense, sparse = load_bridged_models(files, args.dense, args.sparse)
     data, _ = _corpus_data(args, [dense, sparse])
     ev = _evaluate(args, files.bridges, dense, sparse, data, args.ctx)
@@ -212,11 +219,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_steer(args: argparse.Namespace) -> int:
     from circuitbench.bridges.bridge import load_bridged_models, load_bridges
-    from circuitbench.bridges.steer import steer, steer_path, write_steer
+    from circuitbench.bridges.steer import check_settings, steer, steer_path, write_steer
     from circuitbench.cli.common import method_name
     from circuitbench.runs.saved import load_saved
 
     set_threads(args.threads)
+    check_settings(args.strength, args.min_separation, args.controls)
     if args.out is not None and args.out.suffix != ".parquet":
         raise CircuitbenchError(f"--out {args.out}: this writes Parquet; give a file name ending in .parquet")
     files = load_bridges(args.bridges)

@@ -31,7 +31,9 @@ from circuitbench.models.sparse_gpt import SparseGPT
 from circuitbench.train import recipe
 from circuitbench.train.config import TrainConfig, check
 from circuitbench.train.data import TokenData, prepare_data, sample_batch, val_windows
+from circuitbench.train.joint import bridge_to, start_bridges, write_joint_bridges
 from circuitbench.train.release import LOSS_CURVE, finalize, refuse_overwrite, write_curve
+from circuitbench.train.sources import check_tokenizer, load_model_dir
 from circuitbench.train.state import (
     checkpoint_name,
     has_checkpoint,
@@ -120,20 +122,6 @@ def _afrac(cfg: TrainConfig, step: int) -> float:
     return recipe.afrac_at(step, cfg.max_steps, cfg.afrac, cfg.anneal_end)
 
 
-def load_model_dir(directory: Path, flag: str) -> SparseGPT:
-    """A native model directory as a SparseGPT in eval mode, on the CPU (`load_native`'s checks, naming the flag).
-
-    Raises:
-        CircuitbenchError: naming the flag when the directory is not a readable native model.
-    """
-    from circuitbench.models.native import load_native
-
-    try:
-        return load_native(Path(directory), device="cpu").model.eval()
-    except CircuitbenchError as err:
-        raise CircuitbenchError(f"{flag} {directory}: {err}") from err
-
-
 def _check_same_shape(cfg: TrainConfig, model: SparseGPT, source: Path) -> None:
     theirs, ours = model.config, model_config(cfg)
     diff = [f"{k} {getattr(theirs, k)} (this run: {getattr(ours, k)})"
@@ -143,27 +131,6 @@ def _check_same_shape(cfg: TrainConfig, model: SparseGPT, source: Path) -> None:
     if diff:
         raise CircuitbenchError(f"--init-from {source}: the model has another shape: {', '.join(diff)}; "
                                 "give the same --n-layer/--d-model/--n-head/--d-mlp/--ctx as the starting model.")
-
-
-def check_tokenizer(flag: str, directory: Path | None, data: TokenData) -> None:
-    """Refuse a model (starting point, teacher, model to measure) whose tokenizer is not the corpus's.
-
-    Raises:
-        CircuitbenchError: naming the flag and the model, when its tokenizer.json is missing or another one.
-    """
-    if directory is None:
-        return
-    from circuitbench.models.native import file_sha256
-
-    path = Path(directory) / "tokenizer.json"
-    if not path.is_file():
-        raise CircuitbenchError(f"{flag} {directory}: no tokenizer.json; the model must share the corpus's tokenizer.")
-    digest = file_sha256(path)
-    if digest != data.tokenizer_hash:
-        raise CircuitbenchError(
-            f"{flag} {directory}: its tokenizer (sha256 {digest[:12]}) is not this corpus's "
-            f"({data.tokenizer_hash[:12]}); use a model trained on the same --corpus and --vocab-size."
-        )
 
 
 def distill_kl(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -284,7 +251,7 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     check_tokenizer("--init-from", cfg.init_from, data)
     check_tokenizer("--distill-from", cfg.distill_from, data)
     check_tokenizer("--bridge-to", cfg.bridge_to, data)
-    bridged = _bridge_to(cfg)
+    bridged = bridge_to(cfg)
     model, opt = _build(cfg, None if bridged is None else bridged[0])
     teacher = None if cfg.distill_from is None else load_model_dir(cfg.distill_from, "--distill-from")
     if teacher is not None:
@@ -292,7 +259,7 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     run = _Run(cfg, model, opt, torch.Generator().manual_seed(cfg.seed), bridged)
     run.start()
     if bridged is not None and not cfg.resume:
-        _start_bridges(bridged, model, data, cfg)
+        start_bridges(bridged, model, data, cfg)
     vx, vy = val_windows(data.val, cfg.ctx, cfg.val_windows)
     reached_target = run.steps(data, vx, vy, teacher)
     if run.step < cfg.max_steps and not reached_target and not cfg.finish:
@@ -304,90 +271,8 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     finalize(cfg, model, data, run.history, run.elapsed, corpus_hash, evaluate(model, vx, vy), int(vy.numel()),
              resolve_precision(cfg))
     if bridged is not None:
-        _write_joint_bridges(cfg, bridged, run.history, run.elapsed, data)
+        write_joint_bridges(cfg, bridged, run.history, run.elapsed, data)
     return out
-
-
-BRIDGES_DIR = "bridges"
-"""Where `--bridge-to` writes the jointly trained bridges, inside the model's directory."""
-
-
-def _bridge_to(cfg: TrainConfig) -> tuple[Bridges, SparseGPT] | None:
-    """With --bridge-to: the frozen dense model and fresh bridges at every residual location both models share.
-
-    Raises:
-        CircuitbenchError: when the dense model's blocks differ from this run's (the locations must match).
-    """
-    if cfg.bridge_to is None:
-        return None
-    from circuitbench.bridges.bridge import residual_locations
-    from circuitbench.models.native import hook_names
-
-    dense = load_model_dir(cfg.bridge_to, "--bridge-to").requires_grad_(False)
-    ours = model_config(cfg)
-    if dense.config.n_layer != ours.n_layer:
-        raise CircuitbenchError(f"--bridge-to {cfg.bridge_to}: {dense.config.n_layer} blocks, this run trains "
-                                f"{ours.n_layer}; bridges join the same residual location of both models, so give "
-                                "--n-layer equal to the dense model's")
-    locations = residual_locations(hook_names(ours))
-    topk = None if cfg.dense else max(1, int(cfg.afrac * ours.d_model))
-    torch.manual_seed(cfg.seed + 1)
-    return Bridges(locations, dense.config.d_model, ours.d_model, topk), dense
-
-
-def _start_bridges(bridged: tuple[Bridges, SparseGPT], model: SparseGPT, data: TokenData, cfg: TrainConfig,
-                   windows: int = 64) -> None:
-    """Start the bridges at their least-squares solution between the dense model and the starting model.
-
-    On windows of their own generator, so the run's batches are the same as without bridges.
-    """
-    from circuitbench.bridges.losses import record
-
-    bridges, dense = bridged
-    x, _ = sample_batch(data.train, windows, cfg.ctx, torch.Generator().manual_seed(cfg.seed + 1))
-    with torch.no_grad():
-        acts = [record(m, x, bridges.locations)[1] for m in (dense, model)]
-    flat = [{k: v.flatten(0, 1).float() for k, v in a.items()} for a in acts]
-    bridges.fit_least_squares(flat[0], flat[1])
-
-
-def _write_joint_bridges(cfg: TrainConfig, bridged: tuple[Bridges, SparseGPT], history: list[dict[str, Any]],
-                         elapsed: float, data: TokenData) -> None:
-    """Save the jointly trained bridges and their card in OUT/bridges."""
-    from circuitbench.bridges.bridge import save_bridges
-    from circuitbench.bridges.card import write_card
-    from circuitbench.models.native import file_sha256
-
-    bridges = bridged[0]
-    out = Path(cfg.out_dir)
-    keys = ("nmse_enc", "nmse_dec", "kl_d2s", "kl_s2d")
-    rows = [r for r in history if "bridge_kl_d2s" in r]
-
-    def losses(r: dict[str, Any]) -> dict[str, Any]:
-        return {k: r[f"bridge_{k}"] for k in keys} | {"step": r["step"]}
-
-    weights = out / "final_model.pt"
-    config = {"settings": {"nmse_coef": 1.0, "kl_coef": 1.0, "lr": cfg.lr, "batch_size": cfg.batch_size,
-                           "ctx": cfg.ctx, "seed": cfg.seed},
-              "dense": {"name": Path(cfg.bridge_to or "").name, "path": str(Path(cfg.bridge_to or "").resolve()),
-                        "weights_sha256": file_sha256(_weights_file(Path(cfg.bridge_to or "")))},
-              "sparse": {"name": out.name, "path": str(out.resolve()), "weights_sha256": file_sha256(weights)},
-              "trained": {"steps": rows[-1]["step"] if rows else 0,
-                          "tokens": (rows[-1]["step"] if rows else 0) * cfg.batch_size * cfg.ctx,
-                          "elapsed_s": round(elapsed, 1), "first": losses(rows[0]) if rows else {},
-                          "last": losses(rows[-1]) if rows else {}, "threads": torch.get_num_threads()},
-              "joint": True, "command": cfg.command,
-              "corpus": f"{cfg.corpus} (tokenizer {data.tokenizer_hash[:12]})"}
-    bridges.eval().requires_grad_(False)
-    save_bridges(out / BRIDGES_DIR, bridges, config)
-    full = json.loads((out / BRIDGES_DIR / "bridge_config.json").read_text())
-    write_card(out / BRIDGES_DIR, full)
-
-
-def _weights_file(directory: Path) -> Path:
-    from circuitbench.models.checkpoint import find_weights
-
-    return find_weights(directory)
 
 
 class _Run:
