@@ -57,3 +57,10 @@ def test_the_built_wheel_installs_and_runs_circuitbench_run_from_outside_the_tre
     listed = subprocess.run([str(env_dir / "bin" / "circuitbench"), "tasks", "list"], cwd=work, capture_output=True,
                             text=True, check=True).stdout
     assert listed.count("\n") >= 20  # the task specs ship in the wheel
+    # the bundled bridges ship too: steer through them with the circuit just found
+    steered = subprocess.run([str(env_dir / "bin" / "circuitbench"), "bridge", "steer", "--task", "while_return_true",
+                              "--results", str(work / "results"), "--controls", "1", "--threads", "1", "--quiet"],
+                             cwd=work, capture_output=True, text=True, timeout=600)
+    assert steered.returncode == 0, steered.stderr[-3000:]
+    assert "dense model through the bridges" in steered.stdout or "nothing was steered" in steered.stdout
+    assert list((work / "results").rglob("*.steer.parquet"))

@@ -60,8 +60,8 @@ def add_bridge(sub: Subparsers) -> None:
     st.add_argument("--task", required=True, help="the task whose circuit steers")
     st.add_argument("--bridges", default=DEFAULT_BRIDGES, help="a bridge folder or bundled name")
     _model_flags(st)
-    st.add_argument("--unit", type=Path, default=None, help="the sparse model's unit on the task "
-                    "(default: RESULTS/SPARSE/TASK.METHOD.seedSEED.parquet)")
+    st.add_argument("--unit", type=Path, default=None, help="the sparse model's unit on the task (default: "
+                    "RESULTS/*/TASK.METHOD.seedSEED.parquet of the model with the sparse model's weights)")
     st.add_argument("--results", type=Path, default=Path("baselines/results"), help="where to find the unit")
     st.add_argument("--method", default="learned_mask", help="the unit's method")
     st.add_argument("--unit-seed", type=int, default=0, help="the unit's seed")
@@ -69,7 +69,7 @@ def add_bridge(sub: Subparsers) -> None:
                     help="how far towards the other side's mean (1: all the way, 2: twice as far)")
     st.add_argument("--min-separation", type=float, default=1.0,
                     help="a channel separates when its side means differ by this many pooled standard deviations")
-    st.add_argument("--controls", type=int, default=8, help="random-channel draws for the control")
+    st.add_argument("--controls", type=int, default=8, help="random-channel draws for each of the two controls")
     st.add_argument("--seed", type=int, default=0, help="seeds the control's draws")
     st.add_argument("--out", type=Path, default=None,
                     help="the results' Parquet file (default: beside the unit, TASK.METHOD.seedN.steer.parquet)")
