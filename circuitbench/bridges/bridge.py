@@ -149,13 +149,6 @@ class Bridges(nn.Module):
         lin = self.linear(self.decoder, location)
         return lin(x.to(lin.weight.dtype))
 
-    def decoder_column(self, location: str, channel: int) -> Tensor:
-        """The dense-residual direction [d_dense] that one unit of sparse channel `channel` decodes to.
-
-        The decoder is linear: dec(s + delta e_c) - dec(s) = delta W[:, c], whatever s is.
-        """
-        return self.linear(self.decoder, location).weight[:, channel].detach()
-
     def linear(self, maps: nn.ModuleList, location: str | int) -> nn.Linear:
         """The map of `maps` (`encoder` or `decoder`) at a location (a name or its index)."""
         lin = maps[location if isinstance(location, int) else self.index(location)]

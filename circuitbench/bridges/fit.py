@@ -28,7 +28,7 @@ from circuitbench.bridges.bridge import (
     model_record,
     save_bridges,
 )
-from circuitbench.bridges.losses import bridge_losses
+from circuitbench.bridges.losses import bridge_losses, least_squares_start
 from circuitbench.corpus import sample_batch
 from circuitbench.files import atomic_path
 from circuitbench.protocols import ModelAdapter
@@ -194,11 +194,7 @@ class _Run:
                             cfg: BridgeTrainConfig) -> None:
         """Start every map at its ridge-regression solution on `init_windows` windows' residuals."""
         x, _ = sample_batch(tokens, cfg.init_windows, cfg.ctx, self.gen)
-        locs = self.bridges.locations
-        _, dc = dense.run_with_cache(x.to(dense.device), locs)
-        _, sc = sparse.run_with_cache(x.to(sparse.device), locs)
-        self.bridges.fit_least_squares({k: v.flatten(0, 1).cpu() for k, v in dc.items()},
-                                       {k: v.flatten(0, 1).cpu() for k, v in sc.items()})
+        least_squares_start(self.bridges, dense.forward, sparse.forward, x.to(dense.device))
 
     def steps(self, dense: ModelAdapter, sparse: ModelAdapter, tokens: Any, cfg: BridgeTrainConfig, end: int,
               show_progress: bool) -> None:

@@ -83,6 +83,14 @@ def replaced(location: str, value: Tensor) -> Hook:
     return hook
 
 
+@torch.no_grad()
+def least_squares_start(bridges: Bridges, dense: Forward, sparse: Forward, tokens: Tensor) -> None:
+    """Start every map at its ridge-regression solution on both models' residuals over `tokens` [B, T]."""
+    acts = [record(f, tokens, bridges.locations)[1] for f in (dense, sparse)]
+    flat = [{k: v.flatten(0, 1).float().cpu() for k, v in a.items()} for a in acts]
+    bridges.fit_least_squares(flat[0], flat[1])
+
+
 def bridge_losses(bridges: Bridges, dense: Forward, sparse: Forward, tokens: Tensor, nmse_coef: float = 1.0,
                   kl_coef: float = 1.0, dense_grad: bool = False) -> BridgeLosses:
     """The losses of one batch (module docstring); `total` = nmse_coef x (enc + dec) + kl_coef x (d2s + s2d).

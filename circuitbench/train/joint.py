@@ -55,14 +55,11 @@ def start_bridges(bridged: tuple[Bridges, SparseGPT], model: SparseGPT, data: To
 
     On windows of their own generator, so the run's batches are the same as without bridges.
     """
-    from circuitbench.bridges.losses import record
+    from circuitbench.bridges.losses import least_squares_start
 
     bridges, dense = bridged
     x, _ = sample_batch(data.train, windows, cfg.ctx, torch.Generator().manual_seed(cfg.seed + 1))
-    with torch.no_grad():
-        acts = [record(m, x, bridges.locations)[1] for m in (dense, model)]
-    flat = [{k: v.flatten(0, 1).float() for k, v in a.items()} for a in acts]
-    bridges.fit_least_squares(flat[0], flat[1])
+    least_squares_start(bridges, dense, model, x)
 
 
 def write_joint_bridges(cfg: TrainConfig, bridged: tuple[Bridges, SparseGPT], history: list[dict[str, Any]],
