@@ -99,7 +99,9 @@ def corpus_mean(
     weights = str(adapter.provenance.get("weights_sha256", adapter.name))
     if adapter.provenance.get("saes"):  # an SAE-augmented model: its sites depend on the SAEs' weights too
         weights += "|" + ",".join(s["weights_sha256"] for s in adapter.provenance["saes"])
-    key = hashlib.sha256(f"{weights}|{corpus_key}|{tuple(windows.shape)}".encode()).hexdigest()[:24]
+    layout = "" if [s.name for s in index.sites] == [s.name for s in adapter.sites] else \
+        "|" + ",".join(s.name for s in index.sites)  # another layout (edge level: + the attention's y) is cached apart
+    key = hashlib.sha256(f"{weights}|{corpus_key}|{tuple(windows.shape)}{layout}".encode()).hexdigest()[:24]
     cache_dir = cache_dir or Path(os.environ.get("CIRCUITBENCH_CACHE", "~/.cache/circuitbench")).expanduser()
     path = cache_dir / "ablation" / f"{key}.pt"
     if path.is_file():

@@ -50,7 +50,7 @@ def top_k_scores(problem: Problem, rows: Batch, scores: Tensor, full: Scores, em
     nothing; every curve of one ranking shares the memo, so a size on both grids is evaluated once. With
     `reference` (the full model's log-probabilities on `rows`), each point also has its KL.
     """
-    n = problem.index.size
+    n = problem.size
     memo: dict[int, Scores] = {0: empty, n: full}
 
     def at(k: int) -> Scores:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from circuitbench.circuits.ablation import AblationSource
 from circuitbench.circuits.curves import CURVE_METRICS, faithfulness_curve, node_curve, top_k_scores
-from circuitbench.circuits.edges import count_edges
+from circuitbench.circuits.edge_level import EdgeIndex, check_edge_level, edge_circuit_of
 from circuitbench.circuits.masks import NodeIndex, circuit_of, keep_top
 from circuitbench.circuits.methods import (
     DiagnosedMethod,
@@ -31,8 +31,8 @@ from circuitbench.circuits.methods import (
     SignedMethod,
     get_method,
 )
-from circuitbench.circuits.metrics import Scores, count_nodes, faithfulness, loss_recovered, score
-from circuitbench.circuits.problem import Calibration, Problem, fit_calibration, search_subset
+from circuitbench.circuits.metrics import Scores, faithfulness, loss_recovered, score
+from circuitbench.circuits.problem import Calibration, EdgeProblem, Problem, fit_calibration, search_subset
 from circuitbench.circuits.search import SearchResult, smallest_k
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import Batch, ModelAdapter
@@ -162,7 +162,7 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
         state.rows += state.phases.rows()
         return state.result("unsolved")
     with state.phases("ablation_values"):
-        values = ablation.values(state.train).to(adapter.device)
+        values = _ablation_values(state, ablation).to(adapter.device)
     state.problem = dataclasses.replace(state.problem, ablation_values=values)
     # The circuit must reach the target loss, or the full model's own loss where the full model is weaker than
     # the target (it solves the task, just less confidently): keeping every node always meets that.
@@ -178,11 +178,23 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     if control is not None:
         control_phase(state, control, method, ranking, target)
     state.rows += state.phases.rows()
-    circuit = circuit_of(state.index, ranking.scores, found.k, values, n_head=adapter.n_heads,
+    save = edge_circuit_of if isinstance(state.problem, EdgeProblem) else circuit_of
+    graph = state.problem.graph if isinstance(state.problem, EdgeProblem) else state.index
+    circuit = save(graph, ranking.scores, found.k, values, n_head=adapter.n_heads,  # type: ignore[arg-type]
                          calibration=None if calibration is None else
                          {"scale": calibration.scale, "shift": {str(t): v for t, v in calibration.shift.items()}},
                          unit_key=unit.key(), model=unit.model.name, task=unit.task)
     return state.result("solved" if found.met_target else "target_missed", circuit)
+
+
+def _ablation_values(state: UnitState, ablation: AblationSource) -> Tensor:
+    """The values pruned nodes (or the sources of pruned edges) take."""
+    if not isinstance(state.problem, EdgeProblem):
+        return ablation.values(state.train)
+    from circuitbench.circuits.ablation import ablation_source
+
+    # edges also ablate the attention's head-mixed values: the same kind of source over the wider layout
+    return ablation_source(state.unit.ablation, state.adapter, state.problem.graph.values).values(state.train)
 
 
 def prepare(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_progress: bool = False,
@@ -213,8 +225,14 @@ def prepare(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_pr
 
         rows += [(name, "counterfactual_aligned_examples", aligned_examples(split))
                  for name, split in (("train", train), ("test", test))]
-    problem = Problem(adapter, index, torch.zeros(index.value_size, device=adapter.device), train, unit.seed,
-                      show_progress, eval_batch, counterfactual)
+    if unit.level == "edges":
+        check_edge_level(adapter, unit.ablation)
+        edges = EdgeIndex.of(adapter)
+        problem: Problem = EdgeProblem(adapter, index, torch.zeros(edges.values.value_size, device=adapter.device),
+                                       train, unit.seed, show_progress, eval_batch, False, edges)
+    else:
+        problem = Problem(adapter, index, torch.zeros(index.value_size, device=adapter.device), train, unit.seed,
+                          show_progress, eval_batch, counterfactual)
     search_rows = search_subset(train, unit.search_examples, unit.seed) if len(train) >= 2 else train
     return UnitState(unit, adapter, index, train, test, search_rows, problem, rows, fields, _Phases(), t_start)
 
@@ -250,14 +268,15 @@ def method_phase(state: UnitState, method: Method, control: Problem | None) -> R
             scores = method.node_scores(state.problem)
             native = method.native_k if isinstance(method, NativeSizeMethod) else None
     for name, s in (("scores", scores), ("control scores", c_scores)):
-        if s is not None and tuple(s.shape) != (state.index.size,):
+        if s is not None and tuple(s.shape) != (state.problem.size,):
             raise CircuitbenchError(f"method {state.unit.method}: its {name} have shape {tuple(s.shape)}, the model "
-                                    f"has {state.index.size} nodes; node_scores must return one score per node")
+                                    f"has {state.problem.size} {state.problem.level}; node_scores must return one "
+                                    f"score per {state.problem.level[:-1]}")
     if isinstance(method, DiagnosedMethod):
         state.rows += [("", f"method_{k}", v) for k, v in method.diagnostics().items()]
     state.rows.append(("", "method_joint_control", float(joint)))
     state.rows += [("", f"method_cost_{k}_passes", v)
-                   for k, v in method.cost(len(state.train), state.index.size).items()]
+                   for k, v in method.cost(len(state.train), state.problem.size).items()]
     signed = method.signed_scores if isinstance(method, SignedMethod) else None
     return Ranking(scores, native, signed, c_scores, c_native)
 
@@ -268,7 +287,7 @@ def curve_phase(state: UnitState, ranking: Ranking, full_test: Scores) -> Scores
     Returns:
         The empty circuit's scores on the test split (the curves' zero point).
     """
-    problem, test, size = state.problem, state.test, state.index.size
+    problem, test, size = state.problem, state.test, state.problem.size
     with state.phases("curve"):
         reference = problem.answer_logprobs(test)  # the full model's next-token distribution, for KL
         full_ref = dataclasses.replace(full_test, kl=0.0)
@@ -280,7 +299,8 @@ def curve_phase(state: UnitState, ranking: Ranking, full_test: Scores) -> Scores
             grid, grid_f = node_curve(at, size, full_ref, empty, metric)
             state.rows += [("test", f"curve_{tag}f_{frac:g}", f) for frac, f in zip(curve.fractions, curve.f,
                                                                                     strict=True)]
-            state.rows += [("test", f"curve_nodes_{tag}f_{k}", f) for k, f in zip(grid, grid_f, strict=True)]
+            state.rows += [("test", f"curve_{problem.level}_{tag}f_{k}", f) for k, f in zip(grid, grid_f,
+                                                                                               strict=True)]
         absolute = curves["logit_diff"]
         # MIB: CPR ranks by the signed score, CMD by its absolute value (the same ranking for unsigned methods)
         signed = absolute if ranking.signed is None else faithfulness_curve(
@@ -295,11 +315,11 @@ def search_phase(state: UnitState, ranking: Ranking, target: float
     """The smallest top-k circuit of the ranking that meets `target` on the search examples; its sizes."""
     on_search = circuit_scorer(state.problem, state.search_rows, state.unit.calibrate)
     with state.phases("search"):
-        found = smallest_k(lambda k: on_search(keep_top(ranking.scores, k))[0].loss, state.index.size, target,
+        found = smallest_k(lambda k: on_search(keep_top(ranking.scores, k))[0].loss, state.problem.size, target,
                            ranking.native)
         gates = keep_top(ranking.scores, found.k)
         calibration = on_search(gates)[1]
-    sizes = {**count_nodes(state.index, gates), **count_edges(state.adapter, state.index, gates)}
+    sizes = state.problem.circuit_sizes(gates)
     state.rows += [("", k, v) for k, v in sizes.items()]
     state.rows += [("train", "circuit_loss", found.loss), ("train", "search_evaluations", found.evaluations)]
     state.fields.update(nodes=sizes["nodes"], edges=sizes["edges"])
@@ -332,10 +352,15 @@ def control_phase(state: UnitState, control: Problem, method: Method, ranking: R
         if c_scores is None:  # not trained jointly with the task
             c_scores = method.node_scores(control)
             c_native = method.native_k if isinstance(method, NativeSizeMethod) else None
-        c_found = smallest_k(lambda k: on_control(keep_top(c_scores, k))[0].loss, state.index.size, target, c_native)
-    state.rows += [("", "control_nodes", c_found.k), ("train", "control_loss", c_found.loss),
+        c_found = smallest_k(lambda k: on_control(keep_top(c_scores, k))[0].loss, state.problem.size, target,
+                             c_native)
+    sizes = control.circuit_sizes(keep_top(c_scores, c_found.k))
+    state.rows += [("", "control_nodes", sizes["nodes"]), ("train", "control_loss", c_found.loss),
                    ("", "control_met_target", float(c_found.met_target))]
-    state.fields.update(control_nodes=c_found.k, control_met_target=c_found.met_target)
+    state.fields.update(control_nodes=sizes["nodes"], control_met_target=c_found.met_target)
+    if control.level == "edges":
+        state.rows.append(("", "control_edges", sizes["edges"]))
+        state.fields.update(control_edges=sizes["edges"])
 
 
 def measure_circuit(problem: Problem, rows: Batch, gates: Tensor, calibration: Calibration | None,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from circuitbench.circuits.edge_level import EdgeIndex, edge_logits
 from circuitbench.circuits.masks import AblationValues, NodeIndex, gate_hook
 from circuitbench.circuits.metrics import Scores, answer_logits, kl_from, score, task_loss
 from circuitbench.protocols import Batch, Hook, ModelAdapter, forward_at
@@ -49,6 +50,26 @@ class Problem:
         """The gate hook for a forward pass over `rows`."""
         return gate_hook(self.index, gates, self.values_for(rows))
 
+    level = "nodes"
+    """What the gates gate: `nodes` here, `edges` in `EdgeProblem`."""
+
+    @property
+    def size(self) -> int:
+        """Length of a gate vector: the nodes."""
+        return self.index.size
+
+    def logits_at(self, rows: Batch, gates: Tensor | None) -> Tensor:
+        """[N, V] logits at the answer positions with the given gates (None: the full model)."""
+        hook = None if gates is None else self.hook(rows, gates)
+        return forward_at(self.adapter, rows.tokens, hook, rows.last)
+
+    def circuit_sizes(self, gates: Tensor) -> dict[str, int]:
+        """Kept nodes (in all and per kind) and the edges between them."""
+        from circuitbench.circuits.edges import count_edges
+        from circuitbench.circuits.metrics import count_nodes
+
+        return {**count_nodes(self.index, gates), **count_edges(self.adapter, self.index, gates)}
+
     def _answers(self, rows: Batch, gates: Tensor | None, reference: Tensor | None = None,
                  logprobs: bool = False) -> tuple[Tensor, Tensor | None]:
         """[N, 2] candidate logits, and per-row KL from `reference` or the [N, V] log-probabilities.
@@ -60,8 +81,7 @@ class Problem:
         step = whole_pairs(self.eval_batch)
         with torch.no_grad():
             for i, part in enumerate(rows.chunks(step)):
-                hook = None if gates is None else self.hook(part, gates)
-                logits = forward_at(self.adapter, part.tokens, hook, part.last)
+                logits = self.logits_at(part, gates)
                 twos.append(answer_logits(logits, part))
                 if logprobs:
                     extra.append(torch.log_softmax(logits.float(), dim=-1))
@@ -86,6 +106,44 @@ class Problem:
         """
         two, kl = self._answers(rows, gates, reference)
         return score(two, kl)
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeProblem(Problem):
+    """A pruning problem over the model's edges (`circuitbench.circuits.edge_level`).
+
+    Gates are one per edge of `edges`; `ablation_values` follow `edges.values` (the node sites, then each
+    attention's head-mixed values).
+    """
+
+    edges: EdgeIndex | None = None
+
+    level = "edges"
+
+    @property
+    def graph(self) -> EdgeIndex:
+        """The edge graph (always set)."""
+        assert self.edges is not None
+        return self.edges
+
+    @property
+    def size(self) -> int:
+        """Length of a gate vector: the edges."""
+        return self.graph.size
+
+    def hook(self, rows: Batch, gates: Tensor) -> Hook:
+        """Edge gates act through the model's modules, not one hook: use `logits_at`."""
+        raise TypeError("an edge-level problem has no node gate hook; use logits_at")
+
+    def logits_at(self, rows: Batch, gates: Tensor | None) -> Tensor:
+        """[N, V] logits at the answer positions with the given edge gates (None: the full model)."""
+        if gates is None:
+            return forward_at(self.adapter, rows.tokens, None, rows.last)
+        return edge_logits(self.adapter, self.graph, gates, self.ablation_values, rows)
+
+    def circuit_sizes(self, gates: Tensor) -> dict[str, int]:
+        """Kept edges (in all, weighted, residual) and the nodes they touch."""
+        return self.graph.sizes(gates)
 
 
 @dataclass(frozen=True, slots=True)

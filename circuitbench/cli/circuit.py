@@ -44,6 +44,21 @@ def add_circuit(sub: Subparsers) -> None:
     xp.add_argument("--recompute", action="store_true",
                     help="measure the nodes again even when the unit's node table is current")
     xp.set_defaults(handler=_cmd_circuit_explore)
+    im = csub.add_parser("import", help="bring in a circuit found by another tool (MIB / EAP-IG Graph JSON) and "
+                                        "measure it on a task as a saved unit")
+    im.add_argument("file", type=Path, help="the circuit file (.json)")
+    im.add_argument("--format", choices=["mib"], default="mib", help="mib: EAP-IG / MIB Graph JSON (default)")
+    im.add_argument("--model", required=True, help="the model the circuit was found on (bundled name, folder, Hub id)")
+    im.add_argument("--task", required=True, help="the task to measure it on")
+    im.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
+    im.add_argument("--ablation", choices=["mean", "task-mean", "zero"], default="mean",
+                    help="what pruned nodes or edges take (default: %(default)s)")
+    im.add_argument("--percent", type=float, default=None,
+                    help="keep the top P %% of this model's edges by the file's scores instead of its in_graph marks "
+                         "(MIB's importance-score files)")
+    im.add_argument("--device", default="cpu")
+    im.add_argument("--force", action="store_true", help="replace a unit already imported there")
+    im.set_defaults(handler=_cmd_circuit_import)
     dr = csub.add_parser("draw", help="draw a saved circuit as SVG: sites as columns, kept channels, weighted edges")
     dr.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
     dr.add_argument("--out", type=Path, required=True, help="output .svg file")
@@ -120,6 +135,25 @@ def _cmd_circuit_eval(args: argparse.Namespace) -> int:
         same = all(r["equal"] for r in rows)
         print("\nThe saved circuit reproduces its stored numbers exactly." if same else
               "\nSome numbers differ from the stored ones (another device, dtype or torch version?).")
+    return 0
+
+
+def _cmd_circuit_import(args: argparse.Namespace) -> int:
+    import circuitbench
+    from circuitbench.runs.imported import import_mib
+    from circuitbench.tasks.load import get_task
+
+    check_suffix(args.file, (".json",), "an MIB / EAP-IG Graph JSON file")
+    if not args.file.is_file():
+        raise CircuitbenchError(f"{args.file}: no such file")
+    get_task(args.task)  # an unknown task is a one-line error before the model loads
+    adapter = circuitbench.load_model(args.model, device=args.device)
+    path, result = import_mib(args.file, adapter, args.model, args.task, args.out, args.ablation, args.percent,
+                              args.force)
+    cols = ["task", "status", "nodes", "edges", "sufficiency_loss", "necessity_loss", "faithfulness"]
+    print_table([{c: result.summary().get(c) for c in cols}], "table", floatfmt=".3f")
+    print(f"\n{result.unit.level[:-1]}-level circuit imported -> {path}\n(`circuitbench circuit eval {path}` "
+          "measures it again; `circuit draw` draws it)")
     return 0
 
 

@@ -92,7 +92,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     summaries = run(cfg, executor=make_executor(args.executor, args.address), seeds=seeds)
     # the summary's own column names (the Parquet and the code use the same ones)
     cols = ["task", "status", "full_accuracy", "nodes", "edges", "sufficiency_loss", "necessity_loss",
-            "faithfulness", "control_nodes", "control_met_target"]
+            "faithfulness", "control_edges" if cfg.level == "edges" else "control_nodes", "control_met_target"]
     if seeds is not None:
         cols.insert(1, "seed")
     print_table([{c: s.get(c) for c in cols} for s in summaries], args.format, floatfmt=".3f")
@@ -109,8 +109,8 @@ def print_seed_table(summaries: list[dict[str, Any]], out: Path) -> None:
     from circuitbench.results.report import collect
     from circuitbench.results.seeds import seed_table
 
-    keys = {(s["task"], s["method"], s["seed"]) for s in summaries}
-    rows = [r for r in collect(out) if (r["task"], r["method"], r["seed"]) in keys]
+    keys = {(s["task"], s["method"], s["level"], s["seed"]) for s in summaries}
+    rows = [r for r in collect(out) if (r["task"], r["method"], r["level"], r["seed"]) in keys]
     table = seed_table(rows, out)
     if not table:
         print("\nNo task was pruned with two seeds or more: no spread to report.")

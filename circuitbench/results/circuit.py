@@ -8,6 +8,11 @@ Files written per unit (beside `TASK.METHOD.seedN.parquet`):
   `kept.SITE` (int64 channel indices kept at each site, ascending); its metadata `circuitbench.circuit`
   is JSON: format version, unit key, model, task, k, the site layout (name, kind, layer, width,
   value_width), the head count, and the calibration when one was fitted.
+  An edge-level circuit (`level` `edges` in the metadata) has one score per edge of the model's graph
+  instead (`scores` [n_edges]; k edges kept), the graph's hash `graph_sha`, the extra value sites its
+  ablation vector also covers (`value_sites`: each attention's head-mixed values), and `kept_edges`
+  ([k, 4] int64: source site, source channel, destination site, destination channel; sites index
+  `sites`) in place of `kept.SITE`.
 - `TASK.METHOD.seedN.edges.parquet`: one row per edge, `src_site`, `src_channel`, `dst_site`,
   `dst_channel`, `weight` (NaN for weightless residual edges) and `kind` (`weighted` or `residual`).
   Its metadata `circuitbench.edges_total` is the unit's `edges`; it holds every edge up to
@@ -62,6 +67,14 @@ class Circuit:
     unit_key: str = ""
     model: str = ""
     task: str = ""
+    level: str = "nodes"
+    """`nodes`: scores and gates are per node; `edges`: per edge of the model's graph."""
+    graph_sha: str = ""
+    """Edge level: the hash of the graph the scores index (`EdgeIndex.sha`)."""
+    value_sites: tuple[SiteLayout, ...] = ()
+    """Edge level: sites the ablation vector covers after `sites` (each attention's head-mixed values)."""
+    kept_edges: Tensor | None = None
+    """Edge level: [k, 4] int64 (source site, source channel, destination site, destination channel)."""
 
     @property
     def n_nodes(self) -> int:
@@ -69,11 +82,21 @@ class Circuit:
         return sum(s.width for s in self.sites)
 
     def gates(self) -> Tensor:
-        """[n_nodes] 0/1 float32: the kept nodes (top k by score, ties broken by index)."""
+        """0/1 float32 over nodes (or edges, at the edge level): the top k by score, ties broken by index."""
         return keep_top(self.scores, self.k)
 
     def kept(self) -> dict[str, list[int]]:
-        """Kept channel indices per site (every site listed, possibly empty)."""
+        """Kept channel indices per site (every site listed, possibly empty).
+
+        At the edge level: the nodes at either end of a kept edge.
+        """
+        if self.level == "edges":
+            assert self.kept_edges is not None
+            touched: dict[str, set[int]] = {s.name: set() for s in self.sites}
+            for src, sc, dst, dc in self.kept_edges.tolist():
+                touched[self.sites[src].name].add(sc)
+                touched[self.sites[dst].name].add(dc)
+            return {name: sorted(v) for name, v in touched.items()}
         g, out, start = self.gates(), {}, 0
         for s in self.sites:
             out[s.name] = torch.nonzero(g[start : start + s.width] > 0.5).flatten().tolist()
@@ -87,11 +110,16 @@ class Circuit:
         from safetensors.torch import save_file
 
         tensors = {"scores": self.scores.contiguous(), "ablation": self.ablation_values.contiguous()}
-        for name, idx in self.kept().items():
-            tensors[f"kept.{name}"] = torch.tensor(idx, dtype=torch.int64)
         meta = {"format": CIRCUIT_FORMAT, "unit_key": self.unit_key, "model": self.model, "task": self.task,
                 "k": self.k, "n_head": self.n_head, "calibration": self.calibration,
                 "sites": [s.__dict__ for s in self.sites]}
+        if self.level == "edges":
+            assert self.kept_edges is not None
+            tensors["kept_edges"] = self.kept_edges.to(torch.int64).contiguous()
+            meta.update(level="edges", graph_sha=self.graph_sha, value_sites=[s.__dict__ for s in self.value_sites])
+        else:
+            for name, idx in self.kept().items():
+                tensors[f"kept.{name}"] = torch.tensor(idx, dtype=torch.int64)
         with atomic_path(Path(path)) as tmp:
             save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
         return Path(path)
@@ -123,7 +151,13 @@ class Circuit:
                                     f"v{CIRCUIT_FORMAT}; rerun the unit with --force")
         c = cls(tuple(SiteLayout(**s) for s in meta["sites"]), tensors["scores"], int(meta["k"]),
                 tensors["ablation"], meta.get("n_head"), meta.get("calibration"), meta.get("unit_key", ""),
-                meta.get("model", ""), meta.get("task", ""))
+                meta.get("model", ""), meta.get("task", ""), meta.get("level", "nodes"), meta.get("graph_sha", ""),
+                tuple(SiteLayout(**s) for s in meta.get("value_sites", [])), tensors.get("kept_edges"))
+        if c.level == "edges":
+            if c.kept_edges is None or len(c.kept_edges) != c.k:
+                raise CircuitbenchError(f"{path}: an edge-level circuit whose kept_edges do not number k = {c.k}; "
+                                        "the file was edited or is corrupt")
+            return c
         stored = {s.name: tensors[f"kept.{s.name}"].tolist() for s in c.sites}
         if stored != c.kept():
             raise CircuitbenchError(f"{path}: the stored kept channels disagree with scores and k; the file "

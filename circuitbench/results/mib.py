@@ -12,6 +12,9 @@ with `in_graph` and `score`. Where the mapping loses information:
   channel of the child) realises it, and its `score` is the number of such paths.
 - The embedding is not a node here: `input` edges are those whose child reads a kept residual channel
   that reaches it, whatever wrote it.
+- An edge-level circuit is shown through the nodes its kept edges touch (node scores 1 or 0).
+The exact circuit rides along under the top-level key `circuitbench` (`extension`), which MIB's readers
+ignore and `circuitbench circuit import` reads back, so export -> import reproduces the circuit exactly.
 """
 
 from __future__ import annotations
@@ -42,7 +45,28 @@ def to_mib(circuit: Circuit, edges: list[dict[str, Any]]) -> dict[str, Any]:
         raise CircuitbenchError("the circuit file does not record the model's head count; rerun the unit")
     g = _Graph(circuit, edges)
     cfg = {"n_layers": len(g.layers), "n_heads": g.n_head, "parallel_attn_mlp": False, "d_model": g.d_model}
-    return {"cfg": cfg, "nodes": g.nodes, "edges": g.edges()}
+    return {"cfg": cfg, "nodes": g.nodes, "edges": g.edges(), EXTENSION: extension(circuit)}
+
+
+EXTENSION = "circuitbench"
+"""The top-level key of the exact circuit in an exported file (MIB's readers take cfg, nodes and edges only)."""
+
+
+def extension(circuit: Circuit) -> dict[str, Any]:
+    """The circuit at channel level, exactly: what `circuit import` reads back (the component graph loses it).
+
+    `kept`: the kept channels per site (node level), or `kept_edges`: [src site, src channel, dst site, dst
+    channel] per kept edge and the graph's hash (edge level).
+    """
+    out: dict[str, Any] = {"format": "1", "level": circuit.level, "model": circuit.model, "task": circuit.task}
+    if circuit.level == "edges":
+        assert circuit.kept_edges is not None
+        names = [s.name for s in circuit.sites]
+        out["kept_edges"] = [[names[a], b, names[c], d] for a, b, c, d in circuit.kept_edges.tolist()]
+        out["graph_sha"] = circuit.graph_sha
+    else:
+        out["kept"] = circuit.kept()
+    return out
 
 
 class _Graph:
@@ -56,8 +80,10 @@ class _Graph:
         self.kept = {k: set(v) for k, v in circuit.kept().items()}
         self.score_of: dict[str, Tensor] = {}
         start = 0
-        for s in circuit.sites:
-            self.score_of[s.name] = circuit.scores[start : start + s.width]
+        for s in circuit.sites:  # an edge-level circuit scores edges: its nodes score 1 if touched, else 0
+            self.score_of[s.name] = (circuit.scores[start : start + s.width] if circuit.level == "nodes" else
+                                     torch.zeros(s.width).index_fill_(0, torch.tensor(sorted(self.kept[s.name]),
+                                                                                      dtype=torch.long), 1.0))
             start += s.width
         self.nodes = self._nodes()
         self.feeds = self._feeds(edges)

@@ -18,15 +18,16 @@ def curve_prefix(metric: str = "logit_diff") -> str:
     return "curve_f_" if metric == "logit_diff" else f"curve_{metric}_f_"
 
 
-def read_curves(out: Path, model: str, methods: list[str], seed: int = 0, metric: str = "logit_diff") -> Curves:
-    """Task -> method -> [(fraction of nodes, faithfulness)] from the units' curve measurements on `metric`."""
+def read_curves(out: Path, model: str, methods: list[str], seed: int = 0, metric: str = "logit_diff",
+                level: str = "nodes") -> Curves:
+    """Task -> method -> [(fraction of nodes or edges, faithfulness)] from the units' curve measurements."""
     from circuitbench.results.store import read_unit, unit_files
 
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for path in unit_files(out):
         table, summary, prov = read_unit(path)
         u = prov.unit
-        if u.model.name != model or u.method not in methods or u.seed != seed:
+        if u.model.name != model or u.method not in methods or u.seed != seed or u.level != level:
             continue
         prefix = curve_prefix(metric)
         pts = [(float(r["metric"].removeprefix(prefix)), r["value"]) for r in table.to_pylist()
@@ -37,7 +38,7 @@ def read_curves(out: Path, model: str, methods: list[str], seed: int = 0, metric
 
 
 def plot_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], path: Path, title: str = "",
-                ylabel: str = "faithfulness") -> list[Path]:
+                ylabel: str = "faithfulness", level: str = "nodes") -> list[Path]:
     """One panel per task, faithfulness against circuit size (log axis); writes PATH.svg and PATH.png.
 
     Raises:
@@ -62,7 +63,7 @@ def plot_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], path: P
         ax.set_xscale("log")
         ax.axhline(1.0, color="grey", lw=0.5, ls="--")
         ax.set_title(task, fontsize=10)
-        ax.set_xlabel("circuit size (% of nodes)")
+        ax.set_xlabel(f"circuit size (% of {level})")
         ax.set_ylabel(ylabel)
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")

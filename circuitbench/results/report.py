@@ -35,7 +35,7 @@ def collect(out: Path) -> list[dict[str, Any]]:
     for path in files:
         _, summary, prov = read_unit(path)
         rows.append({**summary, "model": prov.unit.model.name, "weights_sha256": prov.unit.model.weights_sha256})
-    return sorted(rows, key=lambda r: (r["model"], r["task"], r["method"], r["seed"]))
+    return sorted(rows, key=lambda r: (r["model"], r["task"], r["method"], r["level"], r["seed"]))
 
 
 def geomean(values: list[float]) -> float:
@@ -114,15 +114,15 @@ def side_by_side(rows: list[dict[str, Any]], models: list[str], method: str = "l
     return [table[t] for t in sorted(table)]
 
 
-def method_table(rows: list[dict[str, Any]], model: str, seed: int = 0) -> list[dict[str, Any]]:
-    """One row per method on one model: tasks pruned, mean CPR / CMD, geomean nodes and edges, wall time.
+def method_table(rows: list[dict[str, Any]], model: str, seed: int = 0, level: str = "nodes") -> list[dict[str, Any]]:
+    """One row per method on one model at one level: tasks pruned, mean CPR / CMD, geomean nodes and edges, wall time.
 
     CPR and CMD on the linear and the log axis; `wall_s` is the summed wall time of its units. Means are
     over the tasks every listed method pruned, so the methods are compared on equal terms.
     """
     import statistics
 
-    mine = [r for r in rows if r["model"] == model and r["seed"] == seed]
+    mine = [r for r in rows if r["model"] == model and r["seed"] == seed and r.get("level", "nodes") == level]
     by_method: dict[str, dict[str, dict[str, Any]]] = {}
     for r in mine:
         by_method.setdefault(r["method"], {})[r["task"]] = r
@@ -148,13 +148,15 @@ def method_table(rows: list[dict[str, Any]], model: str, seed: int = 0) -> list[
     return sorted(out, key=lambda r: -r["cpr_log"] if not math.isnan(r["cpr_log"]) else math.inf)
 
 
-def method_task_table(rows: list[dict[str, Any]], model: str, seed: int = 0) -> list[dict[str, Any]]:
+def method_task_table(rows: list[dict[str, Any]], model: str, seed: int = 0, level: str = "nodes"
+                      ) -> list[dict[str, Any]]:
     """Every method on every pruned task of one model: status, smallest circuit at the target, CPR, CMD, wall time.
 
     Tasks that were not pruned (`unsolved`, `no_examples`) have no circuit and are left out (the caller lists them).
     """
     out = []
-    for r in sorted((r for r in rows if r["model"] == model and r["seed"] == seed and r["status"] not in NOT_PRUNED),
+    for r in sorted((r for r in rows if r["model"] == model and r["seed"] == seed and r["status"] not in NOT_PRUNED
+                     and r.get("level", "nodes") == level),
                     key=lambda r: (r["task"], r["method"])):
         out.append({"task": r["task"], "method": r["method"], "status": r["status"], "nodes": r["nodes"],
                     "edges": r["edges"], "cpr": r["cpr"], "cmd": r["cmd"], "cpr_log": r["cpr_log"],

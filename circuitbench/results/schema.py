@@ -48,7 +48,8 @@ def _arrow_type(annotation: Any) -> pa.DataType:
 def summary_schema() -> pa.Schema:
     """The summary table's schema, derived from `UnitResult` (declared once, there)."""
     fields = [pa.field("model", pa.string(), nullable=False), pa.field("task", pa.string(), nullable=False),
-              pa.field("method", pa.string(), nullable=False), pa.field("seed", pa.int64(), nullable=False)]
+              pa.field("method", pa.string(), nullable=False), pa.field("level", pa.string(), nullable=False),
+              pa.field("seed", pa.int64(), nullable=False)]
     for name in summary_fields():
         fields.append(pa.field(name, _arrow_type(UnitResult.model_fields[name].annotation)))
     return pa.schema(fields, metadata={"circuitbench.schema": "summary", "circuitbench.schema_version": SCHEMA_VERSION})

@@ -62,22 +62,23 @@ def _stats(values: list[Any]) -> tuple[float, float]:
 
 
 def seed_table(rows: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
-    """One row per (model, task, method) with two or more pruned seeds: spread over seeds and overlaps.
+    """One row per (model, task, method, level) with two or more pruned seeds: spread over seeds and overlaps.
 
     Args:
         rows: Summary rows (`circuitbench.results.report.collect`).
         out: The results directory they were read from (for the circuits and edge tables).
     """
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
         if r.get("status") not in NOT_PRUNED:
-            groups.setdefault((r["model"], r["task"], r["method"]), []).append(r)
+            groups.setdefault((r["model"], r["task"], r["method"], r.get("level", "nodes")), []).append(r)
     table = []
-    for (model, task, method), rs in sorted(groups.items()):
+    for (model, task, method, level), rs in sorted(groups.items()):
         if len(rs) < 2:
             continue
-        files = [unit_path(out, model, task, method, int(r["seed"])) for r in sorted(rs, key=lambda r: r["seed"])]
-        row: dict[str, Any] = {"model": model, "task": task, "method": method, "seeds": len(rs),
+        files = [unit_path(out, model, task, method, int(r["seed"]), level)
+                 for r in sorted(rs, key=lambda r: r["seed"])]
+        row: dict[str, Any] = {"model": model, "task": task, "method": method, "level": level, "seeds": len(rs),
                                "solved": sum(1 for r in rs if r.get("status") == "solved")}
         for metric in SPREAD_METRICS:
             row[f"{metric}_mean"], row[f"{metric}_std"] = _stats([r.get(metric) for r in rs])

@@ -18,10 +18,14 @@ from circuitbench.results.unit import UnitResult
 _PROVENANCE_KEY = b"circuitbench.provenance"
 
 
-def unit_path(out: Path, model: str, task: str, method: str, seed: int) -> Path:
-    """The file of one (model, task, method, seed) unit (its circuit and edges sit beside it)."""
+def unit_path(out: Path, model: str, task: str, method: str, seed: int, level: str = "nodes") -> Path:
+    """The file of one (model, task, method, level, seed) unit (its circuit and edges sit beside it).
+
+    Node-level units are `TASK.METHOD.seedN.parquet`, edge-level ones `TASK.METHOD.edges.seedN.parquet`.
+    """
     folder, method = _safe(model, "model"), _safe(method, "method")  # a Hub id, a FILE.py:Class method
-    return out / folder / f"{task.replace(':', '__')}.{method}.seed{seed}.parquet"
+    tag = "" if level == "nodes" else f".{level}"
+    return out / folder / f"{task.replace(':', '__')}.{method}{tag}.seed{seed}.parquet"
 
 
 def _safe(name: str, default: str) -> str:
@@ -78,7 +82,9 @@ def read_unit(path: Path) -> tuple[pa.Table, dict[str, Any], Provenance]:
     if not table.schema.equals(MEASUREMENTS, check_metadata=False):
         raise CircuitbenchError(f"{path}: columns do not match the measurements schema")
     try:
-        return (table, json.loads(meta[b"circuitbench.summary"]),
+        summary = json.loads(meta[b"circuitbench.summary"])
+        summary.setdefault("level", "nodes")  # written before edge-level circuits existed
+        return (table, summary,
                 Provenance.model_validate_json(meta[_PROVENANCE_KEY]))
     except (KeyError, ValueError) as err:  # pydantic's ValidationError is a ValueError
         first = str(err).splitlines()[0][:200]

@@ -75,6 +75,9 @@ class UnitSettings(BaseModel):
     """Fit a scale and shift of the final logits to each circuit (16 LBFGS steps) before scoring it."""
     search_examples: int = 512
     """Train-split examples the bisection evaluates (whole pairs)."""
+    level: Literal["nodes", "edges"] = "nodes"
+    """What a circuit keeps: nodes (channels; every other node ablated) or edges (every other edge ablated:
+    its destination receives the ablated value of that contribution; MIB's circuit track, Edge Pruning)."""
 
     def settings(self) -> dict[str, Any]:
         """These settings alone, by field name."""
@@ -99,8 +102,14 @@ class Unit(UnitSettings):
     """Model dtype."""
 
     def identity(self) -> dict[str, Any]:
-        """Every field, as JSON-ready values: equal identities, equal numbers."""
-        return self.model_dump(mode="json")
+        """Every field, as JSON-ready values: equal identities, equal numbers.
+
+        `level` appears only at the edge level, so node-level units keep the keys they had before it existed.
+        """
+        out = self.model_dump(mode="json")
+        if out.get("level") == "nodes":
+            del out["level"]
+        return out
 
     def key(self) -> str:
         """A short hash of the identity (stable across processes and machines)."""
@@ -166,6 +175,8 @@ class UnitResult(BaseModel):
     cmd_log: float | None = None
     """CMD on the log10 size axis."""
     control_nodes: int | None = None
+    control_edges: int | None = None
+    """Edge level: the control circuit's kept edges (`control_nodes`: the nodes they touch)."""
     control_met_target: bool | None = None
     test_examples: int = 0
     dropped_examples: int = 0
@@ -177,7 +188,7 @@ class UnitResult(BaseModel):
     def summary(self) -> dict[str, Any]:
         """The summary row: identity columns first, then the numbers (NaN stays NaN)."""
         row: dict[str, Any] = {"model": self.unit.model.name, "task": self.unit.task, "method": self.unit.method,
-                               "seed": self.unit.seed}
+                               "level": self.unit.level, "seed": self.unit.seed}
         for name in summary_fields():
             row[name] = getattr(self, name)
         return row

@@ -67,9 +67,9 @@ def compare_methods(base: RunConfig, methods: dict[str, dict[str, Any]],
     for cfg in configs:
         run(cfg, adapter)
     first = base.model_copy(update={"seed": (seeds or [base.seed])[0]})
-    rows = [r for r in collect(base.out) if r["method"] in methods]
-    per_task = method_task_table(rows, first.model, first.seed)
-    table = method_table(rows, first.model, first.seed)
+    rows = [r for r in collect(base.out) if r["method"] in methods and r["level"] == base.level]
+    per_task = method_task_table(rows, first.model, first.seed, base.level)
+    table = method_table(rows, first.model, first.seed, base.level)
     plots, error = _plots(first, list(methods))
     spread = seed_table([r for r in rows if r["model"] == base.model and r["seed"] in set(seeds or [])],
                         Path(base.out)) if seeds and len(seeds) > 1 else []
@@ -79,13 +79,14 @@ def compare_methods(base: RunConfig, methods: dict[str, dict[str, Any]],
 def _plots(base: RunConfig, methods: list[str]) -> tuple[list[Path], str | None]:
     from circuitbench.results.plots import plot_curves, read_curves
 
-    model, seed, out = base.model, base.seed, Path(base.out)
-    stem = out / f"compare-{model.replace('/', '_')}-seed{seed}"
+    model, seed, out, level = base.model, base.seed, Path(base.out), base.level
+    tag = "" if level == "nodes" else f"-{level}"
+    stem = out / f"compare-{model.replace('/', '_')}{tag}-seed{seed}"
     try:
-        paths = plot_curves(read_curves(out, model, methods, seed), stem,
-                            title=f"{model}: faithfulness (logit difference) by circuit size")
-        paths += plot_curves(read_curves(out, model, methods, seed, "kl"), stem.with_name(stem.name + "-kl"),
-                             ylabel="faithfulness (KL)",
+        paths = plot_curves(read_curves(out, model, methods, seed, level=level), stem,
+                            title=f"{model}: faithfulness (logit difference) by circuit size", level=level)
+        paths += plot_curves(read_curves(out, model, methods, seed, "kl", level), stem.with_name(stem.name + "-kl"),
+                             ylabel="faithfulness (KL)", level=level,
                              title=f"{model}: faithfulness on KL from the model, 1 - KL(C) / KL(empty)")
     except CircuitbenchError as err:
         return [], str(err)

@@ -95,6 +95,15 @@ def validate(cfg: RunConfig) -> None:
         raise CircuitbenchError(f"search_examples {cfg.search_examples}: the search needs at least one pair (2)")
     resolve_tasks(cfg.tasks)
     get_method(cfg.method, **cfg.method_kwargs)
+    if cfg.level == "edges":
+        from circuitbench.circuits.edge_level import EDGE_ABLATIONS, NODE_ONLY_METHODS
+
+        if cfg.ablation not in EDGE_ABLATIONS:
+            raise CircuitbenchError(f"--level edges --ablation {cfg.ablation}: edge-level circuits take "
+                                    f"{', '.join(EDGE_ABLATIONS)} ablation; use one of those, or --level nodes")
+        if cfg.method in NODE_ONLY_METHODS:
+            raise CircuitbenchError(f"--level edges --method {cfg.method}: {cfg.method} scores nodes only; at the "
+                                    "edge level use eap, eap_ig, activation_patching, learned_mask or random")
     if str(cfg.device) != "auto":
         try:
             kind = torch.device(cfg.device).type

@@ -64,6 +64,10 @@ def node_data(saved: SavedUnit, adapter: ModelAdapter, show_progress: bool = Fal
         CircuitbenchError: when the model is not the one the circuit was found on.
     """
     u, circuit = saved.prov.unit, saved.circuit
+    if circuit.level == "edges":
+        raise CircuitbenchError(f"{saved.path}: an edge-level circuit; the explorer ablates nodes one at a time, "
+                                "which an edge-level circuit does not define. `circuit show`, `circuit draw` and "
+                                "`circuit eval` take it")
     sha = adapter.provenance.get("weights_sha256")
     if u.model.weights_sha256 is not None and sha != u.model.weights_sha256:
         raise CircuitbenchError(f"the circuit was found on weights {u.model.weights_sha256}; this model has {sha}. "

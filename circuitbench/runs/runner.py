@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 import circuitbench
 from circuitbench.circuits.ablation import AblationSource, ablation_source
-from circuitbench.circuits.edges import edge_rows
+from circuitbench.circuits.edge_level import check_edge_level, circuit_edge_rows
 from circuitbench.circuits.evaluate import evaluate
 from circuitbench.circuits.masks import NodeIndex
 from circuitbench.circuits.methods import method_origin
@@ -68,7 +68,7 @@ def _git_commit() -> str | None:
 
 def unit_file(out: Path, unit: Unit) -> Path:
     """Where a unit's Parquet file goes."""
-    return unit_path(out, unit.model.name, unit.task, unit.method, unit.seed)
+    return unit_path(out, unit.model.name, unit.task, unit.method, unit.seed, unit.level)
 
 
 def finished(out: Path, unit: Unit) -> dict[str, Any] | None:
@@ -149,8 +149,7 @@ class UnitWorker:
         if result.circuit is not None:
             cpath, epath = circuit_paths(path)
             result.circuit.save(cpath)
-            index = NodeIndex.of(self.adapter)
-            write_edges(epath, edge_rows(self.adapter, index, result.circuit.gates()))
+            write_edges(epath, circuit_edge_rows(self.adapter, result.circuit))
         prov = Provenance(
             unit=result.unit, unit_key=result.unit.key(), circuitbench_version=circuitbench.__version__,
             git_commit=_git_commit(), ablation_corpus=self.ablation_source.key, device=str(self.adapter.device),
@@ -284,6 +283,9 @@ def execute_configs(configs: list[RunConfig], executor: Executor, adapter: Model
         model, name = load_run_model(first) if adapter is None else splice_saes(adapter, first.model, first.saes)
         if bar is None:
             bar = tqdm(total=n_units, desc=desc, unit="unit", disable=not show_progress)
+        for cfg in cfgs:
+            if cfg.level == "edges":
+                check_edge_level(model, cfg.ablation)
         ref = model_ref(name, model)
         dtype, device = str(model.dtype).removeprefix("torch."), str(model.device)
         units = [u for cfg in cfgs for u in make_units(cfg, ref, dtype, device)]

@@ -78,9 +78,11 @@ def show(saved: SavedUnit, max_channels: int = 24, max_edges: int = 20) -> str:
 
     u, s, c = saved.prov.unit, saved.summary, saved.circuit
     head = [
-        f"circuit of {u.task} in {u.model.name} ({u.method}, seed {u.seed}, {u.ablation} ablation)",
-        f"  {c.k} of {c.n_nodes} nodes, {s.get('edges')} edges; status {s.get('status')}; target loss "
-        f"{s.get('target_loss'):.4f}",
+        f"circuit of {u.task} in {u.model.name} ({u.method}, seed {u.seed}, {u.ablation} ablation, "
+        f"{u.level[:-1]} level)",
+        f"  {s.get('nodes')} of {c.n_nodes} nodes, {s.get('edges')} edges"
+        + (f" (kept: {c.k} of the model's {len(c.scores):,} edges)" if c.level == "edges" else "")
+        + f"; status {s.get('status')}; target loss {s.get('target_loss'):.4f}",
         f"  test: full accuracy {s.get('full_accuracy'):.3f}, sufficiency loss {s.get('sufficiency_loss'):.4f} "
         f"(accuracy {s.get('sufficiency_accuracy'):.3f}), necessity accuracy {s.get('necessity_accuracy'):.3f}, "
         f"faithfulness {s.get('faithfulness'):.3f}",
@@ -149,13 +151,28 @@ def reevaluate(saved: SavedUnit, adapter: ModelAdapter, split: str = "test") -> 
     check_layout(saved.circuit, index)
     train_enc, test_enc = encode_unit_task(u, adapter)
     rows = Batch.of(test_enc if split == "test" else train_enc, adapter.device)
-    problem = Problem(adapter, index, saved.circuit.ablation_values.to(adapter.device),
-                      Batch.of(train_enc, adapter.device), u.seed, False, counterfactual=u.ablation == "counterfactual")
+    problem = circuit_problem(saved.circuit, adapter, Batch.of(train_enc, adapter.device), u.seed,
+                              u.ablation == "counterfactual")
     cal = saved.circuit.calibration
     calibration = None if cal is None else Calibration(cal["scale"], {int(t): v for t, v in cal["shift"].items()})
     gates = saved.circuit.gates().to(adapter.device)
     suff, nec, empty = measure_circuit(problem, rows, gates, calibration)
     return {**suff.as_dict("sufficiency"), **nec.as_dict("necessity"), **empty.as_dict("empty")}
+
+
+def circuit_problem(circuit: Circuit, adapter: ModelAdapter, train: Batch, seed: int,
+                    counterfactual: bool = False) -> Problem:
+    """The problem a saved circuit's gates act in: its nodes, or its model's edge graph (checked)."""
+    index = NodeIndex.of(adapter)
+    values = circuit.ablation_values.to(adapter.device)
+    if circuit.level == "edges":
+        from circuitbench.circuits.edge_level import EdgeIndex, check_graph
+        from circuitbench.circuits.problem import EdgeProblem
+
+        edges = EdgeIndex.of(adapter)
+        check_graph(circuit, edges)
+        return EdgeProblem(adapter, index, values, train, seed, False, edges=edges)
+    return Problem(adapter, index, values, train, seed, False, counterfactual=counterfactual)
 
 
 def compare_stored(saved: SavedUnit, fresh: dict[str, float], split: str = "test") -> list[dict[str, Any]]:

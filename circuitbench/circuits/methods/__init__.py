@@ -160,6 +160,10 @@ def method_origin(name: str) -> dict[str, str]:
     """Where a method's code comes from: module, package and version (recorded in every unit's provenance)."""
     from circuitbench.plugins import origin
 
+    if name == "imported":  # a circuit brought in from a file (`circuitbench circuit import`): no method ran here
+        import circuitbench
+
+        return {"module": "circuitbench.runs.imported", "package": "circuitbench", "version": circuitbench.__version__}
     return origin(_lookup(name))
 
 

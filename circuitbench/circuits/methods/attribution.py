@@ -36,6 +36,7 @@ from circuitbench.circuits.masks import PositionValues, stacked_gate_hook
 from circuitbench.circuits.methods import register_method
 from circuitbench.circuits.metrics import answer_logits
 from circuitbench.circuits.problem import Problem, search_subset, whole_pairs
+from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import Batch, forward_at
 
 
@@ -49,17 +50,21 @@ def _examples(problem: Problem, max_examples: int | None) -> Batch:
 
 def _logit_diff(problem: Problem, part: Batch, gates: Tensor) -> Tensor:
     """Sum over rows of logit(correct) - logit(incorrect) with the given gates."""
-    logits = forward_at(problem.adapter, part.tokens, problem.hook(part, gates), part.last)
-    two = answer_logits(logits, part)
+    two = answer_logits(problem.logits_at(part, gates), part)
     return (two[:, 0] - two[:, 1]).sum()
 
 
 def gate_gradient(problem: Problem, rows: Batch, level: float, batch: int) -> Tensor:
-    """D mean-logit-difference / d gates, with every gate at `level`: [n_nodes] float32."""
+    """D mean-logit-difference / d gates, with every gate at `level`: [problem.size] float32.
+
+    At the edge level (an `EdgeProblem`) the gates are the edges': at `level` 1 the derivative for edge
+    j -> i is MIB's EAP score, (upstream activation - its ablation value) times the gradient at the
+    downstream input, summed over positions.
+    """
     device = rows.last.device
-    grad = torch.zeros(problem.index.size, device=device)
+    grad = torch.zeros(problem.size, device=device)
     for part in rows.chunks(whole_pairs(batch)):
-        gates = torch.full((problem.index.size,), float(level), device=device, requires_grad=True)
+        gates = torch.full((problem.size,), float(level), device=device, requires_grad=True)
         (g,) = torch.autograd.grad(_logit_diff(problem, part, gates), gates)
         grad += g.float()
     return grad / len(rows)
@@ -95,6 +100,9 @@ class Magnitude(_Base):
 
     def node_scores(self, problem: Problem) -> Tensor:
         """Mean absolute deviation from the ablation value, per node."""
+        if problem.level != "nodes":
+            raise CircuitbenchError("--method magnitude scores nodes only; at --level edges use eap, eap_ig, "
+                                    "activation_patching, learned_mask or random")
         rows = _examples(problem, self.max_examples)
         index = problem.index
         names = [s.name for s in index.sites]
@@ -172,10 +180,15 @@ class ActivationPatching(_Base):
         """One forward pass over the examples per node, plus one for the model."""
         return {"forward": (n_nodes + 1) * self._batches(n_examples), "backward": 0}
 
+    max_passes: Annotated[int, Field(gt=0)] = 20_000
+    """Refuse (with the cost) a run that would take more forward passes than this (edges are many)."""
+
     @torch.no_grad()
     def node_scores(self, problem: Problem) -> Tensor:
-        """|m(model) - m(model without node i)| per node."""
+        """|m(model) - m(model without node i)| per node (per edge at the edge level)."""
         rows = _examples(problem, self.max_examples)
+        if problem.level == "edges":
+            return self._edge_scores(problem, rows)
         index, device = problem.index, rows.last.device
         n = index.size
         ones = torch.ones(n, device=device)
@@ -197,5 +210,24 @@ class ActivationPatching(_Base):
                 diff = (two[:, 0] - two[:, 1]).view(len(nodes), b).sum(1)
                 out[start : start + len(nodes)] += diff.cpu()
         self.signed_scores = base - out / len(rows)
+        return self.signed_scores.abs()
+
+    def _edge_scores(self, problem: Problem, rows: Batch) -> Tensor:
+        """One pass per edge and batch, each with that edge alone pruned."""
+        parts = list(rows.chunks(whole_pairs(self.batch)))
+        passes = (problem.size + 1) * len(parts)
+        if passes > self.max_passes:
+            raise CircuitbenchError(
+                f"--method activation_patching at --level edges: {problem.size} edges x {len(parts)} batches = "
+                f"{passes} forward passes, over max_passes {self.max_passes}; use eap or eap_ig (one backward "
+                "pass per batch), or raise --max-passes")
+        ones = torch.ones(problem.size, device=rows.last.device)
+        base = sum(float(_logit_diff(problem, part, ones)) for part in parts) / len(rows)
+        out = torch.zeros(problem.size)
+        for e in range(problem.size):
+            ones[e] = 0.0
+            out[e] = sum(float(_logit_diff(problem, part, ones)) for part in parts) / len(rows)
+            ones[e] = 1.0
+        self.signed_scores = base - out
         return self.signed_scores.abs()
 

@@ -43,7 +43,11 @@ def hard_gate(tau: Tensor, temperature: float) -> Tensor:
 @register_method("learned_mask")
 @dataclass
 class LearnedMask:
-    """Train a gate threshold per node on task loss + k_coef * active nodes; rank nodes by threshold."""
+    """Train a gate threshold per node on task loss + k_coef * active nodes; rank nodes by threshold.
+
+    At `--level edges` a threshold per edge, on task loss + k_coef * active edges: Edge Pruning's objective
+    with the paper's Heaviside gate and sigmoid surrogate.
+    """
 
     steps: Annotated[int, Field(gt=0)] = 400
     """Optimizer steps (the paper uses up to a few thousand; small models converge sooner)."""
@@ -112,7 +116,7 @@ class LearnedMask:
         device = first.train.tokens.device
         n_problems = len(problems)
         gen = torch.Generator(device="cpu").manual_seed(first.seed)
-        n = first.index.size
+        n = first.size  # nodes, or edges at the edge level (Edge Pruning's objective)
         init = self.init_mean + self.init_std * torch.randn(n, generator=gen)
         tau = init.repeat(n_problems, 1).to(device).requires_grad_()  # (P, n): one row per problem
         # App.: AdamW betas (0.9, 0.95), weight decay 1e-3, linear decay, gradient RMS clipped to 1. AdamW is
@@ -169,6 +173,8 @@ class LearnedMask:
         """[P] each problem's mean task loss on `rows` under its gates: one stacked pass per length group."""
         first, n_problems = problems[0], len(problems)
         train, device = first.train, first.train.tokens.device
+        if first.level == "edges":
+            return self._edge_losses(problems, gates, rows, last, labels, precision)
         hook = None if first.counterfactual else stacked_gate_hook(first.index, gates, ablation)
         ce = gates.new_zeros(n_problems)
         for idx, width in length_groups(last, rows, self.length_groups, device, keep_pairs=first.counterfactual):
@@ -184,6 +190,26 @@ class LearnedMask:
             two = logits.gather(1, pair).float()
             ce = ce + task_loss(two).view(n_problems, -1).sum(1)
         return ce / len(rows)
+
+    def _edge_losses(self, problems: list[Problem], gates: Tensor, rows: Tensor, last: Tensor,
+                     labels: list[tuple[Tensor, Tensor]], precision: str) -> Tensor:
+        """`_task_losses` over edge gates: one pass per problem and length group.
+
+        The edge gates act on the model's weights, so problems are not stacked in one pass.
+        """
+        first = problems[0]
+        train, device = first.train, first.train.tokens.device
+        ce = []
+        for i, p in enumerate(problems):
+            total = gates.new_zeros(())
+            for idx, width in length_groups(last, rows, self.length_groups, device):
+                part = Batch(train.tokens[idx, :width], train.last[idx], labels[i][0][idx], labels[i][1][idx])
+                with autocast(precision, device):
+                    logits = p.logits_at(part, gates[i])
+                two = logits.gather(1, torch.stack([part.correct, part.incorrect], 1)).float()
+                total = total + task_loss(two).sum()
+            ce.append(total)
+        return torch.stack(ce) / len(rows)
 
     def cost(self, n_examples: int, n_nodes: int) -> dict[str, int]:
         """One forward and one backward pass of `batch_pairs` pairs per step."""

@@ -28,6 +28,6 @@ class RandomRanking:
         return {"forward": 0, "backward": 0}
 
     def node_scores(self, problem: Problem) -> Tensor:
-        """Uniform random scores."""
+        """Uniform random scores (one per edge at the edge level)."""
         gen = torch.Generator().manual_seed(problem.seed)
-        return torch.rand(problem.index.size, generator=gen)
+        return torch.rand(problem.size, generator=gen)
