@@ -286,13 +286,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     note = (f" Not pruned, because the full model does not solve them (below --min-accuracy "
             f"{args.min_accuracy}): {', '.join(unsolved)}." if unsolved else "")
     plot_note = f"\nCurves: {', '.join(map(str, c.plots))}" if c.plots else f"\nNo plot: {c.plot_error}"
+    level = "" if args.level == "nodes" else " Edge level: circuits keep edges; sizes are fractions of its edges."
     print("\nFirst table: every method on every pruned task; nodes and edges of its smallest circuit at the "
           "target loss, wall_s the unit's seconds. Second: means over the "
-          f"{n} task(s) every method pruned.{note} CPR: area under faithfulness over circuit size, nodes ranked "
-          "by signed score (higher is better); CMD: area under |1 - faithfulness|, ranked by absolute score "
+          f"{n} task(s) every method pruned.{note} CPR: area under faithfulness over circuit size, {args.level} "
+          "ranked by signed score (higher is better); CMD: area under |1 - faithfulness|, ranked by absolute score "
           "(lower is better); both on MIB's linear size axis and on a log axis (_log) that sees circuits under "
           "10% of the model. Per-task curves: the curve_*_f_* measurements of each unit (logit difference, "
-          "loss, accuracy, KL)." + plot_note)
+          "loss, accuracy, KL)." + level + plot_note)
     if c.seeds:
         print(f"\nThe tables are of seed {seeds[0] if seeds else args.seed}. Over seeds (mean and standard deviation; "
               "node_jaccard, edge_jaccard: the mean pairwise overlap of the circuits):")

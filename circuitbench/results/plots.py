@@ -69,7 +69,7 @@ def plot_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], path: P
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=8 if cols == 1 else None)  # one panel: a narrow figure
     fig.tight_layout()
     out: list[Path] = []
     for ext in ("svg", "png"):
