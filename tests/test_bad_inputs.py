@@ -4,6 +4,8 @@ Each case is what a user might type. None may end in a traceback, print more tha
 anything before failing.
 """
 
+import json
+
 import pytest
 import yaml
 
@@ -76,6 +78,20 @@ CASES = {
     "bridge steer: strength nan": (["bridge", "steer", "--task", "if_equals", "--strength", "nan"], "--strength nan"),
     "bridge steer: zero controls": (["bridge", "steer", "--task", "if_equals", "--controls", "0"], "--controls 0"),
     "bridge steer: csv out": (["bridge", "steer", "--task", "if_equals", "--out", "s.csv"], "ending in .parquet"),
+    "run: edges with counterfactual ablation": (["run", "--level", "edges", "--ablation", "counterfactual"],
+                                                "--level edges --ablation counterfactual"),
+    "run: edges with a node-only method": (["run", "--level", "edges", "--method", "magnitude"],
+                                           "--level edges --method magnitude: magnitude scores nodes only"),
+    "compare: edges with a node-only method": (["compare", "--level", "edges", "--methods", "eap,magnitude"],
+                                               "--level edges --method magnitude"),
+    "circuit import: no such file": (["circuit", "import", "nope.json", "--model", "tiny-sparse", "--task",
+                                      "if_equals"], "nope.json: no such file"),
+    "circuit import: not json": (["circuit", "import", "afile", "--model", "tiny-sparse", "--task", "if_equals"],
+                                 "afile"),
+    "circuit import: bad percent": (["circuit", "import", "graph.json", "--model", "tiny-sparse", "--task",
+                                     "if_equals", "--percent", "0"], "--percent 0.0"),
+    "circuit import: other shape": (["circuit", "import", "graph3.json", "--model", "tiny-sparse", "--task",
+                                     "if_equals"], "a graph of 1 layers x 4 heads"),
     "export lm-eval: out under a file": (["export", "lm-eval", "--out", "afile/tasks", "--tasks", "if_equals",
                                           "--tokenizer", "tiny-sparse"], "afile"),
 }
@@ -85,6 +101,11 @@ CASES = {
 def test_bad_input_is_one_line_naming_what_to_fix(args, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("a file where a folder is expected")
+    for name, layers in (("graph.json", 2), ("graph3.json", 1)):  # well-formed MIB graphs (no edges listed)
+        nodes = {"input": {"in_graph": True}, "logits": {"in_graph": True},
+                 **{n: {"in_graph": False} for L in range(layers) for n in [f"a{L}.h{h}" for h in range(4)] + [f"m{L}"]}}
+        (tmp_path / name).write_text(json.dumps({"cfg": {"n_layers": layers, "n_heads": 4, "parallel_attn_mlp": False,
+                                                         "d_model": 128}, "nodes": nodes, "edges": {}}))
     extra = ["--out", str(tmp_path / "out")] if args[0] in ("run", "train") else []
     assert main([*args, *extra]) == 1
     err = capsys.readouterr().err

@@ -41,7 +41,8 @@ def test_planted_auroc_reports_every_method_under_both_ablations():
     assert set(by) >= {"learned_mask", "eap", "eap_ig", "activation_patching", "magnitude", "random"}
     for name in ("learned_mask", "eap", "eap_ig", "activation_patching"):
         assert by[name]["task-mean"] >= 0.95 and by[name]["counterfactual"] >= 0.95
-    assert 0.0 <= by["magnitude"]["task-mean"] <= 1.0
+        assert by[name]["edges"] >= 0.95  # the planted edges, at --level edges
+    assert 0.0 <= by["magnitude"]["task-mean"] <= 1.0 and by["magnitude"]["edges"] is None
 
 
 def test_bench_adapters_times_every_route_against_the_plain_model(tmp_path):
