@@ -3,6 +3,7 @@
     python baselines/regenerate.py              # recompute the baselines, resubmit, rebuild the board, README
     python baselines/regenerate.py --readme     # only rewrite the README's generated tables from baselines/
     python baselines/regenerate.py --bridges    # only retrain the bundled bridges, steer again, rewrite the README
+    python baselines/regenerate.py --edges      # only recompute the edge-level comparison, rewrite the README
 
 Steps (each one what a user would run):
 1. `circuitbench compare` of the six methods on every task, board protocol (mean ablation, target 0.15,
@@ -13,10 +14,14 @@ Steps (each one what a user would run):
 3. `circuitbench bridge train` between the two reference models into `baselines/bridges/tiny/` (evaluated
    as it finishes), then `circuitbench bridge steer` on every task the sparse model prunes, writing each
    `TASK.learned_mask.seed0.steer.parquet` beside its unit (`--bridges` redoes only this step and the README);
-4. the README's generated tables (between `<!-- generated: NAME -->` and `<!-- end generated: NAME -->`)
-   are rewritten from `baselines/models/*` (the model cards), `baselines/bridges/tiny/` and `baselines/results/`.
+4. `circuitbench compare --level edges` of the edge-level methods on every task the sparse model solves, into
+   `baselines/results-edges/` (apart from `results/`: edge-level units are off the board's protocol, which
+   is node-level; `--edges` redoes only this step and the README);
+5. the README's generated tables (between `<!-- generated: NAME -->` and `<!-- end generated: NAME -->`)
+   are rewritten from `baselines/models/*` (the model cards), `baselines/bridges/tiny/`, `baselines/results/`
+   and `baselines/results-edges/`.
 
-`tests/test_reproduce.py` holds them together: the README's tables equal what step 3 writes from the
+`tests/test_reproduce.py` holds them together: the README's tables equal what step 5 writes from the
 committed files, and a sample of committed units recomputed at HEAD gives the same nodes and edges.
 """
 
@@ -39,6 +44,9 @@ SPARSE, DENSE = "tiny-sparse", "tiny-dense"
 MODELS = (SPARSE, DENSE)
 METHODS = "learned-mask,eap,eap-ig,activation-patching,magnitude,random"
 COMPARE_ARGS = ["--method-arg", "activation_patching.max_examples=16"]
+EDGE_METHODS = "learned-mask,eap,eap-ig,random"
+"""The edge-level methods compared (activation patching at the edge level is one pass per edge: ~50,000)."""
+EDGES = ROOT / "results-edges"
 BRIDGES = ROOT / "bridges" / "tiny"
 BRIDGE_ARGS = ["--steps", "400", "--lr", "1e-3"]
 """The bundled bridges' settings (BENCHMARKS.md, Bridges: the learning rates tried)."""
@@ -203,6 +211,45 @@ def methods_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def edge_methods_table(rows: list[dict[str, Any]], edge_rows: list[dict[str, Any]]) -> str:
+    """Each edge-level method on the sparse model against the same method at the node level: edges at the target."""
+    from circuitbench.results.report import geomean, method_table
+
+    table = method_table(edge_rows, SPARSE, 0, "edges")
+    if not table:
+        return "No edge-level results (run `python baselines/regenerate.py --edges`)."
+    node = {(r["task"], r["method"]): r for r in rows if r["model"] == SPARSE and r["seed"] == 0}
+    edge = {(r["task"], r["method"]): r for r in edge_rows if r["model"] == SPARSE and r["seed"] == 0}
+    lines = ["| method | level | CPR | CMD | CPR (log axis) | CMD (log axis) | geomean edges at target | geomean nodes "
+             "| solved at target | same method, node level: geomean edges | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    pairs = {}
+    for r in table:
+        m = r["method"]
+        tasks = sorted(t for (t, mm), e in edge.items() if mm == m and e["status"] not in ("unsolved", "no_examples")
+                       and (t, m) in node and node[(t, m)]["status"] not in ("unsolved", "no_examples"))
+        e_edges = geomean([edge[(t, m)]["edges"] for t in tasks])
+        n_edges = geomean([node[(t, m)]["edges"] for t in tasks])
+        pairs[m] = (e_edges, n_edges, len(tasks))
+        lines.append(f"| {m} | edges | {_fmt(r['cpr'])} | {_fmt(r['cmd'])} | {_fmt(r['cpr_log'])} | "
+                     f"{_fmt(r['cmd_log'])} | {_fmt(r['geomean_edges'], ',.1f')} | {_fmt(r['geomean_nodes'], ',.1f')} | "
+                     f"{r['solved_at_target']} | {_fmt(n_edges, ',.1f')} | {_fmt_int(r['wall_s'])} |")
+    n = table[0]["tasks_compared"]
+    lines += ["", f"Means over the {n} task(s) every edge-level method pruned, tiny-sparse, mean ablation, seed 0; "
+              "the node-level column is the geometric mean over the same tasks of the node-level circuit's edges "
+              "(the edges between its kept nodes), the same kind of number."]
+    best = min(pairs, key=lambda m: pairs[m][0])
+    node_best = min(pairs, key=lambda m: pairs[m][1])
+    e_best, n_best = pairs[best][0], pairs[node_best][1]
+    lines[-1] += (f" Fewest edges at the target: **{best} at the edge level** ({e_best:,.1f}); at the node level "
+                  f"{node_best} ({n_best:,.1f}), so the edge-level circuits are "
+                  f"{n_best / e_best:.1f}x {'smaller' if e_best < n_best else 'larger'}.")
+    faster = [m for m, (e, nn, _) in pairs.items() if e < nn]
+    lines[-1] += (f" Per method, pruning edges finds fewer edges than pruning nodes for {', '.join(sorted(faster))}"
+                  if faster else " No method finds fewer edges by pruning edges") + "."
+    return "\n".join(lines)
+
+
 def solved_tasks_text(model: str = SPARSE, bar: float = 0.9, near: float = 0.7) -> str:
     """What the sparse model solves, what it nearly solves and what it does not, from its card."""
     tasks = sorted(_card(model)[1], key=lambda t: (-t["accuracy"], t["task"]))
@@ -286,12 +333,14 @@ def steering_table(results: Path) -> str:
     return "\n".join(lines)
 
 
-def sections(results: Path = ROOT / "results") -> dict[str, str]:
+def sections(results: Path = ROOT / "results", edges: Path = EDGES) -> dict[str, str]:
     """Every generated README section, by name, from the committed cards and results."""
     rows = _rows(results)
+    edge_rows = _rows(edges) if edges.is_dir() and any(edges.glob("*/*.parquet")) else []
     return {"reference-models": reference_models_table(), "dense-sparse": dense_sparse_table(rows),
             "solved-tasks": solved_tasks_text(), "default-run": default_run_table(rows),
-            "methods": methods_table(rows), "bridges": bridges_table(), "steering": steering_table(results)}
+            "methods": methods_table(rows), "edge-methods": edge_methods_table(rows, edge_rows),
+            "bridges": bridges_table(), "steering": steering_table(results)}
 
 
 def render_readme(text: str, generated: dict[str, str]) -> str:
@@ -340,24 +389,43 @@ def bridges(results: Path, threads: int) -> None:
                           str(results), "--threads", str(threads), "--quiet")
 
 
+def edge_level(results: Path, edges: Path, threads: int) -> None:
+    """The edge-level comparison on every task the sparse model prunes, into a fresh `edges` folder."""
+    from circuitbench.results.report import collect
+
+    tasks = sorted({r["task"] for r in collect(results) if r["model"] == SPARSE and r["seed"] == 0
+                    and r["status"] not in ("unsolved", "no_examples")})
+    fresh = edges.with_name(edges.name + ".new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    _circuitbench("compare", "--model", SPARSE, "--level", "edges", "--methods", EDGE_METHODS, "--tasks",
+                  ",".join(tasks), "--out", str(fresh), "--threads", str(threads))
+    shutil.rmtree(edges, ignore_errors=True)
+    fresh.rename(edges)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Recompute (unless --readme), resubmit, rebuild the board, rewrite the README."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--readme", action="store_true", help="only rewrite the README's tables from baselines/")
     p.add_argument("--bridges", action="store_true", help="only retrain the bridges, steer, rewrite the README")
+    p.add_argument("--edges", action="store_true", help="only recompute the edge-level comparison, rewrite the README")
+    p.add_argument("--edge-results", type=Path, default=EDGES)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--results", type=Path, default=ROOT / "results")
     p.add_argument("--board", type=Path, default=REPO / "leaderboard")
     args = p.parse_args(argv)
-    if not args.readme and not args.bridges:
+    everything = not (args.readme or args.bridges or args.edges)
+    if everything:
         recompute(args.results, args.threads)
-    if not args.readme:
+    if everything or args.bridges:
         bridges(args.results, args.threads)
-    if not args.readme and not args.bridges:
+    if everything or args.edges:
+        edge_level(args.results, args.edge_results, args.threads)
+    if everything:
         shutil.rmtree(args.board / "submissions", ignore_errors=True)
         subprocess.run([sys.executable, str(ROOT / "submit_baselines.py"), "--results", str(args.results),
                         "--board", str(args.board)], check=True, cwd=REPO)
-    README.write_text(render_readme(README.read_text(), sections(args.results)))
+    README.write_text(render_readme(README.read_text(), sections(args.results, args.edge_results)))
     print(f"rewrote the generated tables of {README}")
     return 0
 
