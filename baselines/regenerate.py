@@ -4,6 +4,7 @@
     python baselines/regenerate.py --readme     # only rewrite the README's generated tables from baselines/
     python baselines/regenerate.py --bridges    # only retrain the bundled bridges, steer again, rewrite the README
     python baselines/regenerate.py --edges      # only recompute the edge-level comparison, rewrite the README
+    python baselines/regenerate.py --seeds      # only rerun the learned mask with seeds 1 and 2, rewrite the README
 
 Steps (each one what a user would run):
 1. `circuitbench compare` of the six methods on every task, board protocol (mean ablation, target 0.15,
@@ -17,11 +18,13 @@ Steps (each one what a user would run):
 4. `circuitbench compare --level edges` of the edge-level methods on every task the sparse model solves, into
    `baselines/results-edges/` (apart from `results/`: edge-level units are off the board's protocol, which
    is node-level; `--edges` redoes only this step and the README);
-5. the README's generated tables (between `<!-- generated: NAME -->` and `<!-- end generated: NAME -->`)
+5. `circuitbench run --seeds 0,1,2` of the learned mask on `SEED_TASKS` into `baselines/results-seeds/`
+   (seed 0's units copied from `results/`: the same units, so the run skips them; `--seeds` redoes this step);
+6. the README's generated tables (between `<!-- generated: NAME -->` and `<!-- end generated: NAME -->`)
    are rewritten from `baselines/models/*` (the model cards), `baselines/bridges/tiny/`, `baselines/results/`
-   and `baselines/results-edges/`.
+   `baselines/results-edges/` and `baselines/results-seeds/`.
 
-`tests/test_reproduce.py` holds them together: the README's tables equal what step 5 writes from the
+`tests/test_reproduce.py` holds them together: the README's tables equal what step 6 writes from the
 committed files, and a sample of committed units recomputed at HEAD gives the same nodes and edges.
 """
 
@@ -47,6 +50,9 @@ COMPARE_ARGS = ["--method-arg", "activation_patching.max_examples=16"]
 EDGE_METHODS = "learned-mask,eap,eap-ig,random"
 """The edge-level methods compared (activation patching at the edge level is one pass per edge: ~50,000)."""
 EDGES = ROOT / "results-edges"
+SEEDS = ROOT / "results-seeds"
+SEED_TASKS = ("if_equals", "single_double_quote", "while_return_true")
+"""The tasks the learned mask is rerun on with seeds 1 and 2 (three of the seven it prunes: 6 units, ~10 min)."""
 BRIDGES = ROOT / "bridges" / "tiny"
 BRIDGE_ARGS = ["--steps", "400", "--lr", "1e-3"]
 """The bundled bridges' settings (BENCHMARKS.md, Bridges: the learning rates tried)."""
@@ -232,7 +238,8 @@ def edge_methods_table(rows: list[dict[str, Any]], edge_rows: list[dict[str, Any
         n_edges = geomean([node[(t, m)]["edges"] for t in tasks])
         pairs[m] = (e_edges, n_edges, len(tasks))
         lines.append(f"| {m} | edges | {_fmt(r['cpr'])} | {_fmt(r['cmd'])} | {_fmt(r['cpr_log'])} | "
-                     f"{_fmt(r['cmd_log'])} | {_fmt(r['geomean_edges'], ',.1f')} | {_fmt(r['geomean_nodes'], ',.1f')} | "
+                     f"{_fmt(r['cmd_log'])} | {_fmt(r['geomean_edges'], ',.1f')} | "
+                     f"{_fmt(r['geomean_nodes'], ',.1f')} | "
                      f"{r['solved_at_target']} | {_fmt(n_edges, ',.1f')} | {_fmt_int(r['wall_s'])} |")
     n = table[0]["tasks_compared"]
     lines += ["", f"Means over the {n} task(s) every edge-level method pruned, tiny-sparse, mean ablation, seed 0; "
@@ -244,9 +251,28 @@ def edge_methods_table(rows: list[dict[str, Any]], edge_rows: list[dict[str, Any
     lines[-1] += (f" Fewest edges at the target: **{best} at the edge level** ({e_best:,.1f}); at the node level "
                   f"{node_best} ({n_best:,.1f}), so the edge-level circuits are "
                   f"{n_best / e_best:.1f}x {'smaller' if e_best < n_best else 'larger'}.")
-    faster = [m for m, (e, nn, _) in pairs.items() if e < nn]
-    lines[-1] += (f" Per method, pruning edges finds fewer edges than pruning nodes for {', '.join(sorted(faster))}"
-                  if faster else " No method finds fewer edges by pruning edges") + "."
+    fewer = [m for m, (e, nn, _) in pairs.items() if e < nn]
+    lines[-1] += (f" Per method, pruning edges finds fewer edges than pruning nodes for {', '.join(sorted(fewer))}"
+                  if fewer else " No method finds fewer edges by pruning edges") + "."
+    return "\n".join(lines)
+
+
+def seed_spread_table(seeds: Path = SEEDS) -> str:
+    """The learned mask's spread over seeds 0, 1, 2 and the overlap of its circuits, per task."""
+    from circuitbench.results.seeds import seed_table
+
+    if not seeds.is_dir() or not any(seeds.glob("*/*.parquet")):
+        return "No seed results (run `python baselines/regenerate.py --seeds`)."
+    table = seed_table(_rows(seeds), seeds)
+    lines = ["| task | seeds solved | nodes | edges | faithfulness | CPR | node overlap | edge overlap |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        cells = " | ".join(f"{_fmt(r[f'{k}_mean'], f)} ± {_fmt(r[f'{k}_std'], f)}"
+                           for k, f in (("nodes", ".1f"), ("edges", ".1f"), ("faithfulness", ".2f"), ("cpr", ".2f")))
+        lines.append(f"| {r['task']} | {r['solved']} / {r['seeds']} | {cells} | {_fmt(r['node_jaccard'], '.2f')} | "
+                     f"{_fmt(r['edge_jaccard'], '.2f')} |")
+    lines += ["", "learned_mask on tiny-sparse, board protocol, seeds 0, 1, 2: mean ± standard deviation over seeds; "
+              "overlap: the mean pairwise Jaccard index of the circuits' nodes and of their edges."]
     return "\n".join(lines)
 
 
@@ -333,13 +359,14 @@ def steering_table(results: Path) -> str:
     return "\n".join(lines)
 
 
-def sections(results: Path = ROOT / "results", edges: Path = EDGES) -> dict[str, str]:
+def sections(results: Path = ROOT / "results", edges: Path = EDGES, seeds: Path = SEEDS) -> dict[str, str]:
     """Every generated README section, by name, from the committed cards and results."""
     rows = _rows(results)
     edge_rows = _rows(edges) if edges.is_dir() and any(edges.glob("*/*.parquet")) else []
     return {"reference-models": reference_models_table(), "dense-sparse": dense_sparse_table(rows),
             "solved-tasks": solved_tasks_text(), "default-run": default_run_table(rows),
             "methods": methods_table(rows), "edge-methods": edge_methods_table(rows, edge_rows),
+            "seed-spread": seed_spread_table(seeds),
             "bridges": bridges_table(), "steering": steering_table(results)}
 
 
@@ -403,6 +430,21 @@ def edge_level(results: Path, edges: Path, threads: int) -> None:
     fresh.rename(edges)
 
 
+def seed_runs(results: Path, seeds: Path, threads: int) -> None:
+    """The learned mask with seeds 0, 1, 2 on `SEED_TASKS` (seed 0 copied from `results`), into a fresh `seeds`."""
+    fresh = seeds.with_name(seeds.name + ".new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    (fresh / SPARSE).mkdir(parents=True)
+    for task in SEED_TASKS:
+        for f in (results / SPARSE).glob(f"{task}.learned_mask.seed0.*"):
+            if not f.name.endswith((".steer.parquet", ".nodes.parquet")):
+                shutil.copy2(f, fresh / SPARSE / f.name)
+    _circuitbench("run", "--model", SPARSE, "--tasks", ",".join(SEED_TASKS), "--seeds", "0,1,2", "--out", str(fresh),
+                  "--threads", str(threads), "--quiet")
+    shutil.rmtree(seeds, ignore_errors=True)
+    fresh.rename(seeds)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Recompute (unless --readme), resubmit, rebuild the board, rewrite the README."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -410,22 +452,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bridges", action="store_true", help="only retrain the bridges, steer, rewrite the README")
     p.add_argument("--edges", action="store_true", help="only recompute the edge-level comparison, rewrite the README")
     p.add_argument("--edge-results", type=Path, default=EDGES)
+    p.add_argument("--seeds", action="store_true", help="only rerun the learned mask's seeds, rewrite the README")
+    p.add_argument("--seed-results", type=Path, default=SEEDS)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--results", type=Path, default=ROOT / "results")
     p.add_argument("--board", type=Path, default=REPO / "leaderboard")
     args = p.parse_args(argv)
-    everything = not (args.readme or args.bridges or args.edges)
+    everything = not (args.readme or args.bridges or args.edges or args.seeds)
     if everything:
         recompute(args.results, args.threads)
     if everything or args.bridges:
         bridges(args.results, args.threads)
     if everything or args.edges:
         edge_level(args.results, args.edge_results, args.threads)
+    if everything or args.seeds:
+        seed_runs(args.results, args.seed_results, args.threads)
     if everything:
         shutil.rmtree(args.board / "submissions", ignore_errors=True)
         subprocess.run([sys.executable, str(ROOT / "submit_baselines.py"), "--results", str(args.results),
                         "--board", str(args.board)], check=True, cwd=REPO)
-    README.write_text(render_readme(README.read_text(), sections(args.results, args.edge_results)))
+    README.write_text(render_readme(README.read_text(), sections(args.results, args.edge_results,
+                                                                 args.seed_results)))
     print(f"rewrote the generated tables of {README}")
     return 0
 

@@ -83,3 +83,23 @@ def test_committed_units_recompute_to_the_same_circuit_at_head(key, tmp_path, mo
     for key_ in ("full_accuracy", "full_loss", "sufficiency_loss", "necessity_loss", "faithfulness", "cpr", "cmd"):
         a, b = now[key_], stored[key_]
         assert (a is None and b is None) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9), (key_, a, b)
+
+
+EDGE_RESULTS = REPO / "baselines" / "results-edges"
+
+
+def test_a_committed_edge_level_unit_recomputes_to_the_same_circuit_at_head(tmp_path, monkeypatch):
+    """EAP-IG at the edge level on the task it pruned fastest: the README's edge-level table holds at HEAD."""
+    monkeypatch.setenv("CIRCUITBENCH_CACHE", str(tmp_path / "cache"))
+    units = [read_unit(p) for p in unit_files(EDGE_RESULTS)]
+    _, stored, prov = min((u for u in units if u[2].unit.method == "eap_ig" and u[1]["status"] == "solved"),
+                          key=lambda u: u[1]["wall_s"])
+    unit = prov.unit
+    assert unit.level == "edges"
+    cfg = RunConfig(model=unit.model.name, tasks=[unit.task], method=unit.method, method_kwargs=unit.method_kwargs,
+                    level="edges", seed=unit.seed, device="cpu", out=tmp_path / "out", show_progress=False)
+    (now,) = run(cfg)
+    for key_ in ("status", "nodes", "edges", "control_nodes", "control_edges", "control_met_target"):
+        assert now[key_] == stored[key_], f"{key_}: {now[key_]} at HEAD, {stored[key_]} committed"
+    for key_ in ("sufficiency_loss", "necessity_loss", "faithfulness", "cpr", "cmd"):
+        assert math.isclose(now[key_], stored[key_], rel_tol=1e-6, abs_tol=1e-9), (key_, now[key_], stored[key_])

@@ -50,13 +50,15 @@ NODE_ONLY_METHODS = ("magnitude",)
 
 
 def edge_support(adapter: ModelAdapter) -> str | None:
-    """Why this model cannot be pruned at the edge level, or None when it can."""
-    from circuitbench.models.native import SparseGPTAdapter
+    """Why this model cannot be pruned at the edge level, or None when it can.
 
-    if not isinstance(adapter, SparseGPTAdapter) or getattr(adapter, "has_saes", False):
+    An adapter declares `supports_edges = True` when its `model` is the native SparseGPT module tree (the
+    native adapter: the reference models, circuit-sparsity checkpoints, `circuitbench train`'s models).
+    """
+    if not getattr(adapter, "supports_edges", False) or getattr(adapter, "has_saes", False):
         return (f"{adapter.name} is a {type(adapter).__name__}; edge-level circuits need the native weight-sparse "
                 "format (circuit-sparsity / circuitbench train), whose linear layers and norms the edge gates hook")
-    cfg = adapter.config
+    cfg = adapter.config  # type: ignore[attr-defined]
     if cfg.residual_activation_type != "identity" or (
             cfg.afrac is not None and {"resid_post_attn", "resid_post_mlp"} & set(cfg.loctypes)):
         return (f"{adapter.name} has a nonlinear residual stream (residual_activation_type or AbsTopK on it), so a "

@@ -162,7 +162,7 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
         state.rows += state.phases.rows()
         return state.result("unsolved")
     with state.phases("ablation_values"):
-        values = _ablation_values(state, ablation).to(adapter.device)
+        values = unit_ablation_values(state, ablation).to(adapter.device)
     state.problem = dataclasses.replace(state.problem, ablation_values=values)
     # The circuit must reach the target loss, or the full model's own loss where the full model is weaker than
     # the target (it solves the task, just less confidently): keeping every node always meets that.
@@ -187,7 +187,7 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     return state.result("solved" if found.met_target else "target_missed", circuit)
 
 
-def _ablation_values(state: UnitState, ablation: AblationSource) -> Tensor:
+def unit_ablation_values(state: UnitState, ablation: AblationSource) -> Tensor:
     """The values pruned nodes (or the sources of pruned edges) take."""
     if not isinstance(state.problem, EdgeProblem):
         return ablation.values(state.train)
@@ -229,7 +229,7 @@ def prepare(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_pr
         check_edge_level(adapter, unit.ablation)
         edges = EdgeIndex.of(adapter)
         problem: Problem = EdgeProblem(adapter, index, torch.zeros(edges.values.value_size, device=adapter.device),
-                                       train, unit.seed, show_progress, eval_batch, False, edges)
+                                       train, unit.seed, show_progress, eval_batch, False, edges=edges)
     else:
         problem = Problem(adapter, index, torch.zeros(index.value_size, device=adapter.device), train, unit.seed,
                           show_progress, eval_batch, counterfactual)

@@ -33,6 +33,13 @@ class Problem:
     eval_batch: int = 256
     counterfactual: bool = False
     """Pruned nodes take the pair partner's activations (`circuitbench.circuits.ablation.partner_values`)."""
+    allowed: Tensor | None = None
+    """[size] 0/1: the nodes (edges) a circuit may keep; the others stay ablated whatever their gate
+    (`circuitbench circuit backup`: pruning again without a circuit's nodes). None: all of them."""
+
+    def gate(self, gates: Tensor) -> Tensor:
+        """The gates as applied: multiplied by `allowed` (the last dimension is the node's)."""
+        return gates if self.allowed is None else gates * self.allowed.to(gates.device, gates.dtype)
 
     def values_for(self, rows: Batch) -> AblationValues:
         """What pruned nodes take on these rows.
@@ -48,7 +55,7 @@ class Problem:
 
     def hook(self, rows: Batch, gates: Tensor) -> Hook:
         """The gate hook for a forward pass over `rows`."""
-        return gate_hook(self.index, gates, self.values_for(rows))
+        return gate_hook(self.index, self.gate(gates), self.values_for(rows))
 
     level = "nodes"
     """What the gates gate: `nodes` here, `edges` in `EdgeProblem`."""
@@ -139,7 +146,7 @@ class EdgeProblem(Problem):
         """[N, V] logits at the answer positions with the given edge gates (None: the full model)."""
         if gates is None:
             return forward_at(self.adapter, rows.tokens, None, rows.last)
-        return edge_logits(self.adapter, self.graph, gates, self.ablation_values, rows)
+        return edge_logits(self.adapter, self.graph, self.gate(gates), self.ablation_values, rows)
 
     def circuit_sizes(self, gates: Tensor) -> dict[str, int]:
         """Kept edges (in all, weighted, residual) and the nodes they touch."""

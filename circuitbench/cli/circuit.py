@@ -59,6 +59,12 @@ def add_circuit(sub: Subparsers) -> None:
     im.add_argument("--device", default="cpu")
     im.add_argument("--force", action="store_true", help="replace a unit already imported there")
     im.set_defaults(handler=_cmd_circuit_import)
+    bk = csub.add_parser("backup", help="prune again with a saved circuit's nodes (or edges) excluded: is there a "
+                                        "second circuit that meets the target, and how large?")
+    bk.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
+    bk.add_argument("--device", default=None, help="default: the device the unit ran on")
+    bk.add_argument("--format", choices=["table", "json"], default="table")
+    bk.set_defaults(handler=_cmd_circuit_backup)
     dr = csub.add_parser("draw", help="draw a saved circuit as SVG: sites as columns, kept channels, weighted edges")
     dr.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
     dr.add_argument("--out", type=Path, required=True, help="output .svg file")
@@ -154,6 +160,24 @@ def _cmd_circuit_import(args: argparse.Namespace) -> int:
     print_table([{c: result.summary().get(c) for c in cols}], "table", floatfmt=".3f")
     print(f"\n{result.unit.level[:-1]}-level circuit imported -> {path}\n(`circuitbench circuit eval {path}` "
           "measures it again; `circuit draw` draws it)")
+    return 0
+
+
+def _cmd_circuit_backup(args: argparse.Namespace) -> int:
+    from circuitbench.runs.backup import backup
+    from circuitbench.runs.saved import load_saved, load_unit_model
+
+    saved = load_saved(args.result)
+    if saved.summary.get("status") not in ("solved", "target_missed"):
+        raise CircuitbenchError(f"{args.result}: status {saved.summary.get('status')}, no circuit to exclude")
+    row = backup(saved, load_unit_model(saved, args.device), show_progress=args.format == "table")
+    print_table([row], args.format, floatfmt=".3f")
+    if args.format == "table":
+        what = "edges" if row["level"] == "edges" else "nodes"
+        print(f"\nWithout the first circuit's {row['first_' + what]} {what}, a second circuit "
+              + (f"meets the target with {row['backup_' + what]} {what}: the first is not the only one."
+                 if row["backup_met_target"] else "does not meet the target: the task goes through the first "
+                 "circuit's nodes."))
     return 0
 
 

@@ -193,7 +193,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         num_gpus = 1.0 if torch.cuda.is_available() and spec.device in ("auto", "cuda") else 0.0
     rows = sweep(spec, make_executor(args.executor, args.address, num_gpus, fail_fast=False), args.force,
                  not args.quiet, where=str(args.file))
-    cols = ["model", "task", "method", "seed", "status", "nodes", "edges", "faithfulness", "cpr_log", "control_nodes"]
+    cols = ["model", "task", "method", "level", "seed", "status", "nodes", "edges", "faithfulness", "cpr_log",
+            "control_nodes"]
     print_table([{c: r.get(c) for c in cols} for r in rows], args.format, floatfmt=".3f")
     if args.format == "table":
         print(f"\n{len(rows)} units in {spec.out}/ (summary.parquet covers every unit there); "

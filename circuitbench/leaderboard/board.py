@@ -35,6 +35,30 @@ class Entry:
     meta: SubmissionMeta
     path: Path
     units: list[UnitRecord] = field(default_factory=list)
+    """The units of the first (lowest) seed: what the board's headline numbers and pages show."""
+    seed_units: list[UnitRecord] = field(default_factory=list)
+    """Every unit, every seed (one seed: the same as `units`)."""
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds the submission ran (the same for every task: `submit` checks)."""
+        return sorted({int(u.summary["seed"]) for u in self.seed_units})
+
+    def spread(self, key: str) -> tuple[float, float] | None:
+        """Mean and standard deviation over seeds of the geomean of `key` (nodes, edges) over each seed's solved tasks.
+
+        None with one seed.
+        """
+        import statistics
+
+        from circuitbench.results.report import geomean
+
+        if len(self.seeds) < 2:
+            return None
+        per = [geomean([u.summary[key] for u in self.seed_units
+                        if u.summary["seed"] == s and u.summary.get("status") == "solved"]) for s in self.seeds]
+        per = [v for v in per if v == v]  # a seed that solved nothing has no geomean (NaN)
+        return (statistics.fmean(per), statistics.stdev(per)) if len(per) > 1 else None
 
     @property
     def solved(self) -> list[UnitRecord]:
@@ -76,7 +100,9 @@ def load_board(board: Path) -> list[Entry]:
             u = prov.unit
             numbers = board_numbers(m, u, path)
             summary = {"model": u.model.name, "task": u.task, "method": u.method, "seed": u.seed, **numbers}
-            entry.units.append(UnitRecord(path, summary, m, json.loads(prov.model_dump_json())))
+            entry.seed_units.append(UnitRecord(path, summary, m, json.loads(prov.model_dump_json())))
+        first = min((u.summary["seed"] for u in entry.seed_units), default=0)
+        entry.units = [u for u in entry.seed_units if u.summary["seed"] == first]
         entries.append(entry)
     return sorted(entries, key=lambda e: (e.meta.model.name, e.meta.method.name, e.content_hash))
 

@@ -19,42 +19,18 @@ units) is HTML-escaped.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-from html import escape
 from pathlib import Path
-from typing import Any
 
 from circuitbench.errors import CircuitbenchError
 from circuitbench.leaderboard.board import Entry, UnitRecord, load_board
+from circuitbench.leaderboard.cells import _mean, _td, e, seed_section, spread_td
 from circuitbench.leaderboard.draw import SVG_STYLE, Series, line_plot, saved_circuit_svg
 from circuitbench.leaderboard.explore import board_explorers
 from circuitbench.leaderboard.protocol import Protocol, load_protocol
 from circuitbench.leaderboard.submit import META_FILE
 from circuitbench.results.report import geomean
-
-
-def e(value: Any) -> str:
-    """HTML-escape anything (quotes too)."""
-    return escape("" if value is None else str(value), quote=True)
-
-
-def _num(x: float | None, fmt: str = ".3f") -> tuple[str, str]:
-    """(shown text, sort key) of a number; blank for missing or NaN."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–", ""
-    return format(x, fmt), repr(float(x))
-
-
-def _td(x: float | None, fmt: str = ".3f") -> str:
-    shown, key = _num(x, fmt)
-    return f'<td class="num" data-v="{key}">{shown}</td>'
-
-
-def _mean(values: list[float | None]) -> float:
-    good = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(good) / len(good) if good else math.nan
 
 
 def _page(title: str, body: str, depth: int) -> str:
@@ -78,8 +54,7 @@ def _entry_row(entry: Entry, depth: int, n_tasks: int) -> str:
             f'<td><a href="{up}submissions/{e(entry.content_hash)}.html">{e(m.model.name)}</a></td>'
             f"<td>{e(m.model.kind or 'unknown')}</td><td>{e(m.method.name)}</td>"
             f'<td class="num" data-v="{len(solved)}">{len(solved)} / {n_tasks}</td>'
-            + _td(geomean([u.summary["nodes"] for u in solved]) if solved else None, ".1f")
-            + _td(geomean([u.summary["edges"] for u in solved]) if solved else None, ".1f")
+            + spread_td(entry, "nodes") + spread_td(entry, "edges")
             + _td(_mean([u.summary.get("cpr") for u in pruned]))
             + _td(_mean([u.summary.get("cmd") for u in pruned]))
             + _td(_mean([u.summary.get("cpr_log") for u in pruned]))
@@ -286,7 +261,7 @@ def _submission_page(en: Entry, out: Path) -> str:
 <th>CPR</th><th>file</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
-</tbody></table>"""
+</tbody></table>{seed_section(en)}"""
     return _page(f"{m.model.name} · {m.method.name}: circuitbench leaderboard", body, 1)
 
 
@@ -310,6 +285,7 @@ figure { margin: 8px 0; }
 """ + SVG_STYLE + """details { margin: 6px 0; background: #fff; border: 1px solid #ddd; padding: 4px 8px;
   overflow-x: auto; }
 .note { color: #8a6d3b; }
+.spread { color: #607d8b; font-size: 12px; }
 """
 
 _JS = """// Sorting by column and filtering by model kind; no external requests, works from file://.

@@ -132,8 +132,8 @@ def _close(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Protocol) -> str | None:
-    """Check one unit file; returns its task (None when unreadable) for the denominator check."""
+def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Protocol) -> tuple[str, int] | None:
+    """Check one unit file; returns its task and seed (None when unreadable) for the denominator check."""
     from circuitbench.leaderboard.protocol import board_numbers
     from circuitbench.results.store import read_unit
     from circuitbench.results.unit import NOT_PRUNED
@@ -151,7 +151,7 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Prot
     if u.task not in protocol.board_tasks():
         report.add(path, f"task {u.task!r} is not one of the board's tasks (a custom spec or a control); the board "
                    f"measures {', '.join(protocol.board_tasks())}")
-        return u.task
+        return u.task, u.seed
     try:
         current = get_task(u.task).task_hash
         if current != u.task_hash:
@@ -176,7 +176,7 @@ def _check_unit(path: Path, meta: SubmissionMeta, report: Report, protocol: Prot
         if not _close(summary.get(key), value):
             report.add(path, f"summary {key} = {summary.get(key)!r} does not follow from the unit's measurements "
                        f"({value!r})")
-    return u.task
+    return u.task, u.seed
 
 
 def _check_hyperparameters(path: Path, meta: SubmissionMeta, kwargs: dict[str, Any], report: Report) -> None:
@@ -268,18 +268,30 @@ def verify_sample(units: list[Path], meta: SubmissionMeta, report: Report, sampl
     report.verified = len(pruned)
 
 
-def _check_denominator(tasks: list[str], report: Report, protocol: Protocol) -> None:
-    """Every board task has exactly one unit: tasks solved are counted out of all of them."""
+def _check_denominator(units: list[tuple[str, int]], report: Report, protocol: Protocol) -> None:
+    """Every board task has one unit per seed, the same seeds for every task: tasks solved count out of all.
+
+    `units` is (task, seed) per unit. Several seeds are welcome (the board shows their spread), but only the
+    same seeds for every task: a seed kept where it did well and dropped where it did not is a gamed number.
+    """
     from collections import Counter
 
-    seen = Counter(tasks)
-    missing = [t for t in protocol.board_tasks() if t not in seen]
+    seeds: dict[str, list[int]] = {}
+    for task, seed in units:
+        seeds.setdefault(task, []).append(seed)
+    missing = [t for t in protocol.board_tasks() if t not in seeds]
     if missing:
         report.add("results", f"no unit for {len(missing)} of the {len(protocol.board_tasks())} board tasks "
                    f"({', '.join(missing)}): every task is in the denominator, solved or not; run `--tasks all`")
-    twice = sorted(t for t, n in seen.items() if n > 1)
+    twice = sorted(t for t, s in seeds.items() if len(s) != len(set(s)))
     if twice:
-        report.add("results", f"more than one unit (seeds) for {', '.join(twice)}: submit one seed per task")
+        report.add("results", f"two units of the same seed for {', '.join(twice)}")
+    sets = Counter(tuple(sorted(set(s))) for s in seeds.values())
+    if len(sets) > 1:
+        common = sets.most_common(1)[0][0]
+        odd = sorted(t for t, s in seeds.items() if tuple(sorted(set(s))) != common)
+        report.add("results", f"the tasks were run with different seeds ({', '.join(odd)} differ from seeds "
+                   f"{', '.join(map(str, common))}): submit the same seeds for every task (`--seeds` on run)")
 
 
 def _check_validation(meta: SubmissionMeta, meta_path: Path, report: Report) -> None:

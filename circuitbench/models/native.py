@@ -81,6 +81,9 @@ class SparseGPTAdapter(HookedForward):
         self.device, self.dtype = param.device, param.dtype
         self._params = dict(model.named_parameters())
 
+    supports_edges = True
+    """Edge-level circuits hook this model's linear layers and norms (`circuitbench.circuits.edge_level`)."""
+
     supports_answer_only = True
     """`forward(..., answer_only=True)` computes the last block only where the logits read it."""
 

@@ -66,14 +66,14 @@ class Comparison:
 
 
 def compare(rows: list[dict[str, Any]], a: str, b: str, method: str = "learned_mask", seed: int = 0) -> Comparison:
-    """Compare two models' circuits on the tasks both solved.
+    """Compare two models' node-level circuits on the tasks both solved.
 
     Raises:
         CircuitbenchError: when either model has no results for this method and seed.
     """
     by_model: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
-        if r["method"] == method and r["seed"] == seed:
+        if r["method"] == method and r["seed"] == seed and r.get("level", "nodes") == "nodes":
             by_model.setdefault(r["model"], {})[r["task"]] = r
     for m in (a, b):
         if m not in by_model:
@@ -90,14 +90,15 @@ def compare(rows: list[dict[str, Any]], a: str, b: str, method: str = "learned_m
 
 
 def headline(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (model, method, seed): tasks solved, geometric means of nodes and edges over them."""
-    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    """One row per (model, method, level, seed): tasks solved, geometric means of nodes and edges over them."""
+    groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r["method"], r["seed"]), []).append(r)
+        groups.setdefault((r["model"], r["method"], r.get("level", "nodes"), r["seed"]), []).append(r)
     out = []
-    for (model, method, seed), rs in groups.items():
+    for (model, method, level, seed), rs in groups.items():
         solved = [r for r in rs if r["status"] == "solved"]
-        out.append({"model": model, "method": method, "seed": seed, "tasks": len(rs), "solved": len(solved),
+        out.append({"model": model, "method": method, "level": level, "seed": seed, "tasks": len(rs),
+                    "solved": len(solved),
                     "geomean nodes": geomean([r["nodes"] for r in solved]),
                     "geomean edges": geomean([r["edges"] for r in solved])})
     return out
@@ -108,7 +109,7 @@ def side_by_side(rows: list[dict[str, Any]], models: list[str], method: str = "l
     """Per task: each model's status and edges (blank where unsolved)."""
     table: dict[str, dict[str, Any]] = {}
     for r in rows:
-        if r["model"] in models and r["method"] == method and r["seed"] == seed:
+        if r["model"] in models and r["method"] == method and r["seed"] == seed and r.get("level", "nodes") == "nodes":
             cell = r["edges"] if r["status"] == "solved" else r["status"]
             table.setdefault(r["task"], {"task": r["task"]})[f"{r['model']} edges"] = cell
     return [table[t] for t in sorted(table)]

@@ -218,3 +218,41 @@ def test_the_board_shows_numbers_recomputed_from_the_measurements_not_the_summar
     assert shown.summary == true.summary and shown.summary["cpr"] != 9.999 and shown.summary["nodes"] > 1
     site = build(_board(tmp_path))
     assert "9.999" not in (site / "index.html").read_text()
+
+
+@pytest.fixture(scope="module")
+def two_seeds(submission, tmp_path_factory):
+    """The same submission with seed 1 added for every task."""
+    root = tmp_path_factory.mktemp("seeds")
+    shutil.copytree(submission, root / "s")
+    adapter = circuitbench.load_model("tiny-sparse", device="cpu")
+    run(RunConfig(model="tiny-sparse", tasks=TASKS, method_kwargs={"steps": 5}, ablation="zero", seed=1,
+                  out=root / "s" / "results", show_progress=False, search_examples=64), adapter)
+    return root / "s"
+
+
+def test_several_seeds_are_accepted_and_the_board_shows_their_spread(two_seeds, tmp_path):
+    from circuitbench.leaderboard.site import build, load_board
+
+    shutil.copytree(two_seeds, tmp_path / "s")
+    results, meta, board = tmp_path / "s" / "results", tmp_path / "s" / "submission.json", tmp_path / "s" / BOARD
+    assert validate(results, meta, board).problems == []
+    accept(results, meta, board)
+    (entry,) = load_board(board)
+    assert entry.seeds == [0, 1] and {u.summary["seed"] for u in entry.units} == {0}  # headline: the first seed
+    assert len(entry.seed_units) == 2 * len(TASKS)
+    site = build(board, explore=False)
+    index = (site / "index.html").read_text()
+    mean, sd = entry.spread("nodes")
+    assert f"{mean:.1f} &plusmn; {sd:.1f} over 2 seeds" in index
+    page = (site / "submissions" / f"{entry.content_hash}.html").read_text()
+    assert "Over seeds 0, 1" in page and "node overlap" in page and page.count("<td>if_equals</td>") == 1
+
+
+def test_seeds_that_differ_between_tasks_are_refused(two_seeds, tmp_path):
+    shutil.copytree(two_seeds, tmp_path / "s")
+    results = tmp_path / "s" / "results"
+    for f in results.glob("*/if_equals.*.seed1.*"):  # seed 1 kept only where it suits
+        f.unlink()
+    problems = validate(results, tmp_path / "s" / "submission.json", tmp_path / "s" / BOARD).problems
+    assert any("different seeds (if_equals differ from seeds 0, 1)" in p for p in problems), problems

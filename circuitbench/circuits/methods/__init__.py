@@ -161,9 +161,9 @@ def method_origin(name: str) -> dict[str, str]:
     from circuitbench.plugins import origin
 
     if name == "imported":  # a circuit brought in from a file (`circuitbench circuit import`): no method ran here
-        import circuitbench
+        import types
 
-        return {"module": "circuitbench.runs.imported", "package": "circuitbench", "version": circuitbench.__version__}
+        return origin(types.SimpleNamespace(__module__="circuitbench.runs.imported"))
     return origin(_lookup(name))
 
 

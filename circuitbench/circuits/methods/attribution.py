@@ -204,7 +204,7 @@ class ActivationPatching(_Base):
                 gates[torch.arange(len(nodes), device=device), nodes] = 0.0
                 rep = Batch(part.tokens.repeat(len(nodes), 1), part.last.repeat(len(nodes)),
                             part.correct.repeat(len(nodes)), part.incorrect.repeat(len(nodes)))
-                hook = stacked_gate_hook(problem.index, gates, values)  # block i ablates nodes[i]
+                hook = stacked_gate_hook(problem.index, problem.gate(gates), values)  # block i ablates nodes[i]
                 logits = forward_at(problem.adapter, rep.tokens, hook, rep.last)
                 two = answer_logits(logits, rep)
                 diff = (two[:, 0] - two[:, 1]).view(len(nodes), b).sum(1)

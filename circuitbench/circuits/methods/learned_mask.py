@@ -175,6 +175,7 @@ class LearnedMask:
         train, device = first.train, first.train.tokens.device
         if first.level == "edges":
             return self._edge_losses(problems, gates, rows, last, labels, precision)
+        gates = first.gate(gates)  # nodes a backup circuit may not keep stay ablated
         hook = None if first.counterfactual else stacked_gate_hook(first.index, gates, ablation)
         ce = gates.new_zeros(n_problems)
         for idx, width in length_groups(last, rows, self.length_groups, device, keep_pairs=first.counterfactual):
