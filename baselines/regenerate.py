@@ -254,6 +254,18 @@ def edge_methods_table(rows: list[dict[str, Any]], edge_rows: list[dict[str, Any
     fewer = [m for m, (e, nn, _) in pairs.items() if e < nn]
     lines[-1] += (f" Per method, pruning edges finds fewer edges than pruning nodes for {', '.join(sorted(fewer))}"
                   if fewer else " No method finds fewer edges by pruning edges") + "."
+    for m in ("learned_mask",):
+        e_met = [t for (t, mm), r in edge.items() if mm == m and r.get("control_met_target")]
+        n_met = [t for (t, mm), r in node.items() if mm == m and r.get("control_met_target")]
+        e_all = [t for (t, mm), r in edge.items() if mm == m and r["status"] not in ("unsolved", "no_examples")]
+        ratios = [edge[(t, m)]["control_edges"] / max(edge[(t, m)]["edges"], 1) for t in e_met]
+        if e_all:
+            lines[-1] += (f" The inverted-label control met the target at the edge level on {len(e_met)} of "
+                          f"{len(e_all)} tasks ({m}; at the node level on {len(n_met)})"
+                          + (f", with {min(ratios):.1f}-{max(ratios):.1f}x the edges of the task's own circuit"
+                             if ratios else "") + ": edge masks are freer, "
+                          "so they also fit the inverted labels more easily (Drori 2026), and their circuits are "
+                          "correspondingly weaker evidence.")
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ Files written per unit (beside `TASK.METHOD.seedN.parquet`):
   An edge-level circuit (`level` `edges` in the metadata) has one score per edge of the model's graph
   instead (`scores` [n_edges]; k edges kept), the graph's hash `graph_sha`, the extra value sites its
   ablation vector also covers (`value_sites`: each attention's head-mixed values), and `kept_edges`
-  ([k, 4] int64: source site, source channel, destination site, destination channel; sites index
+  ([k, 4] int32: source site, source channel, destination site, destination channel; sites index
   `sites`) in place of `kept.SITE`.
 - `TASK.METHOD.seedN.edges.parquet`: one row per edge, `src_site`, `src_channel`, `dst_site`,
   `dst_channel`, `weight` (NaN for weightless residual edges) and `kind` (`weighted` or `residual`).
@@ -115,7 +115,7 @@ class Circuit:
                 "sites": [s.__dict__ for s in self.sites]}
         if self.level == "edges":
             assert self.kept_edges is not None
-            tensors["kept_edges"] = self.kept_edges.to(torch.int64).contiguous()
+            tensors["kept_edges"] = self.kept_edges.to(torch.int32).contiguous()  # half the bytes of int64
             meta.update(level="edges", graph_sha=self.graph_sha, value_sites=[s.__dict__ for s in self.value_sites])
         else:
             for name, idx in self.kept().items():
@@ -152,7 +152,8 @@ class Circuit:
         c = cls(tuple(SiteLayout(**s) for s in meta["sites"]), tensors["scores"], int(meta["k"]),
                 tensors["ablation"], meta.get("n_head"), meta.get("calibration"), meta.get("unit_key", ""),
                 meta.get("model", ""), meta.get("task", ""), meta.get("level", "nodes"), meta.get("graph_sha", ""),
-                tuple(SiteLayout(**s) for s in meta.get("value_sites", [])), tensors.get("kept_edges"))
+                tuple(SiteLayout(**s) for s in meta.get("value_sites", [])),
+                None if "kept_edges" not in tensors else tensors["kept_edges"].to(torch.int64))
         if c.level == "edges":
             if c.kept_edges is None or len(c.kept_edges) != c.k:
                 raise CircuitbenchError(f"{path}: an edge-level circuit whose kept_edges do not number k = {c.k}; "

@@ -80,14 +80,14 @@ def _plots(base: RunConfig, methods: list[str]) -> tuple[list[Path], str | None]
     from circuitbench.results.plots import plot_curves, read_curves
 
     model, seed, out, level = base.model, base.seed, Path(base.out), base.level
-    tag = "" if level == "nodes" else f"-{level}"
+    tag, where = ("", "") if level == "nodes" else (f"-{level}", ", edge-level circuits")
     stem = out / f"compare-{model.replace('/', '_')}{tag}-seed{seed}"
     try:
         paths = plot_curves(read_curves(out, model, methods, seed, level=level), stem,
-                            title=f"{model}: faithfulness (logit difference) by circuit size", level=level)
+                            title=f"{model}: faithfulness (logit difference) by circuit size{where}", level=level)
         paths += plot_curves(read_curves(out, model, methods, seed, "kl", level), stem.with_name(stem.name + "-kl"),
                              ylabel="faithfulness (KL)", level=level,
-                             title=f"{model}: faithfulness on KL from the model, 1 - KL(C) / KL(empty)")
+                             title=f"{model}: faithfulness on KL from the model, 1 - KL(C) / KL(empty){where}")
     except CircuitbenchError as err:
         return [], str(err)
     return paths, None

@@ -23,6 +23,8 @@ from circuitbench.errors import CircuitbenchError
 class Method(Protocol):
     """Scores every node for a task; the search keeps the top-k by score.
 
+    At `--level edges` the same call scores every edge: `problem.size` scores, gates applied through
+    `problem.logits_at` (a method written against those two works at both levels, as the built-ins do).
     What a method may do beyond this is declared by the protocols below (`JointMethod`, `SignedMethod`,
     `NativeSizeMethod`, `DiagnosedMethod`); the evaluator asks `isinstance(method, ...)` of them.
     """
@@ -216,12 +218,15 @@ def method_rows() -> list[dict[str, str]]:
             method = get_method(name)
         except CircuitbenchError as err:  # a broken plugin is listed with its error, not a traceback
             rows.append({"method": name, "what": f"(cannot be loaded: {err})", "hyperparameters (defaults)": "",
-                         "from": ""})
+                         "levels": "", "from": ""})
             continue
         doc = (type(method).__doc__ or "").strip().splitlines()[0] if type(method).__doc__ else ""
         fields = set(hyperparameter_names(name))
         params = ", ".join(f"{k}={v!r}" for k, v in method.hyperparameters().items() if k in fields)
         where = method_origin(name)
+        from circuitbench.circuits.edge_level import NODE_ONLY_METHODS
+
         rows.append({"method": name, "what": doc, "hyperparameters (defaults)": params,
+                     "levels": "nodes" if name in NODE_ONLY_METHODS else "nodes, edges",
                      "from": f"{where.get('package', where['module'])} {where.get('version', '')}".strip()})
     return rows
