@@ -288,10 +288,10 @@ def _check_denominator(units: list[tuple[str, int]], report: Report, protocol: P
         report.add("results", f"two units of the same seed for {', '.join(twice)}")
     sets = Counter(tuple(sorted(set(s))) for s in seeds.values())
     if len(sets) > 1:
-        common = sets.most_common(1)[0][0]
-        odd = sorted(t for t, s in seeds.items() if tuple(sorted(set(s))) != common)
-        report.add("results", f"the tasks were run with different seeds ({', '.join(odd)} differ from seeds "
-                   f"{', '.join(map(str, common))}): submit the same seeds for every task (`--seeds` on run)")
+        by_set = "; ".join(f"seeds {', '.join(map(str, k))}: {n} task(s)" for k, n in sorted(sets.items()))
+        odd = sorted(t for t, s in seeds.items() if tuple(sorted(set(s))) != sets.most_common(1)[0][0])
+        report.add("results", f"the tasks were run with different seeds ({by_set}; e.g. {', '.join(odd[:3])}): "
+                   "submit the same seeds for every task (`--seeds` on run)")
 
 
 def _check_validation(meta: SubmissionMeta, meta_path: Path, report: Report) -> None:

@@ -255,4 +255,4 @@ def test_seeds_that_differ_between_tasks_are_refused(two_seeds, tmp_path):
     for f in results.glob("*/if_equals.*.seed1.*"):  # seed 1 kept only where it suits
         f.unlink()
     problems = validate(results, tmp_path / "s" / "submission.json", tmp_path / "s" / BOARD).problems
-    assert any("different seeds (if_equals differ from seeds 0, 1)" in p for p in problems), problems
+    assert any("different seeds (seeds 0: 1 task(s); seeds 0, 1: 1 task(s)" in p for p in problems), problems

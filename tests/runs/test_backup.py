@@ -41,4 +41,4 @@ def test_backup_of_an_unpruned_unit_is_one_line(capsys):
                     if json.loads(__import__("pyarrow.parquet", fromlist=["x"]).read_schema(p).metadata[
                         b"circuitbench.summary"])["status"] == "unsolved")
     assert main(["circuit", "backup", str(unsolved)]) == 1
-    assert "no circuit to exclude" in capsys.readouterr().err
+    assert "the task was not pruned" in capsys.readouterr().err
