@@ -12,7 +12,7 @@ from circuitbench.results.unit import summary_fields
 
 
 def test_summary_schema_follows_the_unit_result_fields():
-    assert SUMMARY.names == ["model", "task", "method", "seed", *summary_fields()]
+    assert SUMMARY.names == ["model", "task", "method", "level", "seed", *summary_fields()]
     assert SUMMARY.field("nodes").type == pa.int64() and SUMMARY.field("faithfulness").type == pa.float64()
     assert SUMMARY.field("control_met_target").type == pa.bool_() and SUMMARY.field("status").type == pa.string()
 

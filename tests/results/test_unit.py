@@ -40,7 +40,8 @@ def test_summary_fields_are_the_result_numbers_in_declaration_order():
     assert "unit" not in fields and "measurements" not in fields and "circuit" not in fields
     r = UnitResult(unit=_unit(), status="unsolved", full_accuracy=0.5)
     row = r.summary()
-    assert list(row)[:4] == ["model", "task", "method", "seed"] and row["full_accuracy"] == 0.5
+    assert list(row)[:5] == ["model", "task", "method", "level", "seed"] and row["full_accuracy"] == 0.5
+    assert row["level"] == "nodes"
 
 
 def test_method_registry_validates_hyperparameters():
