@@ -18,8 +18,9 @@ Steps (each one what a user would run):
 4. `circuitbench compare --level edges` of the edge-level methods on every task the sparse model solves, into
    `baselines/results-edges/` (apart from `results/`: edge-level units are off the board's protocol, which
    is node-level; `--edges` redoes only this step and the README);
-5. `circuitbench run --seeds 0,1,2` of the learned mask on `SEED_TASKS` into `baselines/results-seeds/`
-   (seed 0's units copied from `results/`: the same units, so the run skips them; `--seeds` redoes this step);
+5. `circuitbench run --seeds 0,1,2` of the learned mask on every task the sparse model prunes, into
+   `baselines/results-seeds/` (seed 0's units copied from `results/`: the same units, so the run skips them;
+   `--seeds` redoes this step, keeping the units already there);
 6. the README's generated tables (between `<!-- generated: NAME -->` and `<!-- end generated: NAME -->`)
    are rewritten from `baselines/models/*` (the model cards), `baselines/bridges/tiny/`, `baselines/results/`
    `baselines/results-edges/` and `baselines/results-seeds/`.
@@ -51,8 +52,8 @@ EDGE_METHODS = "learned-mask,eap,eap-ig,random"
 """The edge-level methods compared (activation patching at the edge level is one pass per edge: ~50,000)."""
 EDGES = ROOT / "results-edges"
 SEEDS = ROOT / "results-seeds"
-SEED_TASKS = ("if_equals", "single_double_quote", "while_return_true")
-"""The tasks the learned mask is rerun on with seeds 1 and 2 (three of the seven it prunes: 6 units, ~10 min)."""
+SEED_SEEDS = "0,1,2"
+"""The seeds of the learned mask's spread, on every task the sparse model prunes (seed 0 is the default run's)."""
 BRIDGES = ROOT / "bridges" / "tiny"
 BRIDGE_ARGS = ["--steps", "400", "--lr", "1e-3"]
 """The bundled bridges' settings (BENCHMARKS.md, Bridges: the learning rates tried)."""
@@ -269,6 +270,28 @@ def edge_methods_table(rows: list[dict[str, Any]], edge_rows: list[dict[str, Any
     return "\n".join(lines)
 
 
+def seed_line(seeds: Path = SEEDS) -> str:
+    """The learned mask's headline over seeds: each seed's geometric means, then their mean and spread."""
+    import statistics
+
+    from circuitbench.results.report import geomean
+
+    if not seeds.is_dir() or not any(seeds.glob("*/*.parquet")):
+        return ""
+    rows = [r for r in _rows(seeds) if r["model"] == SPARSE and r["method"] == "learned_mask"]
+    by_seed = sorted({r["seed"] for r in rows})
+    tasks = set.intersection(*({r["task"] for r in rows if r["seed"] == s and r["status"] == "solved"}
+                               for s in by_seed))
+    parts = []
+    for key in ("nodes", "edges"):
+        per = [geomean([r[key] for r in rows if r["seed"] == s and r["task"] in tasks]) for s in by_seed]
+        parts.append(f"{statistics.fmean(per):.1f} ± {statistics.stdev(per):.1f} {key}")
+    return (f"Over seeds {', '.join(map(str, by_seed))} (`baselines/results-seeds/`), the learned mask's geometric "
+            f"means over the {len(tasks)} tasks every seed solved are {parts[0]} and {parts[1]} (mean ± standard "
+            "deviation of the seeds' geometric means; per task: Seeds, below); the attribution methods differ "
+            "by seed only through the seeded example subsets.")
+
+
 def seed_spread_table(seeds: Path = SEEDS) -> str:
     """The learned mask's spread over seeds 0, 1, 2 and the overlap of its circuits, per task."""
     from circuitbench.results.seeds import seed_table
@@ -377,7 +400,8 @@ def sections(results: Path = ROOT / "results", edges: Path = EDGES, seeds: Path 
     edge_rows = _rows(edges) if edges.is_dir() and any(edges.glob("*/*.parquet")) else []
     return {"reference-models": reference_models_table(), "dense-sparse": dense_sparse_table(rows),
             "solved-tasks": solved_tasks_text(), "default-run": default_run_table(rows),
-            "methods": methods_table(rows), "edge-methods": edge_methods_table(rows, edge_rows),
+            "methods": methods_table(rows) + (f"\n\n{line}" if (line := seed_line(seeds)) else ""),
+            "edge-methods": edge_methods_table(rows, edge_rows),
             "seed-spread": seed_spread_table(seeds),
             "bridges": bridges_table(), "steering": steering_table(results)}
 
@@ -443,15 +467,23 @@ def edge_level(results: Path, edges: Path, threads: int) -> None:
 
 
 def seed_runs(results: Path, seeds: Path, threads: int) -> None:
-    """The learned mask with seeds 0, 1, 2 on `SEED_TASKS` (seed 0 copied from `results`), into a fresh `seeds`."""
+    """The learned mask with `SEED_SEEDS` on every task the sparse model prunes, into a fresh `seeds` folder.
+
+    Seed 0's units are copied from `results` and units already in `seeds` are kept: a unit of the same
+    identity is not computed again (the runner checks), so only what is missing runs.
+    """
+    from circuitbench.results.report import collect
+
+    tasks = sorted({r["task"] for r in collect(results) if r["model"] == SPARSE and r["seed"] == 0
+                    and r["method"] == "learned_mask" and r["status"] not in ("unsolved", "no_examples")})
     fresh = seeds.with_name(seeds.name + ".new")
     shutil.rmtree(fresh, ignore_errors=True)
     (fresh / SPARSE).mkdir(parents=True)
-    for task in SEED_TASKS:
-        for f in (results / SPARSE).glob(f"{task}.learned_mask.seed0.*"):
-            if not f.name.endswith((".steer.parquet", ".nodes.parquet")):
-                shutil.copy2(f, fresh / SPARSE / f.name)
-    _circuitbench("run", "--model", SPARSE, "--tasks", ",".join(SEED_TASKS), "--seeds", "0,1,2", "--out", str(fresh),
+    sources = [*(results / SPARSE).glob("*.learned_mask.seed0.*"), *(seeds / SPARSE).glob("*.learned_mask.seed*")]
+    for f in sources:
+        if f.name.split(".")[0] in tasks and not f.name.endswith((".steer.parquet", ".nodes.parquet")):
+            shutil.copy2(f, fresh / SPARSE / f.name)
+    _circuitbench("run", "--model", SPARSE, "--tasks", ",".join(tasks), "--seeds", SEED_SEEDS, "--out", str(fresh),
                   "--threads", str(threads), "--quiet")
     shutil.rmtree(seeds, ignore_errors=True)
     fresh.rename(seeds)

@@ -69,3 +69,11 @@ def test_bench_bridges_times_a_bridge_step_and_a_steer_against_a_forward_backwar
     base, step, steer = out
     assert base["x baseline"] == 1.0 and step["x baseline"] > 1 and steer["s"] > 0
     assert "5 locations" in step["what"] and json.loads((tmp_path / "b.json").read_text())["rows"] == out
+
+
+def test_bench_edges_times_edge_gates_against_node_gates(tmp_path):
+    out = _script("bench_edges").main(["--batch", "8", "--reps", "1", "--threads", "1",
+                                       "--json", str(tmp_path / "e.json")])
+    assert out[0]["x baseline"] == 1.0 and all(r["s"] > 0 for r in out)
+    assert "49920 edges" in out[1]["what"] and out[1]["x baseline"] > 1  # masked products cost more than gating
+    assert json.loads((tmp_path / "e.json").read_text())["rows"] == out
