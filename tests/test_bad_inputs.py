@@ -78,8 +78,6 @@ CASES = {
     "bridge steer: strength nan": (["bridge", "steer", "--task", "if_equals", "--strength", "nan"], "--strength nan"),
     "bridge steer: zero controls": (["bridge", "steer", "--task", "if_equals", "--controls", "0"], "--controls 0"),
     "bridge steer: csv out": (["bridge", "steer", "--task", "if_equals", "--out", "s.csv"], "ending in .parquet"),
-    "run: edges with counterfactual ablation": (["run", "--level", "edges", "--ablation", "counterfactual"],
-                                                "--level edges --ablation counterfactual"),
     "run: edges with a node-only method": (["run", "--level", "edges", "--method", "magnitude"],
                                            "--level edges --method magnitude: magnitude scores nodes only"),
     "compare: edges with a node-only method": (["compare", "--level", "edges", "--methods", "eap,magnitude"],

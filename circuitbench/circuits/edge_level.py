@@ -13,12 +13,13 @@ contribution instead of its value; every node is still computed, from what its e
 - a residual edge from write w to read r, channel c: the residual stream that r normalises has w's
   channel c at its ablation value mu_w[c] (the stream itself, and every other read, are unchanged).
 
-mu is the ablation value of the edge's source (mean, task mean or zero, as for nodes; for attention
-writes, of the head-mixed values y, the write's actual input). With every gate at 1 this is the model
-exactly; with every gate at 0 every destination gets its sources' ablation values. The token embedding
-(no node) reaches every read and the logits, and every write reaches the logits: those paths are not
-edges of the graph, so they are never pruned (node-level counting has the same edges, so a node-level
-circuit's edges and an edge-level circuit's edges are the same kind of number).
+mu is the ablation value of the edge's source (mean, task mean, zero or counterfactual, as for nodes; for
+attention writes, of the head-mixed values y, the write's actual input). With counterfactual ablation mu
+differs by row and position: the source's value in the pair partner's clean pass, aligned as for nodes. With
+every gate at 1 this is the model exactly; with every gate at 0 every destination gets its sources' ablation
+values. The token embedding (no node) reaches every read and the logits, and every write reaches the logits:
+those paths are not edges of the graph, so they are never pruned (node-level counting has the same edges, so
+a node-level circuit's edges and an edge-level circuit's edges are the same kind of number).
 
 The gates act through forward hooks on the model's linear layers and forward pre-hooks on its norms, so
 the gradient of the metric with respect to every edge gate is one backward pass (edge-level EAP). Models:
@@ -38,13 +39,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from circuitbench.circuits.edges import EdgeBlock, find_edges
-from circuitbench.circuits.masks import NodeIndex
+from circuitbench.circuits.masks import AblationValues, NodeIndex, PositionValues
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import READ_KINDS, WRITE_KINDS, Batch, Hook, ModelAdapter, Site
 from circuitbench.results.circuit import Circuit
 
-EDGE_ABLATIONS = ("mean", "task-mean", "zero")
-"""Ablations an edge-level circuit takes (counterfactual edge ablation is not implemented)."""
+EDGE_ABLATIONS = ("mean", "task-mean", "zero", "counterfactual")
+"""Ablations an edge-level circuit takes: all of the node level's."""
 NODE_ONLY_METHODS = ("magnitude",)
 """Built-in methods that score nodes only (a node's activation has no per-edge analogue)."""
 
@@ -189,14 +190,17 @@ def _read_norms(adapter: ModelAdapter) -> dict[str, nn.Module]:
 
 
 def _at(xw: Tensor, x: Tensor, last: Tensor) -> Tensor:
-    """A recorded write [B, T, C] cut to x's positions: all, or each row's answer position (answer_only)."""
-    if xw.shape[1] == x.shape[1]:
+    """A per-position tensor [B, T, C] cut to x's positions: all, or each row's answer position (answer_only).
+
+    A flat [C] vector (mean, task-mean, zero ablation values) is the same at every position: returned as is.
+    """
+    if xw.dim() == 1 or xw.shape[1] == x.shape[1]:
         return xw
     return xw[torch.arange(xw.shape[0], device=xw.device), last.to(xw.device)][:, None]
 
 
 @contextlib.contextmanager
-def edge_gates(adapter: ModelAdapter, edges: EdgeIndex, gates: Tensor, values: Tensor,
+def edge_gates(adapter: ModelAdapter, edges: EdgeIndex, gates: Tensor, values: AblationValues,
                last: Tensor) -> Iterator[Hook]:
     """Install the edge gates on the model for the forward passes inside the block; yields the hook to pass.
 
@@ -204,11 +208,12 @@ def edge_gates(adapter: ModelAdapter, edges: EdgeIndex, gates: Tensor, values: T
         adapter: a model `edge_support` accepts.
         edges: its graph.
         gates: [edges.size] in [0, 1] (gradients flow to them).
-        values: [edges.values.value_size] ablation values.
+        values: [edges.values.value_size] ablation values, or `PositionValues` of the batch (counterfactual:
+            per row and position, over `edges.values`' sites).
         last: [B] answer positions of the batch run inside the block.
     """
     model: nn.Module = adapter.model  # type: ignore[attr-defined]
-    mu = edges.values.split_values(values)
+    mu = values.values if isinstance(values, PositionValues) else edges.values.split_values(values)
     handles = []
     by_param: dict[str, list[tuple[int, EdgeBlock, Site]]] = {}
     sites = {s.name: s for s in edges.nodes.sites}
@@ -226,7 +231,7 @@ def edge_gates(adapter: ModelAdapter, edges: EdgeIndex, gates: Tensor, values: T
         off = w * (1.0 - torch.ones_like(w).index_put((rows, cols), g))  # W on the pruned edges, 0 elsewhere
         m = mu[_linear_input(blocks[0][2])].to(device=w.device, dtype=w.dtype)
         handles.append(module.register_forward_hook(
-            lambda _m, inp, out, off=off, m=m: out - F.linear(inp[0] - m, off)))
+            lambda _m, inp, out, off=off, m=m: out - F.linear(inp[0] - _at(m, inp[0], last), off)))
     writes: dict[str, Tensor] = {}
     by_read: dict[str, list[tuple[str, Tensor]]] = {}
     for i, b in enumerate(edges.blocks):
@@ -242,7 +247,7 @@ def edge_gates(adapter: ModelAdapter, edges: EdgeIndex, gates: Tensor, values: T
                 x = args[0]
                 for w, drop in terms:
                     xw = _at(writes[w], x, last)
-                    x = x + ((mu[w].to(x.device, x.dtype) - xw) * drop.to(x.dtype))
+                    x = x + ((_at(mu[w], x, last).to(x.device, x.dtype) - xw) * drop.to(x.dtype))
                 return (x, *args[1:])
             handles.append(norm.register_forward_pre_hook(pre))
     recorded = {s.name for s in edges.nodes.sites if s.kind in WRITE_KINDS}
@@ -259,7 +264,8 @@ def edge_gates(adapter: ModelAdapter, edges: EdgeIndex, gates: Tensor, values: T
             h.remove()
 
 
-def edge_logits(adapter: ModelAdapter, edges: EdgeIndex, gates: Tensor, values: Tensor, part: Batch) -> Tensor:
+def edge_logits(adapter: ModelAdapter, edges: EdgeIndex, gates: Tensor, values: AblationValues, part: Batch
+                ) -> Tensor:
     """[B, V] logits at the answer positions with the edge gates applied."""
     from circuitbench.protocols import forward_at
 

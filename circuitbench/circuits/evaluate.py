@@ -229,7 +229,7 @@ def prepare(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_pr
         check_edge_level(adapter, unit.ablation)
         edges = EdgeIndex.of(adapter)
         problem: Problem = EdgeProblem(adapter, index, torch.zeros(edges.values.value_size, device=adapter.device),
-                                       train, unit.seed, show_progress, eval_batch, False, edges=edges)
+                                       train, unit.seed, show_progress, eval_batch, counterfactual, edges=edges)
     else:
         problem = Problem(adapter, index, torch.zeros(index.value_size, device=adapter.device), train, unit.seed,
                           show_progress, eval_batch, counterfactual)

@@ -138,6 +138,14 @@ class EdgeProblem(Problem):
         """Length of a gate vector: the edges."""
         return self.graph.size
 
+    def values_for(self, rows: Batch) -> AblationValues:
+        """The flat values, or with counterfactual ablation each row's partner's activations over `edges.values`."""
+        if not self.counterfactual:
+            return self.ablation_values
+        from circuitbench.circuits.ablation import partner_values
+
+        return partner_values(self.adapter, self.graph.values, rows, self.ablation_values)
+
     def hook(self, rows: Batch, gates: Tensor) -> Hook:
         """Edge gates act through the model's modules, not one hook: use `logits_at`."""
         raise TypeError("an edge-level problem has no node gate hook; use logits_at")
@@ -146,7 +154,7 @@ class EdgeProblem(Problem):
         """[N, V] logits at the answer positions with the given edge gates (None: the full model)."""
         if gates is None:
             return forward_at(self.adapter, rows.tokens, None, rows.last)
-        return edge_logits(self.adapter, self.graph, self.gate(gates), self.ablation_values, rows)
+        return edge_logits(self.adapter, self.graph, self.gate(gates), self.values_for(rows), rows)
 
     def circuit_sizes(self, gates: Tensor) -> dict[str, int]:
         """Kept edges (in all, weighted, residual) and the nodes they touch."""

@@ -51,7 +51,7 @@ def add_circuit(sub: Subparsers) -> None:
     im.add_argument("--model", required=True, help="the model the circuit was found on (bundled name, folder, Hub id)")
     im.add_argument("--task", required=True, help="the task to measure it on")
     im.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
-    im.add_argument("--ablation", choices=["mean", "task-mean", "zero"], default="mean",
+    im.add_argument("--ablation", choices=["mean", "task-mean", "zero", "counterfactual"], default="mean",
                     help="what pruned nodes or edges take (default: %(default)s)")
     im.add_argument("--percent", type=float, default=None,
                     help="keep the top P %% of this model's edges by the file's scores instead of its in_graph marks "

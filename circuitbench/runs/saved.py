@@ -171,7 +171,7 @@ def circuit_problem(circuit: Circuit, adapter: ModelAdapter, train: Batch, seed:
 
         edges = EdgeIndex.of(adapter)
         check_graph(circuit, edges)
-        return EdgeProblem(adapter, index, values, train, seed, False, edges=edges)
+        return EdgeProblem(adapter, index, values, train, seed, False, counterfactual=counterfactual, edges=edges)
     return Problem(adapter, index, values, train, seed, False, counterfactual=counterfactual)
 
 

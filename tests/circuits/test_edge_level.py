@@ -23,12 +23,12 @@ def sparse():
     return circuitbench.load_model("tiny-sparse", device="cpu")
 
 
-def _toy_problem():
+def _toy_problem(counterfactual=False):
     adapter = toy_adapter()
     edges = EdgeIndex.of(adapter)
     rows = Batch.of(toy_task(), adapter.device)
     return EdgeProblem(adapter, NodeIndex.of(adapter), task_mean(adapter, edges.values, rows), rows, 0,
-                       show_progress=False, edges=edges)
+                       show_progress=False, counterfactual=counterfactual, edges=edges)
 
 
 def _named(edges: EdgeIndex) -> list[tuple[str, int, str, int]]:
@@ -122,16 +122,46 @@ def test_pruning_every_residual_edge_of_a_write_channel_ablates_it_for_later_rea
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
+def test_counterfactual_edges_give_the_reads_the_partners_value_and_the_logits_their_own(sparse):
+    from circuitbench.circuits.ablation import partner_values
+
+    edges = EdgeIndex.of(sparse)
+    rows = _batch(sparse, n=8, seed=3)
+    values = partner_values(sparse, edges.values, rows, torch.randn(edges.values.value_size))
+    write, c = "0.mlp.resid_delta", 7
+    gates = torch.tensor([0.0 if (n[0], n[1]) == (write, c) and kind == "residual" else 1.0
+                          for n, kind in zip(_named(edges), edges.kinds(), strict=True)])
+    got = edge_logits(sparse, edges, gates, values, rows)
+    partner = values.values[write][..., c]  # [B, T]: the pair partner's value, aligned at the answer
+    seen = {}
+
+    def hook(name, x):
+        if name == write:
+            seen["x"] = x[..., c].clone()
+            x = x.clone()
+            x[..., c] = partner
+        if name == "final_resid":
+            x = x.clone()
+            x[..., c] += seen["x"] - partner
+        return x
+
+    full = sparse.forward(rows.tokens, hook)
+    torch.testing.assert_close(got, full[torch.arange(len(rows)), rows.last], atol=1e-4, rtol=1e-4)
+    assert torch.equal(edge_logits(sparse, edges, torch.ones(edges.size), values, rows),
+                       edge_logits(sparse, edges, torch.ones(edges.size), torch.zeros(edges.values.value_size), rows))
+
+
 def _auroc(scores, positives):
     pos = [s for i, s in enumerate(scores) if i in positives]
     neg = [s for i, s in enumerate(scores) if i not in positives]
     return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
 
 
+@pytest.mark.parametrize("counterfactual", [False, True], ids=["task-mean", "counterfactual"])
 @pytest.mark.parametrize(("name", "kw"), [("eap_ig", {}), ("learned_mask", {"steps": 300}), ("eap", {}),
                                           ("activation_patching", {})])
-def test_edge_methods_rank_the_planted_edges_first(name, kw):
-    p = _toy_problem()
+def test_edge_methods_rank_the_planted_edges_first(name, kw, counterfactual):
+    p = _toy_problem(counterfactual)
     planted = {i for i, n in enumerate(_named(p.graph)) if n in PLANTED_EDGES}
     assert len(planted) == 4 and p.size > len(planted)
     scores = get_method(name, **kw).node_scores(p)

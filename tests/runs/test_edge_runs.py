@@ -163,3 +163,15 @@ def test_an_importance_score_file_imports_at_a_percentage_of_the_edges(tmp_path)
     assert summary["edges"] == round(49920 * 0.001)
     rows = pq.read_table(circuit_paths(unit)[1]).to_pylist()
     assert {(r["src_site"], r["dst_site"]) for r in rows} == {("0.attn.resid_delta", "0.mlp.act_in")}  # |3| first
+
+
+def test_counterfactual_edge_units_run_and_reevaluate_exactly(tmp_path, capsys):
+    assert main(["run", "--model", "tiny-sparse", "--level", "edges", "--ablation", "counterfactual", "--method",
+                 "eap", "--tasks", "if_equals", "--out", str(tmp_path), "--quiet"]) == 0
+    unit = tmp_path / "tiny-sparse" / "if_equals.eap.edges.seed0.parquet"
+    table, summary, prov = read_unit(unit)
+    assert prov.unit.ablation == "counterfactual" and prov.unit.level == "edges" and summary["status"] == "solved"
+    assert any(r["metric"] == "counterfactual_aligned_examples" for r in table.to_pylist())
+    capsys.readouterr()
+    assert main(["circuit", "eval", str(unit)]) == 0
+    assert "reproduces its stored numbers exactly" in capsys.readouterr().out

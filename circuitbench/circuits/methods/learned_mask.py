@@ -203,7 +203,7 @@ class LearnedMask:
         ce = []
         for i, p in enumerate(problems):
             total = gates.new_zeros(())
-            for idx, width in length_groups(last, rows, self.length_groups, device):
+            for idx, width in length_groups(last, rows, self.length_groups, device, keep_pairs=first.counterfactual):
                 part = Batch(train.tokens[idx, :width], train.last[idx], labels[i][0][idx], labels[i][1][idx])
                 with autocast(precision, device):
                     logits = p.logits_at(part, gates[i])
