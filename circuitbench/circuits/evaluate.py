@@ -21,8 +21,8 @@ from torch import Tensor
 
 from circuitbench.circuits.ablation import AblationSource
 from circuitbench.circuits.curves import CURVE_METRICS, faithfulness_curve, node_curve, top_k_scores
-from circuitbench.circuits.edge_level import EdgeIndex, check_edge_level, edge_circuit_of
-from circuitbench.circuits.masks import NodeIndex, circuit_of, keep_top
+from circuitbench.circuits.edge_level import check_edge_level
+from circuitbench.circuits.masks import NodeIndex, keep_top
 from circuitbench.circuits.methods import (
     DiagnosedMethod,
     JointMethod,
@@ -32,7 +32,14 @@ from circuitbench.circuits.methods import (
     get_method,
 )
 from circuitbench.circuits.metrics import Scores, faithfulness, loss_recovered, score
-from circuitbench.circuits.problem import Calibration, EdgeProblem, Problem, fit_calibration, search_subset
+from circuitbench.circuits.problem import (
+    Calibration,
+    EdgeProblem,
+    Problem,
+    fit_calibration,
+    make_problem,
+    search_subset,
+)
 from circuitbench.circuits.search import SearchResult, smallest_k
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import Batch, ModelAdapter
@@ -178,10 +185,8 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     if control is not None:
         control_phase(state, control, method, ranking, target)
     state.rows += state.phases.rows()
-    save = edge_circuit_of if isinstance(state.problem, EdgeProblem) else circuit_of
-    graph = state.problem.graph if isinstance(state.problem, EdgeProblem) else state.index
-    circuit = save(graph, ranking.scores, found.k, values, n_head=adapter.n_heads,  # type: ignore[arg-type]
-                         calibration=None if calibration is None else
+    circuit = state.problem.circuit(ranking.scores, found.k, values, n_head=adapter.n_heads,
+                                    calibration=None if calibration is None else
                          {"scale": calibration.scale, "shift": {str(t): v for t, v in calibration.shift.items()}},
                          unit_key=unit.key(), model=unit.model.name, task=unit.task)
     return state.result("solved" if found.met_target else "target_missed", circuit)
@@ -227,12 +232,7 @@ def prepare(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_pr
                  for name, split in (("train", train), ("test", test))]
     if unit.level == "edges":
         check_edge_level(adapter, unit.ablation)
-        edges = EdgeIndex.of(adapter)
-        problem: Problem = EdgeProblem(adapter, index, torch.zeros(edges.values.value_size, device=adapter.device),
-                                       train, unit.seed, show_progress, eval_batch, counterfactual, edges=edges)
-    else:
-        problem = Problem(adapter, index, torch.zeros(index.value_size, device=adapter.device), train, unit.seed,
-                          show_progress, eval_batch, counterfactual)
+    problem = make_problem(adapter, train, unit.seed, unit.level, None, counterfactual, show_progress, eval_batch)
     search_rows = search_subset(train, unit.search_examples, unit.seed) if len(train) >= 2 else train
     return UnitState(unit, adapter, index, train, test, search_rows, problem, rows, fields, _Phases(), t_start)
 

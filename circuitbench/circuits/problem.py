@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from circuitbench.circuits.edge_level import EdgeIndex, edge_logits
-from circuitbench.circuits.masks import AblationValues, NodeIndex, gate_hook
+from circuitbench.circuits.edge_level import EdgeIndex, edge_circuit_of, edge_logits
+from circuitbench.circuits.masks import AblationValues, NodeIndex, circuit_of, gate_hook
 from circuitbench.circuits.metrics import Scores, answer_logits, kl_from, score, task_loss
 from circuitbench.protocols import Batch, Hook, ModelAdapter, forward_at
+from circuitbench.results.circuit import Circuit
 
 
 def whole_pairs(rows: int) -> int:
@@ -76,6 +78,10 @@ class Problem:
         from circuitbench.circuits.metrics import count_nodes
 
         return {**count_nodes(self.index, gates), **count_edges(self.adapter, self.index, gates)}
+
+    def circuit(self, scores: Tensor, k: int, values: Tensor, **meta: Any) -> Circuit:
+        """The circuit of a ranking cut at k, as saved (`meta`: `Circuit`'s other fields)."""
+        return circuit_of(self.index, scores, k, values, **meta)
 
     def _answers(self, rows: Batch, gates: Tensor | None, reference: Tensor | None = None,
                  logprobs: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -159,6 +165,22 @@ class EdgeProblem(Problem):
     def circuit_sizes(self, gates: Tensor) -> dict[str, int]:
         """Kept edges (in all, weighted, residual) and the nodes they touch."""
         return self.graph.sizes(gates)
+
+    def circuit(self, scores: Tensor, k: int, values: Tensor, **meta: Any) -> Circuit:
+        """The edge-level circuit of a ranking cut at k, as saved."""
+        return edge_circuit_of(self.graph, scores, k, values, **meta)
+
+
+def make_problem(adapter: ModelAdapter, train: Batch, seed: int, level: str = "nodes", values: Tensor | None = None,
+                 counterfactual: bool = False, show_progress: bool = False, eval_batch: int = 256) -> Problem:
+    """The problem of a unit at its level; `values` None: zeros of the right layout (set once computed)."""
+    index = NodeIndex.of(adapter)
+    edges = EdgeIndex.of(adapter) if level == "edges" else None
+    size = index.value_size if edges is None else edges.values.value_size
+    values = torch.zeros(size, device=adapter.device) if values is None else values.to(adapter.device)
+    if edges is None:
+        return Problem(adapter, index, values, train, seed, show_progress, eval_batch, counterfactual)
+    return EdgeProblem(adapter, index, values, train, seed, show_progress, eval_batch, counterfactual, edges=edges)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,10 +32,9 @@ import torch
 from torch import Tensor
 
 from circuitbench.circuits.ablation import ablation_source
-from circuitbench.circuits.edge_level import EdgeIndex, check_edge_level, edge_circuit_of
-from circuitbench.circuits.evaluate import full_model_phase, measure_phase, prepare
-from circuitbench.circuits.masks import NodeIndex, circuit_of
-from circuitbench.circuits.problem import EdgeProblem
+from circuitbench.circuits.edge_level import EdgeIndex, check_edge_level
+from circuitbench.circuits.evaluate import full_model_phase, measure_phase, prepare, unit_ablation_values
+from circuitbench.circuits.masks import NodeIndex
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import ModelAdapter
 from circuitbench.results.mib import EXTENSION, read_mib
@@ -184,8 +183,7 @@ def measure_imported(unit: Unit, adapter: ModelAdapter, gates: Tensor, scores: T
     if full_test.accuracy < unit.min_accuracy:
         return state.result("unsolved")
     problem = state.problem
-    view = problem.graph.values if isinstance(problem, EdgeProblem) else state.index
-    values = ablation_source(unit.ablation, adapter, view).values(state.train).to(adapter.device)
+    values = unit_ablation_values(state, source).to(adapter.device)
     state.problem = dataclasses.replace(problem, ablation_values=values)
     gates = gates.to(adapter.device)
     target = max(unit.target_loss, full_train.loss)
@@ -200,8 +198,5 @@ def measure_imported(unit: Unit, adapter: ModelAdapter, gates: Tensor, scores: T
     state.rows.append(("", "time_measure_s", time.perf_counter() - t0))
     k = int(gates.sum())
     meta = dict(n_head=adapter.n_heads, unit_key=unit.key(), model=unit.model.name, task=unit.task)
-    if isinstance(state.problem, EdgeProblem):
-        circuit = edge_circuit_of(state.problem.graph, scores, k, values, **meta)
-    else:
-        circuit = circuit_of(state.index, scores, k, values, **meta)
+    circuit = state.problem.circuit(scores, k, values, **meta)
     return state.result("solved" if loss <= target else "target_missed", circuit)

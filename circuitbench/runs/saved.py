@@ -163,16 +163,14 @@ def reevaluate(saved: SavedUnit, adapter: ModelAdapter, split: str = "test") -> 
 def circuit_problem(circuit: Circuit, adapter: ModelAdapter, train: Batch, seed: int,
                     counterfactual: bool = False) -> Problem:
     """The problem a saved circuit's gates act in: its nodes, or its model's edge graph (checked)."""
-    index = NodeIndex.of(adapter)
-    values = circuit.ablation_values.to(adapter.device)
-    if circuit.level == "edges":
-        from circuitbench.circuits.edge_level import EdgeIndex, check_graph
-        from circuitbench.circuits.problem import EdgeProblem
+    from circuitbench.circuits.problem import EdgeProblem, make_problem
 
-        edges = EdgeIndex.of(adapter)
-        check_graph(circuit, edges)
-        return EdgeProblem(adapter, index, values, train, seed, False, counterfactual=counterfactual, edges=edges)
-    return Problem(adapter, index, values, train, seed, False, counterfactual=counterfactual)
+    problem = make_problem(adapter, train, seed, circuit.level, circuit.ablation_values, counterfactual)
+    if isinstance(problem, EdgeProblem):
+        from circuitbench.circuits.edge_level import check_graph
+
+        check_graph(circuit, problem.graph)
+    return problem
 
 
 def compare_stored(saved: SavedUnit, fresh: dict[str, float], split: str = "test") -> list[dict[str, Any]]:
