@@ -9,6 +9,7 @@ optimizer state and loss. `precision="auto"` means exactly that; it is resolved 
 from __future__ import annotations
 
 import functools
+import platform
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,12 +19,40 @@ Precision = Literal["auto", "float32", "bfloat16"]
 
 
 @functools.cache
-def _cpu_bf16() -> bool:
+def _cpuinfo() -> str:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
+        return ""
+
+
+def _cpu_bf16() -> bool:
+    flags = _cpuinfo()
     return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+@functools.cache
+def cpu_kind() -> str:
+    """The CPU's kind as far as float results go: `amx`, `avx512`, `avx2` or the machine's architecture.
+
+    Kernels differ between these (AMX tiles, AVX-512, AVX2 each sum in their own order), so the same
+    computation can end a few units in the last place apart on two kinds; on one kind, with the same thread
+    count and torch, it is bit for bit the same (README, "Reproducing a number").
+    """
+    flags = set(_cpuinfo().split())
+    for kind, flag in (("amx", "amx_bf16"), ("avx512", "avx512f"), ("avx2", "avx2")):
+        if flag in flags:
+            return kind
+    return platform.machine() or "unknown"
+
+
+@functools.cache
+def cpu_model() -> str | None:
+    """The CPU's model name as /proc/cpuinfo gives it (None where there is none)."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return None
 
 
 def bf16_native(device: torch.device | str = "cpu") -> bool:

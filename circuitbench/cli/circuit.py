@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 from pathlib import Path
 
 from circuitbench.cli.common import (
@@ -138,10 +139,26 @@ def _cmd_circuit_eval(args: argparse.Namespace) -> int:
     rows = compare_stored(saved, fresh)
     print_table(rows, args.format, floatfmt=".6f")
     if args.format == "table":
-        same = all(r["equal"] for r in rows)
-        print("\nThe saved circuit reproduces its stored numbers exactly." if same else
-              "\nSome numbers differ from the stored ones (another device, dtype or torch version?).")
+        print("\n" + _reproduction_verdict(saved, rows, adapter))
     return 0
+
+
+def _reproduction_verdict(saved: Any, rows: list[dict[str, Any]], adapter: Any) -> str:
+    """One sentence: exact, within the reproducibility contract's float tolerance, or neither (and why perhaps)."""
+    import torch
+
+    from circuitbench.hardware import cpu_kind
+    from circuitbench.results.reproduce import ATOL, RTOL, close
+
+    if all(r["equal"] for r in rows if r["equal"] is not None):
+        return "The saved circuit reproduces its stored numbers exactly."
+    prov = saved.prov
+    then = f"{prov.cpu_kind or 'an unrecorded CPU kind'}, {prov.threads} threads, {prov.device}, torch {prov.torch_version}"
+    now = f"{cpu_kind()}, {torch.get_num_threads()} threads, {adapter.device}, torch {torch.__version__}"
+    if all(close(r["now"], r["stored"]) for r in rows if r["stored"] is not None):
+        return (f"The saved circuit reproduces its stored numbers within rel {RTOL:g} / abs {ATOL:g}, not bit for bit: "
+                f"made on {then}; measured now on {now} (README, \"Reproducing a number\").")
+    return f"Some numbers differ from the stored ones beyond rel {RTOL:g}: made on {then}; measured now on {now}."
 
 
 def _cmd_circuit_import(args: argparse.Namespace) -> int:

@@ -84,6 +84,11 @@ class Provenance(BaseModel):
     """torch version."""
     threads: int
     """torch intra-op threads."""
+    cpu_kind: str | None = None
+    """`amx`, `avx512`, `avx2`, ... (`circuitbench.hardware.cpu_kind`): with `threads`, `device` and
+    `torch_version`, what a bit-identical recomputation needs (None: recorded before it was kept)."""
+    cpu_model: str | None = None
+    """The CPU's model name, for the record."""
     started_at: str
     """ISO 8601 UTC start time."""
     wall_s: float

@@ -30,6 +30,7 @@ from circuitbench.circuits.evaluate import evaluate
 from circuitbench.circuits.masks import NodeIndex
 from circuitbench.circuits.methods import method_origin
 from circuitbench.errors import CircuitbenchError
+from circuitbench.hardware import cpu_kind, cpu_model
 from circuitbench.protocols import ModelAdapter
 from circuitbench.results.circuit import circuit_paths, write_edges
 from circuitbench.results.schema import Provenance
@@ -153,7 +154,8 @@ class UnitWorker:
         prov = Provenance(
             unit=result.unit, unit_key=result.unit.key(), circuitbench_version=circuitbench.__version__,
             git_commit=_git_commit(), ablation_corpus=self.ablation_source.key, device=str(self.adapter.device),
-            torch_version=torch.__version__, threads=torch.get_num_threads(), started_at=started,
+            torch_version=torch.__version__, threads=torch.get_num_threads(), cpu_kind=cpu_kind(),
+            cpu_model=cpu_model(), started_at=started,
             wall_s=result.wall_s, saes=self.adapter.provenance.get("saes"), host=socket.gethostname(),
             pid=os.getpid(), task_spec=_user_spec_record(result.unit.task),
             method_origin=method_origin(result.unit.method),

@@ -1,0 +1,102 @@
+"""The reproducibility contract: what recomputing a stored unit must give, and on which machine, stated once.
+
+- **Same machine kind** (the same CPU kind, thread count, device and torch version as the unit's
+  provenance records): the same circuit and every number bit for bit.
+- **Another CPU kind** (AMX against AVX-512 only, `circuitbench.hardware.cpu_kind`): their matrix kernels
+  sum in other orders, so a float32 number ends a few units in the 7th digit apart (measured on the
+  committed units: 2.2e-7 relative in a sufficiency loss, 1.4e-6 in an edge-level CMD). A learned mask
+  (400 steps of hard thresholds) can turn such a difference into a few nodes more or fewer (measured:
+  if_equals 61 nodes on AVX-512 against 63 on AMX; single_double_quote 85 / 282 edges against 83 / 272).
+  So across kinds:
+  * the status and whether the control met its target are the same;
+  * the full model's numbers agree within `RTOL` (relative) or `ATOL` (absolute);
+  * circuit sizes (nodes, edges and the control's) agree within `COUNT_ATOL` or `COUNT_RTOL` of the
+    stored size, whichever is larger;
+  * when the circuit kept is the same one, its numbers agree within `RTOL` / `ATOL` too; when it is not,
+    they are the numbers of another circuit and only its status (it meets the target or not) is compared.
+
+One function decides (`differences`); the reproduce test and `circuit eval` both call it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from circuitbench.results.schema import Provenance
+
+RTOL = 1e-4
+"""Relative tolerance of a float number across CPU kinds (70x the largest difference measured)."""
+ATOL = 1e-6
+"""Absolute tolerance of a float number across CPU kinds (for numbers near zero)."""
+COUNT_ATOL = 3
+"""A circuit size may move by this many nodes or edges across CPU kinds..."""
+COUNT_RTOL = 0.05
+"""... or by this fraction of the stored size, whichever is larger."""
+
+MODEL_NUMBERS = ("full_accuracy", "full_loss")
+"""Numbers of the full model: the same circuit or not, they agree within the float tolerance."""
+CIRCUIT_NUMBERS = ("target_loss", "circuit_train_loss", "sufficiency_loss", "sufficiency_accuracy", "necessity_loss",
+                   "necessity_accuracy", "faithfulness", "cpr", "cmd", "cpr_log", "cmd_log")
+"""Numbers of the circuit found: compared within the float tolerance when the circuit is the same one."""
+SIZES = ("nodes", "edges", "control_nodes", "control_edges")
+"""Circuit sizes: equal on the same machine kind, within the count tolerance across kinds."""
+EQUAL = ("status", "control_met_target")
+"""Equal everywhere."""
+
+
+def machine(prov: Provenance) -> dict[str, Any]:
+    """What a bit-identical recomputation needs to share with the unit's run."""
+    return {"cpu_kind": prov.cpu_kind, "threads": prov.threads, "device": prov.device,
+            "torch_version": prov.torch_version}
+
+
+def same_machine_kind(stored: Provenance, now: Provenance) -> bool:
+    """Whether `now` ran where `stored`'s numbers must come out bit for bit (an unrecorded CPU kind: no)."""
+    return stored.cpu_kind is not None and machine(stored) == machine(now)
+
+
+def close(a: float | None, b: float | None) -> bool:
+    """Equal within the cross-kind float tolerance (None and NaN equal only themselves)."""
+    if a is None or b is None:
+        return a is b
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)
+
+
+def count_close(now: int | None, stored: int | None) -> bool:
+    """A size within the cross-kind count tolerance of the stored one."""
+    if now is None or stored is None:
+        return now is stored
+    return abs(now - stored) <= max(COUNT_ATOL, COUNT_RTOL * stored)
+
+
+def differences(stored: Mapping[str, Any], now: Mapping[str, Any], exact: bool, same_circuit: bool) -> list[str]:
+    """What breaks the contract between a stored summary row and a recomputed one (empty: it holds).
+
+    Args:
+        stored: the committed unit's summary.
+        now: the recomputation's summary.
+        exact: whether the two ran on the same machine kind (`same_machine_kind`): then every number must
+            be equal.
+        same_circuit: whether the recomputation kept the same nodes (or edges) as the stored circuit.
+    """
+    keys = [*EQUAL, *SIZES, *MODEL_NUMBERS, *CIRCUIT_NUMBERS]
+    if exact:
+        return [f"{k}: {now.get(k)!r} now, {stored.get(k)!r} stored (the same machine kind: must be equal)"
+                for k in keys if k in stored and not _identical(now.get(k), stored.get(k))]
+    out = [f"{k}: {now.get(k)!r} now, {stored.get(k)!r} stored" for k in EQUAL if now.get(k) != stored.get(k)]
+    out += [f"{k}: {now.get(k)} now, {stored.get(k)} stored (more than max({COUNT_ATOL}, {COUNT_RTOL:.0%}) apart)"
+            for k in SIZES if k in stored and not count_close(now.get(k), stored.get(k))]
+    floats = [*MODEL_NUMBERS, *CIRCUIT_NUMBERS] if same_circuit else list(MODEL_NUMBERS)
+    out += [f"{k}: {now.get(k)!r} now, {stored.get(k)!r} stored (beyond rel {RTOL:g} / abs {ATOL:g})"
+            for k in floats if k in stored and not close(now.get(k), stored.get(k))]
+    return out
+
+
+def _identical(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
