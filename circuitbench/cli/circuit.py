@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from circuitbench.cli.common import (
     Subparsers,
@@ -153,7 +153,8 @@ def _reproduction_verdict(saved: Any, rows: list[dict[str, Any]], adapter: Any) 
     if all(r["equal"] for r in rows if r["equal"] is not None):
         return "The saved circuit reproduces its stored numbers exactly."
     prov = saved.prov
-    then = f"{prov.cpu_kind or 'an unrecorded CPU kind'}, {prov.threads} threads, {prov.device}, torch {prov.torch_version}"
+    kind = prov.cpu_kind or "an unrecorded CPU kind"
+    then = f"{kind}, {prov.threads} threads, {prov.device}, torch {prov.torch_version}"
     now = f"{cpu_kind()}, {torch.get_num_threads()} threads, {adapter.device}, torch {torch.__version__}"
     if all(close(r["now"], r["stored"]) for r in rows if r["stored"] is not None):
         return (f"The saved circuit reproduces its stored numbers within rel {RTOL:g} / abs {ATOL:g}, not bit for bit: "

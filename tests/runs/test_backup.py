@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from circuitbench.cli import main
 from circuitbench.circuits.masks import NodeIndex
 from circuitbench.circuits.problem import Problem
+from circuitbench.cli import main
 from circuitbench.protocols import Batch
 from tests.circuits.toy import toy_adapter, toy_task
 
