@@ -8,6 +8,44 @@ from circuitbench.models.tokenizer import HFTokenizer
 from circuitbench.train.corpus import Corpus, collect_corpus
 from circuitbench.train.tokenizer import train_tokenizer
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`-n 2`, the default in pyproject), each worker takes its share of the cores.
+
+    In the controller: idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE, inherited by
+    the workers), so a test that sets 2 threads beside a worker's 1 thread does not starve it (measured: a
+    planted-circuit test beside a 2-thread recomputation, 9.6 s spinning, 5.9 s passive). In each worker:
+    its share of the cores as torch threads (2 workers on 2 cores: 1 each). Tests that depend on a thread
+    count set it themselves (and restore it).
+    """
+    import os
+
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+    elif getattr(config.option, "numprocesses", None):
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU tests run where CUDA is (elsewhere deselected, with any -m); slow files are handed out first.
+
+    Under `--dist loadfile` a worker takes a file at a time in collection order: the files holding slow tests
+    go first, so no long file starts last while the other worker idles.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        gpu = [item for item in items if item.get_closest_marker("gpu")]
+        if gpu:
+            config.hook.pytest_deselected(items=gpu)
+            items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within a file is kept
+
+
 # A 2 MB slice of the stdlib trains a 2048-token BPE in about half a second on 2 CPU cores.
 PYTHON_BPE_MAX_BYTES = 2_000_000
 
@@ -39,3 +77,44 @@ def small_adapter(python_bpe):
                     afrac_loctypes="attn_in,attn_out,mlp_in,mlp_out,attn_q,attn_k,attn_v,mlp_neuron")
     model = random_model(cfg, seed=0, density=0.3)
     return SparseGPTAdapter(model, python_bpe, "small", {"weights_sha256": "test-small"})
+
+
+# --- the bundled reference model and units on it, computed once per test session ----------------------------
+# Several test files read the same kind of unit (a saved circuit, its node table, its explorer page). They share
+# these, read-only: a test that edits a unit's files works on a copy (`copy_unit`).
+
+
+@pytest.fixture(scope="session")
+def tiny_sparse():
+    """The bundled weight-sparse reference model, loaded once (tests must not change its weights)."""
+    import circuitbench
+
+    return circuitbench.load_model("tiny-sparse", device="cpu")
+
+
+def _reference_unit(adapter, out, task: str, **settings):
+    from circuitbench.runs.runner import RunConfig, run
+
+    (summary,) = run(RunConfig(**{"model": "tiny-sparse", "tasks": [task], "out": out, "show_progress": False,
+                                  "search_examples": 64, "control": False, **settings}), adapter)
+    method = settings.get("method", "learned_mask")
+    return summary, next(out.rglob(f"{task}.{method}.seed0.parquet"))
+
+
+@pytest.fixture(scope="session")
+def quote_unit(tiny_sparse, tmp_path_factory):
+    """single_double_quote pruned by a fast learned mask (60 steps at lr 3e-2: about 50 nodes), mean ablation.
+
+    Returns:
+        (summary, path of the unit's Parquet file).
+    """
+    return _reference_unit(tiny_sparse, tmp_path_factory.mktemp("quote_unit"), "single_double_quote",
+                           method="learned_mask", method_kwargs={"steps": 60, "lr": 0.03}, ablation="mean")
+
+
+@pytest.fixture(scope="session")
+def counterfactual_unit(tiny_sparse, tmp_path_factory):
+    """else_elif pruned by a fast learned mask (40 steps at lr 3e-2) under counterfactual ablation."""
+    return _reference_unit(tiny_sparse, tmp_path_factory.mktemp("counterfactual_unit"), "else_elif",
+                           method="learned_mask", method_kwargs={"steps": 40, "lr": 0.03}, ablation="counterfactual",
+                           min_accuracy=0.0, target_loss=0.15)

@@ -5,6 +5,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -25,6 +27,7 @@ def test_bench_gpu_runs_at_a_tiny_shape_on_cpu(tmp_path):
     assert json.loads((tmp_path / "gpu.json").read_text())["mask_steps"] == 3
 
 
+@pytest.mark.slow
 def test_bench_methods_times_each_method_against_one_forward_and_backward_pass(tmp_path):
     out = _script("bench_methods").main(["--tasks", "else_elif", "--methods", "eap,random,magnitude",
                                          "--ablation", "zero", "--json", str(tmp_path / "m.json")])
@@ -35,6 +38,7 @@ def test_bench_methods_times_each_method_against_one_forward_and_backward_pass(t
     assert json.loads((tmp_path / "m.json").read_text()) == out
 
 
+@pytest.mark.slow
 def test_planted_auroc_reports_every_method_under_both_ablations():
     out = _script("planted_auroc").main(["--seeds", "2"])
     by = {r["method"]: r for r in out}
@@ -53,6 +57,7 @@ def test_bench_adapters_times_every_route_against_the_plain_model(tmp_path):
     assert json.loads((tmp_path / "a.json").read_text()) == out
 
 
+@pytest.mark.slow
 def test_bench_explore_times_a_committed_circuits_page_against_one_forward_pass(tmp_path):
     unit = REPO / "baselines" / "results" / "tiny-sparse" / "while_return_true.learned_mask.seed0.parquet"
     out = _script("bench_explore").main([str(unit), "--threads", "1", "--json", str(tmp_path / "x.json")])
@@ -63,6 +68,7 @@ def test_bench_explore_times_a_committed_circuits_page_against_one_forward_pass(
     assert not (unit.parent / "while_return_true.learned_mask.seed0.nodes.parquet").exists()  # nothing written there
 
 
+@pytest.mark.slow
 def test_bench_bridges_times_a_bridge_step_and_a_steer_against_a_forward_backward(tmp_path):
     out = _script("bench_bridges").main(["--batch", "2", "--ctx", "32", "--reps", "1", "--threads", "1",
                                          "--controls", "1", "--json", str(tmp_path / "b.json")])

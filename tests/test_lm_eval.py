@@ -167,6 +167,7 @@ def paren_colon_bpe() -> Tokenizer:
 # --- exactness on the reference model ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_circuitbench_model_gives_circuitbench_accuracy_on_every_task(
     tiny_sparse: ModelAdapter, tiny_sparse_export: Path
 ) -> None:

@@ -60,6 +60,12 @@ def _sample() -> list[tuple[str, str, str]]:
     return [("tiny-sparse", task, "learned_mask"), ("tiny-sparse", task, "eap_ig"), ("tiny-dense", unsolved[0], "eap")]
 
 
+@pytest.fixture(scope="module")
+def fresh_cache(tmp_path_factory):
+    """An empty ablation cache for this file: the first recomputation fills it from the corpus, the others read it."""
+    return tmp_path_factory.mktemp("cache")
+
+
 def _recompute(path, prov, tmp_path, **over):
     """The unit at `path` computed again at HEAD, at the thread count it was made with: (summary, file)."""
     import torch
@@ -97,10 +103,11 @@ def torch_equal_gates(a, b) -> bool:
     return torch.equal(Circuit.load(circuit_paths(a)[0]).gates(), Circuit.load(circuit_paths(b)[0]).gates())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", _sample(), ids=lambda k: "/".join(k))
-def test_committed_units_recompute_to_the_same_circuit_at_head(key, tmp_path, monkeypatch):
+def test_committed_units_recompute_to_the_same_circuit_at_head(key, tmp_path, monkeypatch, fresh_cache):
     """Bit for bit on the machine kind the unit was made on; within the stated tolerances on another CPU kind."""
-    monkeypatch.setenv("CIRCUITBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CIRCUITBENCH_CACHE", str(fresh_cache))
     path, stored, prov = _committed()[key]
     # The thread count the unit was computed with: a learned mask's control can end a few nodes apart at
     # another thread count (README, "Reproducing a number").
@@ -111,9 +118,10 @@ def test_committed_units_recompute_to_the_same_circuit_at_head(key, tmp_path, mo
 EDGE_RESULTS = REPO / "baselines" / "results-edges"
 
 
-def test_a_committed_edge_level_unit_recomputes_to_the_same_circuit_at_head(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_a_committed_edge_level_unit_recomputes_to_the_same_circuit_at_head(tmp_path, monkeypatch, fresh_cache):
     """EAP-IG at the edge level on the task it pruned fastest: the README's edge-level table holds at HEAD."""
-    monkeypatch.setenv("CIRCUITBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CIRCUITBENCH_CACHE", str(fresh_cache))
     path, stored, prov = min(((p, *read_unit(p)[1:]) for p in unit_files(EDGE_RESULTS)),
                              key=lambda u: (u[2].unit.method != "eap_ig" or u[1]["status"] != "solved", u[1]["wall_s"]))
     assert prov.unit.level == "edges" and prov.unit.method == "eap_ig"

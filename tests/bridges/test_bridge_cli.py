@@ -102,6 +102,7 @@ def test_joint_training_writes_bridges_with_the_model(trained, capsys):
     assert "--n-layer" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_steer_on_the_reference_models_moves_the_circuit_not_random_channels(tmp_path, capsys):
     """The bundled bridges and the committed quote circuit of tiny-sparse: a real steer, end to end."""
     for suffix in (".parquet", ".circuit.safetensors", ".edges.parquet"):

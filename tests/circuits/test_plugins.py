@@ -95,6 +95,7 @@ def _installed_plugin(site):
     (info / "top_level.txt").write_text("myplug\n")
 
 
+@pytest.mark.slow
 def test_an_entry_point_method_is_listed_with_its_package_and_runs_from_the_cli(tmp_path, monkeypatch):
     site = tmp_path / "site"
     _installed_plugin(site)

@@ -3,6 +3,8 @@
 import shutil
 from pathlib import Path
 
+import pytest
+
 from circuitbench.leaderboard.site import build, load_board
 from circuitbench.leaderboard.submit import META_FILE, SubmissionMeta, validate
 
@@ -10,6 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 BOARD = REPO / "leaderboard"
 
 
+@pytest.mark.slow
 def test_the_committed_site_is_a_fresh_build_of_the_committed_submissions(tmp_path):
     board = tmp_path / "leaderboard"
     shutil.copytree(BOARD / "submissions", board / "submissions")

@@ -5,23 +5,21 @@ import re
 
 import pytest
 
-import circuitbench
 from circuitbench.cli import main
 from circuitbench.leaderboard.explore import write_explorer
-from circuitbench.runs.runner import RunConfig, run
 from circuitbench.runs.saved import load_saved
 from tests.leaderboard.conftest import console_errors
+
+pytestmark = pytest.mark.slow  # every test here reads an end-to-end pruning run (`-m "not slow"` skips them)
 
 TASK = "single_double_quote"
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def page(tmp_path_factory, quote_unit):
+    """The explorer page of a fast learned mask's single_double_quote circuit (the session's unit)."""
     root = tmp_path_factory.mktemp("explorer")
-    adapter = circuitbench.load_model("tiny-sparse", device="cpu")
-    run(RunConfig(model="tiny-sparse", tasks=[TASK], method="learned_mask", method_kwargs={"steps": 60, "lr": 0.03},
-                  out=root / "results", show_progress=False, search_examples=64), adapter)
-    unit = next((root / "results").rglob(f"{TASK}.learned_mask.seed0.parquet"))
+    unit = quote_unit[1]
     assert main(["circuit", "explore", str(unit), "--out", str(root / "pages")]) == 0
     return unit, root / "pages" / f"{TASK}.learned_mask.seed0.html"
 

@@ -14,6 +14,8 @@ from circuitbench.leaderboard.submit import accept
 from circuitbench.runs.runner import RunConfig, run
 from tests.leaderboard.conftest import console_errors
 
+pytestmark = pytest.mark.slow  # every test here reads an end-to-end pruning run (`-m "not slow"` skips them)
+
 EVIL = "<script>alert(1)</script>"
 TASKS = ["while_return_true", "with_as"]
 

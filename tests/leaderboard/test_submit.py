@@ -13,6 +13,8 @@ from circuitbench.errors import CircuitbenchError
 from circuitbench.leaderboard.submit import accept, validate
 from circuitbench.runs.runner import RunConfig, run
 
+pytestmark = pytest.mark.slow  # every test here reads an end-to-end pruning run (`-m "not slow"` skips them)
+
 TASKS = ["if_equals", "while_return_true"]
 PROTOCOL = {"tasks": TASKS, "ablation": "zero", "search_examples": 64}
 """A small board's protocol (BOARD/protocol.json): two tasks the reference model solves, cheap settings."""

@@ -318,7 +318,8 @@ def test_cli_run_on_models_built_by_a_python_function(factory_file, tmp_path):
     for function in ("make_hooked", "make_nnsight"):
         spec = f"{factory_file}:{function}"
         cmd = [sys.executable, "-m", "circuitbench", "run", "--model", spec, "--tasks", "else_elif", "--steps",
-               "20", "--min-accuracy", "0", "--no-control", "--device", "cpu", "--quiet", "--out", str(out)]
+               "20", "--min-accuracy", "0", "--no-control", "--device", "cpu", "--quiet", "--out", str(out),
+               "--search-examples", "64"]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         units = sorted(out.rglob(f"*{function}/*.seed0.parquet"))

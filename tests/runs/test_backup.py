@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from circuitbench.circuits.masks import NodeIndex
@@ -25,6 +26,7 @@ def test_a_node_not_allowed_stays_ablated_whatever_its_gate():
     assert torch.equal(p.two_logits(rows, torch.ones(index.size)), free.two_logits(rows, allowed))
 
 
+@pytest.mark.slow
 def test_backup_prunes_again_without_the_first_circuit(capsys):
     assert main(["circuit", "backup", str(UNIT), "--format", "json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)

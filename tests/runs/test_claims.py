@@ -8,6 +8,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from circuitbench.results.store import read_unit
 from circuitbench.runs import claims
 from circuitbench.runs.config import make_units, model_ref
@@ -61,10 +63,12 @@ def test_a_unit_another_live_run_holds_is_waited_for_then_computed_here_when_tha
     assert not claims.claim_path(path).exists()
 
 
+@pytest.mark.slow
 def test_two_processes_sharing_one_out_compute_every_unit_once_and_both_report_every_row(tmp_path):
     tasks = "while_return_true,if_equals,with_as,lambda_func"
     cmd = [sys.executable, "-m", "circuitbench", "-v", "run", "--model", "tiny-sparse", "--tasks", tasks,
            "--steps", "8", "--min-accuracy", "0", "--no-control", "--ablation", "task-mean", "--threads", "1",
+           "--search-examples", "64",
            "--quiet", "--format", "json", "--out", str(tmp_path / "out")]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]

@@ -12,13 +12,15 @@ from circuitbench.results.store import read_unit
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
+    # 64 search examples: the same code as the default 512 (the bisection, the curves, the plot), an eighth the work
     code = main(["compare", "--methods", "eap,magnitude,random", "--tasks", "else_elif,while_return_true",
                  "--min-accuracy", "0", "--ablation", "zero", "--device", "cpu", "--out", str(out), "--quiet",
-                 "--no-control"])
+                 "--no-control", "--search-examples", "64"])
     assert code == 0
     return out
 
 
+@pytest.mark.slow
 def test_compare_writes_units_curves_and_the_plot(compared, capsys):
     rows = collect(compared)
     assert {r["method"] for r in rows} == {"eap", "magnitude", "random"} and len(rows) == 6
@@ -27,6 +29,7 @@ def test_compare_writes_units_curves_and_the_plot(compared, capsys):
     assert list(compared.glob("compare-*-kl.svg"))
 
 
+@pytest.mark.slow
 def test_cpr_and_cmd_recomputed_from_the_stored_curve_with_mibs_formula_equal_the_stored_values(compared):
     for path in compared.glob("*/*.seed0.parquet"):
         if path.name.endswith(".edges.parquet"):
@@ -57,18 +60,21 @@ def test_cpr_and_cmd_recomputed_from_the_stored_curve_with_mibs_formula_equal_th
         assert m["empty_kl"] > 0  # the empty circuit's KL from the model, which the KL curve is normalised by
 
 
+@pytest.mark.slow
 def test_compare_reruns_skip_finished_units(compared):
     before = {p: p.stat().st_mtime_ns for p in compared.glob("*/*.seed0.parquet")}
     assert main(["compare", "--methods", "eap,random", "--tasks", "else_elif", "--min-accuracy", "0",
-                 "--ablation", "zero", "--device", "cpu", "--out", str(compared), "--quiet", "--no-control"]) == 0
+                 "--ablation", "zero", "--device", "cpu", "--out", str(compared), "--quiet", "--no-control",
+                 "--search-examples", "64"]) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
 
 
+@pytest.mark.slow
 def test_compare_runs_the_control_by_default_and_force_and_threads_are_honoured(tmp_path):
     import torch
 
     args = ["compare", "--methods", "eap", "--tasks", "while_return_true", "--ablation", "zero", "--device", "cpu",
-            "--out", str(tmp_path), "--quiet", "--threads", "1"]
+            "--out", str(tmp_path), "--quiet", "--threads", "1", "--search-examples", "64"]
     before = torch.get_num_threads()
     try:
         assert main(args) == 0

@@ -11,6 +11,8 @@ from circuitbench.results.report import collect
 from circuitbench.results.store import read_unit
 from circuitbench.results.unit import Unit
 
+pytestmark = pytest.mark.slow  # every test here reads an end-to-end pruning run (`-m "not slow"` skips them)
+
 TASKS = "if_equals,with_as"
 
 
@@ -19,7 +21,7 @@ def compared(tmp_path_factory):
     """The issue's command: edge-level eap, eap_ig and random on two tasks of the reference model."""
     out = tmp_path_factory.mktemp("edges")
     assert main(["compare", "--model", "tiny-sparse", "--level", "edges", "--methods", "eap,eap-ig,random",
-                 "--tasks", TASKS, "--out", str(out), "--quiet"]) == 0
+                 "--tasks", TASKS, "--out", str(out), "--quiet", "--search-examples", "64"]) == 0
     return out
 
 
@@ -182,7 +184,7 @@ def test_an_importance_score_file_imports_at_a_percentage_of_the_edges(tmp_path)
 
 def test_counterfactual_edge_units_run_and_reevaluate_exactly(tmp_path, capsys):
     assert main(["run", "--model", "tiny-sparse", "--level", "edges", "--ablation", "counterfactual", "--method",
-                 "eap", "--tasks", "if_equals", "--out", str(tmp_path), "--quiet"]) == 0
+                 "eap", "--tasks", "if_equals", "--out", str(tmp_path), "--quiet", "--search-examples", "64"]) == 0
     unit = tmp_path / "tiny-sparse" / "if_equals.eap.edges.seed0.parquet"
     table, summary, prov = read_unit(unit)
     assert prov.unit.ablation == "counterfactual" and prov.unit.level == "edges" and summary["status"] == "solved"

@@ -7,7 +7,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import circuitbench
 from circuitbench.circuits.masks import NodeIndex
 from circuitbench.circuits.metrics import score
 from circuitbench.circuits.problem import Problem
@@ -15,28 +14,24 @@ from circuitbench.cli import main
 from circuitbench.protocols import Batch
 from circuitbench.results.nodes import node_table_path, read_node_table
 from circuitbench.runs.explore import load_or_compute, node_data
-from circuitbench.runs.runner import RunConfig, run
 from circuitbench.runs.saved import load_saved
 from circuitbench.tasks.encode import encode_task
 from circuitbench.tasks.load import get_task
+
+pytestmark = pytest.mark.slow  # every test here reads an end-to-end pruning run (`-m "not slow"` skips them)
 
 TASK = "single_double_quote"
 
 
 @pytest.fixture(scope="module")
-def adapter():
-    return circuitbench.load_model("tiny-sparse", device="cpu")
-
-
-def _unit(adapter, out, method, ablation, **kw):
-    run(RunConfig(model="tiny-sparse", tasks=[TASK], method=method, method_kwargs=kw, ablation=ablation, out=out,
-                  show_progress=False, search_examples=64, control=False), adapter)
-    return next(out.rglob(f"{TASK}.{method}.seed0.parquet"))
+def adapter(tiny_sparse):
+    return tiny_sparse
 
 
 @pytest.fixture(scope="module")
-def unit(adapter, tmp_path_factory):
-    return _unit(adapter, tmp_path_factory.mktemp("explore"), "learned_mask", "mean", steps=60, lr=0.03)
+def unit(quote_unit):
+    """A fast learned mask's circuit of single_double_quote (the session's, tests/conftest.py)."""
+    return quote_unit[1]
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +114,8 @@ def test_the_table_is_stored_beside_the_unit_and_reused_until_the_unit_changes(u
     assert len(again.rows) == len(table.rows)
 
 
-def test_counterfactual_ablation_is_measured_with_partner_values(adapter, tmp_path):
-    unit = _unit(adapter, tmp_path, "eap", "counterfactual")
-    saved = load_saved(unit)
+def test_counterfactual_ablation_is_measured_with_partner_values(adapter, counterfactual_unit):
+    saved = load_saved(counterfactual_unit[1])
     t = node_data(saved, adapter)
     assert t.meta["circuit_loss"] == pytest.approx(saved.measurements[("test", "sufficiency_loss")], abs=1e-6)
     assert all(math.isfinite(r["ablated_loss"]) for r in t.rows[:20])

@@ -22,6 +22,7 @@ def _cfg(out):
                      control=False, out=out, show_progress=False, search_examples=32)
 
 
+@pytest.mark.slow
 def test_a_ray_sweep_writes_the_units_and_numbers_of_a_local_run(cluster, tmp_path, small_adapter):
     local = run(_cfg(tmp_path / "local"), small_adapter)
     swept = run(_cfg(tmp_path / "ray"), small_adapter, executor=RayExecutor())
@@ -65,6 +66,7 @@ class _DieOnce:
         return self.worker(unit)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_sweep_is_retried_and_every_unit_is_written_once_and_whole(cluster, tmp_path,
                                                                                        small_adapter):
     from tqdm import tqdm

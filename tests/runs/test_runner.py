@@ -125,6 +125,7 @@ def test_calibrated_run_records_the_calibration_and_phase_times(tmp_path, small_
     assert values["time_full_model_s"] > 0 and values["time_method_s"] > 0 and values["time_control_s"] > 0
 
 
+@pytest.mark.slow
 def test_report_compares_two_models_sharing_a_results_directory(tmp_path, small_adapter):
     from circuitbench.cli import main
     from circuitbench.results.report import collect, compare, geomean

@@ -16,15 +16,15 @@ from circuitbench.results.mib import read_mib
 from circuitbench.runs.runner import RunConfig, run
 from circuitbench.runs.saved import compare_stored, export_mib, load_saved, reevaluate, show
 
+pytestmark = pytest.mark.slow  # every test here reads an end-to-end pruning run (`-m "not slow"` skips them)
+
 TASK = "else_elif"
 
 
 @pytest.fixture(scope="module")
-def reference():
+def reference(tiny_sparse):
     """The bundled weight-sparse reference model: a real model whose circuits matter (a random one's do not)."""
-    import circuitbench
-
-    return circuitbench.load_model("tiny-sparse", device="cpu")
+    return tiny_sparse
 
 
 def _run(tmp_path, adapter, **over):
@@ -179,10 +179,11 @@ def test_circuit_gates_break_ties_by_index():
     assert c.kept() == {"s": [1, 2]}
 
 
-def test_a_counterfactual_circuit_is_found_measured_and_reevaluates_exactly(tmp_path, reference):
+def test_a_counterfactual_circuit_is_found_measured_and_reevaluates_exactly(counterfactual_unit, saved_unit,
+                                                                           reference):
     """Counterfactual ablation end to end: the learned mask trains on whole pairs, the unit says how many
     examples are patched position by position, and the saved circuit re-evaluates to its stored numbers."""
-    summary, path = _run(tmp_path, reference, ablation="counterfactual")
+    summary, path = counterfactual_unit  # _run's settings with ablation="counterfactual" (tests/conftest.py)
     assert summary["status"] in ("solved", "target_missed") and summary["nodes"] > 0
     saved = load_saved(path)
     aligned = saved.measurements[("test", "counterfactual_aligned_examples")]
@@ -194,8 +195,8 @@ def test_a_counterfactual_circuit_is_found_measured_and_reevaluates_exactly(tmp_
     assert row["counterfactual_aligned_examples"] == aligned
     rows = compare_stored(saved, reevaluate(saved, reference, "test"))
     assert rows and all(r["equal"] for r in rows), rows
-    mean = load_saved(_run(tmp_path / "mean", reference)[1])
-    assert saved.summary["sufficiency_loss"] != mean.summary["sufficiency_loss"]  # a different ablation
+    zero = load_saved(saved_unit[1])  # the same unit under zero ablation
+    assert saved.summary["sufficiency_loss"] != zero.summary["sufficiency_loss"]  # a different ablation
 
 
 def test_a_circuit_of_more_than_10000_edges_keeps_its_strongest_and_says_so(tmp_path, reference):

@@ -50,6 +50,7 @@ def test_every_configuration_is_validated_before_any_model_loads(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing computed
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_the_grid_gives_a_runs_numbers_and_a_rerun_skips_every_unit(tmp_path):
     spec = load_sweep(_file(tmp_path))
     rows = sweep(spec, show_progress=False)

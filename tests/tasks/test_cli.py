@@ -83,6 +83,7 @@ def _user_spec(tmp_path: Path, name: str = "my_else_elif") -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_spec_file_works_wherever_tasks_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`--tasks path/to/spec.yaml` for run, tasks show/encode and export lm-eval, in the same form everywhere."""
     spec = _user_spec(tmp_path)
@@ -102,11 +103,11 @@ def test_a_spec_file_works_wherever_tasks_are_named(tmp_path: Path, capsys: pyte
     capsys.readouterr()
     res = tmp_path / "results"
     assert main(["run", "--model", "tiny-sparse", "--tasks", str(spec), "--method", "random", "--ablation", "zero",
-                 "--min-accuracy", "0", "--no-control", "--device", "cpu", "--quiet",
+                 "--min-accuracy", "0", "--no-control", "--device", "cpu", "--search-examples", "64", "--quiet",
                  "--out", str(res)]) == 0
     assert (res / "tiny-sparse" / "my_else_elif.random.seed0.parquet").is_file()
     assert main(["run", "--model", "tiny-sparse", "--tasks", f"{spec}:inverted", "--method", "random", "--ablation",
-                 "zero", "--min-accuracy", "0", "--no-control", "--device", "cpu",
+                 "zero", "--min-accuracy", "0", "--no-control", "--device", "cpu", "--search-examples", "64",
                  "--quiet", "--out", str(res)]) == 0
     assert (res / "tiny-sparse" / "my_else_elif__inverted.random.seed0.parquet").is_file()
     # The unit records its spec: it re-evaluates in a later session, with the spec file gone.
