@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -24,7 +25,8 @@ from circuitbench.protocols import Batch
 def main() -> None:
     """Time both steps and print the ratio."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="fixture-sparse-sink-bigram")
+    ap.add_argument("--model", default=str(Path(__file__).resolve().parents[1] / "tests" / "fixtures" /
+                                           "fixture-sparse-sink-bigram"))
     ap.add_argument("--batch-pairs", type=int, default=64)
     ap.add_argument("--seq", type=int, default=60)
     ap.add_argument("--reps", type=int, default=20)

@@ -3,17 +3,18 @@ import json
 import pytest
 
 from circuitbench.cli import main
+from tests.models.conftest import FIXTURE_MODEL
 
 
 def test_inspect_prints_shapes_counts_and_sparsity(capsys):
-    assert main(["inspect", "fixture-sparse-sink-bigram"]) == 0
+    assert main(["inspect", str(FIXTURE_MODEL)]) == 0
     out = capsys.readouterr().out
     assert "AbsTopK afrac=0.25" in out and "attention sink" in out
     assert "transformer.h.0.attn.c_attn.weight" in out and "192x64" in out and "0.0500" in out
 
 
 def test_inspect_json_reports_nonzero_counts(capsys):
-    assert main(["inspect", "fixture-sparse-sink-bigram", "--format", "json"]) == 0
+    assert main(["inspect", str(FIXTURE_MODEL), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     row = next(r for r in data["weights"] if r["tensor"] == "transformer.h.0.mlp.c_fc.weight")
     assert row["params"] == 256 * 64 and row["nonzero"] == 819

@@ -1,8 +1,8 @@
 """What the README, the board and the baselines show is what the code at HEAD computes.
 
-The README's tables are generated from the committed cards and results (`baselines/regenerate.py`), and a
+The README's tables are generated from the committed cards and results (`baselines/scripts/regenerate.py`), and a
 sample of the committed units is recomputed here from scratch: a change to the pruning path that moves
-the numbers fails this file until `python baselines/regenerate.py` has been run.
+the numbers fails this file until `python baselines/scripts/regenerate.py` has been run.
 """
 
 import importlib.util
@@ -21,7 +21,7 @@ RESULTS = REPO / "baselines" / "results"
 
 
 def _regenerate():
-    spec = importlib.util.spec_from_file_location("regenerate", REPO / "baselines" / "regenerate.py")
+    spec = importlib.util.spec_from_file_location("regenerate", REPO / "baselines" / "scripts" / "regenerate.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -31,7 +31,7 @@ def test_the_readme_tables_are_the_committed_results():
     mod = _regenerate()
     text = (REPO / "README.md").read_text()
     assert mod.render_readme(text, mod.sections(RESULTS)) == text, \
-        "the README's tables are stale: python baselines/regenerate.py --readme"
+        "the README's tables are stale: python baselines/scripts/regenerate.py --readme"
 
 
 def test_a_readme_without_the_markers_of_a_section_is_refused():

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-BUILD_INPUTS = ["pyproject.toml", "README.md", "LICENSE", "circuitbench", "task_specs", "baselines/__init__.py",
-                "baselines/models", "baselines/bridges"]
-"""What `pip wheel` reads (pyproject's packages and package data): not the results, the board or the tests."""
+BUILD_INPUTS = ["pyproject.toml", "README.md", "LICENSE", "circuitbench", "task_specs", "baselines", "tests/fixtures"]
+"""What the build could read (the packages' folders, with the maintainer scripts and results beside the data, and
+the test fixtures): not the board. The test checks that only what users need ends up in the wheel."""
 
 
 def test_every_package_on_disk_is_in_the_wheel_list():
@@ -32,9 +32,19 @@ def test_the_built_wheel_installs_and_runs_circuitbench_run_from_outside_the_tre
             (src / f).parent.mkdir(parents=True, exist_ok=True)
             (src / f).write_bytes((REPO / f).read_bytes())
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
-                    str(src)], check=True, timeout=300)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v", "-w",
+                            str(dist), str(src)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    warnings = [line for line in (built.stdout + built.stderr).splitlines() if "Warning" in line or "!!" in line]
+    assert not warnings, warnings  # e.g. setuptools' "data folders look like packages"
     (wheel,) = dist.glob("circuitbench-*.whl")
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {n for n in names if n.startswith("circuitbench/baselines/models/")}
+    assert {n.split("/")[3] for n in shipped} == {"tiny-sparse", "tiny-dense"}, shipped  # no test fixture model
+    assert not [n for n in names if n.endswith(("regenerate.py", "submit_baselines.py", "check_saved.py"))]
+    assert not [n for n in names if n.startswith(("tests/", "circuitbench/baselines/results"))]
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)
     py = env_dir / "bin" / "python"

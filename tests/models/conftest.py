@@ -14,7 +14,7 @@ from circuitbench.models.config import GPTConfig
 from circuitbench.models.sparse_gpt import SparseGPT
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURE_MODEL = REPO / "baselines" / "models" / "fixture-sparse-sink-bigram"
+FIXTURE_MODEL = REPO / "tests" / "fixtures" / "fixture-sparse-sink-bigram"
 FIXTURE_EXPECTED = REPO / "tests" / "fixtures" / "sparse_sink_bigram_expected.pt"
 
 BASE = dict(block_size=32, vocab_size=97, n_layer=2, n_head=4, d_model=32, d_mlp=64)

@@ -3,18 +3,19 @@ import pytest
 import circuitbench
 from circuitbench.errors import ModelNotFoundError
 from circuitbench.models.hub import bundled_models
+from tests.models.conftest import FIXTURE_MODEL
 
 
 def test_bundled_short_name_resolves():
-    assert "fixture-sparse-sink-bigram" in bundled_models()
-    adapter = circuitbench.load_model("fixture-sparse-sink-bigram", device="cpu")
-    assert adapter.name == "fixture-sparse-sink-bigram"
+    assert set(bundled_models()) == {"tiny-sparse", "tiny-dense"}  # the reference models; test fixtures stay in tests/
+    adapter = circuitbench.load_model("tiny-sparse", device="cpu")
+    assert adapter.name == "tiny-sparse"
     assert len(adapter.provenance["weights_sha256"]) == 64
 
 
 def test_unknown_name_suggests_the_closest_bundled_model():
-    with pytest.raises(ModelNotFoundError, match="Did you mean 'fixture-sparse-sink-bigram'"):
-        circuitbench.load_model("fixture-sparse-sink", device="cpu")
+    with pytest.raises(ModelNotFoundError, match="Did you mean 'tiny-sparse'"):
+        circuitbench.load_model("tiny-spars", device="cpu")
 
 
 def test_directory_of_unknown_format_lists_its_files(tmp_path):
@@ -31,7 +32,7 @@ def test_file_instead_of_directory(tmp_path):
 
 
 def test_sites_cover_eight_kinds_per_layer_with_connecting_weights():
-    adapter = circuitbench.load_model("fixture-sparse-sink-bigram", device="cpu")
+    adapter = circuitbench.load_model(str(FIXTURE_MODEL), device="cpu")
     assert len(adapter.sites) == 16
     by_name = {s.name: s for s in adapter.sites}
     for site in adapter.sites:
@@ -49,7 +50,7 @@ def test_a_registered_model_format_is_detected_and_loaded(tmp_path):
 
     def load(directory, **kw):
         calls.append((directory, kw["name"]))
-        return circuitbench.load_model("fixture-sparse-sink-bigram", device="cpu")
+        return circuitbench.load_model(str(FIXTURE_MODEL), device="cpu")
 
     fmt = hub.ModelFormat("my-format", lambda d: (d / "my.cfg").is_file(), load)
     hub.register_format(fmt, first=True)

@@ -3,7 +3,7 @@
     circuitbench compare --model tiny-sparse --methods learned-mask,eap,eap-ig,activation-patching,magnitude,random \
         --tasks all --out baselines/results
     circuitbench compare --model tiny-dense  --methods ... --tasks all --out baselines/results
-    python baselines/submit_baselines.py            # writes baselines/submissions/*.json, accepts, builds the site
+    python baselines/scripts/submit_baselines.py            # writes baselines/submissions/*.json, accepts, builds the site
 
 One submission per (model, method): the metadata files are written to `baselines/submissions/` (committed,
 so the board can be rebuilt from the repository), each is validated and accepted into `leaderboard/`
@@ -23,7 +23,7 @@ from circuitbench.leaderboard.site import build
 from circuitbench.leaderboard.submit import SUBMISSION_FORMAT, accept, validate
 from circuitbench.results.store import read_unit, unit_files
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # baselines/
 TWINS = {"tiny-sparse": "tiny-dense"}
 """Each bundled sparse model's dense twin (same data, shape and steps; `baselines/models/*/train_meta.json`)."""
 

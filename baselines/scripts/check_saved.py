@@ -1,6 +1,6 @@
 """Re-evaluate every saved circuit in baselines/results and compare with its stored test numbers.
 
-    python baselines/check_saved.py [--results baselines/results]
+    python baselines/scripts/check_saved.py [--results baselines/results]
 
 Each circuit is re-measured (sufficiency, necessity, the empty circuit; `circuitbench circuit eval`) on the
 model its unit names, at the thread count the unit recorded, and every number must equal the stored one
@@ -27,7 +27,7 @@ from circuitbench.runs.saved import compare_stored, load_saved, reevaluate
 def main(argv: list[str] | None = None) -> int:
     """Re-evaluate every saved circuit; 0 when every stored number is reproduced exactly."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "results")
     args = parser.parse_args(argv)
     files = [f for f in unit_files(args.results) if circuit_paths(f)[0].is_file()]
     models: dict[str, object] = {}

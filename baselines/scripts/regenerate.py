@@ -1,16 +1,16 @@
 """Regenerate every number the repository shows from the code at HEAD, with one command.
 
-    python baselines/regenerate.py              # recompute the baselines, resubmit, rebuild the board, README
-    python baselines/regenerate.py --readme     # only rewrite the README's generated tables from baselines/
-    python baselines/regenerate.py --bridges    # only retrain the bundled bridges, steer again, rewrite the README
-    python baselines/regenerate.py --edges      # only recompute the edge-level comparison, rewrite the README
-    python baselines/regenerate.py --seeds      # only rerun the learned mask with seeds 1 and 2, rewrite the README
+    python baselines/scripts/regenerate.py              # recompute the baselines, resubmit, rebuild the board, README
+    python baselines/scripts/regenerate.py --readme     # only rewrite the README's generated tables from baselines/
+    python baselines/scripts/regenerate.py --bridges    # only retrain the bundled bridges, steer again, rewrite the README
+    python baselines/scripts/regenerate.py --edges      # only recompute the edge-level comparison, rewrite the README
+    python baselines/scripts/regenerate.py --seeds      # only rerun the learned mask with seeds 1 and 2, rewrite the README
 
 Steps (each one what a user would run):
 1. `circuitbench compare` of the six methods on every task, board protocol (mean ablation, target 0.15,
    accuracy bar 0.9, inverted-label control on), for each bundled reference model, into a fresh
    `baselines/results/` (the learned-mask units are exactly `circuitbench run`'s default units);
-2. `baselines/submit_baselines.py` on an emptied `leaderboard/submissions/`: every submission goes through
+2. `baselines/scripts/submit_baselines.py` on an emptied `leaderboard/submissions/`: every submission goes through
    `circuitbench submit`'s validation, then the site is rebuilt;
 3. `circuitbench bridge train` between the two reference models into `baselines/bridges/tiny/` (evaluated
    as it finishes), then `circuitbench bridge steer` on every task the sparse model prunes, writing each
@@ -41,7 +41,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # baselines/
 REPO = ROOT.parent
 README = REPO / "README.md"
 SPARSE, DENSE = "tiny-sparse", "tiny-dense"
@@ -224,7 +224,7 @@ def edge_methods_table(rows: list[dict[str, Any]], edge_rows: list[dict[str, Any
 
     table = method_table(edge_rows, SPARSE, 0, "edges")
     if not table:
-        return "No edge-level results (run `python baselines/regenerate.py --edges`)."
+        return "No edge-level results (run `python baselines/scripts/regenerate.py --edges`)."
     node = {(r["task"], r["method"]): r for r in rows if r["model"] == SPARSE and r["seed"] == 0}
     edge = {(r["task"], r["method"]): r for r in edge_rows if r["model"] == SPARSE and r["seed"] == 0}
     lines = ["| method | level | CPR | CMD | CPR (log axis) | CMD (log axis) | geomean edges at target | geomean nodes "
@@ -297,7 +297,7 @@ def seed_spread_table(seeds: Path = SEEDS) -> str:
     from circuitbench.results.seeds import seed_table
 
     if not seeds.is_dir() or not any(seeds.glob("*/*.parquet")):
-        return "No seed results (run `python baselines/regenerate.py --seeds`)."
+        return "No seed results (run `python baselines/scripts/regenerate.py --seeds`)."
     table = seed_table(_rows(seeds), seeds)
     lines = ["| task | seeds solved | nodes | edges | faithfulness | CPR | node overlap | edge overlap |",
              "|---|---|---|---|---|---|---|---|"]
@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_runs(args.results, args.seed_results, args.threads)
     if everything:
         shutil.rmtree(args.board / "submissions", ignore_errors=True)
-        subprocess.run([sys.executable, str(ROOT / "submit_baselines.py"), "--results", str(args.results),
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "submit_baselines.py"), "--results", str(args.results),
                         "--board", str(args.board)], check=True, cwd=REPO)
     README.write_text(render_readme(README.read_text(), sections(args.results, args.edge_results,
                                                                  args.seed_results)))
