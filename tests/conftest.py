@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from circuitbench.models.tokenizer import HFTokenizer
@@ -18,8 +20,6 @@ def pytest_configure(config: pytest.Config) -> None:
     its share of the cores as torch threads (2 workers on 2 cores: 1 each). Tests that depend on a thread
     count set it themselves (and restore it).
     """
-    import os
-
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         import torch
@@ -81,7 +81,8 @@ def small_adapter(python_bpe):
 
 # --- the bundled reference model and units on it, computed once per test session ----------------------------
 # Several test files read the same kind of unit (a saved circuit, its node table, its explorer page). They share
-# these, read-only: a test that edits a unit's files works on a copy (`copy_unit`).
+# these, read-only. Under pytest-xdist the workers share them too: the first worker to ask computes the unit into
+# a folder every worker sees, under a file lock, and the others wait for it and read it.
 
 
 @pytest.fixture(scope="session")
@@ -92,12 +93,28 @@ def tiny_sparse():
     return circuitbench.load_model("tiny-sparse", device="cpu")
 
 
-def _reference_unit(adapter, out, task: str, **settings):
+def _shared_unit(tmp_path_factory, name: str, adapter, task: str, **settings):
+    """A tiny-sparse unit computed once for all workers: (summary, path of the unit's Parquet file)."""
+    import fcntl
+    import json
+
     from circuitbench.runs.runner import RunConfig, run
 
-    (summary,) = run(RunConfig(**{"model": "tiny-sparse", "tasks": [task], "out": out, "show_progress": False,
-                                  "search_examples": 64, "control": False, **settings}), adapter)
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    out = root / "shared" / name
+    out.mkdir(parents=True, exist_ok=True)
     method = settings.get("method", "learned_mask")
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        done = out / "summary.json"
+        if not done.is_file():
+            (summary,) = run(RunConfig(**{"model": "tiny-sparse", "tasks": [task], "out": out,
+                                          "show_progress": False, "search_examples": 64, "control": False,
+                                          **settings}), adapter)
+            done.write_text(json.dumps(summary))
+        summary = json.loads(done.read_text())
     return summary, next(out.rglob(f"{task}.{method}.seed0.parquet"))
 
 
@@ -108,13 +125,25 @@ def quote_unit(tiny_sparse, tmp_path_factory):
     Returns:
         (summary, path of the unit's Parquet file).
     """
-    return _reference_unit(tiny_sparse, tmp_path_factory.mktemp("quote_unit"), "single_double_quote",
-                           method="learned_mask", method_kwargs={"steps": 60, "lr": 0.03}, ablation="mean")
+    return _shared_unit(tmp_path_factory, "quote_unit", tiny_sparse, "single_double_quote",
+                        method="learned_mask", method_kwargs={"steps": 60, "lr": 0.03}, ablation="mean")
 
 
 @pytest.fixture(scope="session")
 def counterfactual_unit(tiny_sparse, tmp_path_factory):
     """else_elif pruned by a fast learned mask (40 steps at lr 3e-2) under counterfactual ablation."""
-    return _reference_unit(tiny_sparse, tmp_path_factory.mktemp("counterfactual_unit"), "else_elif",
-                           method="learned_mask", method_kwargs={"steps": 40, "lr": 0.03}, ablation="counterfactual",
-                           min_accuracy=0.0, target_loss=0.15)
+    return _shared_unit(tmp_path_factory, "counterfactual_unit", tiny_sparse, "else_elif",
+                        method="learned_mask", method_kwargs={"steps": 40, "lr": 0.03}, ablation="counterfactual",
+                        min_accuracy=0.0, target_loss=0.15)
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(small_adapter, tmp_path_factory):
+    """`small_adapter`'s model saved as a model folder (weights, config, tokenizer): loadable by path anywhere."""
+    from circuitbench.models.checkpoint import save_checkpoint
+    from circuitbench.train.tokenizer import save_tokenizer
+
+    directory = tmp_path_factory.mktemp("small_model")
+    save_checkpoint(small_adapter.model, directory)
+    save_tokenizer(small_adapter.tokenizer._tok, directory / "tokenizer.json")
+    return directory
