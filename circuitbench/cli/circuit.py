@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from circuitbench.cli.common import (
     Subparsers,
@@ -139,27 +138,10 @@ def _cmd_circuit_eval(args: argparse.Namespace) -> int:
     rows = compare_stored(saved, fresh)
     print_table(rows, args.format, floatfmt=".6f")
     if args.format == "table":
-        print("\n" + _reproduction_verdict(saved, rows, adapter))
+        from circuitbench.results.reproduce import verdict
+
+        print("\n" + verdict(saved.prov, str(adapter.device), [(r["now"], r["stored"]) for r in rows]))
     return 0
-
-
-def _reproduction_verdict(saved: Any, rows: list[dict[str, Any]], adapter: Any) -> str:
-    """One sentence: exact, within the reproducibility contract's float tolerance, or neither (and why perhaps)."""
-    import torch
-
-    from circuitbench.hardware import cpu_kind
-    from circuitbench.results.reproduce import ATOL, RTOL, close
-
-    if all(r["equal"] for r in rows if r["equal"] is not None):
-        return "The saved circuit reproduces its stored numbers exactly."
-    prov = saved.prov
-    kind = prov.cpu_kind or "an unrecorded CPU kind"
-    then = f"{kind}, {prov.threads} threads, {prov.device}, torch {prov.torch_version}"
-    now = f"{cpu_kind()}, {torch.get_num_threads()} threads, {adapter.device}, torch {torch.__version__}"
-    if all(close(r["now"], r["stored"]) for r in rows if r["stored"] is not None):
-        return (f"The saved circuit reproduces its stored numbers within rel {RTOL:g} / abs {ATOL:g}, not bit for bit: "
-                f"made on {then}; measured now on {now} (README, \"Reproducing a number\").")
-    return f"Some numbers differ from the stored ones beyond rel {RTOL:g}: made on {then}; measured now on {now}."
 
 
 def _cmd_circuit_import(args: argparse.Namespace) -> int:

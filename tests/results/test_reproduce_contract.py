@@ -61,3 +61,14 @@ def test_circuit_eval_of_a_committed_unit_names_which_side_of_the_contract_it_is
     else:  # made on another CPU kind (or before kinds were recorded): exact, or within the float tolerance
         assert "reproduces its stored numbers exactly" in out or (
             f"within rel {RTOL:g}" in out and f"measured now on {cpu_kind()}" in out), out
+
+
+def test_the_eval_verdict_names_both_machines_unless_the_numbers_are_exact():
+    from circuitbench.results.reproduce import verdict
+
+    _, _, prov = read_unit(UNIT)
+    assert verdict(prov, "cpu", [(0.5, 0.5), (1.0, None)]) == "The saved circuit reproduces its stored numbers exactly."
+    within = verdict(prov, "cpu", [(0.1324204057, 0.1324203759)])
+    assert f"within rel {RTOL:g}" in within and f"measured now on {cpu_kind()}" in within
+    beyond = verdict(prov, "cpu", [(0.14, 0.1324203759)])
+    assert beyond.startswith("Some numbers differ") and f"{prov.threads} threads" in beyond
