@@ -138,9 +138,14 @@ def _cmd_circuit_eval(args: argparse.Namespace) -> int:
     rows = compare_stored(saved, fresh)
     print_table(rows, args.format, floatfmt=".6f")
     if args.format == "table":
+        import torch
+
+        from circuitbench.hardware import cpu_kind
         from circuitbench.results.reproduce import verdict
 
-        print("\n" + verdict(saved.prov, str(adapter.device), [(r["now"], r["stored"]) for r in rows]))
+        now = {"cpu_kind": cpu_kind(), "threads": torch.get_num_threads(), "device": str(adapter.device),
+               "torch_version": torch.__version__}
+        print("\n" + verdict(saved.prov, now, [(r["now"], r["stored"]) for r in rows]))
     return 0
 
 

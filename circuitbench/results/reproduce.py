@@ -55,30 +55,22 @@ def machine(prov: Provenance) -> dict[str, Any]:
             "torch_version": prov.torch_version}
 
 
-def here(device: str = "cpu") -> dict[str, Any]:
-    """`machine` of this process: its CPU kind, torch threads and torch version, on `device`."""
-    import torch
-
-    from circuitbench.hardware import cpu_kind
-
-    return {"cpu_kind": cpu_kind(), "threads": torch.get_num_threads(), "device": device,
-            "torch_version": torch.__version__}
-
-
 def _describe(m: dict[str, Any]) -> str:
     return (f"{m['cpu_kind'] or 'an unrecorded CPU kind'}, {m['threads']} threads, {m['device']}, "
             f"torch {m['torch_version']}")
 
 
-def verdict(stored: Provenance, device: str, pairs: list[tuple[float | None, float | None]]) -> str:
+def verdict(stored: Provenance, now: dict[str, Any], pairs: list[tuple[float | None, float | None]]) -> str:
     """One sentence on re-measured numbers (`(now, stored)` pairs): exact, within the float tolerance, or beyond.
+
+    `now` is this process's `machine` (keys as `machine` gives them).
 
     What `circuitbench circuit eval` prints; beyond exactness it names the machine that made the unit and this one.
     """
     measured = [(now, then) for now, then in pairs if then is not None]
     if all(_identical(now, then) for now, then in measured):
         return "The saved circuit reproduces its stored numbers exactly."
-    where = f"made on {_describe(machine(stored))}; measured now on {_describe(here(device))}"
+    where = f"made on {_describe(machine(stored))}; measured now on {_describe(now)}"
     if all(close(now, then) for now, then in measured):
         return (f"The saved circuit reproduces its stored numbers within rel {RTOL:g} / abs {ATOL:g}, not bit for bit: "
                 f"{where} (README, \"Reproducing a number\").")

@@ -67,8 +67,9 @@ def test_the_eval_verdict_names_both_machines_unless_the_numbers_are_exact():
     from circuitbench.results.reproduce import verdict
 
     _, _, prov = read_unit(UNIT)
-    assert verdict(prov, "cpu", [(0.5, 0.5), (1.0, None)]) == "The saved circuit reproduces its stored numbers exactly."
-    within = verdict(prov, "cpu", [(0.1324204057, 0.1324203759)])
+    here = {"cpu_kind": cpu_kind(), "threads": 2, "device": "cpu", "torch_version": "x"}
+    assert verdict(prov, here, [(0.5, 0.5), (1.0, None)]) == "The saved circuit reproduces its stored numbers exactly."
+    within = verdict(prov, here, [(0.1324204057, 0.1324203759)])
     assert f"within rel {RTOL:g}" in within and f"measured now on {cpu_kind()}" in within
-    beyond = verdict(prov, "cpu", [(0.14, 0.1324203759)])
+    beyond = verdict(prov, here, [(0.14, 0.1324203759)])
     assert beyond.startswith("Some numbers differ") and f"{prov.threads} threads" in beyond
