@@ -67,6 +67,15 @@ class LearnedMask:
     """Initial tau mean (App.: N(0.1, 0.01), all nodes on)."""
     init_std: float = 0.01
     """Initial tau standard deviation."""
+    init: Literal["constant", "eap"] = "constant"
+    """Initial thresholds: `constant`, N(init_mean, init_std) for every node (the paper's: all nodes on); or
+    `eap`, warm-started from an attribution ranking (|EAP| over `warm_examples` train examples, one gradient
+    pass): the top `warm_keep` nodes start at N(init_mean, init_std), the others at N(-init_mean, init_std),
+    off but within the surrogate gradient's reach."""
+    warm_keep: Annotated[int, Field(gt=0)] = 256
+    """With `init eap`: the nodes (edges) that start on."""
+    warm_examples: Annotated[int, Field(ge=2)] = 256
+    """With `init eap`: the train examples (whole pairs, seeded) the ranking is measured on."""
     patience: Annotated[int, Field(gt=0)] | None = None
     """Stop early once the set of active nodes has stayed the same for this many steps (None: always run
     `steps`), checked every `CHECK_EVERY` steps. The steps run are recorded (`method_steps_run`)."""
@@ -118,6 +127,8 @@ class LearnedMask:
         gen = torch.Generator(device="cpu").manual_seed(first.seed)
         n = first.size  # nodes, or edges at the edge level (Edge Pruning's objective)
         init = self.init_mean + self.init_std * torch.randn(n, generator=gen)
+        if self.init == "eap":
+            init = init - 2 * self.init_mean * ~self._warm_on(first)
         tau = init.repeat(n_problems, 1).to(device).requires_grad_()  # (P, n): one row per problem
         # App.: AdamW betas (0.9, 0.95), weight decay 1e-3, linear decay, gradient RMS clipped to 1. AdamW is
         # element-wise, so one optimizer over the P rows is P independent ones.
@@ -167,6 +178,19 @@ class LearnedMask:
         self.native_ks = [int(k) for k in (tau > 0).sum(1).tolist()]
         self.native_k = self.native_ks[0]
         return list(tau.detach().unbind(0))
+
+    def _warm_on(self, problem: Problem) -> Tensor:
+        """[n] bool: the top `warm_keep` nodes by |EAP| on the train examples (the same for an inverted-label
+        control: swapping the labels flips the logit difference's sign, not its magnitude)."""
+        from circuitbench.circuits.methods.attribution import gate_gradient
+        from circuitbench.circuits.problem import search_subset
+
+        rows = problem.train if len(problem.train) <= self.warm_examples else search_subset(
+            problem.train, self.warm_examples, problem.seed)
+        scores = gate_gradient(problem, rows, 1.0, 64).abs().cpu()
+        on = torch.zeros(problem.size, dtype=torch.bool)
+        on[scores.topk(min(self.warm_keep, problem.size)).indices] = True
+        return on
 
     def _task_losses(self, problems: list[Problem], gates: Tensor, ablation: Tensor, rows: Tensor, last: Tensor,
                      labels: list[tuple[Tensor, Tensor]], precision: str) -> Tensor:
