@@ -31,11 +31,11 @@ import circuitbench
 from circuitbench.runs.runner import RunConfig, resolve_tasks, run
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "default (400 steps)": {},
-    "200 steps, lr 6e-3": {"steps": 200, "lr": 6e-3},
-    "200 steps, warm start (top 256 by EAP)": {"steps": 200, "init": "eap", "warm_keep": 256},
-    "200 steps, k_coef 3e-4": {"steps": 200, "k_coef": 3e-4},
-    "200 steps, k_coef 1e-3": {"steps": 200, "k_coef": 1e-3},
+    "default: 400 steps": {},
+    "200 steps at lr 6e-3": {"steps": 200, "lr": 6e-3},
+    "200 steps warm-started (top 256 by EAP)": {"steps": 200, "init": "eap", "warm_keep": 256},
+    "200 steps at k_coef 3e-4": {"steps": 200, "k_coef": 3e-4},
+    "200 steps at k_coef 1e-3": {"steps": 200, "k_coef": 1e-3},
 }
 SOLVED = "else_elif,for_while,if_equals,indent_for,lambda_func,single_double_quote,while_return_true"
 
@@ -45,7 +45,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="tiny-sparse")
     ap.add_argument("--tasks", default=SOLVED, help="comma-separated (default: the 7 tasks tiny-sparse solves)")
-    ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names from RECIPES")
+    ap.add_argument("--recipes", default=",".join(RECIPES),
+                    help="comma-separated names from RECIPES (the first is the one the others are compared with)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()

@@ -15,8 +15,11 @@ could not be loaded where the page was built) the page says so and shows the str
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
+import struct
 from html import escape
 from typing import Any
 
@@ -45,27 +48,55 @@ def _sig(x: Any) -> Any:
     return x
 
 
-PAGE_FORMAT = "1"
-"""The version of the data a page embeds; a page of another version is measured again, never reused."""
+PAGE_FORMAT = "2"
+"""The version of the data a page embeds. Pages of format 1 (numbers as JSON lists, examples in every page)
+are still read (`read_page_data`) and re-rendered in this one; any other version is measured again."""
 
-QUANT = 999
-"""Per-example numbers are embedded as integers in [-QUANT, QUANT] times a per-node scale / QUANT (three
-significant digits of the node's largest value): the page stays small; the node table keeps full precision."""
+QUANT = 127
+"""Per-example numbers are embedded as signed bytes in [-QUANT, QUANT] times a per-node scale / QUANT (the
+node's largest |value|; about two significant digits, what a strip of dots and a colour scale show), base64
+encoded; -128 stands for a missing number. The node table keeps full precision."""
+
+_MISSING8, _MISSING16 = -128, -32768
+EDGE_QUANT = 32767
+"""Edge weights are signed 16-bit integers times the page's largest |weight| / EDGE_QUANT (four digits)."""
 
 
-def _scale(values: list[float]) -> float:
+def _scale(values: list[float | None]) -> float:
     finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
-    return max(finite, default=0.0) or 1.0
+    return _sig(max(finite, default=0.0) or 1.0)
 
 
-def _quantise(values: list[float] | None, scale: float) -> list[int | None] | None:
+def _pack(values: list[float | None] | None, scale: float, quant: int = QUANT, fmt: str = "b") -> str | None:
+    """Numbers as base64 little-endian integers of `fmt` (b: int8, h: int16) times scale / quant."""
     if values is None:
         return None
-    return [None if v is None or not math.isfinite(v) else round(v / scale * QUANT) for v in values]
+    missing = _MISSING8 if fmt == "b" else _MISSING16
+    ints = [missing if v is None or not math.isfinite(v) else max(-quant, min(quant, round(v / scale * quant)))
+            for v in values]
+    return base64.b64encode(struct.pack(f"<{len(ints)}{fmt}", *ints)).decode("ascii")
+
+
+def _unpack(text: str | None, scale: float, quant: int = QUANT, fmt: str = "b") -> list[float | None] | None:
+    """`_pack`'s inverse (up to its rounding)."""
+    if text is None:
+        return None
+    raw = base64.b64decode(text)
+    missing = _MISSING8 if fmt == "b" else _MISSING16
+    ints = struct.unpack(f"<{len(raw) // struct.calcsize(fmt)}{fmt}", raw)
+    return [None if i == missing else i * scale / quant for i in ints]
+
+
+def _index_fmt(n: int) -> str:
+    return "H" if n < 65536 else "I"
 
 
 def explorer_data(saved: SavedUnit, table: NodeTable | None, why_missing: str = "") -> dict[str, Any]:
-    """What the page embeds: the unit's numbers, the nodes, the edges and, when measured, the node table."""
+    """What the page shows, unpacked: the unit's numbers, the nodes, the edges and, when measured, the node table.
+
+    Numbers per example are plain lists here; `explorer_html` packs them (`pack_data`) and `read_page_data`
+    unpacks a page's again.
+    """
     s, u = saved.summary, saved.prov.unit
     measured = table.by_node() if table is not None else {}
     nodes: dict[str, dict[str, Any]] = {}
@@ -75,17 +106,12 @@ def explorer_data(saved: SavedUnit, table: NodeTable | None, why_missing: str = 
         for ch in kept[site.name]:
             name = f"{site.name}:{ch}"
             row = measured.get(name, {})
-            act, top_acts = row.get("activation"), row.get("top_activations")
-            scale = _scale([*(act or []), *(v for t in top_acts or [] for v in t)])
-            effect = row.get("ablation_effect")
-            effect_scale = _scale(effect or [])
             nodes[name] = _sig({"site": site.name, "kind": site.kind, "layer": site.layer, "channel": ch,
-                                "score": float(saved.circuit.scores[offset + ch]),
-                                "as": scale, "act": _quantise(act, scale), "m0": row.get("mean_side0"),
-                                "m1": row.get("mean_side1"), "sep": row.get("separation"),
-                                "top": row.get("top_rows"), "topActs": [_quantise(t, scale) for t in top_acts or []],
-                                "ablLoss": row.get("ablated_loss"), "es": effect_scale,
-                                "effect": _quantise(effect, effect_scale)})
+                                "score": float(saved.circuit.scores[offset + ch]), "act": row.get("activation"),
+                                "m0": row.get("mean_side0"), "m1": row.get("mean_side1"),
+                                "sep": row.get("separation"), "top": row.get("top_rows"),
+                                "topActs": row.get("top_activations") or [], "ablLoss": row.get("ablated_loss"),
+                                "effect": row.get("ablation_effect")})
         offset += site.width
     number = {name: i for i, name in enumerate(nodes)}
     edges = [[number[f"{e['src_site']}:{e['src_channel']}"], number[f"{e['dst_site']}:{e['dst_channel']}"],
@@ -108,6 +134,60 @@ def explorer_data(saved: SavedUnit, table: NodeTable | None, why_missing: str = 
             "nodesAblated": meta.get("nodes_ablated", 0), "nodes": nodes, "names": list(nodes), "edges": edges,
             "edgesComplete": saved.edges_complete, "edgesTotal": saved.edges_total,
             "kindColours": KIND_COLOURS, "steering": steering_data(saved.path)}
+
+
+def pack_data(data: dict[str, Any]) -> dict[str, Any]:
+    """The form a page embeds (`explorer_data`'s, packed).
+
+    Per-example numbers become base64 bytes with a scale per node (`QUANT`), the edges three base64 columns
+    (source and destination node numbers, weights as 16-bit integers).
+    """
+    out = dict(data, format=PAGE_FORMAT)
+    nodes = {}
+    for name, n in data["nodes"].items():
+        scale = _scale([*(n.get("act") or []), *(v for t in n.get("topActs") or [] for v in t)])
+        effect_scale = _scale(n.get("effect") or [])
+        nodes[name] = {**n, "as": scale, "es": effect_scale, "act": _pack(n.get("act"), scale),
+                       "topActs": [_pack(t, scale) for t in n.get("topActs") or []],
+                       "effect": _pack(n.get("effect"), effect_scale)}
+    out["nodes"] = nodes
+    edges = data["edges"]
+    index = _index_fmt(len(data["names"]))
+    wscale = _scale([e[2] for e in edges])
+    out["edges"] = {"n": len(edges), "index": index, "ws": wscale,
+                    "src": base64.b64encode(struct.pack(f"<{len(edges)}{index}", *(e[0] for e in edges))).decode(),
+                    "dst": base64.b64encode(struct.pack(f"<{len(edges)}{index}", *(e[1] for e in edges))).decode(),
+                    "w": _pack([e[2] for e in edges], wscale, EDGE_QUANT, "h")}
+    return out
+
+
+def unpack_data(packed: dict[str, Any]) -> dict[str, Any]:
+    """`pack_data`'s inverse (the numbers as the page shows them, after its rounding); reads format 1 too."""
+    data = dict(packed)
+    nodes = {}
+    old = packed.get("format") == "1"  # JSON lists of integers in [-999, 999] times scale / 999
+
+    def un(v: Any, f: float) -> list[float | None] | None:
+        if old:
+            return None if v is None else [None if x is None else x * f / 999 for x in v]
+        return _unpack(v, f)
+
+    for name, n in packed["nodes"].items():
+        n = dict(n)
+        scale, effect_scale = n.pop("as", 1.0), n.pop("es", 1.0)
+        n["act"], n["effect"] = un(n.get("act"), scale), un(n.get("effect"), effect_scale)
+        n["topActs"] = [un(t, scale) for t in n.get("topActs") or []]
+        nodes[name] = n
+    data["nodes"] = nodes
+    e = packed["edges"]
+    if isinstance(e, dict):
+        fmt = e["index"]
+        src = struct.unpack(f"<{e['n']}{fmt}", base64.b64decode(e["src"]))
+        dst = struct.unpack(f"<{e['n']}{fmt}", base64.b64decode(e["dst"]))
+        w = _unpack(e["w"], e["ws"], EDGE_QUANT, "h") or []
+        data["edges"] = [[a, b, c] for a, b, c in zip(src, dst, w, strict=True)]
+    data["format"] = PAGE_FORMAT
+    return data
 
 
 STEER_COLUMNS = ("intervention", "model", "channels", "p_correct_before", "p_correct_after", "shift", "flip_rate",
@@ -215,11 +295,23 @@ def graph_svg(data: dict[str, Any], site_order: list[str]) -> str:
             f'<g id="nodes">{"".join(circles)}</g></g></svg>')
 
 
-def explorer_html(data: dict[str, Any], site_order: list[str], back: str | None = None) -> str:
-    """The whole page: numbers, controls, the graph, the detail panel, and the data and script inline."""
+def explorer_html(data: dict[str, Any], site_order: list[str], back: str | None = None,
+                  examples_src: str | None = None) -> str:
+    """The whole page: numbers, controls, the graph, the detail panel, and the data and script inline.
+
+    `data` is `explorer_data`'s (unpacked) form. With `examples_src`, the examples are not embedded: the page
+    loads them from that script (a board's pages share one file per task, `examples_file`), under the key
+    `data["examplesRef"]`; without it the page is self-contained.
+    """
     u = data["unit"]
     title = f"{u['task']} · {u['model']} · {u['method']}"
-    blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    packed = pack_data(data)
+    if examples_src is not None:
+        packed.pop("examples", None)
+    else:
+        packed.pop("examplesRef", None)
+    blob = json.dumps(packed, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    shared = f'<script src="{escape(examples_src)}"></script>\n' if examples_src is not None else ""
     nums = "".join(f"<tr><th>{escape(k.replace('_', ' '))}</th><td>{escape(_fmt(v))}</td></tr>"
                    for k, v in u.items() if k not in ("task", "model", "method", "key") and v is not None)
     back_link = f' · <a id="back" href="{escape(back)}">back to the board</a>' if back else ""
@@ -246,7 +338,7 @@ def explorer_html(data: dict[str, Any], site_order: list[str], back: str | None 
 {steering_html(data.get("steering"), u["key"])}
 </section><aside id="node-detail"><p>Click a node to see what it does.</p></aside></main>
 <script id="circuit-data" type="application/json">{blob}</script>
-<script>{_JS.replace("QUANT", str(QUANT))}</script></body></html>
+{shared}<script>{_JS.replace("QUANT", str(QUANT))}</script></body></html>
 """
 
 
@@ -285,6 +377,61 @@ def write_explorer(saved: SavedUnit, out_dir: Any, adapter_of: Any = None, back:
     return path, None if table is not None else why
 
 
+BOARD_NODES_WITH_DATA = 256
+"""A board's explorer page carries per-example numbers for this many of a circuit's highest-scoring nodes (the
+others show their place, score and edges, and the page says so); `circuitbench circuit explore` writes a page
+with all of them. It keeps a board of baseline circuits (hundreds of nodes each) small."""
+
+
+def keep_data_for_top(data: dict[str, Any], n: int) -> dict[str, Any]:
+    """`data` with per-example numbers only for its `n` highest-scoring measured nodes."""
+    measured = [name for name, x in data["nodes"].items() if x.get("act") is not None]
+    if len(measured) <= n:
+        return data
+    keep = set(sorted(measured, key=lambda m: (-float(data["nodes"][m]["score"] or 0.0), m))[:n])
+    blank: dict[str, Any] = {"act": None, "topActs": [], "effect": None, "top": None, "m0": None, "m1": None,
+                             "sep": None, "ablLoss": None}
+    nodes = {name: x if name in keep else {**x, **blank} for name, x in data["nodes"].items()}
+    return {**data, "nodes": nodes, "nodesWithData": n}
+
+
+EXAMPLES_DIR = "examples"
+"""Where a board's shared example files lie, beside the submissions' page folders under `explore/`."""
+
+
+def examples_key(data: dict[str, Any]) -> str:
+    """The name of the examples a page shows: its task and a hash of its model, task and examples.
+
+    The hash covers every example's pair, side and answers, not its tokens, so pages of one model and task
+    share it whatever rows they show.
+    """
+    u = data["unit"]
+    skeleton = [[e.get("pair"), e.get("side"), e.get("correct"), e.get("incorrect")] for e in data["examples"]]
+    digest = hashlib.sha256(json.dumps([u["model"], u["task"], skeleton]).encode()).hexdigest()[:12]
+    return f"{u['task'].replace(':', '__').replace('/', '_')}.{digest}"
+
+
+def examples_file(key: str, examples: list[dict[str, Any]]) -> str:
+    """The script a board's pages load their examples from: it adds them to `window.CB_EXAMPLES[key]`."""
+    blob = json.dumps(examples, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    return f"(window.CB_EXAMPLES = window.CB_EXAMPLES || {{}})[{json.dumps(key)}] = {blob};\n"
+
+
+def _read_examples_file(path: Any) -> list[dict[str, Any]] | None:
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    head, sep, body = text.partition("] = ")
+    try:
+        out = json.loads(body.rstrip().removesuffix(";").replace("<\\/", "</")) if sep else None
+    except ValueError:
+        return None
+    return out if isinstance(out, list) else None
+
+
 def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800,
                     previous: Any = None) -> dict[str, str]:
     """Explorer pages of a board's pruned units under `OUT/explore/<submission>/`; {unit path: page path in OUT}.
@@ -295,17 +442,25 @@ def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800
     saying so. A circuit of more than `max_nodes` nodes (a random ranking's, a dense model's) gets no page
     here, to keep the site small: its entry is "" and `circuitbench circuit explore` writes one.
 
-    `previous` is the site this build replaces: a measured page there of the same unit and data format is
-    re-rendered from its own data, not measured again (a rebuild takes seconds, and gives the same bytes).
+    Each page carries per-example numbers for its `BOARD_NODES_WITH_DATA` highest-scoring nodes. The examples
+    (each test prompt's tokens) are written once per model and task, in
+    `OUT/explore/examples/KEY.js`, holding every row some page of them shows; the pages load it.
+
+    `previous` is a site (or a list of sites, first match wins) this build may reuse: a measured page there
+    of the same unit is re-rendered from its own data, not measured again (a rebuild takes seconds, and gives
+    the same bytes; pages of the previous data format are read and re-rendered in this one).
     """
     from pathlib import Path
 
     from circuitbench.errors import CircuitbenchError
     from circuitbench.files import write_text_atomic
+    from circuitbench.runs.explore import load_or_compute
     from circuitbench.runs.saved import load_saved, load_unit_model, model_is_local
 
+    sites = [] if previous is None else [Path(p) for p in (previous if isinstance(previous, list) else [previous])]
     models: dict[str, Any] = {}
     pages: dict[str, str] = {}
+    rendered: list[tuple[str, dict[str, Any], list[str], str]] = []
     for content_hash, unit_file in units:
         saved = load_saved(unit_file)
         if saved.circuit.k > max_nodes:
@@ -329,30 +484,77 @@ def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800
                 raise models[key]
             return models[key]
 
-        rel = f"explore/{content_hash}"
         back = f"../../tasks/{u.task.replace(':', '__').replace('/', '_')}.html"
-        page = f"{rel}/{Path(unit_file).name.removesuffix('.parquet')}.html"
-        old = read_page_data(Path(previous) / page) if previous is not None else None
-        if old is not None and old.get("unit", {}).get("key") == saved.prov.unit_key and old.get("measured"):
-            old["steering"] = steering_data(saved.path)  # steered since, or steered again: what lies beside it now
-            write_text_atomic(Path(out) / page, explorer_html(old, [x.name for x in saved.circuit.sites], back))
-        else:
-            write_explorer(saved, Path(out) / rel, adapter_of, back, store=False)
+        page = f"explore/{content_hash}/{Path(unit_file).name.removesuffix('.parquet')}.html"
+        data = None
+        for site in sites:
+            old = read_page_data(site / page)
+            if old is not None and old.get("unit", {}).get("key") == saved.prov.unit_key and old.get("measured"):
+                data = old
+                data["steering"] = steering_data(saved.path)  # steered since, or again: what lies beside it now
+                break
+        if data is None:
+            table, why = None, "no model was given to measure the nodes with"
+            try:
+                table = load_or_compute(saved, adapter_of, False, store=False)
+            except CircuitbenchError as err:
+                why = str(err)
+            data = explorer_data(saved, table, why)
+        rendered.append((page, keep_data_for_top(data, BOARD_NODES_WITH_DATA), [x.name for x in saved.circuit.sites],
+                         back))
         pages[str(unit_file)] = page
+
+    shared: dict[str, list[dict[str, Any]]] = {}  # one file per model and task: the union of the rows shown
+    for _, data, _, _ in rendered:
+        if not data["examples"]:
+            continue
+        data["examplesRef"] = key = examples_key(data)
+        rows = shared.setdefault(key, [dict(e, tokens=None) for e in data["examples"]])
+        shown = {r for x in data["nodes"].values() for r in x.get("top") or []}
+        for r in shown:
+            if data["examples"][r].get("tokens") is not None:
+                rows[r]["tokens"] = data["examples"][r]["tokens"]
+    for key, rows in shared.items():
+        path = Path(out) / "explore" / EXAMPLES_DIR / f"{key}.js"
+        text = examples_file(key, rows)
+        if not (path.is_file() and path.read_text(encoding="utf-8") == text):
+            write_text_atomic(path, text)
+    for page, data, order, back in rendered:
+        src = f"../{EXAMPLES_DIR}/{data['examplesRef']}.js" if data.get("examplesRef") else None
+        text = explorer_html(data, order, back, src)
+        path = Path(out) / page
+        if not (path.is_file() and path.read_text(encoding="utf-8") == text):
+            write_text_atomic(path, text)
     return pages
 
 
 def read_page_data(path: Any) -> dict[str, Any] | None:
-    """The data an explorer page embeds, when the file is a page of this data format; else None."""
+    """The data an explorer page shows, unpacked (`explorer_data`'s form, examples included).
+
+    None unless the file is a page of a data format this version reads (1 or 2) whose examples are found.
+    """
     import re
     from pathlib import Path
 
     path = Path(path)
     if not path.is_file():
         return None
-    m = re.search(r'<script id="circuit-data" type="application/json">(.*?)</script>', path.read_text(), re.DOTALL)
+    text = path.read_text(encoding="utf-8")
+    m = re.search(r'<script id="circuit-data" type="application/json">(.*?)</script>', text, re.DOTALL)
     try:
-        data = json.loads(m.group(1).replace("<\\/", "</")) if m else None
+        packed = json.loads(m.group(1).replace("<\\/", "</")) if m else None
     except ValueError:
         return None
-    return data if isinstance(data, dict) and data.get("format") == PAGE_FORMAT else None
+    if not isinstance(packed, dict) or packed.get("format") not in ("1", PAGE_FORMAT):
+        return None
+    try:
+        data = unpack_data(packed)
+    except (KeyError, TypeError, ValueError, struct.error):
+        return None
+    if data.get("examplesRef") and data.get("examples") is None:
+        src = re.search(r'<script src="([^"]+)"></script>', text)
+        examples = _read_examples_file(path.parent / src.group(1)) if src else None
+        if examples is None:
+            return None
+        data["examples"] = examples
+    return data

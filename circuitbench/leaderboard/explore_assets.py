@@ -73,15 +73,36 @@ JS = r"""(function () {
   document.getElementById("zoom-out").onclick = function () { zoom(1.4); };
   document.getElementById("zoom-reset").onclick = function () { view = {x: 0, y: 0, w: W, h: H}; setView(); };
 
-  // unpack: per-example numbers are integers times a per-node scale; edges name nodes by index
+  // unpack: per-example numbers are base64 signed bytes times a per-node scale / QUANT (-128: missing); the
+  // edges three base64 columns (source and destination node numbers, 16-bit weights); the examples, on a
+  // board, in a file shared by the task's pages
+  if (data.examplesRef) data.examples = (window.CB_EXAMPLES || {})[data.examplesRef] || [];
+  function bytes(s) {
+    var b = atob(s), u = new Uint8Array(b.length);
+    for (var i = 0; i < b.length; i++) u[i] = b.charCodeAt(i);
+    return new DataView(u.buffer);
+  }
+  function i8(s, f) {
+    if (s === null || s === undefined) return null;
+    var d = bytes(s), out = [];
+    for (var i = 0; i < d.byteLength; i++) { var v = d.getInt8(i); out.push(v === -128 ? null : v * f); }
+    return out;
+  }
   Object.keys(data.nodes).forEach(function (name) {
-    var n = data.nodes[name], f = n.as / QUANT, g = n.es / QUANT;
-    function un(v) { return v === null ? null : v * f; }
-    if (n.act) n.act = n.act.map(un);
-    if (n.topActs) n.topActs = n.topActs.map(function (t) { return t.map(un); });
-    if (n.effect) n.effect = n.effect.map(function (v) { return v === null ? null : v * g; });
+    var n = data.nodes[name], f = n.as / QUANT;
+    n.act = i8(n.act, f);
+    n.topActs = (n.topActs || []).map(function (t) { return i8(t, f); });
+    n.effect = i8(n.effect, n.es / QUANT);
   });
-  data.edges = data.edges.map(function (e) { return [data.names[e[0]], data.names[e[1]], e[2]]; });
+  (function () {
+    var e = data.edges, src = bytes(e.src), dst = bytes(e.dst), w = bytes(e.w), wide = e.index === "I", list = [];
+    for (var i = 0; i < e.n; i++) {
+      var a = wide ? src.getUint32(4 * i, true) : src.getUint16(2 * i, true);
+      var b = wide ? dst.getUint32(4 * i, true) : dst.getUint16(2 * i, true), v = w.getInt16(2 * i, true);
+      list.push([data.names[a], data.names[b], v === -32768 ? null : v * e.ws / 32767]);
+    }
+    data.edges = list;
+  })();
   var pos = {}, SVGNS = "http://www.w3.org/2000/svg";
   document.querySelectorAll("[data-node], .logit").forEach(function (g) {
     var m = g.transform.baseVal.getItem(0).matrix;

@@ -333,7 +333,7 @@ def build(board: Path, out: Path | None = None, explore: bool = True) -> Path:
     """Write the static site of a board's accepted submissions (default: BOARD/site); returns its folder.
 
     With `explore`, every pruned circuit gets an explorer page (`circuitbench.leaderboard.explore`), linked
-    from its task page.
+    from its task page; a page measured before, in `out` or in the board's own site, is reused.
 
     The site is written beside `out` and moved into place when complete, so a failed build leaves the old
     one untouched.
@@ -354,8 +354,10 @@ def build(board: Path, out: Path | None = None, explore: bool = True) -> Path:
     (tmp / "tasks").mkdir(parents=True)
     (tmp / "submissions").mkdir()
     files = {"index.html": _index(entries, tasks, load_protocol(board)), "style.css": _CSS, "board.js": _JS}
+    # explorer pages already measured are reused: from the site this build replaces, else the board's own
+    previous = [out] + ([board / "site"] if (board / "site").resolve() != out.resolve() else [])
     pages = (board_explorers([(en.content_hash, u.path) for en in entries for u in en.pruned], tmp, DRAWN_NODES,
-                             out) if explore else {})
+                             previous) if explore else {})
     for t in tasks:
         files[f"tasks/{_safe(t)}.html"] = _task_page(t, entries, pages)
     for en in entries:

@@ -217,7 +217,7 @@ def write_edges(path: Path, rows: list[dict[str, Any]], limit: int = EDGE_TABLE_
                         ("dst_channel", pa.int64()), ("weight", pa.float64()), ("kind", pa.string())],
                        metadata={_EDGES_TOTAL: str(len(rows)).encode()})
     with atomic_path(Path(path)) as tmp:
-        pq.write_table(pa.Table.from_pylist(strongest_edges(rows, limit), schema=schema), tmp)
+        pq.write_table(pa.Table.from_pylist(strongest_edges(rows, limit), schema=schema), tmp, compression="zstd")
     return Path(path)
 
 

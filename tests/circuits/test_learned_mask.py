@@ -141,3 +141,16 @@ def test_length_groups_can_keep_pairs_whole():
     assert sorted(torch.cat([g for g, _ in groups]).tolist()) == rows.tolist()
     loose = length_groups(last, rows, 2, "cpu")
     assert any(len(idx) % 2 or any(a ^ 1 != b for a, b in idx.view(-1, 2).tolist()) for idx, _ in loose)
+
+
+def test_a_warm_start_from_eap_starts_its_top_nodes_on_and_still_recovers_the_planted_circuit():
+    from circuitbench.circuits.methods.attribution import gate_gradient
+
+    p = _problem()
+    one_step = get_method("learned_mask", steps=1, lr=1e-9, init="eap", warm_keep=4)
+    tau = one_step.node_scores(p)
+    eap = gate_gradient(p, p.train, 1.0, 64).abs().cpu()
+    assert set(torch.nonzero(tau > 0).flatten().tolist()) == set(eap.topk(4).indices.tolist())
+    scores = get_method("learned_mask", steps=300, init="eap", warm_keep=4).node_scores(p)
+    found = smallest_k(lambda k: p.scores(p.train, keep_top(scores, k)).loss, p.index.size, 0.15)
+    assert found.met_target and _kept(p.index, keep_top(scores, found.k)) <= PLANTED

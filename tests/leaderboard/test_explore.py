@@ -1,12 +1,11 @@
 """The circuit explorer: a self-contained page per saved circuit, clicked through in headless Chromium."""
 
-import json
 import re
 
 import pytest
 
 from circuitbench.cli import main
-from circuitbench.leaderboard.explore import write_explorer
+from circuitbench.leaderboard.explore import read_page_data, write_explorer
 from circuitbench.runs.saved import load_saved
 from tests.leaderboard.conftest import console_errors
 
@@ -25,8 +24,9 @@ def page(tmp_path_factory, quote_unit):
 
 
 def _data(path):
-    m = re.search(r'<script id="circuit-data" type="application/json">(.*?)</script>', path.read_text(), re.DOTALL)
-    return json.loads(m.group(1).replace("<\\/", "</"))
+    data = read_page_data(path)  # the page's packed data, unpacked as its script does
+    assert data is not None, path
+    return data
 
 
 def test_the_page_embeds_every_node_with_its_activations_and_fetches_nothing(page):
@@ -40,8 +40,9 @@ def test_the_page_embeds_every_node_with_its_activations_and_fetches_nothing(pag
     assert n_test > 100 and all(len(n["act"]) == n_test for n in data["nodes"].values())
     assert all(f'data-node="{name}"' in text for name in kept)
     assert data["unit"]["nodes"] == saved.summary["nodes"] and data["unit"]["edges"] == saved.summary["edges"]
-    urls = re.findall(r"(?:https?:)?//[^\s\"'<>)]+", text)
+    urls = re.findall(r"[a-z]+://[^\s\"'<>)]+", text)  # (base64 data holds "//", never "://")
     assert [u for u in urls if u != "http://www.w3.org/2000/svg"] == []  # no network, works from file://
+    assert all(not ref.startswith("//") for ref in re.findall(r'(?:src|href)="([^"]*)"', text))
     assert "<script src" not in text and "<link" not in text
 
 

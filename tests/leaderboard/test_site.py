@@ -197,3 +197,47 @@ def test_a_hostile_model_name_shows_as_text(board, browser):
     with pytest.raises(NoAlertPresentException):
         browser.switch_to.alert.text  # noqa: B018  (no script ran, so no alert is open)
     assert browser.execute_script("return document.querySelectorAll('#board script').length") == 0
+
+
+def test_explorer_pages_share_one_examples_file_per_model_and_task(board, browser):
+    from selenium.webdriver.common.by import By
+
+    from circuitbench.leaderboard.explore import read_page_data
+
+    site = board / "site"
+    pages = sorted((site / "explore").glob("*/*.html"))
+    assert pages
+    refs = {}
+    for page in pages:
+        data = read_page_data(page)
+        assert data is not None and data["measured"], page
+        assert '"examples"' not in page.read_text()  # the tokens live once per task, in the shared file
+        refs.setdefault((data["unit"]["model"], data["unit"]["task"]), set()).add(data["examplesRef"])
+        n = len(data["examples"])
+        assert n > 100 and all(len(x["act"]) == n for x in data["nodes"].values())
+        shown = {r for x in data["nodes"].values() for r in x["top"] or []}
+        assert shown and all(data["examples"][r]["tokens"] for r in shown)
+    assert all(len(keys) == 1 for keys in refs.values())  # one file per model and task, whatever the method
+    files = sorted((site / "explore" / "examples").glob("*.js"))
+    assert len(files) == len({k for keys in refs.values() for k in keys})
+    # the page reads its examples from the shared file: a node's prompts show coloured tokens
+    page = pages[0]
+    browser.get(page.as_uri())
+    data = read_page_data(page)
+    name = max(data["nodes"], key=lambda m: data["nodes"][m]["score"])
+    browser.find_element(By.CSS_SELECTOR, f'[data-node="{name}"] circle').click()
+    assert browser.find_elements(By.CSS_SELECTOR, "#node-detail .prompt span")
+    assert console_errors(browser) == []
+
+
+def test_build_into_a_new_folder_reuses_the_measured_pages_and_loads_no_model(board, tmp_path, monkeypatch):
+    import circuitbench.runs.saved as saved_module
+
+    def no_model(*args, **kwargs):
+        raise CircuitbenchError("the build tried to load a model to measure a page it should have reused")
+
+    monkeypatch.setattr(saved_module, "load_unit_model", no_model)
+    new = build(board, tmp_path / "elsewhere")
+    old = board / "site"
+    explore = sorted(p.relative_to(old).as_posix() for p in (old / "explore").rglob("*") if p.is_file())
+    assert explore and all((new / rel).read_bytes() == (old / rel).read_bytes() for rel in explore)

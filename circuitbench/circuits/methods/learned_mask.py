@@ -180,8 +180,11 @@ class LearnedMask:
         return list(tau.detach().unbind(0))
 
     def _warm_on(self, problem: Problem) -> Tensor:
-        """[n] bool: the top `warm_keep` nodes by |EAP| on the train examples (the same for an inverted-label
-        control: swapping the labels flips the logit difference's sign, not its magnitude)."""
+        """[n] bool: the top `warm_keep` nodes by |EAP| on the train examples.
+
+        The same for an inverted-label control: swapping the labels flips the logit difference's sign, not
+        its magnitude.
+        """
         from circuitbench.circuits.methods.attribution import gate_gradient
         from circuitbench.circuits.problem import search_subset
 
