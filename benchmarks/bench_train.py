@@ -14,6 +14,10 @@ the last steps. The two losses must agree within bfloat16 noise (the run prints 
 
     python benchmarks/bench_train.py --steps 30 --threads 2
     python benchmarks/bench_train.py --shapes 2x128,4x256 --steps 30 --threads 2 --corpus pypi
+    python benchmarks/bench_train.py --shapes 2x128 --batch-size 16 --steps 20 --profile  # where a step goes
+
+`--profile` times the fast path's step in its phases (forward and loss, backward, gradient normalisation,
+optimizer, top-|w| projection) and prints torch.profiler's most expensive operators with their shapes.
 """
 
 from __future__ import annotations
@@ -103,6 +107,55 @@ def measure(shape: dict, precision: str, baseline: bool, data: list, warmup: int
             "final_loss": round(statistics.fmean(losses[-tail:]), 4), "compile_s": round(compile_s, 1)}
 
 
+def profile_step(shape: dict, data: list, warmup: int) -> dict:
+    """The fast path's step by phase (ms per step) and torch.profiler's top operators by self time."""
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    from circuitbench.hardware import autocast
+
+    cfg = TrainConfig(out_dir=Path("unused"), precision="auto", **shape)
+    model, opt = _build(cfg)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    sparse = recipe.sparsifiable(model)
+    precision = resolve_precision(cfg)
+    density = cfg.weight_density
+    for i, (x, y) in enumerate(data[:warmup]):
+        train_step(model, opt, x, y, cfg, i + 20, params, sparse, precision)
+    phases = dict.fromkeys(("forward and loss", "backward", "gradient normalisation", "optimizer", "projection"), 0.0)
+    timed = data[warmup:]
+    for x, y in timed:  # train_step's work, split where it can be timed
+        marks = [time.perf_counter()]
+        with autocast(precision):
+            logits = model(x)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        marks.append(time.perf_counter())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        marks.append(time.perf_counter())
+        recipe.normalize_grads_(params)
+        marks.append(time.perf_counter())
+        opt.step()
+        marks.append(time.perf_counter())
+        recipe.project_(sparse, density)
+        marks.append(time.perf_counter())
+        for name, a, b in zip(phases, marks, marks[1:], strict=False):
+            phases[name] += b - a
+    total = sum(phases.values())
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for i, (x, y) in enumerate(timed[:5]):
+            train_step(model, opt, x, y, cfg, i + 20, params, sparse, precision)
+    ops = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)[:15]
+    n = min(5, len(timed))
+    return {"precision": precision, "ms_per_step": round(1000 * total / len(timed), 1),
+            "phases_ms": {k: round(1000 * v / len(timed), 1) for k, v in phases.items()},
+            "top_ops": [{"op": e.key, "shapes": str(e.input_shapes)[:60],
+                         "ms_per_step": round(e.self_cpu_time_total / 1000 / n, 1),
+                         "share": round(e.self_cpu_time_total / 1000 / n / (1000 * total / len(timed)), 3)}
+                        for e in ops]}
+
+
 def main() -> None:
     """Run the benchmark and print a JSON summary."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -115,9 +168,17 @@ def main() -> None:
     ap.add_argument("--density", type=float, default=1 / 8)
     ap.add_argument("--corpus", default=None, help="train on real batches of this corpus (e.g. pypi)")
     ap.add_argument("--compile", action="store_true", help="also measure the fast path under torch.compile")
+    ap.add_argument("--profile", action="store_true", help="profile the fast path's step instead (see above)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = batches(args.corpus, args.steps, args.batch_size, args.ctx)
+    if args.profile:
+        for spec in args.shapes.split(","):
+            n_layer, d_model = map(int, spec.lower().split("x"))
+            shape = dict(n_layer=n_layer, d_model=d_model, n_head=max(4, d_model // 32), batch_size=args.batch_size,
+                         ctx=args.ctx, max_steps=args.steps * 4, weight_density=args.density)
+            print(json.dumps({"shape": spec, **profile_step(shape, data, args.warmup)}, indent=1), flush=True)
+        return
     results = []
     for spec in args.shapes.split(","):
         n_layer, d_model = map(int, spec.lower().split("x"))

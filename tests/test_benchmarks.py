@@ -83,3 +83,16 @@ def test_bench_edges_times_edge_gates_against_node_gates(tmp_path):
     assert out[0]["x baseline"] == 1.0 and all(r["s"] > 0 for r in out)
     assert "49920 edges" in out[1]["what"] and out[1]["x baseline"] > 1  # masked products cost more than gating
     assert json.loads((tmp_path / "e.json").read_text())["rows"] == out
+
+
+def test_bench_train_profiles_a_training_step_by_phase_and_operator():
+    bench = _script("bench_train")
+    data = bench.batches(None, 6, 2, 16)
+    shape = dict(n_layer=1, d_model=32, n_head=4, batch_size=2, ctx=16, max_steps=24, weight_density=0.25)
+    out = bench.profile_step(shape, data, warmup=2)
+    assert set(out["phases_ms"]) == {"forward and loss", "backward", "gradient normalisation", "optimizer",
+                                     "projection"}
+    assert math.isclose(sum(out["phases_ms"].values()), out["ms_per_step"], rel_tol=0.01, abs_tol=0.3)
+    ops = {o["op"] for o in out["top_ops"]}
+    assert "aten::topk" in ops  # AbsTopK and the projection both rank by magnitude
+    assert all(o["ms_per_step"] >= 0 for o in out["top_ops"]) and out["precision"] in ("float32", "bfloat16")

@@ -15,17 +15,25 @@ could not be loaded where the page was built) the page says so and shows the str
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import math
-import struct
 from html import escape
 from typing import Any
 
 from circuitbench.leaderboard.draw import _n
 from circuitbench.leaderboard.explore_assets import CSS as _CSS
 from circuitbench.leaderboard.explore_assets import JS as _JS
+from circuitbench.leaderboard.explore_data import (
+    BOARD_NODES_WITH_DATA,
+    EXAMPLES_DIR,
+    PAGE_FORMAT,
+    QUANT,
+    _sig,
+    examples_file,
+    examples_key,
+    keep_data_for_top,
+    pack_data,
+    read_page_data,
+)
 from circuitbench.results.nodes import NodeTable
 from circuitbench.runs.saved import SavedUnit
 
@@ -35,60 +43,6 @@ KIND_COLOURS = {"attn_in": "#9ecae1", "q": "#c6dbef", "k": "#c7e9c0", "v": "#fdd
 """Node fill per site kind in the default colour mode (reads light blue, writes darker)."""
 
 _COL, _ROW, _TOP, _LEFT = 120.0, 18.0, 48.0, 40.0
-
-
-def _sig(x: Any) -> Any:
-    """Floats to 4 significant digits (the page's size), NaN to None (JSON has no NaN); lists and dicts within."""
-    if isinstance(x, list):
-        return [_sig(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _sig(v) for k, v in x.items()}
-    if isinstance(x, float):
-        return None if not math.isfinite(x) else float(f"{x:.4g}")
-    return x
-
-
-PAGE_FORMAT = "2"
-"""The version of the data a page embeds. Pages of format 1 (numbers as JSON lists, examples in every page)
-are still read (`read_page_data`) and re-rendered in this one; any other version is measured again."""
-
-QUANT = 127
-"""Per-example numbers are embedded as signed bytes in [-QUANT, QUANT] times a per-node scale / QUANT (the
-node's largest |value|; about two significant digits, what a strip of dots and a colour scale show), base64
-encoded; -128 stands for a missing number. The node table keeps full precision."""
-
-_MISSING8, _MISSING16 = -128, -32768
-EDGE_QUANT = 32767
-"""Edge weights are signed 16-bit integers times the page's largest |weight| / EDGE_QUANT (four digits)."""
-
-
-def _scale(values: list[float | None]) -> float:
-    finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
-    return _sig(max(finite, default=0.0) or 1.0)
-
-
-def _pack(values: list[float | None] | None, scale: float, quant: int = QUANT, fmt: str = "b") -> str | None:
-    """Numbers as base64 little-endian integers of `fmt` (b: int8, h: int16) times scale / quant."""
-    if values is None:
-        return None
-    missing = _MISSING8 if fmt == "b" else _MISSING16
-    ints = [missing if v is None or not math.isfinite(v) else max(-quant, min(quant, round(v / scale * quant)))
-            for v in values]
-    return base64.b64encode(struct.pack(f"<{len(ints)}{fmt}", *ints)).decode("ascii")
-
-
-def _unpack(text: str | None, scale: float, quant: int = QUANT, fmt: str = "b") -> list[float | None] | None:
-    """`_pack`'s inverse (up to its rounding)."""
-    if text is None:
-        return None
-    raw = base64.b64decode(text)
-    missing = _MISSING8 if fmt == "b" else _MISSING16
-    ints = struct.unpack(f"<{len(raw) // struct.calcsize(fmt)}{fmt}", raw)
-    return [None if i == missing else i * scale / quant for i in ints]
-
-
-def _index_fmt(n: int) -> str:
-    return "H" if n < 65536 else "I"
 
 
 def explorer_data(saved: SavedUnit, table: NodeTable | None, why_missing: str = "") -> dict[str, Any]:
@@ -134,60 +88,6 @@ def explorer_data(saved: SavedUnit, table: NodeTable | None, why_missing: str = 
             "nodesAblated": meta.get("nodes_ablated", 0), "nodes": nodes, "names": list(nodes), "edges": edges,
             "edgesComplete": saved.edges_complete, "edgesTotal": saved.edges_total,
             "kindColours": KIND_COLOURS, "steering": steering_data(saved.path)}
-
-
-def pack_data(data: dict[str, Any]) -> dict[str, Any]:
-    """The form a page embeds (`explorer_data`'s, packed).
-
-    Per-example numbers become base64 bytes with a scale per node (`QUANT`), the edges three base64 columns
-    (source and destination node numbers, weights as 16-bit integers).
-    """
-    out = dict(data, format=PAGE_FORMAT)
-    nodes = {}
-    for name, n in data["nodes"].items():
-        scale = _scale([*(n.get("act") or []), *(v for t in n.get("topActs") or [] for v in t)])
-        effect_scale = _scale(n.get("effect") or [])
-        nodes[name] = {**n, "as": scale, "es": effect_scale, "act": _pack(n.get("act"), scale),
-                       "topActs": [_pack(t, scale) for t in n.get("topActs") or []],
-                       "effect": _pack(n.get("effect"), effect_scale)}
-    out["nodes"] = nodes
-    edges = data["edges"]
-    index = _index_fmt(len(data["names"]))
-    wscale = _scale([e[2] for e in edges])
-    out["edges"] = {"n": len(edges), "index": index, "ws": wscale,
-                    "src": base64.b64encode(struct.pack(f"<{len(edges)}{index}", *(e[0] for e in edges))).decode(),
-                    "dst": base64.b64encode(struct.pack(f"<{len(edges)}{index}", *(e[1] for e in edges))).decode(),
-                    "w": _pack([e[2] for e in edges], wscale, EDGE_QUANT, "h")}
-    return out
-
-
-def unpack_data(packed: dict[str, Any]) -> dict[str, Any]:
-    """`pack_data`'s inverse (the numbers as the page shows them, after its rounding); reads format 1 too."""
-    data = dict(packed)
-    nodes = {}
-    old = packed.get("format") == "1"  # JSON lists of integers in [-999, 999] times scale / 999
-
-    def un(v: Any, f: float) -> list[float | None] | None:
-        if old:
-            return None if v is None else [None if x is None else x * f / 999 for x in v]
-        return _unpack(v, f)
-
-    for name, n in packed["nodes"].items():
-        n = dict(n)
-        scale, effect_scale = n.pop("as", 1.0), n.pop("es", 1.0)
-        n["act"], n["effect"] = un(n.get("act"), scale), un(n.get("effect"), effect_scale)
-        n["topActs"] = [un(t, scale) for t in n.get("topActs") or []]
-        nodes[name] = n
-    data["nodes"] = nodes
-    e = packed["edges"]
-    if isinstance(e, dict):
-        fmt = e["index"]
-        src = struct.unpack(f"<{e['n']}{fmt}", base64.b64decode(e["src"]))
-        dst = struct.unpack(f"<{e['n']}{fmt}", base64.b64decode(e["dst"]))
-        w = _unpack(e["w"], e["ws"], EDGE_QUANT, "h") or []
-        data["edges"] = [[a, b, c] for a, b, c in zip(src, dst, w, strict=True)]
-    data["format"] = PAGE_FORMAT
-    return data
 
 
 STEER_COLUMNS = ("intervention", "model", "channels", "p_correct_before", "p_correct_after", "shift", "flip_rate",
@@ -377,61 +277,6 @@ def write_explorer(saved: SavedUnit, out_dir: Any, adapter_of: Any = None, back:
     return path, None if table is not None else why
 
 
-BOARD_NODES_WITH_DATA = 256
-"""A board's explorer page carries per-example numbers for this many of a circuit's highest-scoring nodes (the
-others show their place, score and edges, and the page says so); `circuitbench circuit explore` writes a page
-with all of them. It keeps a board of baseline circuits (hundreds of nodes each) small."""
-
-
-def keep_data_for_top(data: dict[str, Any], n: int) -> dict[str, Any]:
-    """`data` with per-example numbers only for its `n` highest-scoring measured nodes."""
-    measured = [name for name, x in data["nodes"].items() if x.get("act") is not None]
-    if len(measured) <= n:
-        return data
-    keep = set(sorted(measured, key=lambda m: (-float(data["nodes"][m]["score"] or 0.0), m))[:n])
-    blank: dict[str, Any] = {"act": None, "topActs": [], "effect": None, "top": None, "m0": None, "m1": None,
-                             "sep": None, "ablLoss": None}
-    nodes = {name: x if name in keep else {**x, **blank} for name, x in data["nodes"].items()}
-    return {**data, "nodes": nodes, "nodesWithData": n}
-
-
-EXAMPLES_DIR = "examples"
-"""Where a board's shared example files lie, beside the submissions' page folders under `explore/`."""
-
-
-def examples_key(data: dict[str, Any]) -> str:
-    """The name of the examples a page shows: its task and a hash of its model, task and examples.
-
-    The hash covers every example's pair, side and answers, not its tokens, so pages of one model and task
-    share it whatever rows they show.
-    """
-    u = data["unit"]
-    skeleton = [[e.get("pair"), e.get("side"), e.get("correct"), e.get("incorrect")] for e in data["examples"]]
-    digest = hashlib.sha256(json.dumps([u["model"], u["task"], skeleton]).encode()).hexdigest()[:12]
-    return f"{u['task'].replace(':', '__').replace('/', '_')}.{digest}"
-
-
-def examples_file(key: str, examples: list[dict[str, Any]]) -> str:
-    """The script a board's pages load their examples from: it adds them to `window.CB_EXAMPLES[key]`."""
-    blob = json.dumps(examples, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
-    return f"(window.CB_EXAMPLES = window.CB_EXAMPLES || {{}})[{json.dumps(key)}] = {blob};\n"
-
-
-def _read_examples_file(path: Any) -> list[dict[str, Any]] | None:
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        return None
-    text = path.read_text(encoding="utf-8")
-    head, sep, body = text.partition("] = ")
-    try:
-        out = json.loads(body.rstrip().removesuffix(";").replace("<\\/", "</")) if sep else None
-    except ValueError:
-        return None
-    return out if isinstance(out, list) else None
-
-
 def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800,
                     previous: Any = None) -> dict[str, str]:
     """Explorer pages of a board's pruned units under `OUT/explore/<submission>/`; {unit path: page path in OUT}.
@@ -453,12 +298,11 @@ def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800
     from pathlib import Path
 
     from circuitbench.errors import CircuitbenchError
-    from circuitbench.files import write_text_atomic
     from circuitbench.runs.explore import load_or_compute
-    from circuitbench.runs.saved import load_saved, load_unit_model, model_is_local
+    from circuitbench.runs.saved import load_saved
 
     sites = [] if previous is None else [Path(p) for p in (previous if isinstance(previous, list) else [previous])]
-    models: dict[str, Any] = {}
+    models = _ModelCache()
     pages: dict[str, str] = {}
     rendered: list[tuple[str, dict[str, Any], list[str], str]] = []
     for content_hash, unit_file in units:
@@ -467,23 +311,6 @@ def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800
             pages[str(unit_file)] = ""
             continue
         u = saved.prov.unit
-        key = json.dumps([u.model.name, u.dtype, [str(x.get("spec", x["path"])) for x in saved.prov.saes or ()]])
-
-        def adapter_of(saved: SavedUnit = saved, key: str = key) -> Any:
-            if key not in models:
-                name = saved.prov.unit.model.name
-                if not model_is_local(name):
-                    models[key] = CircuitbenchError(f"the model {name} is not on the machine that built the "
-                                                    "board; `circuitbench circuit explore` measures it where it is")
-                else:
-                    try:
-                        models[key] = load_unit_model(saved, "cpu")
-                    except CircuitbenchError as err:
-                        models[key] = err
-            if isinstance(models[key], Exception):
-                raise models[key]
-            return models[key]
-
         back = f"../../tasks/{u.task.replace(':', '__').replace('/', '_')}.html"
         page = f"explore/{content_hash}/{Path(unit_file).name.removesuffix('.parquet')}.html"
         data = None
@@ -496,7 +323,7 @@ def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800
         if data is None:
             table, why = None, "no model was given to measure the nodes with"
             try:
-                table = load_or_compute(saved, adapter_of, False, store=False)
+                table = load_or_compute(saved, lambda saved=saved: models.of(saved), False, store=False)
             except CircuitbenchError as err:
                 why = str(err)
             data = explorer_data(saved, table, why)
@@ -504,7 +331,48 @@ def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800
                          back))
         pages[str(unit_file)] = page
 
-    shared: dict[str, list[dict[str, Any]]] = {}  # one file per model and task: the union of the rows shown
+    _write_board_pages(rendered, Path(out))
+    return pages
+
+
+class _ModelCache:
+    """Each unit's model, loaded once per model (and dtype and SAEs) when it is on this machine."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, Any] = {}
+
+    def of(self, saved: SavedUnit) -> Any:
+        """The unit's model; raises CircuitbenchError (every time) when it is not here or does not load."""
+        from circuitbench.errors import CircuitbenchError
+        from circuitbench.runs.saved import load_unit_model, model_is_local
+
+        u = saved.prov.unit
+        key = json.dumps([u.model.name, u.dtype, [str(x.get("spec", x["path"])) for x in saved.prov.saes or ()]])
+        if key not in self._models:
+            if not model_is_local(u.model.name):
+                self._models[key] = CircuitbenchError(
+                    f"the model {u.model.name} is not on the machine that built the board; "
+                    "`circuitbench circuit explore` measures it where it is")
+            else:
+                try:
+                    self._models[key] = load_unit_model(saved, "cpu")
+                except CircuitbenchError as err:
+                    self._models[key] = err
+        if isinstance(self._models[key], Exception):
+            raise self._models[key]
+        return self._models[key]
+
+
+def _write_board_pages(rendered: list[tuple[str, dict[str, Any], list[str], str]], out: Any) -> None:
+    """Write the shared examples (one file per model and task: the union of the rows shown), then the pages.
+
+    A file whose bytes would not change is not written.
+    """
+    from pathlib import Path
+
+    from circuitbench.files import write_text_atomic
+
+    shared: dict[str, list[dict[str, Any]]] = {}
     for _, data, _, _ in rendered:
         if not data["examples"]:
             continue
@@ -514,47 +382,11 @@ def board_explorers(units: list[tuple[str, Any]], out: Any, max_nodes: int = 800
         for r in shown:
             if data["examples"][r].get("tokens") is not None:
                 rows[r]["tokens"] = data["examples"][r]["tokens"]
-    for key, rows in shared.items():
-        path = Path(out) / "explore" / EXAMPLES_DIR / f"{key}.js"
-        text = examples_file(key, rows)
-        if not (path.is_file() and path.read_text(encoding="utf-8") == text):
-            write_text_atomic(path, text)
+    folder = Path(out) / "explore" / EXAMPLES_DIR
+    files = {folder / f"{key}.js": examples_file(key, rows) for key, rows in shared.items()}
     for page, data, order, back in rendered:
         src = f"../{EXAMPLES_DIR}/{data['examplesRef']}.js" if data.get("examplesRef") else None
-        text = explorer_html(data, order, back, src)
-        path = Path(out) / page
+        files[Path(out) / page] = explorer_html(data, order, back, src)
+    for path, text in files.items():
         if not (path.is_file() and path.read_text(encoding="utf-8") == text):
             write_text_atomic(path, text)
-    return pages
-
-
-def read_page_data(path: Any) -> dict[str, Any] | None:
-    """The data an explorer page shows, unpacked (`explorer_data`'s form, examples included).
-
-    None unless the file is a page of a data format this version reads (1 or 2) whose examples are found.
-    """
-    import re
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        return None
-    text = path.read_text(encoding="utf-8")
-    m = re.search(r'<script id="circuit-data" type="application/json">(.*?)</script>', text, re.DOTALL)
-    try:
-        packed = json.loads(m.group(1).replace("<\\/", "</")) if m else None
-    except ValueError:
-        return None
-    if not isinstance(packed, dict) or packed.get("format") not in ("1", PAGE_FORMAT):
-        return None
-    try:
-        data = unpack_data(packed)
-    except (KeyError, TypeError, ValueError, struct.error):
-        return None
-    if data.get("examplesRef") and data.get("examples") is None:
-        src = re.search(r'<script src="([^"]+)"></script>', text)
-        examples = _read_examples_file(path.parent / src.group(1)) if src else None
-        if examples is None:
-            return None
-        data["examples"] = examples
-    return data

@@ -42,7 +42,7 @@ def test_every_baseline_model_and_method_is_on_the_board_and_still_valid():
 
 
 def test_every_pruned_circuit_of_the_committed_board_has_a_measured_explorer_page():
-    from circuitbench.leaderboard.explore import BOARD_NODES_WITH_DATA, read_page_data
+    from circuitbench.leaderboard.explore_data import BOARD_NODES_WITH_DATA, read_page_data
     from circuitbench.leaderboard.site import DRAWN_NODES
 
     pages = 0

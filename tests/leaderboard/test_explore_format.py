@@ -2,7 +2,7 @@
 
 import json
 
-from circuitbench.leaderboard.explore import QUANT, pack_data, unpack_data
+from circuitbench.leaderboard.explore_data import QUANT, pack_data, unpack_data
 
 
 def _data():

@@ -202,7 +202,7 @@ def test_a_hostile_model_name_shows_as_text(board, browser):
 def test_explorer_pages_share_one_examples_file_per_model_and_task(board, browser):
     from selenium.webdriver.common.by import By
 
-    from circuitbench.leaderboard.explore import read_page_data
+    from circuitbench.leaderboard.explore_data import read_page_data
 
     site = board / "site"
     pages = sorted((site / "explore").glob("*/*.html"))

@@ -125,11 +125,7 @@ class LearnedMask:
         device = first.train.tokens.device
         n_problems = len(problems)
         gen = torch.Generator(device="cpu").manual_seed(first.seed)
-        n = first.size  # nodes, or edges at the edge level (Edge Pruning's objective)
-        init = self.init_mean + self.init_std * torch.randn(n, generator=gen)
-        if self.init == "eap":
-            init = init - 2 * self.init_mean * ~self._warm_on(first)
-        tau = init.repeat(n_problems, 1).to(device).requires_grad_()  # (P, n): one row per problem
+        tau = self._initial(first, gen).repeat(n_problems, 1).to(device).requires_grad_()  # (P, n): a row each
         # App.: AdamW betas (0.9, 0.95), weight decay 1e-3, linear decay, gradient RMS clipped to 1. AdamW is
         # element-wise, so one optimizer over the P rows is P independent ones.
         opt = torch.optim.AdamW([tau], lr=self.lr, betas=(0.9, 0.95), weight_decay=self.weight_decay)
@@ -178,6 +174,13 @@ class LearnedMask:
         self.native_ks = [int(k) for k in (tau > 0).sum(1).tolist()]
         self.native_k = self.native_ks[0]
         return list(tau.detach().unbind(0))
+
+    def _initial(self, problem: Problem, gen: torch.Generator) -> Tensor:
+        """[n] initial thresholds (one per node, or per edge at the edge level: Edge Pruning's objective)."""
+        init = self.init_mean + self.init_std * torch.randn(problem.size, generator=gen)
+        if self.init == "eap":
+            init = init - 2 * self.init_mean * ~self._warm_on(problem)
+        return init
 
     def _warm_on(self, problem: Problem) -> Tensor:
         """[n] bool: the top `warm_keep` nodes by |EAP| on the train examples.
