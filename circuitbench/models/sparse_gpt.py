@@ -328,7 +328,10 @@ class SparseGPT(nn.Module):
             rows = torch.arange(B, device=idx.device)
             x = x[:, 0] if answer_only else x[rows, at]  # (B, d_model)
             idx = idx[rows, at]  # (B,)
-        logits = self.lm_head(self.transformer.ln_f(x)) + self.final_logits_bias  # (B, [T,] V)
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, [T,] V)
+        # + bias + bigram row, in place on the promoted copy: the same additions in the same order and dtype
+        # as out of place (bit for bit), without two more (B, T, V) temporaries
+        logits = logits.to(torch.result_type(logits, self.final_logits_bias)).add_(self.final_logits_bias)
         if self.bigram_table is not None:
-            logits = logits + F.embedding(idx, self.bigram_table).to(logits.dtype)  # (B, [T,] V)
+            logits = logits.add_(F.embedding(idx, self.bigram_table).to(logits.dtype))
         return logits

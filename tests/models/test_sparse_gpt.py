@@ -226,3 +226,26 @@ def test_answer_only_gives_the_same_logits_and_gate_gradients(make_model_dir, ov
     assert (full - fast).abs().max() <= 1e-4 * max(1.0, float(full.abs().max()))
     assert (g_full - g_fast).abs().max() <= 1e-4 * max(1.0, float(g_full.abs().max()))
     assert g_full.abs().sum() > 0
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_the_logits_add_bias_and_bigram_in_place_bit_for_bit_as_out_of_place(precision):
+    from circuitbench.hardware import autocast
+
+    adapter = circuitbench.load_model("tiny-sparse", device="cpu")
+    model = adapter.model
+    assert model.bigram_table is not None
+    idx = torch.randint(0, model.config.vocab_size, (3, 20), generator=torch.Generator().manual_seed(0))
+    seen = {}
+
+    def keep(name, x):
+        if name == "final_resid":
+            seen["x"] = x
+        return x
+
+    with torch.no_grad(), autocast(precision):
+        logits = model(idx, keep)
+        head = model.lm_head(model.transformer.ln_f(seen["x"]))
+        want = head + model.final_logits_bias + torch.nn.functional.embedding(idx, model.bigram_table).to(
+            torch.result_type(head, model.final_logits_bias))
+    assert logits.dtype == want.dtype == torch.float32 and torch.equal(logits, want)
