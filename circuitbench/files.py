@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+from circuitbench.errors import CircuitbenchError
 
 FILE_MODE = 0o664
 """Result files are readable (and writable) by the user's group, whatever the umask narrows."""
@@ -69,3 +71,37 @@ def write_text_atomic(path: Path, text: str, flag: str | None = None) -> None:
     except OSError as err:
         where = f"{flag} {path}" if flag else str(path)
         raise CircuitbenchError(f"{where}: cannot write ({os_error_reason(err)})") from None
+
+
+OUTPUT_MARKER = ".made-by-circuitbench"
+"""Written into every folder circuitbench builds whole and may later replace whole (a board's site): a folder
+is only ever replaced when it is empty or holds this marker."""
+
+
+def check_output_folder(out: Path, flag: str, inputs: Iterable[tuple[str, Path]],
+                        made_here: Callable[[Path], bool] | None = None) -> None:
+    """Refuse an output folder that would be replaced whole, unless circuitbench made it and it reads nothing.
+
+    Args:
+        out: the folder to be replaced.
+        flag: the option that named it, for the message (e.g. `--out`).
+        inputs: (option, path) pairs the command reads; `out` may not be, hold or lie inside any of them.
+        made_here: recognises a folder made before markers were written (an older build's), if any.
+
+    Raises:
+        CircuitbenchError: naming the flag, what is in the way and the fix.
+    """
+    out = Path(out)
+    here = out.resolve()
+    for name, src in inputs:
+        there = Path(src).resolve()
+        if here == there or here in there.parents or there in here.parents:
+            raise CircuitbenchError(f"{flag} {out}: it is, holds or lies inside {name} {src}, which this command "
+                                    f"reads; replacing it would delete what it reads. Choose another {flag}.")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise CircuitbenchError(f"{flag} {out}: a file, not a folder. Choose a folder.")
+    if any(out.iterdir()) and not (out / OUTPUT_MARKER).is_file() and not (made_here is not None and made_here(out)):
+        raise CircuitbenchError(f"{flag} {out}: holds files circuitbench did not write (no {OUTPUT_MARKER}), and the "
+                                f"folder is replaced whole. Choose a new or empty {flag}, or move those files first.")

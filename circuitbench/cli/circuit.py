@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from circuitbench.cli.common import (
     Subparsers,
@@ -25,7 +26,7 @@ def add_circuit(sub: Subparsers) -> None:
     ev.add_argument("--split", choices=["train", "test"], default="test")
     ev.add_argument("--device", default=None, help="default: the device the unit ran on")
     ev.add_argument("--format", choices=["table", "json"], default="table")
-    ev.set_defaults(handler=_cmd_circuit_eval)
+    ev.set_defaults(handler=_device_checked(_cmd_circuit_eval))
     ex = csub.add_parser("export", help="write a saved circuit for other tools: MIB's circuit format, circuit-tracer's "
                                         "graph JSON, or node and edge tables as Parquet")
     ex.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
@@ -36,14 +37,14 @@ def add_circuit(sub: Subparsers) -> None:
     ex.add_argument("--example", type=int, default=0, help="graph-json: which test example (default: %(default)s)")
     ex.add_argument("--device", default=None, help="graph-json, parquet: where to measure the nodes when the "
                                                    "unit has no node table yet (default: the unit's device)")
-    ex.set_defaults(handler=_cmd_circuit_export)
+    ex.set_defaults(handler=_device_checked(_cmd_circuit_export))
     xp = csub.add_parser("explore", help="write an interactive page that shows what each node of a saved circuit does")
     xp.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
     xp.add_argument("--out", type=Path, required=True, help="output folder (the page is TASK.METHOD.seedN.html)")
     xp.add_argument("--device", default=None, help="default: the device the unit ran on")
     xp.add_argument("--recompute", action="store_true",
                     help="measure the nodes again even when the unit's node table is current")
-    xp.set_defaults(handler=_cmd_circuit_explore)
+    xp.set_defaults(handler=_device_checked(_cmd_circuit_explore))
     im = csub.add_parser("import", help="bring in a circuit found by another tool (MIB / EAP-IG Graph JSON) and "
                                         "measure it on a task as a saved unit")
     im.add_argument("file", type=Path, help="the circuit file (.json)")
@@ -58,19 +59,30 @@ def add_circuit(sub: Subparsers) -> None:
                          "(MIB's importance-score files)")
     im.add_argument("--device", default="cpu")
     im.add_argument("--force", action="store_true", help="replace a unit already imported there")
-    im.set_defaults(handler=_cmd_circuit_import)
+    im.set_defaults(handler=_device_checked(_cmd_circuit_import))
     bk = csub.add_parser("backup", help="prune again with a saved circuit's nodes (or edges) excluded: is there a "
                                         "second circuit that meets the target, and how large?")
     bk.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
     bk.add_argument("--device", default=None, help="default: the device the unit ran on")
     bk.add_argument("--format", choices=["table", "json"], default="table")
-    bk.set_defaults(handler=_cmd_circuit_backup)
+    bk.set_defaults(handler=_device_checked(_cmd_circuit_backup))
     dr = csub.add_parser("draw", help="draw a saved circuit as SVG: sites as columns, kept channels, weighted edges")
     dr.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
     dr.add_argument("--out", type=Path, required=True, help="output .svg file")
     dr.add_argument("--max-edges", type=int, default=400, help="draw at most this many, strongest first "
                                                                "(default: %(default)s)")
     dr.set_defaults(handler=_cmd_circuit_draw)
+
+
+def _device_checked(handler: Any) -> Any:
+    """The handler, after `--device` is checked as `run` checks it (before anything is read or removed)."""
+    from circuitbench.runs.config import check_device
+
+    def checked(args: argparse.Namespace) -> int:
+        check_device(args.device)
+        return int(handler(args))
+
+    return checked
 
 
 def _cmd_circuit_draw(args: argparse.Namespace) -> int:
@@ -97,15 +109,14 @@ def _cmd_circuit_explore(args: argparse.Namespace) -> int:
     saved = load_saved(args.result)
     if args.out.exists() and not args.out.is_dir():
         raise CircuitbenchError(f"--out {args.out}: a file is in the way; give a folder")
-    if args.recompute:
-        node_table_path(saved.path).unlink(missing_ok=True)
     models: list = []
 
     def adapter_of():  # loaded only when the node table must be measured
         models.append(load_unit_model(saved, args.device))
         return models[-1]
 
-    path, why = write_explorer(saved, args.out, adapter_of, show_progress=True)
+    # --recompute measures again and replaces the stored table only once the new one is complete
+    path, why = write_explorer(saved, args.out, adapter_of, show_progress=True, recompute=args.recompute)
     if why is not None:
         print(f"warning: the nodes were not measured ({why}); the page shows the circuit's structure and scores only")
     else:

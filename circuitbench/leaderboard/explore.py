@@ -252,7 +252,7 @@ def _fmt(v: Any) -> str:
 
 
 def write_explorer(saved: SavedUnit, out_dir: Any, adapter_of: Any = None, back: str | None = None,
-                   show_progress: bool = False, store: bool = True) -> tuple[Any, str | None]:
+                   show_progress: bool = False, store: bool = True, recompute: bool = False) -> tuple[Any, str | None]:
     """Write `OUT/TASK.METHOD.seedN.html` for a saved circuit; returns its path, and why nodes were not measured.
 
     `adapter_of()` gives the model to measure the nodes with (the unit's stored node table is used when it
@@ -268,7 +268,7 @@ def write_explorer(saved: SavedUnit, out_dir: Any, adapter_of: Any = None, back:
     table, why = None, "no model was given to measure the nodes with"
     if adapter_of is not None:
         try:
-            table = load_or_compute(saved, adapter_of, show_progress, store)
+            table = load_or_compute(saved, adapter_of, show_progress, store, recompute)
         except CircuitbenchError as err:
             why = str(err)
     data = explorer_data(saved, table, why)

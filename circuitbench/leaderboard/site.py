@@ -24,11 +24,12 @@ import shutil
 from pathlib import Path
 
 from circuitbench.errors import CircuitbenchError
+from circuitbench.files import OUTPUT_MARKER, check_output_folder
 from circuitbench.leaderboard.board import Entry, UnitRecord, load_board
 from circuitbench.leaderboard.cells import _mean, _td, e, seed_section, spread_td
 from circuitbench.leaderboard.draw import SVG_STYLE, Series, line_plot, saved_circuit_svg
 from circuitbench.leaderboard.explore import board_explorers
-from circuitbench.leaderboard.protocol import Protocol, load_protocol
+from circuitbench.leaderboard.protocol import PROTOCOL_FILE, Protocol, load_protocol
 from circuitbench.leaderboard.submit import META_FILE
 from circuitbench.results.report import geomean
 
@@ -343,6 +344,9 @@ def build(board: Path, out: Path | None = None, explore: bool = True) -> Path:
     """
     board = Path(board)
     out = Path(out) if out is not None else board / "site"
+    # the site is replaced whole: never the board's submissions, nor a folder circuitbench did not build
+    check_output_folder(out, "--out", [("--board", board / "submissions"), ("--board", board / PROTOCOL_FILE)],
+                        _an_older_site)
     entries = load_board(board)
     if not entries:
         raise CircuitbenchError(f"{board / 'submissions'}: no accepted submissions; add one with "
@@ -364,6 +368,8 @@ def build(board: Path, out: Path | None = None, explore: bool = True) -> Path:
         files[f"submissions/{en.content_hash}.html"] = _submission_page(en, out)
     for name, text in files.items():
         (tmp / name).write_text(text, encoding="utf-8")
+    (tmp / OUTPUT_MARKER).write_text("a board's site, written by `circuitbench leaderboard build`; rebuilding "
+                                     "replaces this folder whole\n", encoding="utf-8")
     old = out.with_name(out.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
@@ -371,6 +377,13 @@ def build(board: Path, out: Path | None = None, explore: bool = True) -> Path:
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def _an_older_site(folder: Path) -> bool:
+    """A site built before sites carried `OUTPUT_MARKER`: its index, script and stylesheet, pages and nothing else."""
+    names = {p.name for p in folder.iterdir()}
+    return {"index.html", "board.js", "style.css"} <= names and names <= {"index.html", "board.js", "style.css",
+                                                                          "tasks", "submissions", "explore"}
 
 
 def _safe(task: str) -> str:

@@ -9,6 +9,7 @@ serves caching, masking and ablation, with no module hooks to install or remove.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -331,7 +332,8 @@ class SparseGPT(nn.Module):
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, [T,] V)
         # + bias + bigram row, in place on the promoted copy: the same additions in the same order and dtype
         # as out of place (bit for bit), without two more (B, T, V) temporaries
-        logits = logits.to(torch.result_type(logits, self.final_logits_bias)).add_(self.final_logits_bias)
+        bias = cast(Tensor, self.final_logits_bias)  # a registered buffer
+        logits = logits.to(torch.result_type(logits, bias)).add_(bias)
         if self.bigram_table is not None:
             logits = logits.add_(F.embedding(idx, self.bigram_table).to(logits.dtype))
         return logits

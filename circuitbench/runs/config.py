@@ -75,8 +75,6 @@ def validate(cfg: RunConfig) -> None:
     import math
     import os
 
-    import torch
-
     from circuitbench.errors import CircuitbenchError
 
     if not (math.isfinite(cfg.target_loss) and cfg.target_loss > 0):
@@ -104,19 +102,7 @@ def validate(cfg: RunConfig) -> None:
         if cfg.method in NODE_ONLY_METHODS:
             raise CircuitbenchError(f"--level edges --method {cfg.method}: {cfg.method} scores nodes only; at the "
                                     "edge level use eap, eap_ig, activation_patching, learned_mask or random")
-    if str(cfg.device) != "auto":
-        try:
-            kind = torch.device(cfg.device).type
-        except (RuntimeError, ValueError) as err:
-            raise CircuitbenchError(f"--device {cfg.device}: not a torch device ({err}); "
-                                    "use auto, cpu or cuda") from None
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise CircuitbenchError(f"--device {cfg.device}: this machine has no CUDA device torch can use; "
-                                    "use --device cpu (or auto)")
-        if kind == "mps" and not torch.backends.mps.is_available():
-            raise CircuitbenchError(f"--device {cfg.device}: MPS is not available here; use --device cpu (or auto)")
-        if kind not in ("cpu", "cuda", "mps"):
-            raise CircuitbenchError(f"--device {cfg.device}: circuitbench runs on cpu, cuda or mps")
+    check_device(cfg.device)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise CircuitbenchError(f"--out {out}: is a file; give a directory for the results")
@@ -146,6 +132,31 @@ def model_ref(name: str, adapter: ModelAdapter) -> ModelRef:
     return ModelRef(name=name, weights_sha256=prov.get("weights_sha256"),
                     revision=prov.get("commit") or prov.get("revision"),
                     sae_weights_sha256=tuple(s["weights_sha256"] for s in prov.get("saes") or ()))
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a `--device` torch cannot parse or this machine does not have (None and `auto` pass).
+
+    Raises:
+        CircuitbenchError: naming the value and what to use instead.
+    """
+    import torch
+
+    from circuitbench.errors import CircuitbenchError
+
+    if device is None or str(device) == "auto":
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError) as err:
+        raise CircuitbenchError(f"--device {device}: not a torch device ({err}); use auto, cpu or cuda") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise CircuitbenchError(f"--device {device}: this machine has no CUDA device torch can use; "
+                                "use --device cpu (or auto)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise CircuitbenchError(f"--device {device}: MPS is not available here; use --device cpu (or auto)")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise CircuitbenchError(f"--device {device}: circuitbench runs on cpu, cuda or mps")
 
 
 def make_units(cfg: RunConfig, model: ModelRef, dtype: str, device: str = "cpu") -> list[Unit]:

@@ -41,13 +41,15 @@ ABLATION_PAIRS = 32
 """Test pairs each node's ablation is measured on (the first ones, both members)."""
 
 
-def load_or_compute(saved: SavedUnit, adapter_of: Any, show_progress: bool = False, store: bool = True) -> NodeTable:
+def load_or_compute(saved: SavedUnit, adapter_of: Any, show_progress: bool = False, store: bool = True,
+                    recompute: bool = False) -> NodeTable:
     """The stored node table of a unit when it is current, else `node_data` with `adapter_of()`'s model.
 
-    With `store`, a table measured here is written beside the unit for the next time.
+    With `store`, a table measured here is written beside the unit for the next time (atomically: a stored
+    one is replaced only by a complete new one). With `recompute`, a stored table is measured again.
     """
     path = node_table_path(saved.path)
-    if path.is_file():
+    if path.is_file() and not recompute:
         table = read_node_table(path)
         if table.meta.get("unit_key") == saved.prov.unit_key:
             return table

@@ -32,7 +32,7 @@ from circuitbench.train import recipe
 from circuitbench.train.config import TrainConfig, check
 from circuitbench.train.data import TokenData, prepare_data, sample_batch, val_windows
 from circuitbench.train.joint import bridge_to, start_bridges, write_joint_bridges
-from circuitbench.train.release import LOSS_CURVE, finalize, refuse_overwrite, write_curve
+from circuitbench.train.release import LOSS_CURVE, clear_old_model, finalize, refuse_overwrite, write_curve
 from circuitbench.train.sources import check_tokenizer, load_model_dir
 from circuitbench.train.state import (
     checkpoint_name,
@@ -239,7 +239,7 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
             checkpoint belongs to a different configuration.
     """
     check(cfg)
-    refuse_overwrite(cfg)
+    replaced = refuse_overwrite(cfg)  # nothing is removed until every input below has been read and checked
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
@@ -256,6 +256,7 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     teacher = None if cfg.distill_from is None else load_model_dir(cfg.distill_from, "--distill-from")
     if teacher is not None:
         teacher.requires_grad_(False)
+    clear_old_model(out, replaced)
     run = _Run(cfg, model, opt, torch.Generator().manual_seed(cfg.seed), bridged)
     run.start()
     if bridged is not None and not cfg.resume:

@@ -46,19 +46,46 @@ MODEL_FILES = ("final_model.pt", "model.safetensors", "beeg_config.json", "token
 """What a finished training run leaves in its directory (the model and its card)."""
 
 
-def refuse_overwrite(cfg: TrainConfig) -> None:
-    """An existing model is never replaced unless asked (--force); --resume continues its checkpoint."""
+def refuse_overwrite(cfg: TrainConfig) -> list[str]:
+    """An existing model is never replaced unless asked (--force); --resume continues its checkpoint.
+
+    Nothing is removed here: returns the old model's files for `clear_old_model`, which `train` calls once
+    every input (the corpus, --init-from, --distill-from, --bridge-to) has been read and checked. `--out` may
+    not be, hold or lie inside one of those inputs.
+
+    Raises:
+        CircuitbenchError: for a model in --out without --force or --resume, and for --out an input.
+    """
     out = Path(cfg.out_dir)
+    for flag, src in (("--init-from", cfg.init_from), ("--distill-from", cfg.distill_from),
+                      ("--bridge-to", cfg.bridge_to)):
+        if src is None or not Path(str(src)).exists():
+            continue
+        a, b = out.resolve(), Path(str(src)).resolve()
+        if a == b or a in b.parents or b in a.parents:
+            raise CircuitbenchError(
+                f"--out {out} and {flag} {src} are the same folder (or one holds the other): training would write "
+                f"over the model it reads. Choose another --out.")
     present = [n for n in MODEL_FILES if (out / n).is_file()]
     if not any(n in present for n in ("final_model.pt", "model.safetensors", "beeg_config.json")) or cfg.resume:
-        return
+        return []
     if not cfg.force:
         raise CircuitbenchError(
             f"--out {out}: already holds a model ({', '.join(present)}); training would overwrite it and leave its "
             "card describing another model. Choose another --out, --resume its checkpoint, or --force to replace it."
         )
-    for name in present:  # replaced on purpose: no file of the old model may describe the new one
-        (out / name).unlink()
+    return present
+
+
+def clear_old_model(out: Path, present: list[str]) -> None:
+    """With --force, once every input was checked: remove the old model's files and its checkpoints.
+
+    No file of the old model may describe the new one.
+    """
+    if not present:
+        return
+    for name in present:
+        (out / name).unlink(missing_ok=True)
     remove_checkpoints(out)
 
 

@@ -241,3 +241,25 @@ def test_build_into_a_new_folder_reuses_the_measured_pages_and_loads_no_model(bo
     old = board / "site"
     explore = sorted(p.relative_to(old).as_posix() for p in (old / "explore").rglob("*") if p.is_file())
     assert explore and all((new / rel).read_bytes() == (old / rel).read_bytes() for rel in explore)
+
+
+def test_build_never_replaces_the_board_or_a_folder_it_did_not_make(board, tmp_path, capsys):
+    submissions = sorted(p.relative_to(board).as_posix() for p in (board / "submissions").rglob("*") if p.is_file())
+    for out in (board, board / "submissions", board / "submissions" / "inner"):
+        assert main(["leaderboard", "build", "--board", str(board), "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert "--out" in err and "--board" in err and "Traceback" not in err, err
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    assert main(["leaderboard", "build", "--board", str(board), "--out", str(mine)]) == 1
+    assert "did not write" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "my notes"
+    assert sorted(p.relative_to(board).as_posix() for p in (board / "submissions").rglob("*") if p.is_file()) == \
+        submissions
+    # a site it built carries its marker and is replaced on the next build; an empty folder is taken as well
+    assert (board / "site" / ".made-by-circuitbench").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["leaderboard", "build", "--board", str(board), "--out", str(empty), "--no-explore"]) == 0
+    assert (empty / "index.html").is_file()
+    assert main(["leaderboard", "build", "--board", str(board), "--out", str(empty), "--no-explore"]) == 0

@@ -176,3 +176,20 @@ def test_a_node_table_beside_a_unit_is_not_taken_for_a_unit(unit, table, capsys)
     assert main(["report", "--out", str(unit.parents[1])]) == 0  # the results directory still reads as one unit
     out = capsys.readouterr().out
     assert "tiny-sparse" in out and "learned_mask" in out and "1         1" in out  # one task, solved
+
+
+def test_a_device_circuitbench_cannot_use_is_refused_before_anything_is_read_or_removed(unit, table, tmp_path, capsys):
+    from circuitbench.cli import main
+
+    path = node_table_path(unit)
+    before = path.read_bytes()
+    bad = "cuda:0" if not torch.cuda.is_available() else "nonsense"
+    for argv in (["circuit", "explore", str(unit), "--out", str(tmp_path / "p"), "--recompute", "--device", bad],
+                 ["circuit", "eval", str(unit), "--device", "nonsense"],
+                 ["circuit", "backup", str(unit), "--device", bad],
+                 ["circuit", "export", str(unit), "--format", "parquet", "--out", str(tmp_path / "x"), "--device", bad]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert "--device" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert path.read_bytes() == before, argv  # --recompute replaces the table only with a complete new one
+    assert not (tmp_path / "p").exists() and not (tmp_path / "x").exists()

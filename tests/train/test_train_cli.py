@@ -59,6 +59,15 @@ def test_circuitbench_train_writes_a_loadable_model_with_card(tmp_path, capsys, 
     from circuitbench.leaderboard.submit import Validation
 
     assert Validation.model_validate(block).loss == block["loss"]  # drops into submission.json as it is
+    # --force removes nothing before every input is checked: a model it cannot start from, or --out as its
+    # own input, is refused with the old model byte-identical
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for bad in (["--init-from", str(out)], ["--distill-from", str(tmp_path)], ["--init-from", str(tmp_path / "c")]):
+        capsys.readouterr()
+        assert main([*argv, "--force", *bad]) == 1, bad
+        err = capsys.readouterr().err
+        assert "error:" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before, bad
     # --force replaces the model, and no file of the old card is left to describe the new one.
     assert main([*argv, "--force", "--no-card"]) == 0
     assert not (out / "README.md").exists() and not (out / "task_eval.json").exists()
