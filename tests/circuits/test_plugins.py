@@ -41,6 +41,32 @@ class WrongShape(Ranker):
         return torch.zeros(3)
 
 
+@dataclass
+class NaNScores(Ranker):
+    def node_scores(self, problem):
+        out = torch.rand(problem.index.size)
+        out[::7] = float("nan")
+        return out
+
+
+@dataclass
+class ListScores(Ranker):
+    def node_scores(self, problem):
+        return [0.5] * problem.index.size
+
+
+@dataclass
+class NoScores(Ranker):
+    def node_scores(self, problem):
+        return None
+
+
+@dataclass
+class Raises(Ranker):
+    def node_scores(self, problem):
+        raise ValueError("my method broke")
+
+
 class NotAMethod:
     name = "nope"
 '''
@@ -166,3 +192,19 @@ def test_a_model_format_from_an_installed_package_loads_its_directories(tmp_path
     (info / "entry_points.txt").write_text("[circuitbench.models]\nbad = aliasfmt:NOT_A_FORMAT\n")
     with pytest.raises(CircuitbenchError, match=r"model format bad \(aliasfmt:NOT_A_FORMAT\): a str, not a"):
         circuitbench.load_model(str(model_dir), device="cpu")
+
+
+@pytest.mark.parametrize("cls,message", [
+    ("NaNScores", r"\d+ of its \d+ scores are NaN or infinite"),
+    ("ListScores", r"its scores are list, not a tensor"),
+    ("NoScores", r"its scores are NoneType, not a tensor"),
+    ("Raises", r"its node_scores raised ValueError: my method broke"),
+])
+def test_a_plugin_whose_scores_rank_nothing_is_one_error_and_no_unit(small_adapter, ranker_file, tmp_path, cls,
+                                                                     message):
+    spec = f"{ranker_file}:{cls}"
+    cfg = RunConfig(model="small", tasks=["lambda_func"], method=spec, ablation="zero", min_accuracy=0.0,
+                    control=True, out=tmp_path / "out", show_progress=False, search_examples=32)
+    with pytest.raises(CircuitbenchError, match=f"method {spec}: " + message):
+        run(cfg, small_adapter)
+    assert not list((tmp_path / "out").rglob("*.parquet"))  # no "solved" unit from scores that rank nothing
