@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from circuitbench.errors import CircuitbenchError
 
@@ -105,3 +106,40 @@ def check_output_folder(out: Path, flag: str, inputs: Iterable[tuple[str, Path]]
     if any(out.iterdir()) and not (out / OUTPUT_MARKER).is_file() and not (made_here is not None and made_here(out)):
         raise CircuitbenchError(f"{flag} {out}: holds files circuitbench did not write (no {OUTPUT_MARKER}), and the "
                                 f"folder is replaced whole. Choose a new or empty {flag}, or move those files first.")
+
+
+def read_json(path: Path, what: str, fix: str = "") -> Any:
+    """A JSON file's value; a missing, unreadable, truncated or malformed file is one error naming it.
+
+    Args:
+        path: the file.
+        what: what the file is meant to be, for the message (e.g. "an MIB circuit file").
+        fix: what to do about it, appended to the message.
+    """
+    import json
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise CircuitbenchError(f"{path}: cannot read {what} ({err.strerror or type(err).__name__}){_then(fix)}") \
+            from None
+    except (UnicodeDecodeError, ValueError) as err:  # json.JSONDecodeError is a ValueError
+        raise CircuitbenchError(f"{path}: not {what}: not valid JSON ({err}){_then(fix)}") from None
+
+
+def read_parquet(path: Path, what: str, fix: str = "") -> Any:
+    """A Parquet file as a pyarrow Table; a missing, unreadable, truncated or malformed file is one error naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        return pq.read_table(path)
+    except (OSError, ValueError, pa.ArrowException) as err:  # a truncated file is an ArrowInvalid (a ValueError)
+        raise CircuitbenchError(f"{path}: not a readable {what} ({str(err).splitlines()[0][:200]}){_then(fix)}") \
+            from None
+
+
+def _then(fix: str) -> str:
+    return f"; {fix}" if fix else ""

@@ -90,6 +90,12 @@ CASES = {
                                      "if_equals", "--percent", "0"], "--percent 0.0"),
     "circuit import: other shape": (["circuit", "import", "graph3.json", "--model", "tiny-sparse", "--task",
                                      "if_equals"], "a graph of 1 layers x 4 heads"),
+    "circuit import: truncated json": (["circuit", "import", "cut.json", "--model", "tiny-sparse", "--task",
+                                        "if_equals"], "cut.json: not an MIB circuit file: not valid JSON"),
+    "circuit import: a json list": (["circuit", "import", "list.json", "--model", "tiny-sparse", "--task",
+                                     "if_equals"], "list.json: an MIB circuit file is a JSON object"),
+    "circuit import: values of the wrong type": (["circuit", "import", "typed.json", "--model", "tiny-sparse",
+                                                  "--task", "if_equals"], "typed.json: a value has the wrong type"),
     "export lm-eval: out under a file": (["export", "lm-eval", "--out", "afile/tasks", "--tasks", "if_equals",
                                           "--tokenizer", "tiny-sparse"], "afile"),
 }
@@ -104,6 +110,10 @@ def test_bad_input_is_one_line_naming_what_to_fix(args, needle, capsys, tmp_path
                  **{n: {"in_graph": False} for L in range(layers) for n in [f"a{L}.h{h}" for h in range(4)] + [f"m{L}"]}}
         (tmp_path / name).write_text(json.dumps({"cfg": {"n_layers": layers, "n_heads": 4, "parallel_attn_mlp": False,
                                                          "d_model": 128}, "nodes": nodes, "edges": {}}))
+    text = (tmp_path / "graph.json").read_text()
+    (tmp_path / "cut.json").write_text(text[: len(text) // 2])  # a download cut short
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "typed.json").write_text(text.replace('"n_layers": 2', '"n_layers": "two"'))
     extra = ["--out", str(tmp_path / "out")] if args[0] in ("run", "train") else []
     assert main([*args, *extra]) == 1
     err = capsys.readouterr().err
@@ -139,3 +149,32 @@ def test_report_with_a_method_the_results_do_not_hold_names_the_ones_they_do(cap
     assert main(["report", "--out", str(results), "--method", "learned-maks"]) == 1
     err = capsys.readouterr().err
     assert "--method learned-maks: no unit of that method" in err and "learned_mask" in err, err
+
+
+@pytest.mark.parametrize("damage", ["truncated edge table", "edge table of another format", "circuit metadata"])
+def test_a_damaged_file_beside_a_unit_is_one_line_naming_it(damage, tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "baselines" / "results" / "tiny-sparse"
+    stem = "if_equals.learned_mask.seed0"
+    for suffix in (".parquet", ".circuit.safetensors", ".edges.parquet"):
+        shutil.copy(src / f"{stem}{suffix}", tmp_path / f"{stem}{suffix}")
+    if damage == "truncated edge table":
+        bad = tmp_path / f"{stem}.edges.parquet"
+        bad.write_bytes(bad.read_bytes()[:300])
+    elif damage == "edge table of another format":
+        bad = tmp_path / f"{stem}.edges.parquet"
+        bad.write_text("src_site,src_channel\n0.attn.q,1\n")
+    else:  # circuitbench's metadata inside the (still valid) safetensors header edited into invalid JSON
+        bad = tmp_path / f"{stem}.circuit.safetensors"
+        raw = bad.read_bytes()
+        n = int.from_bytes(raw[:8], "little")
+        header = raw[8 : 8 + n].replace(b'"{\\"format', b'"[\\"format', 1)  # same length: the header stays valid
+        assert header != raw[8 : 8 + n]
+        bad.write_bytes(raw[:8] + header + raw[8 + n :])
+    for argv in (["circuit", "show", str(tmp_path / f"{stem}.parquet")],
+                 ["circuit", "draw", str(tmp_path / f"{stem}.parquet"), "--out", str(tmp_path / "c.svg")]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and bad.name in err, err

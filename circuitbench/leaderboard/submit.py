@@ -210,8 +210,7 @@ def _check_steering(path: Path, unit_key: str, report: Report) -> None:
 
 def _check_circuit_files(path: Path, summary: dict[str, Any], report: Report) -> None:
     """A pruned unit's circuit and edge table are there, and agree with its summary and the table's cap."""
-    import pyarrow.parquet as pq
-
+    from circuitbench.files import read_parquet
     from circuitbench.results.circuit import EDGE_TABLE_ROWS, Circuit, circuit_paths, edges_total
 
     cpath, epath = circuit_paths(path)
@@ -222,7 +221,8 @@ def _check_circuit_files(path: Path, summary: dict[str, Any], report: Report) ->
         if not epath.is_file():
             report.add(epath, "missing edge table")
         else:
-            total, rows = edges_total(epath), pq.read_metadata(epath).num_rows
+            total = edges_total(epath)
+            rows = read_parquet(epath, "edge table", "rerun the unit with --force").num_rows
             if total != summary.get("edges"):
                 report.add(epath, f"{total} edges, the summary says edges {summary.get('edges')}")
             if rows != min(total, EDGE_TABLE_ROWS):

@@ -145,15 +145,24 @@ class Circuit:
             raise CircuitbenchError(f"{path}: unreadable circuit file ({err})") from err
         if meta_text is None:
             raise CircuitbenchError(f"{path}: not a circuitbench circuit (no `{_META_KEY}` metadata)")
-        meta = json.loads(meta_text)
-        if meta.get("format") != CIRCUIT_FORMAT:
+        try:
+            meta = json.loads(meta_text)
+        except ValueError:
+            raise CircuitbenchError(f"{path}: its `{_META_KEY}` metadata is not valid JSON; the file was edited or "
+                                    "is corrupt: rerun the unit with --force") from None
+        if not isinstance(meta, dict) or meta.get("format") != CIRCUIT_FORMAT:
+            meta = meta if isinstance(meta, dict) else {}
             raise CircuitbenchError(f"{path}: circuit format v{meta.get('format')}, this circuitbench reads "
                                     f"v{CIRCUIT_FORMAT}; rerun the unit with --force")
-        c = cls(tuple(SiteLayout(**s) for s in meta["sites"]), tensors["scores"], int(meta["k"]),
-                tensors["ablation"], meta.get("n_head"), meta.get("calibration"), meta.get("unit_key", ""),
-                meta.get("model", ""), meta.get("task", ""), meta.get("level", "nodes"), meta.get("graph_sha", ""),
-                tuple(SiteLayout(**s) for s in meta.get("value_sites", [])),
-                None if "kept_edges" not in tensors else tensors["kept_edges"].to(torch.int64))
+        try:
+            c = cls(tuple(SiteLayout(**s) for s in meta["sites"]), tensors["scores"], int(meta["k"]),
+                    tensors["ablation"], meta.get("n_head"), meta.get("calibration"), meta.get("unit_key", ""),
+                    meta.get("model", ""), meta.get("task", ""), meta.get("level", "nodes"),
+                    meta.get("graph_sha", ""), tuple(SiteLayout(**s) for s in meta.get("value_sites", [])),
+                    None if "kept_edges" not in tensors else tensors["kept_edges"].to(torch.int64))
+        except (KeyError, TypeError, ValueError) as err:
+            raise CircuitbenchError(f"{path}: a circuit file missing or mistyping {err}; the file was edited or is "
+                                    "corrupt: rerun the unit with --force") from None
         if c.level == "edges":
             if c.kept_edges is None or len(c.kept_edges) != c.k:
                 raise CircuitbenchError(f"{path}: an edge-level circuit whose kept_edges do not number k = {c.k}; "
@@ -223,7 +232,12 @@ def write_edges(path: Path, rows: list[dict[str, Any]], limit: int = EDGE_TABLE_
 
 def edges_total(path: Path) -> int:
     """How many edges the circuit has in all (an edge table written before the cap holds every one)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    md = pq.read_schema(path).metadata or {}
-    return int(md[_EDGES_TOTAL]) if _EDGES_TOTAL in md else pq.read_metadata(path).num_rows
+    try:
+        md = pq.read_schema(path).metadata or {}
+        return int(md[_EDGES_TOTAL]) if _EDGES_TOTAL in md else pq.read_metadata(path).num_rows
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise CircuitbenchError(f"{path}: not a readable edge table ({str(err).splitlines()[0][:200]}); rerun the "
+                                "unit with --force to write it again") from None

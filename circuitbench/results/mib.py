@@ -19,7 +19,6 @@ ignore and `circuitbench circuit import` reads back, so export -> import reprodu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +180,25 @@ def read_mib(path: Path) -> dict[str, Any]:
     Raises:
         CircuitbenchError: naming the first problem found.
     """
+    from circuitbench.files import read_json
+
+    d = read_json(path, "an MIB circuit file", "give a file EAP-IG's Graph.to_json or `circuit export --format mib` "
+                  "wrote")
+    if not isinstance(d, dict):
+        raise CircuitbenchError(f"{path}: an MIB circuit file is a JSON object with cfg, nodes and edges; this one "
+                                f"is a JSON {type(d).__name__}")
+    try:
+        return _check_mib(path, d)
+    except (TypeError, AttributeError, ValueError) as err:  # a value of the wrong type somewhere in the file
+        raise CircuitbenchError(f"{path}: a value has the wrong type for an MIB circuit file ({type(err).__name__}: "
+                                f"{err}); cfg values are numbers and booleans, nodes and edges objects with "
+                                "in_graph and score") from None
+
+
+def _check_mib(path: Path, d: dict[str, Any]) -> dict[str, Any]:
+    """`read_mib`'s checks of a parsed file (see there)."""
     import re
 
-    d = json.loads(Path(path).read_text())
     for key in ("cfg", "nodes", "edges"):
         if key not in d:
             raise CircuitbenchError(f"{path}: missing key {key!r}")

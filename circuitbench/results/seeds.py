@@ -37,12 +37,12 @@ def _node_set(unit_file: Path) -> set[tuple[str, int]] | None:
 
 
 def _edge_set(unit_file: Path) -> set[tuple[str, int, str, int]] | None:
-    import pyarrow.parquet as pq
+    from circuitbench.files import read_parquet
 
     _, epath = circuit_paths(unit_file)
     if not epath.is_file():
         return None
-    table = pq.read_table(epath)
+    table = read_parquet(epath, "edge table", "rerun the unit with --force")
     if table.num_rows != edges_total(epath):  # capped: the overlap of full edge sets cannot be measured
         return None
     return set(zip(*(table.column(c).to_pylist() for c in ("src_site", "src_channel", "dst_site", "dst_channel")),

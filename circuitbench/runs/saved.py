@@ -44,7 +44,7 @@ def load_saved(path: Path) -> SavedUnit:
     Raises:
         CircuitbenchError: when the unit has no circuit (its task was not pruned) or a file is missing.
     """
-    import pyarrow.parquet as pq
+    from circuitbench.files import read_parquet
 
     path = Path(path)
     if path.name.endswith(".circuit.safetensors"):
@@ -66,7 +66,7 @@ def load_saved(path: Path) -> SavedUnit:
     circuit = Circuit.load(cpath)
     if circuit.unit_key != prov.unit_key:
         raise CircuitbenchError(f"{cpath}: belongs to unit {circuit.unit_key}, not {prov.unit_key}")
-    edges = pq.read_table(epath).to_pylist() if epath.is_file() else []
+    edges = read_parquet(epath, "edge table", "rerun the unit with --force").to_pylist() if epath.is_file() else []
     rows = table.to_pylist()
     return SavedUnit(path, prov, summary, {(r["split"], r["metric"]): r["value"] for r in rows}, circuit, edges,
                      edges_total(epath) if epath.is_file() else 0)
