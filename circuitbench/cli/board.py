@@ -23,14 +23,19 @@ def add_submit(sub: Subparsers) -> None:
     p.add_argument("--board", type=Path, default=Path("leaderboard"), help="the board directory")
     p.add_argument("--check", action="store_true", help="validate only; do not add it to the board")
     p.add_argument("--verify", action="store_true",
-                   help="also re-evaluate up to 3 saved circuits on the model (it must load here) and compare")
+                   help="also re-evaluate 3 saved circuits, drawn at random, on the model (it must load here) and "
+                        "compare")
+    p.add_argument("--verify-seed", type=int, default=None,
+                   help="with --verify: the seed of the draw (default: from the submission's content hash)")
     p.set_defaults(handler=_cmd_submit)
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from circuitbench.leaderboard.submit import accept, validate
 
-    report = validate(args.results, args.meta, args.board, args.verify)
+    if args.verify_seed is not None and not args.verify:
+        raise CircuitbenchError("--verify-seed draws the units --verify re-evaluates; add --verify")
+    report = validate(args.results, args.meta, args.board, args.verify, args.verify_seed)
     left = (f"; left out {sum(report.left_out.values())} unit(s) of other models or methods "
             f"({', '.join(f'{k}: {n}' for k, n in sorted(report.left_out.items()))})" if report.left_out else "")
     if not report.ok:
@@ -40,7 +45,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             print(f"circuitbench: submission refused, {len(report.problems)} problems:\n  "
                   + "\n  ".join(report.problems), file=sys.stderr)
         return 1
-    checked = f", {report.verified} circuit(s) re-evaluated to their stored numbers" if report.verified else ""
+    checked = (f", {report.verified} circuit(s) re-evaluated to their stored numbers (drawn with --verify-seed "
+               f"{report.verify_seed}: {', '.join(report.verified_units)})" if report.verified else "")
     if args.check:
         print(f"valid: {report.units} unit(s){checked}, content hash {report.content_hash[:16]}{left}")
         return 0

@@ -59,6 +59,10 @@ class Report:
     """Units in the results directory of other models or methods, by `model / method`."""
     verified: int = 0
     """Saved circuits re-evaluated on the model (`--verify`)."""
+    verified_units: list[str] = field(default_factory=list)
+    """Which: the unit files' names, in the order checked."""
+    verify_seed: int | None = None
+    """The seed that drew them (by default from the submission's content hash)."""
 
     @property
     def ok(self) -> bool:
@@ -232,17 +236,23 @@ def _check_circuit_files(path: Path, summary: dict[str, Any], report: Report) ->
         report.add(cpath, str(err).split(": ", 1)[-1])
 
 
-def verify_sample(units: list[Path], meta: SubmissionMeta, report: Report, sample: int = 3) -> None:
+def verify_sample(units: list[Path], meta: SubmissionMeta, report: Report, sample: int = 3,
+                  seed: int | None = None) -> None:
     """Re-evaluate up to `sample` saved circuits on the submitted model and compare with the stored numbers.
 
-    The units are the first pruned ones by task name (deterministic); the model is loaded by its Hub id or
-    name, and must have the submitted weights hash.
+    The units are a random sample of the pruned ones, drawn with `seed` (default: from the submission's content
+    hash, so one submission always gets the same sample and any edit draws anew), recorded in the report; the
+    model is loaded by its Hub id or name, and must have the submitted weights hash.
     """
+    import random
+
     import circuitbench
     from circuitbench.results.store import read_unit
     from circuitbench.runs.saved import compare_stored, load_saved, reevaluate
 
-    pruned = [p for p in units if read_unit(p)[1].get("status") in ("solved", "target_missed")][:sample]
+    pruned = sorted(p for p in units if read_unit(p)[1].get("status") in ("solved", "target_missed"))
+    report.verify_seed = seed if seed is not None else int(report.content_hash[:12] or "0", 16)
+    pruned = random.Random(report.verify_seed).sample(pruned, min(sample, len(pruned)))
     if not pruned:
         return
     name = meta.model.hub_id or meta.model.name
@@ -266,6 +276,7 @@ def verify_sample(units: list[Path], meta: SubmissionMeta, report: Report, sampl
             report.add(path, f"--verify: {row['metric']} re-evaluates to {now:.6g} on this machine, the unit "
                        f"stores {stored:.6g}")
     report.verified = len(pruned)
+    report.verified_units = [p.name for p in pruned]
 
 
 def _check_denominator(units: list[tuple[str, int]], report: Report, protocol: Protocol) -> None:
@@ -302,7 +313,8 @@ def _check_validation(meta: SubmissionMeta, meta_path: Path, report: Report) -> 
                    "set validation.measured_by to submitter")
 
 
-def validate(results: Path, meta_path: Path, board: Path | None = None, verify: bool = False) -> Report:
+def validate(results: Path, meta_path: Path, board: Path | None = None, verify: bool = False,
+             verify_seed: int | None = None) -> Report:
     """Check a submission; the report lists every problem (an empty list means it can be accepted).
 
     The protocol is the board's (`BOARD/protocol.json`, or the official one when the board has none or no
@@ -347,7 +359,7 @@ def validate(results: Path, meta_path: Path, board: Path | None = None, verify: 
         _check_denominator(tasks, report, protocol)
     report.units = len(units)
     if verify and units and report.ok:
-        verify_sample(units, meta, report)
+        verify_sample(units, meta, report, seed=verify_seed)
     report.files = submission_files(results, units)
     report.content_hash = content_hash(results, report.files) if units else ""
     if board is not None and report.content_hash and (Path(board) / "submissions" / report.content_hash).exists():

@@ -88,6 +88,12 @@ def finished(out: Path, unit: Unit) -> dict[str, Any] | None:
             f"{path}: finished earlier with a different setup: {'; '.join(unit.differences(prov.unit))}. Rerun "
             "with --force to replace it, or choose another --out to keep both."
         )
+    if summary.get("nodes") is not None:  # a pruned unit is done only with its circuit beside it
+        missing = [p.name for p in circuit_paths(path) if not p.is_file()]
+        if missing:
+            log.warning("%s: its %s %s missing; computing the unit again", path, " and ".join(missing),
+                        "is" if len(missing) == 1 else "are")
+            return None
     return summary
 
 

@@ -131,6 +131,29 @@ def test_verify_reevaluates_a_sample_and_catches_a_number_edited_consistently(su
     assert "sufficiency_loss re-evaluates" in capsys.readouterr().err
 
 
+def test_verify_draws_its_sample_at_random_seeded_and_says_which(submission, tmp_path, capsys):
+    from circuitbench.leaderboard.submit import Report, SubmissionMeta, verify_sample
+
+    results, meta_path = _copy(submission, tmp_path)
+    meta = SubmissionMeta.model_validate_json(meta_path.read_text())
+    units = sorted(p for p in results.glob("*/*.seed0.parquet") if not p.name.endswith(".edges.parquet"))
+    drawn = {}
+    for seed in range(6):  # one circuit per draw: every pruned unit can be drawn, not the first by name only
+        report = Report()
+        verify_sample(units, meta, report, sample=1, seed=seed)
+        assert report.ok and report.verify_seed == seed and len(report.verified_units) == 1
+        drawn[seed] = report.verified_units[0]
+    assert len(set(drawn.values())) >= 2
+    again = Report()
+    verify_sample(units, meta, again, sample=1, seed=3)
+    assert again.verified_units == [drawn[3]]  # the same seed, the same draw
+    argv = ["submit", str(results), "--meta", str(meta_path), "--board", str(_board(tmp_path)), "--check"]
+    assert main([*argv, "--verify", "--verify-seed", "7"]) == 0
+    assert "drawn with --verify-seed 7: " in capsys.readouterr().out
+    assert main([*argv, "--verify-seed", "7"]) == 1
+    assert "add --verify" in capsys.readouterr().err
+
+
 # --- the board's protocol, enforced ------------------------------------------------------------------------
 
 

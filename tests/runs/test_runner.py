@@ -45,6 +45,21 @@ def test_rerun_skips_finished_units_and_force_recomputes(tmp_path, small_adapter
     assert unit.stat().st_mtime_ns != before
 
 
+@pytest.mark.parametrize("lost", [".circuit.safetensors", ".edges.parquet"])
+def test_a_pruned_unit_whose_circuit_files_were_deleted_is_computed_again(tmp_path, small_adapter, lost, caplog):
+    from circuitbench.results.circuit import circuit_paths
+
+    (first,) = run(_cfg(tmp_path), small_adapter)
+    unit = next(p for p in tmp_path.glob("small/*.seed0.parquet") if not p.name.endswith(".edges.parquet"))
+    assert first["nodes"] is not None
+    gone = next(p for p in circuit_paths(unit) if p.name.endswith(lost))
+    gone.unlink()
+    before = unit.stat().st_mtime_ns
+    (again,) = run(_cfg(tmp_path), small_adapter)
+    assert gone.is_file() and unit.stat().st_mtime_ns != before  # not taken as done without its circuit
+    assert "computing the unit again" in caplog.text and again["nodes"] == first["nodes"]
+
+
 def test_unsolved_task_is_reported_not_pruned(tmp_path, small_adapter):
     (summary,) = run(_cfg(tmp_path, min_accuracy=1.0), small_adapter)
     assert summary["status"] == "unsolved" and summary.get("nodes") is None
