@@ -92,7 +92,27 @@ def seed_list(value: str | None) -> list[int] | None:
         seeds = []
     if not seeds:
         raise CircuitbenchError(f"--seeds {value}: give comma-separated whole numbers, e.g. --seeds 0,1,2")
+    out_of_range = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if out_of_range:
+        raise CircuitbenchError(f"--seeds {value}: {out_of_range[0]} is outside 0 ... 2**63 - 1 (a seed is stored "
+                                "as a 64-bit integer); give smaller whole numbers")
     return seeds
+
+
+MAX_SEED = 2**63 - 1
+"""The largest seed: units store it as a signed 64-bit integer."""
+
+
+def seed_value(seed: int, flag: str = "--seed") -> int:
+    """`--seed N` checked against the range a unit can store.
+
+    Raises:
+        CircuitbenchError: for a negative seed or one beyond 2**63 - 1.
+    """
+    if not 0 <= seed <= MAX_SEED:
+        raise CircuitbenchError(f"{flag} {seed}: outside 0 ... 2**63 - 1 (a seed is stored as a 64-bit integer); "
+                                "give a smaller whole number")
+    return seed
 
 
 SEEDS_HELP = ("run every task with each of these seeds (e.g. 0,1,2; replaces --seed) and report the spread of the "

@@ -18,6 +18,7 @@ from circuitbench.cli.common import (
     method_name,
     print_table,
     seed_list,
+    seed_value,
     set_threads,
     setting_values,
     task_names,
@@ -84,7 +85,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                  if v is not None}}
     set_threads(args.threads)
     cfg = RunConfig(model=args.model, saes=args.sae.split(",") if args.sae else [], tasks=task_names(args.tasks),
-                    method=method_name(args.method), method_kwargs=kwargs, seed=args.seed, force=args.force,
+                    method=method_name(args.method), method_kwargs=kwargs, seed=seed_value(args.seed), force=args.force,
                     show_progress=not args.quiet, **setting_values(args, UnitSettings),
                     **setting_values(args, RunOptions))
     check_address(args)
@@ -271,8 +272,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             per_method[m].setdefault("steps", args.steps)
         get_method(m, **per_method[m])  # every name and hyperparameter checked before any compute
     set_threads(args.threads)
-    base = RunConfig(model=args.model, tasks=task_names(args.tasks), seed=args.seed, device=args.device, out=args.out,
-                     force=args.force, show_progress=not args.quiet, **setting_values(args, UnitSettings))
+    base = RunConfig(model=args.model, tasks=task_names(args.tasks), seed=seed_value(args.seed), device=args.device,
+                     out=args.out, force=args.force, show_progress=not args.quiet, **setting_values(args, UnitSettings))
     seeds = seed_list(args.seeds)
     c = compare_methods(base, per_method, seeds=seeds)
     if args.format == "json":

@@ -64,6 +64,9 @@ class Protocol(UnitSettings):
             unknown = sorted(set(tasks) - set(spec_names()))
             if unknown or not tasks:
                 raise ValueError(f"not bundled tasks: {', '.join(unknown) or '(none given)'}")
+            twice = sorted({t for t in tasks if tasks.count(t) > 1})
+            if twice:  # a task counted twice would score "2 / 3" on a board of 2 distinct tasks
+                raise ValueError(f"tasks listed more than once: {', '.join(twice)}; list each task once")
         return tasks
 
     def board_tasks(self) -> list[str]:

@@ -56,8 +56,8 @@ class RunConfig(UnitSettings, RunOptions):
     """Registry name of the method."""
     method_kwargs: dict[str, Any] = Field(default_factory=dict)
     """The method's hyperparameters (the rest take their defaults)."""
-    seed: int = 0
-    """Seeds the method and the search subset."""
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    """Seeds the method and the search subset (0 ... 2**63 - 1: units store it as a signed 64-bit integer)."""
     force: bool = False
     """Recompute units already in `out`."""
     show_progress: bool = True

@@ -296,9 +296,13 @@ class _Run:
         if cfg.resume:
             state = load_checkpoint(self.out)
             stored = {k: v for k, v in json.loads(state["config"]).items() if k not in _RUNTIME_FIELDS}
-            if stored != _identity(cfg):
+            now = _identity(cfg)
+            if stored != now:
+                diff = "; ".join(f"--{k.replace('_', '-')} {stored.get(k, '(unset)')} there, "
+                                 f"{now.get(k, '(unset)')} now"
+                                 for k in sorted(set(stored) | set(now)) if stored.get(k) != now.get(k))
                 raise CircuitbenchError(
-                    f"{checkpoint_name(self.out)}: the checkpoint was written by a different configuration; "
+                    f"{checkpoint_name(self.out)}: the checkpoint was written by a different configuration ({diff}); "
                     "resume with the same arguments or use another --out directory."
                 )
             self.model.load_state_dict(state["model"])

@@ -221,10 +221,14 @@ def test_a_board_protocol_whose_labels_would_be_untrue_is_refused(submission, tm
     from circuitbench.leaderboard.protocol import Protocol, load_protocol
 
     results, meta = _copy(submission, tmp_path)
-    for bad in ({"target_loss": 0.7}, {"min_accuracy": 0.5}, {"tasks": ["no_such_task"]}):
+    for bad in ({"target_loss": 0.7}, {"min_accuracy": 0.5}, {"tasks": ["no_such_task"]},
+                {"tasks": ["if_equals", "while_return_true", "if_equals"]}):  # a task twice: "2 / 3" on 2 tasks
         (_board(tmp_path) / "protocol.json").write_text(json.dumps(bad))
         with pytest.raises(CircuitbenchError, match="protocol.json: not a valid board protocol"):
             load_protocol(_board(tmp_path))
+        if "tasks" in bad and len(bad["tasks"]) > 1:
+            with pytest.raises(CircuitbenchError, match="tasks listed more than once: if_equals"):
+                load_protocol(_board(tmp_path))
         assert any("not a valid board protocol" in p for p in validate(results, meta, _board(tmp_path)).problems)
     official = Protocol()
     assert official.board_tasks() == sorted(official.board_tasks()) and len(official.board_tasks()) == 20

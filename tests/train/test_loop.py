@@ -80,7 +80,7 @@ def test_existing_checkpoint_needs_resume_and_the_same_config(tmp_path, data):
     train(_cfg(tmp_path / "r", stop_after=3), data)
     with pytest.raises(CircuitbenchError, match="--resume"):
         train(_cfg(tmp_path / "r"), data)
-    with pytest.raises(CircuitbenchError, match="different configuration"):
+    with pytest.raises(CircuitbenchError, match=r"different configuration \(--lr [0-9.e-]+ there, 0.001 now\)"):
         train(_cfg(tmp_path / "r", resume=True, lr=1e-3), data)
 
 

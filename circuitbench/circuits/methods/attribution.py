@@ -220,7 +220,7 @@ class ActivationPatching(_Base):
             raise CircuitbenchError(
                 f"--method activation_patching at --level edges: {problem.size} edges x {len(parts)} batches = "
                 f"{passes} forward passes, over max_passes {self.max_passes}; use eap or eap_ig (one backward "
-                "pass per batch), or raise --max-passes")
+                "pass per batch), or raise the bound with --method-arg max_passes=N")
         ones = torch.ones(problem.size, device=rows.last.device)
         base = sum(float(_logit_diff(problem, part, ones)) for part in parts) / len(rows)
         out = torch.zeros(problem.size)
