@@ -154,6 +154,24 @@ def test_report_with_a_method_the_results_do_not_hold_names_the_ones_they_do(cap
     assert "--method learned-maks: no unit of that method" in err and "learned_mask" in err, err
 
 
+def test_report_honours_method_and_seed_in_every_mode_and_ignores_no_flag(capsys):
+    import json as _json
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "baselines" / "results"
+    assert main(["report", "--out", str(results), "--format", "json"]) == 0
+    every = {r["method"] for r in _json.loads(capsys.readouterr().out)}
+    assert main(["report", "--out", str(results), "--method", "eap", "--format", "json"]) == 0
+    only = _json.loads(capsys.readouterr().out)
+    assert len(every) > 1 and {r["method"] for r in only} == {"eap"}  # filtered, not ignored
+    assert main(["report", "--out", str(results), "--seed", "7"]) == 1
+    assert "--seed 7: no unit of that seed" in capsys.readouterr().err
+    assert main(["report", "--out", str(results), "--seeds", "--seed", "0"]) == 1
+    assert "give one of them" in capsys.readouterr().err
+    assert main(["compare", "--methods", "eap,magnitude", "--steps", "5", "--out", "unused"]) == 1
+    assert "none of --methods eap,magnitude takes steps" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("damage", ["truncated edge table", "edge table of another format", "circuit metadata"])
 def test_a_damaged_file_beside_a_unit_is_one_line_naming_it(damage, tmp_path, capsys):
     import shutil

@@ -85,8 +85,9 @@ def add_report(sub: Subparsers) -> None:
     p.add_argument("--compare", metavar="SPARSE,DENSE", default=None,
                    help="two model names: circuit sizes side by side and the ratio of geometric-mean edges "
                         "over the tasks both solve")
-    p.add_argument("--method", default="learned-mask")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", default=None,
+                   help="only this method's units (with --compare, default: learned-mask)")
+    p.add_argument("--seed", type=int, default=None, help="only this seed's units (with --compare, default: 0)")
     p.add_argument("--seeds", action="store_true",
                    help="the spread over seeds of every (model, task, method) run with two seeds or more: nodes, "
                         "edges, faithfulness and CPR (mean, standard deviation), and the circuits' mean pairwise "
@@ -99,6 +100,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from circuitbench.results.report import collect, compare, headline, side_by_side
 
     rows = collect(args.out)
+    if args.seeds and args.seed is not None:
+        raise CircuitbenchError("--seeds reports the spread over every seed; --seed picks one: give one of them")
+    method = method_name(args.method) if args.method is not None else None
+    if method is None and args.compare is not None:
+        method = "learned_mask"
+    present = sorted({r["method"] for r in rows})
+    if rows and method is not None and method not in present:
+        given = (f"--method {args.method}" if args.method is not None
+                 else "--method learned-mask (the default of --compare)")
+        raise CircuitbenchError(f"{given}: no unit of that method in {args.out} (it has {', '.join(present)}); "
+                                "name one of those with --method")
+    if method is not None:  # honoured in every mode, never ignored
+        rows = [r for r in rows if r["method"] == method]
+    if args.seed is not None:
+        rows = [r for r in rows if r["seed"] == args.seed]
+        if not rows:
+            raise CircuitbenchError(f"--seed {args.seed}: no unit of that seed in {args.out}")
     if args.seeds:
         from circuitbench.results.seeds import seed_table
 
@@ -107,11 +125,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if args.format == "table" and not table:
             print(f"No (model, task, method) in {args.out} was pruned with two seeds or more; run with --seeds 0,1,2.")
         return 0
-    method = method_name(args.method)
-    present = sorted({r["method"] for r in rows})
-    if rows and method not in present:
-        raise CircuitbenchError(f"--method {args.method}: no unit of that method in {args.out} (it has "
-                                f"{', '.join(present)})")
     if args.compare is None:
         table = headline(rows)
         print_table(table, args.format, floatfmt=".1f")
@@ -120,15 +133,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
                   "so there is no circuit size to average; each task's status is in the unit files "
                   "(circuitbench circuit show FILE.parquet) and in `circuitbench run`'s table.")
         return 0
+    assert method is not None
+    seed = args.seed if args.seed is not None else 0
     models = [m.strip() for m in args.compare.split(",")]
     if len(models) != 2:
         raise CircuitbenchError(f"--compare {args.compare}: name exactly two models, e.g. tiny-sparse,tiny-dense")
-    c = compare(rows, models[0], models[1], method, args.seed)
+    c = compare(rows, models[0], models[1], method, seed)
     if args.format == "json":
         print(json.dumps({"a": c.a, "b": c.b, "tasks": list(c.tasks), "geomean_edges_a": c.geomean_edges_a,
                           "geomean_edges_b": c.geomean_edges_b, "edge_ratio": c.edge_ratio}))
         return 0
-    print_table(side_by_side(rows, models, method, args.seed), "table")
+    print_table(side_by_side(rows, models, method, seed), "table")
     if not c.tasks:
         print(f"\nNo task is solved (and pruned to the target) by both {c.a} and {c.b}: no ratio to report.")
     else:

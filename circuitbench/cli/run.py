@@ -267,8 +267,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     methods = [method_name(m) for m in args.methods.split(",") if m.strip()]
     per_method = per_method_args(args.method_arg, methods)
+    takers = [m for m in methods if "steps" in hyperparameter_names(m)]
+    if args.steps is not None and not takers:  # a flag that would change nothing is an error, not ignored
+        raise CircuitbenchError(f"--steps {args.steps}: none of --methods {','.join(methods)} takes steps "
+                                "(learned_mask and eap_ig do); drop --steps or add such a method")
     for m in methods:
-        if args.steps is not None and "steps" in hyperparameter_names(m):
+        if args.steps is not None and m in takers:
             per_method[m].setdefault("steps", args.steps)
         get_method(m, **per_method[m])  # every name and hyperparameter checked before any compute
     set_threads(args.threads)
