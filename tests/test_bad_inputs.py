@@ -99,6 +99,9 @@ CASES = {
                                      "if_equals"], "list.json: an MIB circuit file is a JSON object"),
     "circuit import: values of the wrong type": (["circuit", "import", "typed.json", "--model", "tiny-sparse",
                                                   "--task", "if_equals"], "typed.json: a value has the wrong type"),
+    "circuit export: --example with mib": (["circuit", "export", "nope.parquet", "--format", "mib", "--out",
+                                            "x.json", "--example", "3"], "--example 3: only --format graph-json"),
+    "sweep: --num-gpus without ray": (["sweep", "s.yaml", "--num-gpus", "1"], "--num-gpus 1.0: GPUs per unit are Ray's"),
     "export lm-eval: out under a file": (["export", "lm-eval", "--out", "afile/tasks", "--tasks", "if_equals",
                                           "--tokenizer", "tiny-sparse"], "afile"),
 }

@@ -34,7 +34,7 @@ def add_circuit(sub: Subparsers) -> None:
                     help="mib: EAP-IG Graph JSON (.json); graph-json: circuit-tracer's graph of one test example "
                          "(.json); parquet: a folder with nodes.parquet and edges.parquet (default: %(default)s)")
     ex.add_argument("--out", type=Path, required=True, help="output .json file (a folder for parquet)")
-    ex.add_argument("--example", type=int, default=0, help="graph-json: which test example (default: %(default)s)")
+    ex.add_argument("--example", type=int, default=None, help="graph-json: which test example (default: 0)")
     ex.add_argument("--device", default=None, help="graph-json, parquet: where to measure the nodes when the "
                                                    "unit has no node table yet (default: the unit's device)")
     ex.set_defaults(handler=_device_checked(_cmd_circuit_export))
@@ -200,6 +200,10 @@ def _cmd_circuit_backup(args: argparse.Namespace) -> int:
 def _cmd_circuit_export(args: argparse.Namespace) -> int:
     from circuitbench.runs.saved import export_graph_json, export_mib, export_parquet, load_saved, load_unit_model
 
+    if args.example is not None and args.format != "graph-json":  # a flag that would change nothing
+        raise CircuitbenchError(f"--example {args.example}: only --format graph-json draws one test example; "
+                                f"--format {args.format} exports the whole circuit. Drop --example")
+    args.example = 0 if args.example is None else args.example
     if args.format in ("mib", "graph-json"):  # the flags first: a wrong name costs no loading
         what = "MIB's circuit JSON" if args.format == "mib" else "circuit-tracer's graph JSON"
         check_suffix(args.out, (".json",), what)

@@ -185,6 +185,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from circuitbench.runs.sweep import load_sweep, sweep
 
     check_address(args)
+    if args.num_gpus is not None and args.executor != "ray":  # a flag that would change nothing
+        raise CircuitbenchError(f"--num-gpus {args.num_gpus}: GPUs per unit are Ray's to schedule; add --executor "
+                                "ray (the local executor runs one unit at a time on --device)")
     spec = load_sweep(args.file, args.out)
     set_threads(args.threads)
     num_gpus = args.num_gpus
