@@ -40,6 +40,7 @@ from circuitbench.circuits.problem import (
     make_problem,
     search_subset,
 )
+from circuitbench.circuits.scores import check_scores, plugin_errors
 from circuitbench.circuits.search import SearchResult, smallest_k
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import Batch, ModelAdapter
@@ -259,7 +260,7 @@ def method_phase(state: UnitState, method: Method, control: Problem | None) -> R
     c_scores: Tensor | None = None
     native: int | None = None
     c_native: int | None = None
-    with state.phases("method"), _plugin_errors(method, state.unit.method):
+    with state.phases("method"), plugin_errors(method, state.unit.method):
         if joint:
             assert isinstance(method, JointMethod) and control is not None
             scores, c_scores = method.joint_scores([state.problem, control])
@@ -277,42 +278,6 @@ def method_phase(state: UnitState, method: Method, control: Problem | None) -> R
                    for k, v in method.cost(len(state.train), state.problem.size).items()]
     signed = method.signed_scores if isinstance(method, SignedMethod) else None
     return Ranking(scores, native, signed, c_scores, c_native)
-
-
-@contextlib.contextmanager
-def _plugin_errors(method: Method, name: str) -> Iterator[None]:
-    """An exception raised inside a method from outside circuitbench (a plugin) as one error naming it."""
-    try:
-        yield
-    except CircuitbenchError:
-        raise
-    except Exception as err:
-        if type(method).__module__.startswith("circuitbench."):
-            raise  # circuitbench's own methods: a bug here, with its traceback
-        raise CircuitbenchError(f"method {name}: its node_scores raised {type(err).__name__}: {err}") from err
-
-
-def check_scores(method: str, what: str, scores: Any, problem: Problem) -> Tensor:
-    """A method's scores as the search takes them: one finite float per node (edge), on the problem's device.
-
-    Raises:
-        CircuitbenchError: naming the method and what it returned instead (a plugin's list, None, a wrong
-            shape, NaN or infinite scores, which would otherwise rank an arbitrary "circuit").
-    """
-    unit = problem.level[:-1]
-    if not isinstance(scores, Tensor):
-        raise CircuitbenchError(f"method {method}: its {what} are {type(scores).__name__}, not a tensor; node_scores "
-                                f"must return a torch tensor with one score per {unit}")
-    if tuple(scores.shape) != (problem.size,):
-        raise CircuitbenchError(f"method {method}: its {what} have shape {tuple(scores.shape)}, the model has "
-                                f"{problem.size} {problem.level}; node_scores must return one score per {unit}")
-    if scores.is_complex():
-        raise CircuitbenchError(f"method {method}: its {what} are {scores.dtype}; give real numbers")
-    bad = int((~torch.isfinite(scores.float())).sum())
-    if bad:
-        raise CircuitbenchError(f"method {method}: {bad} of its {problem.size} {what} are NaN or infinite, so no "
-                                "ranking of the nodes follows from them; fix the method (or the model's activations)")
-    return scores if scores.is_floating_point() else scores.float()
 
 
 def curve_phase(state: UnitState, ranking: Ranking, full_test: Scores) -> Scores:
@@ -384,7 +349,7 @@ def control_phase(state: UnitState, control: Problem, method: Method, ranking: R
     with state.phases("control"):
         c_scores, c_native = ranking.control_scores, ranking.control_native
         if c_scores is None:  # not trained jointly with the task
-            with _plugin_errors(method, state.unit.method):
+            with plugin_errors(method, state.unit.method):
                 c_scores = method.node_scores(control)
             c_scores = check_scores(state.unit.method, "control scores", c_scores, control)
             c_native = method.native_k if isinstance(method, NativeSizeMethod) else None
