@@ -202,3 +202,30 @@ def test_a_damaged_file_beside_a_unit_is_one_line_naming_it(damage, tmp_path, ca
         assert main(argv) == 1, argv
         err = capsys.readouterr().err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and bad.name in err, err
+
+
+def test_an_mib_file_is_never_imported_onto_another_model_task_or_shape(tmp_path, capsys):
+    from pathlib import Path
+
+    unit = Path(__file__).resolve().parents[1] / "baselines" / "results" / "tiny-sparse" / \
+        "if_equals.learned_mask.seed0.parquet"
+    graph = tmp_path / "g.json"
+    assert main(["circuit", "export", str(unit), "--format", "mib", "--out", str(graph)]) == 0
+    capsys.readouterr()
+    d = json.loads(graph.read_text())
+    assert d["circuitbench"]["model"] == "tiny-sparse" and d["circuitbench"]["task"] == "if_equals"
+    wide = tmp_path / "wide.json"
+    bare = {n: {k: v for k, v in node.items() if k != "neurons"} for n, node in d["nodes"].items()}
+    wide.write_text(json.dumps({**d, "nodes": bare, "cfg": {**d["cfg"], "d_model": 256}}))  # no neurons to tell
+    parallel = tmp_path / "parallel.json"
+    parallel.write_text(json.dumps({**d, "cfg": {**d["cfg"], "parallel_attn_mlp": True}}))
+    for file, model, task, needle in (
+            (graph, "tiny-dense", "if_equals", "--model tiny-dense (the file: tiny-sparse)"),  # the same shape
+            (graph, "tiny-sparse", "else_elif", "--task else_elif (the file: if_equals)"),
+            (wide, "tiny-sparse", "if_equals", "cfg d_model 256"),
+            (parallel, "tiny-sparse", "if_equals", "cfg parallel_attn_mlp True")):
+        out = tmp_path / "out"
+        assert main(["circuit", "import", str(file), "--model", model, "--task", task, "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()

@@ -138,9 +138,25 @@ def import_mib(path: Path, adapter: ModelAdapter, model_name: str, task: str, ou
     if (cfg["n_layers"], cfg["n_heads"]) != (n_layer, adapter.n_heads):
         raise CircuitbenchError(f"{path}: a graph of {cfg['n_layers']} layers x {cfg['n_heads']} heads; --model "
                                 f"{model_name} has {n_layer} x {adapter.n_heads}: import on the model it was found on")
+    d_model = next((s.width for s in adapter.sites if s.kind == "attn_in"), None)
+    if d_model is not None and cfg["d_model"] != d_model:
+        raise CircuitbenchError(f"{path}: cfg d_model {cfg['d_model']}; --model {model_name} has d_model {d_model}: "
+                                "import on the model it was found on")
+    if cfg["parallel_attn_mlp"] is not False:
+        raise CircuitbenchError(f"{path}: cfg parallel_attn_mlp {cfg['parallel_attn_mlp']}; circuitbench's models "
+                                "run attention, then the MLP (a parallel block's graph has other edges)")
     if percent is not None and not 0 < percent <= 100:
         raise CircuitbenchError(f"--percent {percent}: give a percentage of the graph's edges in (0, 100]")
     ext = d.get(EXTENSION)
+    if isinstance(ext, dict):  # the file says where it was found: never imported onto another model or task
+        said = {"--model": ext.get("model") or None, "--task": ext.get("task") or None}
+        given = {"--model": model_name, "--task": task}
+        wrong = [f"{flag} {given[flag]} (the file: {said[flag]})" for flag in said
+                 if said[flag] is not None and said[flag] != given[flag]]
+        if wrong:
+            raise CircuitbenchError(f"{path}: a circuit found on model {said['--model']}, task {said['--task']}; "
+                                    f"importing it as {', '.join(wrong)} would label it untruly. Import it with "
+                                    f"--model {said['--model']} --task {said['--task']}")
     if ext is not None and percent is None:
         level, gates = _exact_gates(ext, adapter, path)
         scores = gates.clone()
