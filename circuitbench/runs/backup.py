@@ -41,10 +41,14 @@ def backup(saved: SavedUnit, adapter: ModelAdapter, show_progress: bool = False)
         its test sufficiency, necessity and faithfulness.
 
     Raises:
-        CircuitbenchError: for a unit that was not pruned, an imported one (no method to rerun), or another
-            model than the unit's.
+        CircuitbenchError: for a unit that was not pruned, an empty circuit, an imported one (no method to
+            rerun), or another model than the unit's.
     """
     u = saved.prov.unit
+    if saved.circuit.k == 0:  # the ablated model alone meets the target: nothing to exclude, no backup to find
+        raise CircuitbenchError(f"{saved.path}: the circuit is empty (0 {u.level}): the model with every "
+                                f"{u.level[:-1]} ablated already meets the target, so there is nothing to exclude "
+                                "and no second circuit to look for")
     if u.method == "imported":
         raise CircuitbenchError(f"{saved.path}: an imported circuit; a backup reruns the unit's method, and an "
                                 "imported circuit has none. Run a method on the task first (`circuitbench run`)")

@@ -44,3 +44,20 @@ def test_backup_of_an_unpruned_unit_is_one_line(capsys):
                         b"circuitbench.summary"])["status"] == "unsolved")
     assert main(["circuit", "backup", str(unsolved)]) == 1
     assert "the task was not pruned" in capsys.readouterr().err
+
+
+def test_backup_of_an_empty_circuit_says_there_is_nothing_to_exclude(tmp_path, capsys):
+    import dataclasses
+    import shutil
+
+    from circuitbench.results.circuit import Circuit, circuit_paths
+
+    for src in (UNIT, *circuit_paths(UNIT)):
+        shutil.copy(src, tmp_path / src.name)
+    unit = tmp_path / UNIT.name
+    cpath = circuit_paths(unit)[0]
+    empty = dataclasses.replace(Circuit.load(cpath), k=0)  # the ablated model alone met the target
+    empty.save(cpath)
+    assert main(["circuit", "backup", str(unit)]) == 1
+    err = capsys.readouterr().err
+    assert "the circuit is empty (0 nodes)" in err and "nothing to exclude" in err and "Traceback" not in err, err
