@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from circuitbench.circuits.methods import canonical_name, get_method
+from circuitbench.circuits.methods import canonical_name, get_method, method_hyperparameters
 from circuitbench.protocols import ModelAdapter
 from circuitbench.results.unit import ModelRef, Unit, UnitSettings
 
@@ -169,7 +169,7 @@ def make_units(cfg: RunConfig, model: ModelRef, dtype: str, device: str = "cpu")
     from circuitbench.tasks.load import get_task
 
     method = get_method(cfg.method, **cfg.method_kwargs)
-    kwargs = method.hyperparameters()
+    kwargs = method_hyperparameters(method, cfg.method)
     if kwargs.get("precision") == "auto":
         kwargs["precision"] = resolve_precision("auto", device)
     return [Unit(model=model, task=task, task_hash=get_task(task).task_hash, method=canonical_name(cfg.method),

@@ -67,6 +67,18 @@ class Raises(Ranker):
         raise ValueError("my method broke")
 
 
+@dataclass
+class ListHyper(Ranker):
+    def hyperparameters(self):
+        return ["scale", 1.0]
+
+
+@dataclass
+class ObjectHyper(Ranker):
+    def hyperparameters(self):
+        return {"scale": object()}
+
+
 class NotAMethod:
     name = "nope"
 '''
@@ -208,3 +220,15 @@ def test_a_plugin_whose_scores_rank_nothing_is_one_error_and_no_unit(small_adapt
     with pytest.raises(CircuitbenchError, match=f"method {spec}: " + message):
         run(cfg, small_adapter)
     assert not list((tmp_path / "out").rglob("*.parquet"))  # no "solved" unit from scores that rank nothing
+
+
+@pytest.mark.parametrize("cls,message", [("ListHyper", r"hyperparameters\(\) returned list; return a dict"),
+                                         ("ObjectHyper", r"hyperparameters\(\) holds a value a unit cannot record")])
+def test_a_plugin_whose_hyperparameters_cannot_be_recorded_is_one_error(small_adapter, ranker_file, tmp_path, cls,
+                                                                        message):
+    spec = f"{ranker_file}:{cls}"
+    cfg = RunConfig(model="small", tasks=["lambda_func"], method=spec, ablation="zero", min_accuracy=0.0,
+                    control=False, out=tmp_path / "out", show_progress=False, search_examples=32)
+    with pytest.raises(CircuitbenchError, match=message):
+        run(cfg, small_adapter)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.parquet"))

@@ -222,7 +222,11 @@ def method_rows() -> list[dict[str, str]]:
             continue
         doc = (type(method).__doc__ or "").strip().splitlines()[0] if type(method).__doc__ else ""
         fields = set(hyperparameter_names(name))
-        params = ", ".join(f"{k}={v!r}" for k, v in method.hyperparameters().items() if k in fields)
+        try:
+            hyper = method_hyperparameters(method, name)
+        except CircuitbenchError as err:
+            hyper, doc = {}, f"(broken: {err})"
+        params = ", ".join(f"{k}={v!r}" for k, v in hyper.items() if k in fields)
         where = method_origin(name)
         from circuitbench.circuits.edge_level import NODE_ONLY_METHODS
 
@@ -230,3 +234,26 @@ def method_rows() -> list[dict[str, str]]:
                      "levels": "nodes" if name in NODE_ONLY_METHODS else "nodes, edges",
                      "from": f"{where.get('package', where['module'])} {where.get('version', '')}".strip()})
     return rows
+
+
+def method_hyperparameters(method: Any, name: str) -> dict[str, Any]:
+    """`method.hyperparameters()`, checked: a dict of names to JSON values (every unit records it).
+
+    Raises:
+        CircuitbenchError: naming the method and what it returned instead.
+    """
+    import json
+
+    try:
+        params = method.hyperparameters()
+    except Exception as err:
+        raise CircuitbenchError(f"method {name}: hyperparameters() raised {type(err).__name__}: {err}") from None
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise CircuitbenchError(f"method {name}: hyperparameters() returned {type(params).__name__}; return a dict "
+                                "of names to values (e.g. dataclasses.asdict(self))")
+    try:
+        json.dumps(params, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise CircuitbenchError(f"method {name}: hyperparameters() holds a value a unit cannot record ({err}); "
+                                "use numbers, strings, booleans, None, lists and dicts") from None
+    return params
