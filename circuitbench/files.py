@@ -79,6 +79,20 @@ OUTPUT_MARKER = ".made-by-circuitbench"
 is only ever replaced when it is empty or holds this marker."""
 
 
+def check_not_an_input(out: Path, flag: str, inputs: Iterable[tuple[str, Path]]) -> None:
+    """Refuse an output that is, holds or lies inside one of the command's inputs.
+
+    Raises:
+        CircuitbenchError: naming both options and the fix.
+    """
+    here = Path(out).resolve()
+    for name, src in inputs:
+        there = Path(src).resolve()
+        if here == there or here in there.parents or there in here.parents:
+            raise CircuitbenchError(f"{flag} {out}: it is, holds or lies inside {name} {src}, which this command "
+                                    f"reads; writing there would replace what it reads. Choose another {flag}.")
+
+
 def check_output_folder(out: Path, flag: str, inputs: Iterable[tuple[str, Path]],
                         made_here: Callable[[Path], bool] | None = None) -> None:
     """Refuse an output folder that would be replaced whole, unless circuitbench made it and it reads nothing.
@@ -93,12 +107,7 @@ def check_output_folder(out: Path, flag: str, inputs: Iterable[tuple[str, Path]]
         CircuitbenchError: naming the flag, what is in the way and the fix.
     """
     out = Path(out)
-    here = out.resolve()
-    for name, src in inputs:
-        there = Path(src).resolve()
-        if here == there or here in there.parents or there in here.parents:
-            raise CircuitbenchError(f"{flag} {out}: it is, holds or lies inside {name} {src}, which this command "
-                                    f"reads; replacing it would delete what it reads. Choose another {flag}.")
+    check_not_an_input(out, flag, inputs)
     if not out.exists():
         return
     if not out.is_dir():

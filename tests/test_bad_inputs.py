@@ -29,7 +29,7 @@ CASES = {
     "run: unknown task": (["run", "--tasks", "no_such_task"], "no_such_task"),
     "run: a seed beyond 64 bits": (["run", "--seed", str(2**70)], f"--seed {2**70}: outside 0 ... 2**63 - 1"),
     "run: a negative seed": (["run", "--seed", "-1"], "--seed -1: outside 0 ... 2**63 - 1"),
-    "run: seeds beyond 64 bits": (["run", "--seeds", f"0,{2**64}"], "is outside 0 ... 2**63 - 1"),
+    "run: seeds beyond 64 bits": (["run", "--seeds", f"0,{2**64}"], f"--seeds {2**64}: outside 0 ... 2**63 - 1"),
     "run: device torch does not know": (["run", "--device", "tpu"], "--device tpu: not a torch device"),
     "run: device not here": (["run", "--device", "mps"], "--device mps"),
     "run: zero threads": (["run", "--threads", "0"], "--threads 0: give a positive number"),

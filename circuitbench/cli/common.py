@@ -92,11 +92,7 @@ def seed_list(value: str | None) -> list[int] | None:
         seeds = []
     if not seeds:
         raise CircuitbenchError(f"--seeds {value}: give comma-separated whole numbers, e.g. --seeds 0,1,2")
-    out_of_range = [s for s in seeds if not 0 <= s <= MAX_SEED]
-    if out_of_range:
-        raise CircuitbenchError(f"--seeds {value}: {out_of_range[0]} is outside 0 ... 2**63 - 1 (a seed is stored "
-                                "as a 64-bit integer); give smaller whole numbers")
-    return seeds
+    return [seed_value(s, "--seeds") for s in seeds]
 
 
 MAX_SEED = 2**63 - 1

@@ -56,16 +56,12 @@ def refuse_overwrite(cfg: TrainConfig) -> list[str]:
     Raises:
         CircuitbenchError: for a model in --out without --force or --resume, and for --out an input.
     """
+    from circuitbench.files import check_not_an_input
+
     out = Path(cfg.out_dir)
-    for flag, src in (("--init-from", cfg.init_from), ("--distill-from", cfg.distill_from),
-                      ("--bridge-to", cfg.bridge_to)):
-        if src is None or not Path(str(src)).exists():
-            continue
-        a, b = out.resolve(), Path(str(src)).resolve()
-        if a == b or a in b.parents or b in a.parents:
-            raise CircuitbenchError(
-                f"--out {out} and {flag} {src} are the same folder (or one holds the other): training would write "
-                f"over the model it reads. Choose another --out.")
+    check_not_an_input(out, "--out", [(flag, Path(str(src))) for flag, src in (
+        ("--init-from", cfg.init_from), ("--distill-from", cfg.distill_from), ("--bridge-to", cfg.bridge_to))
+        if src is not None and Path(str(src)).exists()])
     present = [n for n in MODEL_FILES if (out / n).is_file()]
     if not any(n in present for n in ("final_model.pt", "model.safetensors", "beeg_config.json")) or cfg.resume:
         return []
