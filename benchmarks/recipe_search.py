@@ -50,6 +50,13 @@ LEVERS: dict[str, dict] = {
     "scratch-2x256-d1_32": dict(_REF, d_model=256, n_head=8, weight_density=1 / 32),
 }
 CANDIDATES.update(LEVERS)
+V4_SHAPES: dict[str, dict] = {
+    # Reference models v4, step 2: the shape chosen over hours (45 minutes each), not over minutes.
+    "v4-continue-2x128": dict(_REF, init_from=_MODELS / "tiny-sparse", anneal_end=0.0),
+    "v4-deeper-4x128": dict(_REF, n_layer=4),
+    "v4-wider-2x256": dict(_REF, d_model=256, n_head=8),
+}
+CANDIDATES.update(V4_SHAPES)
 
 
 def prior_minutes(over: dict) -> float:
@@ -98,6 +105,8 @@ def main() -> None:
     ap.add_argument("--corpus", default="pypi")
     ap.add_argument("--only", default=None, help="comma-separated candidate names")
     ap.add_argument("--out", type=Path, default=Path("runs/search"))
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="also draw every candidate's validation loss against wall minutes (a .png)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +129,7 @@ def main() -> None:
             sec = step_seconds(probe, data)
             steps = max(50, int(args.minutes * 60 / sec))
             cfg = TrainConfig(out_dir=args.out / name, corpus=args.corpus, max_steps=steps, threads=args.threads,
-                              eval_every=max(50, steps // 4), checkpoint_every=steps, val_windows=256,
+                              eval_every=max(50, steps // 8), checkpoint_every=steps, val_windows=256,
                               quiet=True, command=f"recipe_search {name}", **over)
             t0 = time.perf_counter()
             train(cfg, data=data)
@@ -145,6 +154,31 @@ def main() -> None:
     table = tabulate([{c: r.get(c, 0.0) for c in cols} for r in rows], headers="keys", tablefmt="github")
     (args.out / "results.md").write_text(table + "\n")
     print(table)
+    if args.plot:
+        plot_curves(args.out, [n for n in names if (args.out / n / "loss_curve.csv").is_file()], args.plot)
+
+
+def plot_curves(out: Path, names: list[str], path: Path) -> None:
+    """Validation loss against wall minutes (this run's, the starting model's training not counted), one line each."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name in names:
+        with open(out / name / "loss_curve.csv") as f:
+            rows = [r for r in csv.DictReader(f) if r["val_loss"]]
+        ax.plot([float(r["elapsed_s"]) / 60 for r in rows], [float(r["val_loss"]) for r in rows], marker="o",
+                label=name)
+    ax.set_xlabel("wall minutes on 2 CPU cores (this run)")
+    ax.set_ylabel("validation loss (10 held-out packages)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -229,3 +229,42 @@ def test_an_mib_file_is_never_imported_onto_another_model_task_or_shape(tmp_path
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
+
+
+def test_bridge_train_never_writes_into_a_model_it_reads(tmp_path, capsys):
+    import shutil
+
+    from circuitbench.models.hub import bundled_models
+
+    sparse = tmp_path / "sparse"
+    shutil.copytree(bundled_models()["tiny-sparse"], sparse)
+    before = sorted(p.name for p in sparse.iterdir())
+    for out, model in ((sparse / "bridges", str(sparse)), (bundled_models()["tiny-sparse"], "tiny-sparse")):
+        assert main(["bridge", "train", "--dense", "tiny-dense", "--sparse", model, "--out", str(out), "--force"]) == 1
+        err = capsys.readouterr().err
+        assert f"--out {out}: it is, holds or lies inside --sparse" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in sparse.iterdir()) == before
+
+
+def test_circuit_export_never_replaces_a_file_without_force(tmp_path, capsys):
+    from pathlib import Path
+
+    unit = Path(__file__).resolve().parents[1] / "baselines/results/tiny-sparse/if_equals.learned_mask.seed0.parquet"
+    graph = tmp_path / "mine.json"
+    graph.write_text("a file of the user's")
+    assert main(["circuit", "export", str(unit), "--format", "mib", "--out", str(graph)]) == 1
+    err = capsys.readouterr().err
+    assert f"--out {graph}: {graph} already there; pass --force" in err and len(err.strip().splitlines()) == 1
+    assert graph.read_text() == "a file of the user's"
+    assert main(["circuit", "export", str(unit), "--format", "mib", "--out", str(graph), "--force"]) == 0
+    assert json.loads(graph.read_text())["cfg"]["n_layers"] == 2
+
+
+def test_run_never_writes_its_results_inside_the_model_it_measures(capsys):
+    from circuitbench.models.hub import bundled_models
+
+    inside = bundled_models()["tiny-sparse"] / "results"
+    assert main(["run", "--tasks", "if_equals", "--out", str(inside), "--force"]) == 1
+    err = capsys.readouterr().err
+    assert f"--out {inside}: it is, holds or lies inside --model" in err and len(err.strip().splitlines()) == 1
+    assert not inside.exists()

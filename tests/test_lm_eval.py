@@ -218,6 +218,18 @@ def test_stock_hf_model_matches_circuitbench_on_tasks_that_pass_the_boundary_che
     assert sorted(f"circuitbench_{t}" for t in checked) == sorted(clean)
 
 
+def test_lm_eval_hf_runs_on_a_circuitbench_model_folder_and_scores_as_circuitbench(
+    tiny_sparse: ModelAdapter, tiny_sparse_export: Path
+) -> None:
+    """`lm_eval --model hf` on the bundled folder (transformers' AutoModelForCausalLM, trust_remote_code)."""
+    from circuitbench.models.hub import bundled_models
+
+    folder = bundled_models()["tiny-sparse"]
+    results = evaluate("hf", f"pretrained={folder},trust_remote_code=True,dtype=float32,device=cpu",
+                       tiny_sparse_export, ["circuitbench_if_equals", "circuitbench_var_if"], limit=16)
+    assert sorted(assert_same_scores(tiny_sparse, results, 8)) == ["if_equals", "var_if"]
+
+
 # --- the boundary trap ---------------------------------------------------------------------------
 
 

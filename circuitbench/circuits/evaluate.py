@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ from torch import Tensor
 from circuitbench.circuits.ablation import AblationSource
 from circuitbench.circuits.curves import CURVE_METRICS, faithfulness_curve, node_curve, top_k_scores
 from circuitbench.circuits.edge_level import check_edge_level
+from circuitbench.circuits.intervals import area_interval, faithfulness_interval, loss_interval, pair_resamples
 from circuitbench.circuits.masks import NodeIndex, keep_top
 from circuitbench.circuits.methods import (
     DiagnosedMethod,
@@ -36,8 +37,9 @@ from circuitbench.circuits.problem import (
     Calibration,
     EdgeProblem,
     Problem,
-    fit_calibration,
+    circuit_scorer,
     make_problem,
+    measure_circuit,
     search_subset,
 )
 from circuitbench.circuits.scores import check_scores, plugin_errors
@@ -45,6 +47,7 @@ from circuitbench.circuits.search import SearchResult, smallest_k
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import Batch, ModelAdapter
 from circuitbench.results.circuit import Circuit
+from circuitbench.results.status import circuit_status, effective_target
 from circuitbench.results.unit import Measurement, Status, Unit, UnitResult
 
 log = logging.getLogger(__name__)
@@ -66,21 +69,6 @@ class _Phases:
 
     def rows(self) -> list[tuple[str, str, float]]:
         return [("", f"time_{k}_s", v) for k, v in self.seconds.items()]
-
-
-def circuit_scorer(
-    problem: Problem, rows: Batch, calibrate: bool
-) -> Callable[[Tensor], tuple[Scores, Calibration | None]]:
-    """Scores of a gate vector on `rows`, after fitting a calibration to them when asked."""
-
-    def at(gates: Tensor) -> tuple[Scores, Calibration | None]:
-        two = problem.two_logits(rows, gates)
-        if not calibrate:
-            return score(two), None
-        cal = fit_calibration(two, rows)
-        return score(cal.apply(two, rows)), cal
-
-    return at
 
 
 def encode_unit_task(unit: Unit, adapter: ModelAdapter) -> tuple[Any, Any]:
@@ -172,17 +160,17 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
     with state.phases("ablation_values"):
         values = unit_ablation_values(state, ablation).to(adapter.device)
     state.problem = dataclasses.replace(state.problem, ablation_values=values)
-    # The circuit must reach the target loss, or the full model's own loss where the full model is weaker than
-    # the target (it solves the task, just less confidently): keeping every node always meets that.
-    target = max(unit.target_loss, full_train.loss)
-    state.rows.append(("train", "target_loss", target))
+    # The target on each split (`results.status`): the unit's target loss, or the full model's own loss there
+    target = effective_target(unit.target_loss, full_train.loss)
+    test_target = effective_target(unit.target_loss, full_test.loss)
+    state.rows += [("train", "target_loss", target), ("test", "target_loss", test_target)]
     control = dataclasses.replace(state.problem, train=state.train.swapped()) if unit.control else None
     method = get_method(unit.method, **unit.method_kwargs)
     ranking = method_phase(state, method, control)
     empty = curve_phase(state, ranking, full_test)
     found, gates, calibration = search_phase(state, ranking, target)
     measure_phase(state, gates, calibration, full_test, empty)
-    state.fields.update(target_loss=target, circuit_train_loss=found.loss)
+    state.fields.update(target_loss=target, test_target_loss=test_target, circuit_train_loss=found.loss)
     if control is not None:
         control_phase(state, control, method, ranking, target)
     state.rows += state.phases.rows()
@@ -190,7 +178,7 @@ def evaluate(unit: Unit, adapter: ModelAdapter, ablation: AblationSource, show_p
                                     calibration=None if calibration is None else
                          {"scale": calibration.scale, "shift": {str(t): v for t, v in calibration.shift.items()}},
                          unit_key=unit.key(), model=unit.model.name, task=unit.task)
-    return state.result("solved" if found.met_target else "target_missed", circuit)
+    return state.result(circuit_status(found.met_target, state.fields["sufficiency_loss"], test_target), circuit)
 
 
 def unit_ablation_values(state: UnitState, ablation: AblationSource) -> Tensor:
@@ -302,11 +290,23 @@ def curve_phase(state: UnitState, ranking: Ranking, full_test: Scores) -> Scores
                                                                                                strict=True)]
         absolute = curves["logit_diff"]
         # MIB: CPR ranks by the signed score, CMD by its absolute value (the same ranking for unsigned methods)
-        signed = absolute if ranking.signed is None else faithfulness_curve(
-            top_k_scores(problem, test, ranking.signed, full_ref, empty, reference), size, full_ref, empty)
+        at_signed = at if ranking.signed is None else top_k_scores(problem, test, ranking.signed, full_ref, empty,
+                                                                   reference)
+        signed = absolute if ranking.signed is None else faithfulness_curve(at_signed, size, full_ref, empty)
     state.rows += [("test", f"curve_signed_f_{frac:g}", f) for frac, f in zip(signed.fractions, signed.f, strict=True)]
     state.fields.update(cpr=signed.cpr(), cmd=absolute.cmd(), cpr_log=signed.cpr_log(), cmd_log=absolute.cmd_log())
+    idx = pair_resamples(len(test), state.unit.seed)
+    for name, curve, at_k in (("cpr", signed, at_signed), ("cmd", absolute, at)):
+        _interval_rows(state, name, area_interval([at_k(k) for k in curve.k], curve.fractions, full_ref, empty, idx,
+                                                  name))
     return empty
+
+
+def _interval_rows(state: UnitState, name: str, interval: tuple[float, float]) -> None:
+    """A number's 95% bootstrap interval over the test pairs, as `NAME_lo` / `NAME_hi` measurements and fields."""
+    lo, hi = interval
+    state.rows += [("test", f"{name}_lo", lo), ("test", f"{name}_hi", hi)]
+    state.fields.update({f"{name}_lo": lo, f"{name}_hi": hi})
 
 
 def search_phase(state: UnitState, ranking: Ranking, target: float
@@ -327,20 +327,34 @@ def search_phase(state: UnitState, ranking: Ranking, target: float
 
 def measure_phase(state: UnitState, gates: Tensor, calibration: Calibration | None, full_test: Scores,
                   empty: Scores) -> None:
-    """Sufficiency, necessity and faithfulness of the circuit on the test split."""
+    """Sufficiency, necessity and faithfulness of the circuit on the test split (with 95% intervals)."""
     with state.phases("measure"):
         suff, nec, _ = measure_circuit(state.problem, state.test, gates, calibration, empty)
+        # faithfulness's zero point: the empty circuit, given the circuit's freedom (a calibration of its own)
+        base = empty if calibration is None else calibrated_empty(state, torch.zeros_like(gates))
     if calibration is not None:
         uncalibrated = state.problem.scores(state.test, gates)
         state.rows += [("test", k, v) for k, v in uncalibrated.as_dict("sufficiency_uncalibrated").items()]
-        state.rows += [("", "calibration_scale", calibration.scale)]
+        state.rows += [("", "calibration_scale", calibration.scale), ("test", "empty_calibrated_logit_diff",
+                                                                      base.logit_diff)]
         state.rows += [("", f"calibration_shift_{t}", v) for t, v in calibration.shift.items()]
     state.rows += [("test", k, v) for k, v in {**suff.as_dict("sufficiency"), **nec.as_dict("necessity"),
                                                 **empty.as_dict("empty")}.items()]
-    f = faithfulness(suff.logit_diff, full_test.logit_diff, empty.logit_diff)
+    f = faithfulness(suff.logit_diff, full_test.logit_diff, base.logit_diff)
     state.rows.append(("test", "faithfulness", f))
     state.fields.update(sufficiency_loss=suff.loss, sufficiency_accuracy=suff.accuracy, necessity_loss=nec.loss,
                         necessity_accuracy=nec.accuracy, faithfulness=f)
+    idx = pair_resamples(len(state.test), state.unit.seed)
+    for name, interval in (("sufficiency_loss", loss_interval(suff, idx)), ("necessity_loss", loss_interval(nec, idx)),
+                           ("faithfulness", faithfulness_interval(suff, full_test, base, idx))):
+        _interval_rows(state, name, interval)
+
+
+def calibrated_empty(state: UnitState, zeros: Tensor) -> Scores:
+    """The empty circuit's test scores after a calibration fitted to it on the search examples, as a circuit's is."""
+    cal = circuit_scorer(state.problem, state.search_rows, True)(zeros)[1]
+    assert cal is not None
+    return score(cal.apply(state.problem.two_logits(state.test, zeros), state.test))
 
 
 def control_phase(state: UnitState, control: Problem, method: Method, ranking: Ranking, target: float) -> None:
@@ -362,17 +376,3 @@ def control_phase(state: UnitState, control: Problem, method: Method, ranking: R
     if control.level == "edges":
         state.rows.append(("", "control_edges", sizes["edges"]))
         state.fields.update(control_edges=sizes["edges"])
-
-
-def measure_circuit(problem: Problem, rows: Batch, gates: Tensor, calibration: Calibration | None,
-                    empty: Scores | None = None) -> tuple[Scores, Scores, Scores]:
-    """Sufficiency (only the circuit kept, calibrated when it was), necessity (only it ablated), empty circuit.
-
-    `empty`, when the caller has it already for these rows, is returned instead of being measured again.
-    """
-    two = problem.two_logits(rows, gates)
-    suff = score(two if calibration is None else calibration.apply(two, rows))
-    nec = problem.scores(rows, 1.0 - gates)
-    if empty is None:
-        empty = problem.scores(rows, torch.zeros_like(gates))
-    return suff, nec, empty

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,9 @@ class Scores:
     kl: float | None = None
     """Mean KL(full model || this) of the whole next-token distribution at the answer position, in nats,
     where it was measured (faithfulness curves)."""
+    two: Tensor | None = field(default=None, compare=False, repr=False)
+    """The per-example [N, 2] candidate logits the means come from (on the CPU): the bootstrap intervals'
+    input (`circuitbench.circuits.intervals`)."""
 
     def as_dict(self, prefix: str) -> dict[str, float]:
         """Named measurements, e.g. {'full_loss': ...}: the summary's column names where they meet."""
@@ -62,7 +65,7 @@ def score(two: Tensor, kl: Tensor | None = None) -> Scores:
     """
     diff = two[:, 0] - two[:, 1]
     return Scores(float(task_loss(two).mean()), float((diff > 0).float().mean()), float(diff.mean()),
-                  None if kl is None else float(kl.mean()))
+                  None if kl is None else float(kl.mean()), two.detach().float().cpu())
 
 
 def kl_from(reference: Tensor, logits: Tensor) -> Tensor:

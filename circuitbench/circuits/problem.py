@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,3 +236,32 @@ def search_subset(train: Batch, n_examples: int, seed: int) -> Batch:
     gen = torch.Generator().manual_seed(seed)
     n_pairs = min(len(train) // 2, n_examples // 2)
     return train.pairs(torch.randperm(len(train) // 2, generator=gen)[:n_pairs])
+
+
+def circuit_scorer(
+    problem: Problem, rows: Batch, calibrate: bool
+) -> Callable[[Tensor], tuple[Scores, Calibration | None]]:
+    """Scores of a gate vector on `rows`, after fitting a calibration to them when asked."""
+
+    def at(gates: Tensor) -> tuple[Scores, Calibration | None]:
+        two = problem.two_logits(rows, gates)
+        if not calibrate:
+            return score(two), None
+        cal = fit_calibration(two, rows)
+        return score(cal.apply(two, rows)), cal
+
+    return at
+
+
+def measure_circuit(problem: Problem, rows: Batch, gates: Tensor, calibration: Calibration | None,
+                    empty: Scores | None = None) -> tuple[Scores, Scores, Scores]:
+    """Sufficiency (only the circuit kept, calibrated when it was), necessity (only it ablated), empty circuit.
+
+    `empty`, when the caller has it already for these rows, is returned instead of being measured again.
+    """
+    two = problem.two_logits(rows, gates)
+    suff = score(two if calibration is None else calibration.apply(two, rows))
+    nec = problem.scores(rows, 1.0 - gates)
+    if empty is None:
+        empty = problem.scores(rows, torch.zeros_like(gates))
+    return suff, nec, empty

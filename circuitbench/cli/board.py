@@ -129,8 +129,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         table = headline(rows)
         print_table(table, args.format, floatfmt=".1f")
         if args.format == "table" and any(r["solved"] == 0 for r in table):
-            print("\nnan: no task was solved by the full model and pruned to the target for that model and method, "
-                  "so there is no circuit size to average; each task's status is in the unit files "
+            print("\nnan: no task was solved by the full model and pruned to a circuit that holds out for that "
+                  "model and method, so there is no circuit size to average; each task's status is in the unit files "
                   "(circuitbench circuit show FILE.parquet) and in `circuitbench run`'s table.")
         return 0
     assert method is not None

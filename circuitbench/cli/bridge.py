@@ -158,6 +158,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = BridgeTrainConfig(**setting_values(args, BridgeTrainConfig))
     check_settings(cfg)  # before any model or corpus is read
     _check_eval_flags(args)
+    from circuitbench.files import check_not_an_input
+    from circuitbench.models.hub import bundled_models
+
+    folders = {**bundled_models(), **{v: Path(v) for v in (args.dense, args.sparse) if Path(v).exists()}}
+    models = (("--dense", args.dense), ("--sparse", args.sparse))
+    check_not_an_input(args.out, "--out", [(flag, folders[v]) for flag, v in models if v in folders])
     dense = circuitbench.load_model(args.dense, device="cpu")
     sparse = circuitbench.load_model(args.sparse, device="cpu")
     from circuitbench.bridges.bridge import check_bridgeable

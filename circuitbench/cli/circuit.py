@@ -12,6 +12,7 @@ from circuitbench.cli.common import (
     print_table,
 )
 from circuitbench.errors import CircuitbenchError
+from circuitbench.results.status import PRUNED
 
 
 def add_circuit(sub: Subparsers) -> None:
@@ -33,10 +34,12 @@ def add_circuit(sub: Subparsers) -> None:
     ex.add_argument("--format", choices=["mib", "graph-json", "parquet"], default="mib",
                     help="mib: EAP-IG Graph JSON (.json); graph-json: circuit-tracer's graph of one test example "
                          "(.json); parquet: a folder with nodes.parquet and edges.parquet (default: %(default)s)")
-    ex.add_argument("--out", type=Path, required=True, help="output .json file (a folder for parquet)")
+    ex.add_argument("--out", type=Path, required=True, help="mib: a .json file; graph-json: a folder (it gets "
+                    "SLUG.json and graph-metadata.json, as circuit-tracer serves) or a .json file; parquet: a folder")
     ex.add_argument("--example", type=int, default=None, help="graph-json: which test example (default: 0)")
     ex.add_argument("--device", default=None, help="graph-json, parquet: where to measure the nodes when the "
                                                    "unit has no node table yet (default: the unit's device)")
+    ex.add_argument("--force", action="store_true", help="replace files already at --out")
     ex.set_defaults(handler=_device_checked(_cmd_circuit_export))
     xp = csub.add_parser("explore", help="write an interactive page that shows what each node of a saved circuit does")
     xp.add_argument("result", type=Path, help="a unit file, RESULTS/MODEL/TASK.METHOD.seedN.parquet")
@@ -184,41 +187,71 @@ def _cmd_circuit_backup(args: argparse.Namespace) -> int:
     from circuitbench.runs.saved import load_saved, load_unit_model
 
     saved = load_saved(args.result)
-    if saved.summary.get("status") not in ("solved", "target_missed"):
+    if saved.summary.get("status") not in PRUNED:
         raise CircuitbenchError(f"{args.result}: status {saved.summary.get('status')}, no circuit to exclude")
     row = backup(saved, load_unit_model(saved, args.device), show_progress=args.format == "table")
     print_table([row], args.format, floatfmt=".3f")
     if args.format == "table":
         what = "edges" if row["level"] == "edges" else "nodes"
-        print(f"\nWithout the first circuit's {row['first_' + what]} {what}, a second circuit "
-              + (f"meets the target with {row['backup_' + what]} {what}: the first is not the only one."
-                 if row["backup_met_target"] else "does not meet the target: the task goes through the first "
-                 "circuit's nodes."))
+        first = f"\nWithout the first circuit's {row['first_' + what]} {what}, a second circuit "
+        print(first + {
+            "solved": f"meets the target with {row['backup_' + what]} {what}, held out too: the first is not the "
+                      "only one.",
+            "train_only": f"meets the target on the search pairs with {row['backup_' + what]} {what} but not on "
+                          "the held-out test pairs: no second circuit that holds was found.",
+            "target_missed": "does not meet the target: the task goes through the first circuit's nodes.",
+        }[row["backup_status"]])
     return 0
 
 
+def _check_export_out(args: argparse.Namespace, graph: Path | None) -> None:
+    """An export never replaces a file without --force.
+
+    (It never writes over the unit it reads: those are .parquet and .safetensors files, and --out is a .json
+    file or a folder for the Parquet tables.)
+    """
+    there = ([args.out / n for n in ("nodes.parquet", "edges.parquet")] if args.format == "parquet" else
+             [graph] if graph is not None else [args.out])
+    there = [p for p in there if p.exists()]
+    if there and not args.force:
+        raise CircuitbenchError(f"--out {args.out}: {', '.join(str(p) for p in there)} already there; pass --force to "
+                                "replace it, or choose another --out")
+
+
 def _cmd_circuit_export(args: argparse.Namespace) -> int:
-    from circuitbench.runs.saved import export_graph_json, export_mib, export_parquet, load_saved, load_unit_model
+    from circuitbench.runs.saved import (
+        export_graph_json,
+        export_mib,
+        export_parquet,
+        graph_json_path,
+        load_saved,
+        load_unit_model,
+    )
 
     if args.example is not None and args.format != "graph-json":  # a flag that would change nothing
         raise CircuitbenchError(f"--example {args.example}: only --format graph-json draws one test example; "
                                 f"--format {args.format} exports the whole circuit. Drop --example")
     args.example = 0 if args.example is None else args.example
-    if args.format in ("mib", "graph-json"):  # the flags first: a wrong name costs no loading
-        what = "MIB's circuit JSON" if args.format == "mib" else "circuit-tracer's graph JSON"
-        check_suffix(args.out, (".json",), what)
+    if args.format == "mib":  # the flags first: a wrong name costs no loading
+        check_suffix(args.out, (".json",), "MIB's circuit JSON")
+    elif args.format == "graph-json" and args.out.suffix:  # a folder (SLUG.json and its listing) or a .json file
+        check_suffix(args.out, (".json",), "circuit-tracer's graph JSON (or give a folder)")
     elif args.out.exists() and not args.out.is_dir():
         raise CircuitbenchError(f"--out {args.out}: a file is in the way; give a folder for the Parquet tables")
     saved = load_saved(args.result)
+    _check_export_out(args, graph_json_path(saved, args.example, args.out) if args.format == "graph-json" else None)
     if args.format == "mib":
-        print(f"MIB circuit (EAP-IG Graph JSON) -> {export_mib(saved, args.out)}")
+        path = export_mib(saved, args.out, lambda: load_unit_model(saved, args.device))  # loaded for >10,000 edges
+        print(f"MIB circuit (EAP-IG Graph JSON) -> {path}")
         return 0
     from circuitbench.runs.explore import load_or_compute
 
     table = load_or_compute(saved, lambda: load_unit_model(saved, args.device), show_progress=True)
     if args.format == "graph-json":
-        print(f"circuit-tracer graph JSON of test example {args.example} -> "
-              f"{export_graph_json(saved, table, args.example, args.out)}")
+        path = export_graph_json(saved, table, args.example, args.out)
+        print(f"circuit-tracer graph JSON of test example {args.example} -> {path}, listed in "
+              f"{path.parent / 'graph-metadata.json'} (circuit-tracer's server on {path.parent} opens it as "
+              f"{path.stem})")
     else:
         nodes, edges = export_parquet(saved, table, args.out)
         print(f"node table -> {nodes}\nedge table -> {edges}")

@@ -69,7 +69,7 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument("--distill-from", default=None, metavar="MODEL_DIR", help=d["distill_from"].description)
     p.add_argument("--bridge-to", default=None, metavar="DENSE_DIR", help=d["bridge_to"].description)
     p.add_argument("--anneal-afrac", action="store_true", help=d["anneal_afrac"].description)
-    for name in ("afrac", "weight_density", "lr", "warmup", "weight_decay", "adam_eps",
+    for name in ("afrac", "weight_density", "lr", "warmup", "lr_decay", "weight_decay", "adam_eps",
                  "target_val_loss", "anneal_end", "distill_coef"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=d[name].default,
                        help=(d[name].description or "").replace("%", "%%"))

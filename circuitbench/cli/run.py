@@ -92,11 +92,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     seeds = seed_list(args.seeds)
     summaries = run(cfg, executor=make_executor(args.executor, args.address), seeds=seeds)
     # the summary's own column names (the Parquet and the code use the same ones)
-    cols = ["task", "status", "full_accuracy", "nodes", "edges", "sufficiency_loss", "necessity_loss",
-            "faithfulness", "control_edges" if cfg.level == "edges" else "control_nodes", "control_met_target"]
+    cols = (["task", "status", "full_accuracy", "nodes", "edges", "control", "sufficiency_loss", "necessity_loss",
+             "faithfulness"] if args.format == "table" else  # the control as a ratio of sizes (results.status)
+            ["task", "status", "full_accuracy", "nodes", "edges", "sufficiency_loss", "necessity_loss", "faithfulness",
+             "control_edges" if cfg.level == "edges" else "control_nodes", "control_met_target"])
     if seeds is not None:
         cols.insert(1, "seed")
-    print_table([{c: s.get(c) for c in cols} for s in summaries], args.format, floatfmt=".3f")
+    from circuitbench.results.report import table_rows
+
+    print_table(table_rows(summaries, cols, args.format), args.format, floatfmt=".3f")
     if args.format == "table":
         first = [s for s in summaries if s.get("seed") == (seeds or [args.seed])[0]]
         _run_notes(first, args.min_accuracy, args.out)
@@ -126,13 +130,21 @@ def _run_notes(summaries: list[dict[str, Any]], min_accuracy: float, out: Path) 
 
     g = geometric_means(summaries)
     chance = min_accuracy <= 0.5
-    what = "pruned to the target" if chance else "solved by the full model and pruned to the target"
+    what = ("pruned to a circuit that meets the target held out" if chance else
+            "solved by the full model and pruned to a circuit that meets the target held out")
     head = f"\n{int(g['solved'])}/{int(g['tasks'])} tasks {what}"
-    if g["solved"]:
-        print(f"{head}; geometric mean over them: {g['geomean_nodes']:.1f} nodes, {g['geomean_edges']:.1f} edges.")
+    empty = [s["task"] for s in summaries if s.get("status") == "solved" and s.get("nodes") == 0]
+    if g["solved"] and len(empty) == g["solved"]:  # a mean of sizes of nothing would read as 1 node
+        print(f"{head}; every one of them is an empty circuit (0 nodes, 0 edges): see the note on empty "
+              "circuits below.")
+    elif g["solved"]:
+        counted = f" ({len(empty)} empty circuit(s) counted as 1 node, 1 edge)" if empty else ""
+        print(f"{head}; geometric mean over them: {g['geomean_nodes']:.1f} nodes, {g['geomean_edges']:.1f} edges"
+              f"{counted}.")
     else:
         print(f"{head}: no circuit to report. Tasks marked unsolved have full-model accuracy below "
               f"--min-accuracy {min_accuracy}; the model must solve a task before it can be pruned.")
+    report_train_only(summaries)
     report_dropped(summaries)
     unsolved = [s["task"] for s in summaries if s.get("status") == "unsolved"]
     if unsolved and g["solved"]:
@@ -148,6 +160,18 @@ def flag_labels(summaries: list[dict[str, Any]], min_accuracy: float) -> None:
 
     for note in label_notes(summaries, min_accuracy):
         print(note)
+
+
+def report_train_only(summaries: list[dict[str, Any]]) -> None:
+    """Name the circuits that met the target on the search pairs only (status `train_only`), with their numbers."""
+    from circuitbench.results.status import HELD_OUT_TOLERANCE
+
+    missed = [s for s in summaries if s.get("status") == "train_only"]
+    if missed:
+        print(f"Met the target on the search pairs but not on the held-out test pairs (status train_only, not "
+              f"counted above; the rule: test sufficiency loss at most {HELD_OUT_TOLERANCE:g} x the target): "
+              + ", ".join(f"{s['task']} (test loss {s['sufficiency_loss']:.3f}, test target "
+                          f"{s['test_target_loss']:.3f})" for s in missed) + ".")
 
 
 def report_dropped(summaries: list[dict[str, Any]]) -> None:
@@ -199,7 +223,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                  not args.quiet, where=str(args.file))
     cols = ["model", "task", "method", "level", "seed", "status", "nodes", "edges", "faithfulness", "cpr_log",
             "control_nodes"]
-    print_table([{c: r.get(c) for c in cols} for r in rows], args.format, floatfmt=".3f")
+    from circuitbench.results.report import table_rows
+
+    print_table(table_rows(rows, cols, args.format), args.format, floatfmt=".3f")
     if args.format == "table":
         print(f"\n{len(rows)} units in {spec.out}/ (summary.parquet covers every unit there); "
               "`circuitbench report` compares them.")
@@ -286,7 +312,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({"per_task": c.per_task, "methods": c.methods, "seeds": c.seeds}, indent=2, default=str))
         return 0
-    print_table(c.per_task, "table", floatfmt=".3f")
+    from circuitbench.results.report import table_rows
+
+    print_table(table_rows(c.per_task, [k for k in c.per_task[0] if not k.endswith(("_lo", "_hi"))])
+                if c.per_task else [], "table", floatfmt=".3f")
     print()
     print_table(c.methods, "table", floatfmt=".3f")
     flag_labels([r for r in c.rows if r["model"] == args.model and r["seed"] == args.seed], args.min_accuracy)

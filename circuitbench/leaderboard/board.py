@@ -15,6 +15,7 @@ from typing import Any
 from circuitbench.errors import CircuitbenchError
 from circuitbench.leaderboard.protocol import board_numbers
 from circuitbench.leaderboard.submit import META_FILE, SubmissionMeta
+from circuitbench.results.status import PRUNED, is_specific
 
 
 @dataclass
@@ -62,13 +63,18 @@ class Entry:
 
     @property
     def solved(self) -> list[UnitRecord]:
-        """Units pruned to the target."""
+        """Units whose circuit meets the target on the search pairs and held out (`results.status`)."""
         return [u for u in self.units if u.summary.get("status") == "solved"]
+
+    @property
+    def specific(self) -> list[UnitRecord]:
+        """Solved units whose inverted-label control misses the target or needs clearly more (`is_specific`)."""
+        return [u for u in self.solved if is_specific(u.summary)]
 
     @property
     def pruned(self) -> list[UnitRecord]:
         """Units whose full model solves the task (pruned, at the target or not)."""
-        return [u for u in self.units if u.summary.get("status") in ("solved", "target_missed")]
+        return [u for u in self.units if u.summary.get("status") in PRUNED]
 
     @property
     def label(self) -> str:
@@ -99,7 +105,8 @@ def load_board(board: Path) -> list[Entry]:
             m = {(r["split"], r["metric"]): r["value"] for r in table.to_pylist()}
             u = prov.unit
             numbers = board_numbers(m, u, path)
-            summary = {"model": u.model.name, "task": u.task, "method": u.method, "seed": u.seed, **numbers}
+            summary = {"model": u.model.name, "task": u.task, "method": u.method, "level": u.level, "seed": u.seed,
+                       **numbers}
             entry.seed_units.append(UnitRecord(path, summary, m, json.loads(prov.model_dump_json())))
         first = min((u.summary["seed"] for u in entry.seed_units), default=0)
         entry.units = [u for u in entry.seed_units if u.summary["seed"] == first]

@@ -8,6 +8,10 @@ from typing import Any
 
 from circuitbench.leaderboard.board import Entry
 from circuitbench.results.report import geomean
+from circuitbench.results.status import HELD_OUT_TOLERANCE, SPECIFIC_CONTROL_RATIO, STATUS_MEANING
+
+STATUS_NOTE = "; ".join(f"{k}: {v}" for k, v in STATUS_MEANING.items() if k != "no_examples") + "."
+"""What each status a task page can show means (`circuitbench.results.status`)."""
 
 
 def e(value: Any) -> str:
@@ -25,6 +29,16 @@ def _num(x: float | None, fmt: str = ".3f") -> tuple[str, str]:
 def _td(x: float | None, fmt: str = ".3f") -> str:
     shown, key = _num(x, fmt)
     return f'<td class="num" data-v="{key}">{shown}</td>'
+
+
+def interval_td(s: dict[str, Any], key: str, fmt: str = ".3f") -> str:
+    """A number with its 95% bootstrap interval over the test pairs (`NAME_lo`, `NAME_hi`) as `±H` beneath."""
+    cell = _td(s.get(key), fmt)
+    value, lo, hi = s.get(key), s.get(f"{key}_lo"), s.get(f"{key}_hi")
+    if value is None or lo is None or hi is None or any(math.isnan(v) for v in (value, lo, hi)):
+        return cell
+    return cell.replace("</td>", f'<br><span class="spread" title="95% bootstrap interval over the test pairs: '
+                                  f'{lo:{fmt}} to {hi:{fmt}}">&plusmn;{max(hi - value, value - lo):{fmt}}</span></td>')
 
 
 def _mean(values: list[float | None]) -> float:
@@ -66,3 +80,18 @@ edges (1: the same circuit every time). The tables above are of seed {en.seeds[0
 <tbody>
 {chr(10).join(rows)}
 </tbody></table>"""
+
+
+def index_legend(n: int) -> str:
+    """The index page's paragraph saying what each column of the main table counts, for a board of n tasks."""
+    return f"""<p>Each row is one accepted submission: a model and a circuit-finding method. <b>tasks solved</b>:
+pruned to a circuit that meets the target task loss on the search pairs and holds on the held-out test pairs
+(test loss at most {HELD_OUT_TOLERANCE:g} x the target), out of all {n} tasks; a circuit that meets it on the search
+pairs only is marked <code>train_only</code> and not counted. <b>specific</b>: of those, the tasks whose
+inverted-label control (the same search on swapped answers) misses the target or needs at least
+{SPECIFIC_CONTROL_RATIO:g} x the circuit's size: a circuit that explains the task, not one any labels would give.
+<b>geomean nodes / edges</b>: geometric means over the solved tasks (smaller circuits are easier to read).
+<b>CPR</b> (higher is better) and <b>CMD</b> (lower is better): MIB's areas under the faithfulness curve on the
+linear size axis, averaged over the pruned tasks; the log axis sees circuits far below 10 % of the model.
+<b>loss measured by</b>: <code>circuitbench val-loss</code> on the corpus's held-out packages, or reported by the
+submitter. Click a column to sort.</p>"""

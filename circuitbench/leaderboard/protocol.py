@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import ConfigDict, ValidationError, field_validator, model_validator
 
-from circuitbench.results.unit import UnitSettings
+from circuitbench.results.status import NOT_PRUNED, status_from_measurements
+from circuitbench.results.unit import INTERVAL_NUMBERS, UnitSettings
 
 PROTOCOL_FILE = "protocol.json"
 """A board's protocol file (`BOARD/protocol.json`); a board without one uses the official protocol."""
@@ -138,21 +139,17 @@ def board_numbers(m: dict[tuple[str, str], float], unit: Any, unit_file: Path | 
 
     Returns:
         status, full_accuracy, full_loss, nodes, edges, faithfulness, sufficiency_loss, necessity_loss,
-        target_loss, control_nodes, control_met_target, cpr, cmd, cpr_log, cmd_log (None where not measured).
+        target_loss, control_nodes, control_met_target, cpr, cmd, cpr_log, cmd_log, and the 95% intervals
+        (`NAME_lo`, `NAME_hi` of `INTERVAL_NUMBERS`) (None where not measured).
     """
     acc = m.get(("test", "full_accuracy"))
     out: dict[str, Any] = {"full_accuracy": acc, "full_loss": m.get(("test", "full_loss"))}
     keys = ("nodes", "edges", "faithfulness", "sufficiency_loss", "necessity_loss", "target_loss", "control_nodes",
             "control_met_target", "cpr", "cmd", "cpr_log", "cmd_log")
     out.update(dict.fromkeys(keys))
-    loss, target = m.get(("train", "circuit_loss")), m.get(("train", "target_loss"))
-    if m.get(("test", "examples"), 2) < 2 or m.get(("train", "examples"), 2) < 2:
-        out["status"] = "no_examples"
+    out["status"] = status_from_measurements(m, unit.target_loss, unit.min_accuracy)
+    if out["status"] in NOT_PRUNED:
         return out
-    if acc is None or acc < unit.min_accuracy or loss is None or target is None:
-        out["status"] = "unsolved"
-        return out
-    out["status"] = "solved" if loss <= target else "target_missed"
     nodes, edges = m.get(("", "nodes")), m.get(("", "edges"))
     if unit_file is not None:
         from circuitbench.results.circuit import Circuit, circuit_paths, edges_total
@@ -163,8 +160,9 @@ def board_numbers(m: dict[tuple[str, str], float], unit: Any, unit_file: Path | 
     out.update(
         nodes=None if nodes is None else int(nodes), edges=None if edges is None else int(edges),
         faithfulness=m.get(("test", "faithfulness")), sufficiency_loss=m.get(("test", "sufficiency_loss")),
-        necessity_loss=m.get(("test", "necessity_loss")), target_loss=target,
+        necessity_loss=m.get(("test", "necessity_loss")), target_loss=m.get(("train", "target_loss")),
         control_nodes=None if m.get(("", "control_nodes")) is None else int(m[("", "control_nodes")]),
         control_met_target=None if control is None else bool(control), **_curve_areas(m),
+        **{f"{k}_{end}": m.get(("test", f"{k}_{end}")) for k in INTERVAL_NUMBERS for end in ("lo", "hi")},
     )
     return out

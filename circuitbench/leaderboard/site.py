@@ -25,13 +25,15 @@ from pathlib import Path
 
 from circuitbench.errors import CircuitbenchError
 from circuitbench.files import OUTPUT_MARKER, check_output_folder
+from circuitbench.leaderboard import cells
 from circuitbench.leaderboard.board import Entry, UnitRecord, load_board
-from circuitbench.leaderboard.cells import _mean, _td, e, seed_section, spread_td
+from circuitbench.leaderboard.cells import _mean, _td, e, interval_td, seed_section, spread_td
 from circuitbench.leaderboard.draw import SVG_STYLE, Series, line_plot, saved_circuit_svg
 from circuitbench.leaderboard.explore import board_explorers
 from circuitbench.leaderboard.protocol import PROTOCOL_FILE, Protocol, load_protocol
 from circuitbench.leaderboard.submit import META_FILE
 from circuitbench.results.report import geomean
+from circuitbench.results.status import PRUNED, control_text
 
 
 def _page(title: str, body: str, depth: int) -> str:
@@ -55,6 +57,7 @@ def _entry_row(entry: Entry, depth: int, n_tasks: int) -> str:
             f'<td><a href="{up}submissions/{e(entry.content_hash)}.html">{e(m.model.name)}</a></td>'
             f"<td>{e(m.model.kind or 'unknown')}</td><td>{e(m.method.name)}</td>"
             f'<td class="num" data-v="{len(solved)}">{len(solved)} / {n_tasks}</td>'
+            f'<td class="num" data-v="{len(entry.specific)}">{len(entry.specific)}</td>'
             + spread_td(entry, "nodes") + spread_td(entry, "edges")
             + _td(_mean([u.summary.get("cpr") for u in pruned]))
             + _td(_mean([u.summary.get("cmd") for u in pruned]))
@@ -70,9 +73,9 @@ def _measured_by(who: str, loss: float | None) -> str:
     return "circuitbench" if who == "circuitbench" else "reported"
 
 
-_MAIN_HEAD = ("<tr><th>model</th><th>kind</th><th>method</th><th>tasks solved</th><th>geomean nodes</th>"
-              "<th>geomean edges</th><th>CPR</th><th>CMD</th><th>CPR (log axis)</th><th>validation loss</th>"
-              "<th>loss measured by</th><th>submitter</th></tr>")
+_MAIN_HEAD = ("<tr><th>model</th><th>kind</th><th>method</th><th>tasks solved</th><th>specific</th>"
+              "<th>geomean nodes</th><th>geomean edges</th><th>CPR</th><th>CMD</th><th>CPR (log axis)</th>"
+              "<th>validation loss</th><th>loss measured by</th><th>submitter</th></tr>")
 
 
 def _frontier(entries: list[Entry]) -> str:
@@ -111,12 +114,7 @@ def _index(entries: list[Entry], tasks: list[str], protocol: Protocol) -> str:
     body = f"""<h1>Circuit sizes on circuitbench's {n} tasks</h1>
 <p><b>Protocol</b>, enforced by <code>circuitbench submit</code>: {e(protocol.text())}. Every number below is
 recomputed from the submitted measurements and saved circuits.</p>
-<p>Each row is one accepted submission: a model and a circuit-finding method. <b>tasks solved</b>: pruned to
-the target task loss, out of all {n} tasks. <b>geomean nodes / edges</b>: geometric means over the solved
-tasks (smaller circuits are easier to read). <b>CPR</b> (higher is better) and <b>CMD</b> (lower is better):
-MIB's areas under the faithfulness curve on the linear size axis, averaged over the pruned tasks; the log
-axis sees circuits far below 10 % of the model. <b>loss measured by</b>: <code>circuitbench val-loss</code> on the
-corpus's held-out packages, or reported by the submitter. Click a column to sort.</p>
+{cells.index_legend(n)}
 <p><label>Show <select id="kind-filter"><option value="all">all models</option><option value="dense">dense</option>
 <option value="sparse">sparse</option><option value="sae">SAE</option></select></label></p>
 <table class="sortable" id="board"><thead>{_MAIN_HEAD}</thead>
@@ -188,9 +186,10 @@ def _task_page(task: str, entries: list[Entry], pages: dict[str, str]) -> str:
             rows.append(f'<tr data-kind="{e(en.meta.model.kind or "unknown")}"><td><a href="../submissions/'
                         f'{e(en.content_hash)}.html">{e(en.meta.model.name)}</a></td><td>{e(en.meta.method.name)}</td>'
                         f"<td>{e(s['status'])}</td>" + _td(s.get("full_accuracy")) + _td(s.get("nodes"), "d")
-                        + _td(s.get("edges"), "d") + _td(s.get("faithfulness")) + _td(s.get("cpr"))
-                        + _td(s.get("cmd")) + _td(s.get("cpr_log")) + "</tr>")
-            if s["status"] in ("solved", "target_missed"):
+                        + _td(s.get("edges"), "d") + f"<td>{e(control_text(s))}</td>"
+                        + "".join(interval_td(s, k) for k in ("sufficiency_loss", "faithfulness", "cpr", "cmd"))
+                        + _td(s.get("cpr_log")) + "</tr>")
+            if s["status"] in PRUNED:
                 pruned.append((en, u))
     drawings = []
     for en, u in pruned:
@@ -214,11 +213,15 @@ def _task_page(task: str, entries: list[Entry], pages: dict[str, str]) -> str:
 {_example(task)}
 <h2>Circuits</h2>
 <table class="sortable"><thead><tr><th>model</th><th>method</th><th>status</th><th>full accuracy</th><th>nodes</th>
-<th>edges</th><th>faithfulness</th><th>CPR</th><th>CMD</th><th>CPR (log axis)</th></tr></thead>
+<th>edges</th><th>control</th><th>test loss</th><th>faithfulness</th><th>CPR</th><th>CMD</th><th>CPR (log axis)</th>
+</tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody></table>
 {note}
+<p class="note">Status: {e(cells.STATUS_NOTE)} Test loss: the circuit's sufficiency loss on the held-out test pairs;
+&plusmn; is the larger distance to an end of the number's 95% bootstrap interval over those pairs (hover for
+the interval).</p>
 <h2>Faithfulness curves</h2>
 <div class="figs">{_curves_for(pruned)}</div>
 <h2>Circuit drawings</h2>

@@ -38,6 +38,7 @@ from circuitbench.leaderboard.submission import (
     SubmissionMeta,
     Validation,
 )
+from circuitbench.results.status import PRUNED
 
 __all__ = ["META_FILE", "SUBMISSION_FORMAT", "MethodInfo", "ModelInfo", "Report", "SubmissionMeta", "Validation",
            "accept", "validate"]
@@ -250,7 +251,7 @@ def verify_sample(units: list[Path], meta: SubmissionMeta, report: Report, sampl
     from circuitbench.results.store import read_unit
     from circuitbench.runs.saved import compare_stored, load_saved, reevaluate
 
-    pruned = sorted(p for p in units if read_unit(p)[1].get("status") in ("solved", "target_missed"))
+    pruned = sorted(p for p in units if read_unit(p)[1].get("status") in PRUNED)
     report.verify_seed = seed if seed is not None else int(report.content_hash[:12] or "0", 16)
     pruned = random.Random(report.verify_seed).sample(pruned, min(sample, len(pruned)))
     if not pruned:

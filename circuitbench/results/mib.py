@@ -13,12 +13,15 @@ with `in_graph` and `score`. Where the mapping loses information:
 - The embedding is not a node here: `input` edges are those whose child reads a kept residual channel
   that reaches it, whatever wrote it.
 - An edge-level circuit is shown through the nodes its kept edges touch (node scores 1 or 0).
+- The input node is always in the graph and scored with the largest node score (EAP-IG's readers need a number;
+  the embedding is not one of our nodes, so it has no score of its own).
 The exact circuit rides along under the top-level key `circuitbench` (`extension`), which MIB's readers
 ignore and `circuitbench circuit import` reads back, so export -> import reproduces the circuit exactly.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +112,10 @@ class _Graph:
                               "neurons": [c in kept[mout] for c in range(d_model)],
                               "neurons_scores": score_of[mout].tolist()}
         nodes["logits"] = {"in_graph": True}
+        # the input is not scored here (the embedding is no node of ours) and is always in the graph: it takes the
+        # largest node score, so a reader that ranks nodes by score (EAP-IG's top-n) keeps it first, as it is kept
+        finite = [n["score"] for n in nodes.values() if math.isfinite(n.get("score", math.nan))]
+        nodes["input"]["score"] = max(finite, default=0.0)
         return nodes
 
     def _feeds(self, edges: list[dict[str, Any]]) -> dict[tuple[str, int], set[str]]:
@@ -172,7 +179,9 @@ def read_mib(path: Path) -> dict[str, Any]:
     Checks the keys `cfg` (n_layers, n_heads, parallel_attn_mlp, d_model), `nodes` and `edges`; that the node
     set is input, a{L}.h{H}, m{L} and logits for the configured shape; that every edge name is
     `parent->child` or `parent->a{L}.h{H}<q|k|v>` between known nodes with the parent before the child;
-    and that every edge and node carries `in_graph` (and `neurons` of length d_model where present).
+    and that every edge and node carries `in_graph` (and `neurons` of length d_model where present; for an
+    attention head also d_head, or n_heads lists of either, as neuron-level graphs lay them out). Neuron masks
+    are checked, not used: an imported circuit is mapped at the component level (`circuitbench.runs.imported`).
 
     Returns:
         The parsed dict.
@@ -195,6 +204,21 @@ def read_mib(path: Path) -> dict[str, Any]:
                                 "in_graph and score") from None
 
 
+def _neuron_shape_ok(neurons: Any, d_model: int, n_heads: int | None) -> bool:
+    """Whether a node's `neurons` has a neuron-level layout.
+
+    d_model values; an attention head's may also be d_head values, or n_heads lists of either (EAP-IG's slice
+    of the layer's heads).
+    """
+    if not isinstance(neurons, list):
+        return False
+    widths = {d_model} if n_heads is None else {d_model, d_model // n_heads}
+    if not any(isinstance(v, list) for v in neurons):
+        return len(neurons) in widths
+    return n_heads is not None and len(neurons) == n_heads and all(
+        isinstance(row, list) and len(row) in widths for row in neurons)
+
+
 def _check_mib(path: Path, d: dict[str, Any]) -> dict[str, Any]:
     """`read_mib`'s checks of a parsed file (see there)."""
     import re
@@ -214,8 +238,10 @@ def _check_mib(path: Path, d: dict[str, Any]) -> dict[str, Any]:
     for name, node in d["nodes"].items():
         if "in_graph" not in node:
             raise CircuitbenchError(f"{path}: node {name} has no in_graph")
-        if "neurons" in node and len(node["neurons"]) != dm:
-            raise CircuitbenchError(f"{path}: node {name} has {len(node['neurons'])} neurons, cfg d_model is {dm}")
+        if "neurons" in node and not _neuron_shape_ok(node["neurons"], dm, nh if name.startswith("a") else None):
+            raise CircuitbenchError(f"{path}: node {name}'s neurons are not {dm} values (cfg d_model)"
+                                    + (f", {dm // nh} (d_head) or {nh} lists of either" if name.startswith("a")
+                                       else ""))
     pat = re.compile(r"^(?P<p>[^-<>]+)->(?P<c>[^-<>]+?)(?:<(?P<l>[qkv])>)?$")
     for name, edge in d["edges"].items():
         m = pat.match(name)
@@ -225,4 +251,13 @@ def _check_mib(path: Path, d: dict[str, Any]) -> dict[str, Any]:
             raise CircuitbenchError(f"{path}: edge {name!r} runs backwards or lacks/has a spurious <q|k|v>")
         if "in_graph" not in edge or "score" not in edge:
             raise CircuitbenchError(f"{path}: edge {name!r} needs in_graph and score")
+    for kind, items in (("node", d["nodes"]), ("edge", d["edges"])):
+        for name, item in items.items():
+            value = item.get("score")
+            if kind == "node" and isinstance(value, float) and math.isnan(value):
+                continue  # EAP-IG's "not scored" (its default for nodes); read as no score
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not math.isfinite(value)):
+                raise CircuitbenchError(f"{path}: {kind} {name!r} has score {value!r}; a score is a finite number "
+                                        "(or null where there is none): a NaN or infinite score cannot be ranked")
     return d

@@ -16,7 +16,7 @@ from typing import Any
 
 from circuitbench.errors import CircuitbenchError
 from circuitbench.results.store import read_unit, unit_files
-from circuitbench.results.unit import NOT_PRUNED
+from circuitbench.results.unit import INTERVAL_NUMBERS, NOT_PRUNED
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Comparison:
     b: str
     method: str
     tasks: tuple[str, ...]
-    """Tasks solved by both and pruned to the target by both."""
+    """Tasks solved by both and pruned by both to a circuit that meets the target held out."""
     geomean_edges_a: float
     geomean_edges_b: float
     geomean_nodes_a: float
@@ -161,8 +161,34 @@ def method_task_table(rows: list[dict[str, Any]], model: str, seed: int = 0, lev
                     key=lambda r: (r["task"], r["method"])):
         out.append({"task": r["task"], "method": r["method"], "status": r["status"], "nodes": r["nodes"],
                     "edges": r["edges"], "cpr": r["cpr"], "cmd": r["cmd"], "cpr_log": r["cpr_log"],
-                    "cmd_log": r["cmd_log"], "wall_s": r["wall_s"]})
+                    "cmd_log": r["cmd_log"], "wall_s": r["wall_s"],
+                    **{f"{k}_{end}": r.get(f"{k}_{end}") for k in ("cpr", "cmd") for end in ("lo", "hi")}})
     return out
+
+
+def plus_minus(row: dict[str, Any], name: str, fmt: str = ".3f") -> Any:
+    """A number as a table shows it: `VALUE ±H`, or the bare value where no interval was measured.
+
+    H is the larger distance from the value to an end of its 95% bootstrap interval (`NAME_lo`, `NAME_hi`).
+    """
+    value, lo, hi = row.get(name), row.get(f"{name}_lo"), row.get(f"{name}_hi")
+    if value is None or lo is None or hi is None or any(math.isnan(v) for v in (value, lo, hi)):
+        return value
+    return f"{value:{fmt}} ±{max(hi - value, value - lo):{fmt}}"
+
+
+def table_rows(rows: list[dict[str, Any]], cols: list[str], fmt: str = "table") -> list[dict[str, Any]]:
+    """`cols` of each row, as a `table` (not `json`) shows them.
+
+    Every number with an interval as `VALUE ±H`, and a `control` column as the control's size against the
+    circuit's (`results.status.control_text`).
+    """
+    from circuitbench.results.status import control_text
+
+    if fmt != "table":
+        return [{c: r.get(c) for c in cols} for r in rows]
+    return [{c: plus_minus(r, c) if c in INTERVAL_NUMBERS else control_text(r) if c == "control" else r.get(c)
+             for c in cols} for r in rows]
 
 
 def label_notes(summaries: list[dict[str, Any]], min_accuracy: float) -> list[str]:
@@ -174,7 +200,8 @@ def label_notes(summaries: list[dict[str, Any]], min_accuracy: float) -> list[st
     notes = []
     if min_accuracy <= 0.5:
         notes.append(f"Note: --min-accuracy {min_accuracy} is at or below chance (0.5), so tasks were pruned whether "
-                     "or not the full model solves them: `solved` above means only that a circuit met the target loss. "
+                     "or not the full model solves them: `solved` above means only that a circuit met the target loss "
+                     "(on the search and the test pairs). "
                      "These results are off the board's protocol.")
     zero = list(dict.fromkeys(s["task"] for s in summaries if s.get("status") == "solved" and s.get("nodes") == 0))
     if zero:

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from circuitbench.results.schema import Provenance
+from circuitbench.results.unit import INTERVAL_NUMBERS
 
 RTOL = 1e-4
 """Relative tolerance of a float number across CPU kinds (70x the largest difference measured)."""
@@ -39,9 +40,11 @@ EDGE_ATOL, EDGE_RTOL = 10, 0.10
 
 MODEL_NUMBERS = ("full_accuracy", "full_loss")
 """Numbers of the full model: the same circuit or not, they agree within the float tolerance."""
-CIRCUIT_NUMBERS = ("target_loss", "circuit_train_loss", "sufficiency_loss", "sufficiency_accuracy", "necessity_loss",
-                   "necessity_accuracy", "faithfulness", "cpr", "cmd", "cpr_log", "cmd_log")
-"""Numbers of the circuit found: compared within the float tolerance when the circuit is the same one."""
+CIRCUIT_NUMBERS = ("target_loss", "test_target_loss", "circuit_train_loss", "sufficiency_loss",
+                   "sufficiency_accuracy", "necessity_loss", "necessity_accuracy", "faithfulness", "cpr", "cmd",
+                   "cpr_log", "cmd_log", *(f"{k}_{end}" for k in INTERVAL_NUMBERS for end in ("lo", "hi")))
+"""Numbers of the circuit found: compared within the float tolerance when the circuit is the same one (a unit
+stored before a number existed is not compared on it)."""
 SIZES = {"nodes": (NODE_ATOL, NODE_RTOL), "control_nodes": (NODE_ATOL, NODE_RTOL), "edges": (EDGE_ATOL, EDGE_RTOL),
          "control_edges": (EDGE_ATOL, EDGE_RTOL)}
 """Circuit sizes and their tolerances across kinds (atol, rtol); equal on the same machine kind."""

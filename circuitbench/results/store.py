@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from circuitbench.errors import CircuitbenchError
 from circuitbench.results.files import atomic_path
 from circuitbench.results.schema import MEASUREMENTS, SCHEMA_VERSION, SUMMARY, Provenance
+from circuitbench.results.status import PRUNED, with_status
 from circuitbench.results.unit import UnitResult
 
 _PROVENANCE_KEY = b"circuitbench.provenance"
@@ -84,14 +85,17 @@ def read_unit(path: Path) -> tuple[pa.Table, dict[str, Any], Provenance]:
     try:
         summary = json.loads(meta[b"circuitbench.summary"])
         summary.setdefault("level", "nodes")  # written before edge-level circuits existed
-        return (table, summary,
-                Provenance.model_validate_json(meta[_PROVENANCE_KEY]))
+        prov = Provenance.model_validate_json(meta[_PROVENANCE_KEY])
     except (KeyError, ValueError) as err:  # pydantic's ValidationError is a ValueError
         first = str(err).splitlines()[0][:200]
         raise CircuitbenchError(
             f"{path}: its summary or provenance cannot be read ({type(err).__name__}: {first}); it was written by "
             "another circuitbench or damaged: delete it (or rerun with --force) to recompute it"
         ) from None
+    if summary.get("status") in PRUNED:  # the status follows from the numbers by today's rule (`results.status`)
+        m = {(r["split"], r["metric"]): r["value"] for r in table.select(["split", "metric", "value"]).to_pylist()}
+        summary = with_status(summary, m, prov.unit.target_loss, prov.unit.min_accuracy)
+    return table, summary, prov
 
 
 def write_summary(out: Path, rows: list[dict[str, Any]], name: str = "summary.parquet") -> Path:

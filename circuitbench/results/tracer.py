@@ -6,18 +6,25 @@ The fields follow circuit-tracer's frontend models (`circuit_tracer/frontend/gra
   order, then channels), `ctx_idx` the answer position, `feature_type` the site kind (`q`, `mlp_neuron`, ...:
   these are a weight-sparse model's channels, not transcoder features), `activation` its value on this
   prompt in the circuit's forward pass, `clerp` its name `SITE:CHANNEL`;
-- two logit nodes, the correct and the incorrect answer, with their probability over the two candidates;
+- two logit nodes, the correct and the incorrect answer, with their probability over the two candidates, in
+  the label as circuit-tracer's frontend parses it (`Output "x" (p=0.979)`);
 - links: a weighted edge's `weight` is the model's weight; a residual edge's is 1 (the residual stream
   carries the channel unchanged); a residual write channel's link to the correct answer's logit is how much
   the answer's logit lead drops on this prompt when the node alone is ablated from the circuit (a total
   effect, measured on the node table's first `ablation_rows` examples: a later example has no such links).
   `metadata.circuitbench` says so, with the unit.
+
+Written into a folder, a graph is `{slug}.json` and its metadata is added to the folder's `graph-metadata.json`,
+which is what circuit-tracer's own server (`circuit_tracer.frontend.local_server.serve(data_dir=FOLDER)`) lists
+and fetches.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 from circuitbench.errors import CircuitbenchError
@@ -28,9 +35,37 @@ LINK_WEIGHTS = ("weighted edges: the model's weight; residual edges: 1 (identity
                 "logit: the drop of the correct answer's logit lead when the node alone is ablated (measured)")
 
 
+METADATA_FILE = "graph-metadata.json"
+"""The list circuit-tracer's server shows (`{"graphs": [metadata, ...]}`); it fetches DATA_DIR/{slug}.json."""
+
+
+def graph_slug(unit: dict[str, Any], example: int) -> str:
+    """A graph's slug (its file name without `.json`): model, task, method, seed and example, URL-safe."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", f"{unit['model']}-{unit['task']}-{unit['method']}-seed{unit['seed']}"
+                                          f"-ex{example}").strip("-")
+
+
+def add_to_listing(folder: Path, metadata: dict[str, Any]) -> Path:
+    """Add a graph's metadata to FOLDER/graph-metadata.json, replacing an entry of the same slug, keeping others."""
+    from circuitbench.files import read_json
+    from circuitbench.results.files import write_text_atomic
+
+    path = Path(folder) / METADATA_FILE
+    listing = read_json(path, "circuit-tracer's graph listing") if path.is_file() else {"graphs": []}
+    if not isinstance(listing, dict) or not isinstance(listing.get("graphs"), list):
+        raise CircuitbenchError(f"{path}: not circuit-tracer's graph listing ({{\"graphs\": [...]}}); move it away")
+    slug = metadata["slug"]
+    listing["graphs"] = [g for g in listing["graphs"] if not (isinstance(g, dict) and g.get("slug") == slug)]
+    listing["graphs"].append(metadata)
+    write_text_atomic(path, json.dumps(listing, indent=2), "--out")
+    return path
+
+
 def to_graph_json(circuit: Circuit, edges: list[dict[str, Any]], table: NodeTable, example: int,
-                  unit: dict[str, Any]) -> dict[str, Any]:
+                  unit: dict[str, Any], slug: str | None = None) -> dict[str, Any]:
     """The circuit on test example `example` as circuit-tracer graph JSON (see the module docstring).
+
+    `slug` names the graph (circuit-tracer finds it as `{slug}.json`); by default `graph_slug`.
 
     Raises:
         CircuitbenchError: for an example the node table does not have.
@@ -61,7 +96,7 @@ def to_graph_json(circuit: Circuit, edges: list[dict[str, Any]], table: NodeTabl
         nid = f"{n_layers + 1}_{i}_{pos}"
         logit_ids.append(nid)
         nodes.append(_node(nid, i, str(n_layers + 1), pos, "logit", token_prob=p, is_target_logit=i == 0,
-                           clerp=f'Output "{token}" (p={p:.3f} of the two answers)', js=f"L_{i}-{pos}"))
+                           clerp=f'Output "{token}" (p={p:.3f})', js=f"L_{i}-{pos}"))  # p: as the frontend parses
     links = []
     for e in edges:
         src, dst = f"{e['src_site']}:{e['src_channel']}", f"{e['dst_site']}:{e['dst_channel']}"
@@ -72,11 +107,11 @@ def to_graph_json(circuit: Circuit, edges: list[dict[str, Any]], table: NodeTabl
         effect = r.get("ablation_effect") or []
         if r["kind"] in ("attn_out", "mlp_out") and len(effect) > example and _finite(effect[example]) is not None:
             links.append({"source": ids[name], "target": logit_ids[0], "weight": float(effect[example])})
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", f"{unit['task']}-{unit['method']}-seed{unit['seed']}")
-    metadata = {"slug": slug, "scan": str(unit["model"]), "transcoder_list": [], "prompt_tokens": ex["tokens"],
+    metadata = {"slug": slug or graph_slug(unit, example), "scan": str(unit["model"]), "transcoder_list": [],
+                "prompt_tokens": ex["tokens"],
                 "prompt": "".join(ex["tokens"]), "node_threshold": None, "schema_version": 1,
                 "circuitbench": {**unit, "example": example, "pair": ex["pair"], "side": ex["side"],
-                                 "link_weights": LINK_WEIGHTS}}
+                                 "link_weights": LINK_WEIGHTS, "logit_probability": "over the two answers"}}
     q = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
     return {"metadata": metadata, "qParams": q, "nodes": nodes, "links": links}
 

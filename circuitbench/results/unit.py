@@ -26,14 +26,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-AblationKind = Literal["mean", "task-mean", "zero", "counterfactual"]
-Status = Literal["solved", "unsolved", "no_examples", "target_missed"]
-"""solved: pruned to the target; unsolved: the full model is below the accuracy bar (not pruned);
-no_examples: no example survives the model's tokenizer (not measured); target_missed: even the whole model
-misses the target on the search examples."""
+from circuitbench.results.status import NOT_PRUNED as NOT_PRUNED  # the statuses' one rule, re-exported
+from circuitbench.results.status import PRUNED as PRUNED
+from circuitbench.results.status import Status
 
-NOT_PRUNED: frozenset[str] = frozenset({"unsolved", "no_examples"})
-"""The statuses of a task that was not pruned, so has no circuit."""
+AblationKind = Literal["mean", "task-mean", "zero", "counterfactual"]
+
+INTERVAL_NUMBERS = ("sufficiency_loss", "necessity_loss", "faithfulness", "cpr", "cmd")
+"""The numbers a unit stores with a 95% bootstrap interval over its test pairs, as `NAME_lo` and `NAME_hi`."""
 
 
 class ModelRef(BaseModel):
@@ -158,6 +158,8 @@ class UnitResult(BaseModel):
     full_loss: float | None = None
     target_loss: float | None = None
     """The target the circuit had to meet: max(unit.target_loss, the full model's search-split loss)."""
+    test_target_loss: float | None = None
+    """The same on the test split, which `status` holds the circuit to (`circuitbench.results.status`)."""
     nodes: int | None = None
     edges: int | None = None
     circuit_train_loss: float | None = None
@@ -174,6 +176,18 @@ class UnitResult(BaseModel):
     """CPR on a log10 size axis normalised to [0, 1] (sees circuits far below 10 % of the model)."""
     cmd_log: float | None = None
     """CMD on the log10 size axis."""
+    sufficiency_loss_lo: float | None = None
+    """`NAME_lo` and `NAME_hi`: the 95% bootstrap interval of NAME over the test pairs
+    (`circuitbench.circuits.intervals`), for sufficiency and necessity loss, faithfulness, CPR and CMD."""
+    sufficiency_loss_hi: float | None = None
+    necessity_loss_lo: float | None = None
+    necessity_loss_hi: float | None = None
+    faithfulness_lo: float | None = None
+    faithfulness_hi: float | None = None
+    cpr_lo: float | None = None
+    cpr_hi: float | None = None
+    cmd_lo: float | None = None
+    cmd_hi: float | None = None
     control_nodes: int | None = None
     control_edges: int | None = None
     """Edge level: the control circuit's kept edges (`control_nodes`: the nodes they touch)."""

@@ -19,6 +19,7 @@ import torch
 from circuitbench.circuits.ablation import ablation_source
 from circuitbench.circuits.evaluate import (
     Ranking,
+    calibrated_empty,
     full_model_phase,
     measure_circuit,
     method_phase,
@@ -30,6 +31,7 @@ from circuitbench.circuits.masks import NodeIndex
 from circuitbench.circuits.methods import get_method
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import ModelAdapter
+from circuitbench.results.status import circuit_status, effective_target
 from circuitbench.runs.saved import SavedUnit
 
 
@@ -62,7 +64,7 @@ def backup(saved: SavedUnit, adapter: ModelAdapter, show_progress: bool = False)
     values = unit_ablation_values(state, source).to(adapter.device)
     allowed = 1.0 - first.to(adapter.device)
     state.problem = dataclasses.replace(state.problem, ablation_values=values, allowed=allowed)
-    target = max(u.target_loss, full_train.loss)
+    target = effective_target(u.target_loss, full_train.loss)
     ranking = method_phase(state, get_method(u.method, **u.method_kwargs), None)
     scores = ranking.scores.clone().float()
     scores[first.to(scores.device) > 0.5] = -math.inf  # never kept: the search ranks the other nodes only
@@ -73,9 +75,13 @@ def backup(saved: SavedUnit, adapter: ModelAdapter, show_progress: bool = False)
     suff, nec, _ = measure_circuit(state.problem, state.test, gates, calibration, empty)
     from circuitbench.circuits.metrics import faithfulness
 
+    base = empty if calibration is None else calibrated_empty(state, torch.zeros_like(gates))  # as the evaluator
+    test_target = effective_target(u.target_loss, full_test.loss)
     return {"task": u.task, "method": u.method, "level": u.level, "first_nodes": saved.summary.get("nodes"),
             "first_edges": saved.summary.get("edges"), "backup_met_target": found.met_target,
+            "backup_status": circuit_status(found.met_target, suff.loss, test_target),
             "backup_nodes": sizes["nodes"], "backup_edges": sizes["edges"], "target_loss": target,
+            "test_target_loss": test_target,
             "backup_circuit_loss": found.loss, "backup_sufficiency_loss": suff.loss,
             "backup_sufficiency_accuracy": suff.accuracy, "backup_necessity_loss": nec.loss,
-            "backup_faithfulness": faithfulness(suff.logit_diff, full_test.logit_diff, empty.logit_diff)}
+            "backup_faithfulness": faithfulness(suff.logit_diff, full_test.logit_diff, base.logit_diff)}

@@ -111,6 +111,12 @@ def validate(cfg: RunConfig) -> None:
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
         raise CircuitbenchError(f"--out {out}: {probe} is not writable; choose another --out")
+    from circuitbench.files import check_not_an_input
+    from circuitbench.models.hub import bundled_models
+
+    folder = bundled_models().get(cfg.model) or (Path(cfg.model) if Path(cfg.model).is_dir() else None)
+    if folder is not None:  # results (and --force's recomputed units) never land inside the model they measure
+        check_not_an_input(out, "--out", [("--model", folder)])
 
 
 def resolve_tasks(names: list[str]) -> list[str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import re
 import time
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from circuitbench.circuits.masks import NodeIndex
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import ModelAdapter
 from circuitbench.results.mib import EXTENSION, read_mib
+from circuitbench.results.status import circuit_status, effective_target
 from circuitbench.results.unit import Unit, UnitResult
 
 IMPORTED = "imported"
@@ -93,7 +95,8 @@ def _component_scores(d: dict[str, Any], edges: EdgeIndex, n_head: int) -> tuple
             score[key] = max(score.get(key, 0.0), abs(float(e.get("score") or 0.0)))
     for name, node in d["nodes"].items():
         in_graph[name] = bool(node.get("in_graph"))
-        score[name] = abs(float(node.get("score") or 0.0)) if node.get("score") is not None else 0.0
+        value = node.get("score")
+        score[name] = abs(float(value)) if value is not None and math.isfinite(value) else 0.0  # NaN: not scored
     keep, value = torch.zeros(edges.size), torch.zeros(edges.size)
     for i, b in enumerate(edges.blocks):
         src, dst = sites[b.src_site], sites[b.dst_site]
@@ -202,12 +205,15 @@ def measure_imported(unit: Unit, adapter: ModelAdapter, gates: Tensor, scores: T
     values = unit_ablation_values(state, source).to(adapter.device)
     state.problem = dataclasses.replace(problem, ablation_values=values)
     gates = gates.to(adapter.device)
-    target = max(unit.target_loss, full_train.loss)
+    target = effective_target(unit.target_loss, full_train.loss)
+    test_target = effective_target(unit.target_loss, full_test.loss)
     loss = state.problem.scores(state.search_rows, gates).loss
     sizes = state.problem.circuit_sizes(gates)
     state.rows += [("", k, v) for k, v in sizes.items()]
-    state.rows += [("train", "target_loss", target), ("train", "circuit_loss", loss)]
-    state.fields.update(nodes=sizes["nodes"], edges=sizes["edges"], target_loss=target, circuit_train_loss=loss)
+    state.rows += [("train", "target_loss", target), ("test", "target_loss", test_target),
+                   ("train", "circuit_loss", loss)]
+    state.fields.update(nodes=sizes["nodes"], edges=sizes["edges"], target_loss=target, test_target_loss=test_target,
+                        circuit_train_loss=loss)
     empty = state.problem.scores(state.test, torch.zeros_like(gates))
     t0 = time.perf_counter()
     measure_phase(state, gates, None, full_test, empty)
@@ -215,4 +221,4 @@ def measure_imported(unit: Unit, adapter: ModelAdapter, gates: Tensor, scores: T
     k = int(gates.sum())
     meta = dict(n_head=adapter.n_heads, unit_key=unit.key(), model=unit.model.name, task=unit.task)
     circuit = state.problem.circuit(scores, k, values, **meta)
-    return state.result("solved" if loss <= target else "target_missed", circuit)
+    return state.result(circuit_status(loss <= target, state.fields["sufficiency_loss"], test_target), circuit)

@@ -339,7 +339,7 @@ def run(cfg: RunConfig, adapter: ModelAdapter | None = None, executor: Executor 
 
 
 def geometric_means(summaries: list[dict[str, Any]]) -> dict[str, float]:
-    """Geometric means of nodes and edges over solved tasks (the paper's headline is edges)."""
+    """Geometric means of nodes and edges over solved tasks (circuits that meet the target held out)."""
     from circuitbench.results.report import geomean
 
     solved = [s for s in summaries if s.get("status") == "solved"]

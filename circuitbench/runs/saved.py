@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from circuitbench.circuits.evaluate import encode_unit_task, measure_circuit
+from circuitbench.circuits.evaluate import encode_unit_task
 from circuitbench.circuits.masks import NodeIndex, check_layout
-from circuitbench.circuits.problem import Calibration, Problem
+from circuitbench.circuits.problem import Calibration, Problem, measure_circuit
 from circuitbench.errors import CircuitbenchError
 from circuitbench.protocols import Batch, ModelAdapter
 from circuitbench.results.circuit import Circuit, circuit_paths, edges_total
@@ -183,15 +184,29 @@ def compare_stored(saved: SavedUnit, fresh: dict[str, float], split: str = "test
     return rows
 
 
-def export_mib(saved: SavedUnit, out: Path) -> Path:
-    """Write the circuit as MIB / EAP-IG Graph JSON."""
+def export_mib(saved: SavedUnit, out: Path, model: Callable[[], ModelAdapter] | None = None) -> Path:
+    """Write the circuit as MIB / EAP-IG Graph JSON.
+
+    A circuit of more edges than its edge table keeps (`EDGE_TABLE_ROWS`) has its channel edges found again
+    on its model (`model()` loads it), so MIB's component graph is exact at any size.
+
+    Raises:
+        CircuitbenchError: for such a circuit when no model is given.
+    """
     from circuitbench.results.files import atomic_path
 
+    edges = saved.edges
     if not saved.edges_complete:
-        raise CircuitbenchError(f"{saved.path}: the circuit has {saved.edges_total:,} edges and its edge table keeps "
-                                f"the strongest {len(saved.edges):,}, so MIB's graph cannot be written exactly; "
-                                "export circuits of at most 10,000 edges")
-    graph = _finite(to_mib(saved.circuit, saved.edges))
+        if model is None:
+            raise CircuitbenchError(f"{saved.path}: the circuit has {saved.edges_total:,} edges and its edge table "
+                                    f"keeps the strongest {len(saved.edges):,}; its model is needed to find them all")
+        from circuitbench.circuits.edge_level import circuit_edge_rows
+
+        edges = circuit_edge_rows(model(), saved.circuit)
+        if len(edges) != saved.edges_total:
+            raise CircuitbenchError(f"{saved.path}: the model gives the circuit {len(edges):,} edges, the unit "
+                                    f"recorded {saved.edges_total:,}; load the model it was found on")
+    graph = _finite(to_mib(saved.circuit, edges))
     with atomic_path(Path(out)) as tmp:
         tmp.write_text(json.dumps(graph, allow_nan=False))  # NaN is not JSON: an unmeasured score is null
     return Path(out)
@@ -218,14 +233,29 @@ def unit_info(saved: SavedUnit) -> dict[str, Any]:
             "faithfulness": s.get("faithfulness"), "sufficiency_loss": s.get("sufficiency_loss")}
 
 
-def export_graph_json(saved: SavedUnit, table: Any, example: int, out: Path) -> Path:
-    """Write the circuit on one test example as circuit-tracer's graph JSON (`circuitbench.results.tracer`)."""
-    from circuitbench.results.files import write_text_atomic
-    from circuitbench.results.tracer import to_graph_json
+def graph_json_path(saved: SavedUnit, example: int, out: Path) -> Path:
+    """Where `export_graph_json` writes: OUT itself when it names a .json file, else OUT/{slug}.json."""
+    from circuitbench.results.tracer import graph_slug
 
-    graph = _finite(to_graph_json(saved.circuit, saved.edges, table, example, unit_info(saved)))
-    write_text_atomic(Path(out), json.dumps(graph, allow_nan=False), "--out")
-    return Path(out)
+    out = Path(out)
+    return out if out.suffix == ".json" else out / f"{graph_slug(unit_info(saved), example)}.json"
+
+
+def export_graph_json(saved: SavedUnit, table: Any, example: int, out: Path) -> Path:
+    """Write the circuit on one test example as circuit-tracer's graph JSON (`circuitbench.results.tracer`).
+
+    The file's stem is the graph's slug, and the folder's `graph-metadata.json` lists it, so circuit-tracer's
+    server on that folder lists and opens it. Returns the graph's file.
+    """
+    from circuitbench.results.files import write_text_atomic
+    from circuitbench.results.tracer import add_to_listing, to_graph_json
+
+    path = graph_json_path(saved, example, out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    graph = _finite(to_graph_json(saved.circuit, saved.edges, table, example, unit_info(saved), slug=path.stem))
+    write_text_atomic(path, json.dumps(graph, allow_nan=False), "--out")
+    add_to_listing(path.parent, graph["metadata"])
+    return path
 
 
 def export_parquet(saved: SavedUnit, table: Any, out: Path) -> tuple[Path, Path]:

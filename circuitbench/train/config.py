@@ -52,6 +52,11 @@ class TrainConfig(BaseModel):
     """Peak learning rate (Gao et al. 2025, App.: 1.28e-2)."""
     warmup: float = 0.01
     """Fraction of steps of linear warmup (Gao et al. 2025, App.: 1%)."""
+    lr_decay: float = 1.0
+    """Fraction of the steps after warmup, at the end, over which the learning rate decays linearly to zero;
+    before it the rate holds at its peak. 1: decay over all of them (Gao et al. 2025). 0.1: a long plateau
+    and a short decay, so a run stopped on the plateau is finished by `--resume --finish` and a short run of
+    its own from that model (`--init-from OUT --warmup 0 --lr-decay 1 --anneal-end 0`)."""
     weight_decay: float = 0.1
     """Decoupled weight decay on matrices (Gao et al. 2025, App.: 0.1)."""
     adam_eps: float = 0.1
@@ -137,6 +142,11 @@ def check(cfg: TrainConfig) -> None:
         problems.append(f"--weight-density {cfg.weight_density}: give a fraction in (0, 1]")
     if not 0 < cfg.afrac <= 1:
         problems.append(f"--afrac {cfg.afrac}: give a fraction in (0, 1]")
+    if not 0 <= cfg.warmup < 1:
+        problems.append(f"--warmup {cfg.warmup}: give a fraction of training in [0, 1)")
+    if not 0 < cfg.lr_decay <= 1:
+        problems.append(f"--lr-decay {cfg.lr_decay}: give a fraction in (0, 1] of the steps after warmup (1: "
+                        "decay over all of them; 0.1: hold the peak, then decay over the last tenth)")
     if not 0 <= cfg.anneal_end <= 1:
         problems.append(f"--anneal-end {cfg.anneal_end}: give a fraction of training in [0, 1] (0: at the "
                         "target from the first step, for a run that starts from a sparse model)")

@@ -198,7 +198,7 @@ def train_step(
     opt.zero_grad(set_to_none=True)
     total.backward()
     recipe.normalize_grads_(params)
-    lr = recipe.lr_at(step, cfg.max_steps, cfg.lr, cfg.warmup)
+    lr = recipe.lr_at(step, cfg.max_steps, cfg.lr, cfg.warmup, cfg.lr_decay)
     density = 1.0
     if not cfg.dense:
         lr *= recipe.lr_scale(cfg.weight_density, _density(cfg, step))
@@ -297,6 +297,9 @@ class _Run:
             state = load_checkpoint(self.out)
             stored = {k: v for k, v in json.loads(state["config"]).items() if k not in _RUNTIME_FIELDS}
             now = _identity(cfg)
+            for k, v in now.items():  # a setting added since the checkpoint was written, left at its default
+                if k not in stored and k in TrainConfig.model_fields and v == TrainConfig.model_fields[k].default:
+                    stored[k] = v
             if stored != now:
                 diff = "; ".join(f"--{k.replace('_', '-')} {stored.get(k, '(unset)')} there, "
                                  f"{now.get(k, '(unset)')} now"

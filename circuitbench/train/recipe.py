@@ -64,15 +64,20 @@ def afrac_at(step: int, total_steps: int, target: float, end: float = ANNEAL_END
     return 1.0 + anneal_progress(step, total_steps, end) * (target - 1.0)
 
 
-def lr_at(step: int, total_steps: int, base_lr: float, warmup: float = 0.01) -> float:
-    """Learning rate with linear warmup over `warmup` of training, then linear decay to zero.
+def lr_at(step: int, total_steps: int, base_lr: float, warmup: float = 0.01, decay: float = 1.0) -> float:
+    """Learning rate with linear warmup over `warmup` of training, a plateau, then linear decay to zero.
 
-    Gao et al. 2025, App.: 1% warmup and linear decay.
+    The decay spans the last `decay` of the steps after warmup: 1 decays over all of them (Gao et al. 2025,
+    App.: 1% warmup and linear decay); 0.1 holds the peak for 90% of them (warmup-stable-decay), so every
+    checkpoint before the decay is a model at the peak rate that a short decay of its own can finish.
     """
     n_warm = max(1, int(warmup * total_steps))
     if step < n_warm:
         return base_lr * (step + 1) / n_warm
-    return base_lr * max(0.0, (total_steps - step) / max(1, total_steps - n_warm))
+    start = total_steps - round(decay * (total_steps - n_warm))
+    if step < start:
+        return base_lr
+    return base_lr * max(0.0, (total_steps - step) / max(1, total_steps - start))
 
 
 def lr_scale(target: float, current: float) -> float:

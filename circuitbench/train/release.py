@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from circuitbench.errors import CircuitbenchError
+from circuitbench.models.hf_files import FILES as HF_FILES
+from circuitbench.models.hf_files import write_hf_files
 from circuitbench.models.sparse_gpt import SparseGPT
 from circuitbench.train import recipe
 from circuitbench.train.config import TrainConfig
@@ -42,7 +44,7 @@ def write_curve(history: list[dict[str, Any]], path: Path) -> None:
 
 
 MODEL_FILES = ("final_model.pt", "model.safetensors", "beeg_config.json", "tokenizer.json", META, "task_eval.json",
-               "README.md", LOSS_CURVE)
+               "README.md", LOSS_CURVE, *HF_FILES)
 """What a finished training run leaves in its directory (the model and its card)."""
 
 
@@ -99,6 +101,7 @@ def finalize(
     save_atomic(sd, out / "final_model.pt")
     (out / "beeg_config.json").write_text(json.dumps(model.config.model_dump(), indent=2) + "\n")
     (out / "tokenizer.json").write_bytes(Path(data.tokenizer_path).read_bytes())
+    write_hf_files(out)  # transformers' AutoModelForCausalLM and lm-eval's hf model read the folder too
     write_curve(history, out / LOSS_CURVE)
     total = sum(p.numel() for _, p in model.named_parameters())
     nonzero = sum(int((p != 0).sum()) for _, p in model.named_parameters())

@@ -49,15 +49,20 @@ def measure(model: str, corpus: str | None = "pypi", windows: int = 256, ctx: in
 
     adapter = circuitbench.load_model(model, device="cpu")
     cache = cache_dir or _cache_dir(TrainConfig(out_dir=Path(".")))
-    data, corpus_obj = prepare_data(cache, corpus, vocab_size, tokenizer_bytes)  # type: ignore[arg-type]
     directory = adapter.provenance.get("model_path")
     if directory is None:
         raise CircuitbenchError(f"--model {model}: not a model directory of this corpus's tokenizer; val-loss "
                                 "measures models `circuitbench train` wrote (report another model's loss yourself: "
                                 "validation.measured_by submitter)")
-    check_tokenizer("--model", Path(directory), data)
+    recorded = _recorded_split(corpus, cache, Path(directory) / "tokenizer.json", not show_progress)
+    if recorded is not None:  # the held-out packages alone (`circuitbench.train.valsplit`)
+        val, corpus_hash = recorded
+    else:
+        data, corpus_obj = prepare_data(cache, corpus, vocab_size, tokenizer_bytes)  # type: ignore[arg-type]
+        check_tokenizer("--model", Path(directory), data)
+        val, corpus_hash = data.val, corpus_obj.hash
     length = ctx or adapter.context_length or 256
-    vx, vy = val_windows(data.val, length, windows)
+    vx, vy = val_windows(val, length, windows)
     total = 0.0
     for i in tqdm(range(0, len(vx), 16), desc="val-loss", unit="batch", disable=not show_progress):
         logits = adapter.forward(vx[i : i + 16].to(adapter.device))
@@ -66,8 +71,22 @@ def measure(model: str, corpus: str | None = "pypi", windows: int = 256, ctx: in
     loss = total / vy.numel()
     return {
         "loss": round(loss, 5),
-        "corpus": f"circuitbench {corpus} corpus (sha256 {corpus_obj.hash[:16]}), {len(vx)} held-out windows of "
+        "corpus": f"circuitbench {corpus} corpus (sha256 {corpus_hash[:16]}), {len(vx)} held-out windows of "
                   f"{length} tokens",
         "measured_by": "circuitbench",
         "weights_sha256": adapter.provenance.get("weights_sha256"),
     }
+
+
+def _recorded_split(corpus: str | None, cache: Path, tokenizer: Path, quiet: bool) -> tuple[Any, str] | None:
+    """A package list's recorded held-out tokens, when the list has a record and the model its tokenizer."""
+    from circuitbench.train import packages
+    from circuitbench.train.valsplit import recorded_val_tokens
+
+    if corpus == packages.PACKAGES:
+        lst = packages.bundled_list()
+    elif corpus is not None and str(corpus).endswith(".txt") and Path(corpus).is_file():
+        lst = Path(corpus)
+    else:
+        return None
+    return recorded_val_tokens(lst, cache, tokenizer, quiet=quiet) if tokenizer.is_file() else None

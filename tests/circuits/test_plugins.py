@@ -98,7 +98,7 @@ def test_a_method_class_named_by_its_file_runs_and_is_recorded(tmp_path, small_a
                     ablation="zero", min_accuracy=0.0, control=False, out=tmp_path / "out", show_progress=False,
                     search_examples=32)
     (row,) = run(cfg, small_adapter)
-    assert row["method"] == spec and row["status"] in ("solved", "target_missed") and row["nodes"] is not None
+    assert row["method"] == spec and row["status"] in ("solved", "train_only", "target_missed") and row["nodes"] is not None
     (unit_file,) = [p for p in (tmp_path / "out" / "small").glob("lambda_func.*.parquet")
                     if not p.name.endswith(".edges.parquet")]
     assert "/" not in unit_file.name.removesuffix(".seed0.parquet").split(".", 1)[1]  # a file name, no folders
@@ -149,7 +149,7 @@ def test_an_entry_point_method_is_listed_with_its_package_and_runs_from_the_cli(
                            "--no-control", "--search-examples", "32", "--out", str(tmp_path / "out"), "--quiet",
                            "--format", "json"], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert '"status": "solved"' in done.stdout or '"status": "target_missed"' in done.stdout
+    assert any(f'"status": "{s}"' in done.stdout for s in ("solved", "train_only", "target_missed"))
     (unit_file,) = (tmp_path / "out" / "tiny-sparse").glob("if_equals.myrank.seed0.parquet")
     assert read_unit(unit_file)[2].method_origin == {"module": "myplug", "package": "myplug", "version": "0.1"}
 

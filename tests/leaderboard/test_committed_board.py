@@ -61,3 +61,20 @@ def test_every_pruned_circuit_of_the_committed_board_has_a_measured_explorer_pag
             assert all(data["examples"][r]["tokens"] for n in with_data for r in n["top"])
             pages += 1
     assert pages >= 13  # at least every learned-mask circuit of both models
+
+
+def test_the_readme_screenshot_shows_the_committed_boards_numbers():
+    """docs/leaderboard.png is retaken (python docs/board_screenshot.py) whenever the board's table moves."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("board_screenshot", REPO / "docs" / "board_screenshot.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    record = json.loads((REPO / "docs" / "leaderboard.json").read_text())
+    table = module.board_table((BOARD / "site" / "index.html").read_text())
+    assert table[0][:4] == ["model", "kind", "method", "tasks solved"] and len(table) == 13  # 2 models x 6 methods
+    assert record["table"] == table, "the board moved: python docs/board_screenshot.py retakes the README's picture"
+    png = (REPO / "docs" / "leaderboard.png").read_bytes()  # the script's picture: a PNG of its 1400-px window
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 1400

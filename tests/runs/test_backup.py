@@ -35,6 +35,10 @@ def test_backup_prunes_again_without_the_first_circuit(capsys):
     assert isinstance(row["backup_met_target"], bool) and row["backup_nodes"] > 0
     if row["backup_met_target"]:
         assert row["backup_circuit_loss"] <= row["target_loss"]
+    from circuitbench.results.status import circuit_status  # the evaluator's rule, held out included
+
+    assert row["backup_status"] == circuit_status(row["backup_met_target"], row["backup_sufficiency_loss"],
+                                                  row["test_target_loss"])
     assert 0.0 <= row["backup_sufficiency_accuracy"] <= 1.0
 
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -149,8 +150,45 @@ def test_graph_json_has_circuit_tracers_fields_and_the_circuits_edges(unit, tabl
     internal = sorted(link["weight"] for link in g["links"] if by_id[link["target"]]["feature_type"] != "logit"
                       and link["weight"] != 1.0)
     assert internal == pytest.approx([w for w in weighted if w != 1.0])
-    assert main(["circuit", "export", str(unit), "--format", "graph-json", "--out", str(out), "--example", "9999"]) == 1
+    assert main(["circuit", "export", str(unit), "--format", "graph-json", "--out", str(out), "--example", "9999",
+                 "--force"]) == 1  # --force: the file from above is there
     assert "--example 9999" in capsys.readouterr().err
+
+
+def test_circuit_tracers_own_server_lists_and_serves_an_exported_folder(unit, table, tmp_path):
+    """`--out DIR`: DIR/SLUG.json and DIR/graph-metadata.json, read by circuit-tracer's own handler (127.0.0.1)."""
+    import functools
+    import threading
+    import urllib.request
+
+    from circuit_tracer.frontend.graph_models import Model
+    from circuit_tracer.frontend.local_server import CircuitGraphHandler, ReusableTCPServer
+
+    data = tmp_path / "graphs"
+    for example in (0, 2):
+        assert main(["circuit", "export", str(unit), "--format", "graph-json", "--out", str(data),
+                     "--example", str(example)]) == 0
+    # the handler as circuit-tracer 0.5's serve() builds it; serve() binds every interface, a test must not
+    handler = functools.partial(CircuitGraphHandler, frontend_dir=tmp_path, data_dir=str(data))
+    server = ReusableTCPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        listing = json.loads(urllib.request.urlopen(f"{base}/data/graph-metadata.json").read())
+        slugs = [g["slug"] for g in listing["graphs"]]
+        assert len(slugs) == 2 and slugs[0].endswith("-ex0") and slugs[1].endswith("-ex2")
+        for slug in slugs:
+            graph = Model.model_validate_json(urllib.request.urlopen(f"{base}/graph_data/{slug}.json").read())
+            assert graph.metadata.slug == slug
+            (answer,) = [n for n in graph.nodes if n.is_target_logit]
+            shown = float(re.search(r"\(p=([0-9.]+)\)$", answer.clerp).group(1))  # what the frontend parses
+            assert shown == pytest.approx(answer.token_prob, abs=5e-4)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert main(["circuit", "export", str(unit), "--format", "graph-json", "--out", str(data)]) == 1  # no --force
+    assert main(["circuit", "export", str(unit), "--format", "graph-json", "--out", str(data), "--force"]) == 0
+    assert len(json.loads((data / "graph-metadata.json").read_text())["graphs"]) == 2  # replaced, not repeated
 
 
 def test_parquet_export_round_trips(unit, table, tmp_path):

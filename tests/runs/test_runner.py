@@ -31,7 +31,7 @@ def test_run_writes_schema_valid_units_and_a_summary_with_provenance(tmp_path, s
             "control_nodes"} <= metrics
     assert pq.read_table(tmp_path / "summary.parquet").schema.equals(SUMMARY, check_metadata=False)
     assert unit_summary == summary
-    assert summary["status"] in ("solved", "target_missed")
+    assert summary["status"] in ("solved", "train_only", "target_missed")
     assert 0 <= summary["nodes"] <= sum(s.width for s in small_adapter.sites)
 
 
@@ -72,6 +72,21 @@ def test_circuit_meets_target_on_the_search_split_when_it_says_solved(tmp_path, 
     assert summary["nodes"] == 0  # the empty circuit already meets it: bisection finds the smallest
 
 
+def test_an_empty_circuit_is_not_reported_as_a_mean_of_one_node(tmp_path, small_adapter, capsys):
+    from circuitbench.cli.run import _run_notes
+
+    (summary,) = run(_cfg(tmp_path, target_loss=0.69), small_adapter)
+    assert summary["status"] == "solved" and summary["nodes"] == 0 and summary["edges"] == 0
+    capsys.readouterr()
+    _run_notes([summary], 0.0, tmp_path)
+    out = capsys.readouterr().out
+    assert "geometric mean" not in out and "every one of them is an empty circuit (0 nodes, 0 edges)" in out
+    assert "Circuits of 0 nodes: " + TASK in out
+    _run_notes([summary, {**summary, "task": "other", "nodes": 16, "edges": 100}], 0.0, tmp_path)
+    assert "geometric mean over them: 4.0 nodes, 10.0 edges (1 empty circuit(s) counted as 1 node, 1 edge)" in (
+        capsys.readouterr().out)
+
+
 def test_geometric_means_use_solved_tasks_only():
     rows = [{"status": "solved", "nodes": 4, "edges": 10}, {"status": "solved", "nodes": 16, "edges": 1000},
             {"status": "unsolved"}]
@@ -99,7 +114,7 @@ def test_mean_ablation_is_computed_only_when_a_task_is_pruned(tmp_path, small_ad
     assert not (tmp_path / "cache").exists()
     (summary,) = run(_cfg(tmp_path / "b", ablation="mean"), small_adapter)
     assert len(list((tmp_path / "cache" / "ablation").glob("*.pt"))) == 1
-    assert summary["status"] in ("solved", "target_missed")
+    assert summary["status"] in ("solved", "train_only", "target_missed")
 
 
 def test_calibration_recovers_a_known_scale_and_shift_and_cannot_flip_answers():
@@ -137,6 +152,8 @@ def test_calibrated_run_records_the_calibration_and_phase_times(tmp_path, small_
     if summary["status"] != "unsolved":
         assert values["calibration_scale"] > 0
         assert "sufficiency_uncalibrated_loss" in values
+    # target 0.69: the empty circuit meets it; calibrated like faithfulness's zero point, it is no more faithful
+    assert summary["nodes"] == 0 and summary["faithfulness"] == 0.0 and "empty_calibrated_logit_diff" in values
     assert values["time_full_model_s"] > 0 and values["time_method_s"] > 0 and values["time_control_s"] > 0
 
 
@@ -268,7 +285,7 @@ def test_prompts_longer_than_the_context_are_left_truncated(tmp_path, python_bpe
     adapter = SparseGPTAdapter(random_model(cfg, seed=0), python_bpe, "short", {"weights_sha256": "test-short"})
     (row,) = run(RunConfig(model="short", tasks=["else_elif"], method="random", ablation="zero", min_accuracy=0.0,
                            control=False, out=tmp_path, show_progress=False, search_examples=32), adapter)
-    assert row["test_examples"] > 0 and row["status"] in ("solved", "target_missed")
+    assert row["test_examples"] > 0 and row["status"] in ("solved", "train_only", "target_missed")
     from circuitbench.results.store import read_unit
 
     (path,) = [p for p in tmp_path.glob("short/*.parquet") if not p.name.endswith(".edges.parquet")]
@@ -307,7 +324,7 @@ def test_an_unwritable_cache_costs_time_never_the_run(tmp_path, small_adapter, m
     blocker.write_text("a file where the cache folder would go")
     monkeypatch.setenv("CIRCUITBENCH_CACHE", str(blocker / "cache"))
     (summary,) = run(_cfg(tmp_path / "out", ablation="mean", control=False), small_adapter)
-    assert summary["status"] in ("solved", "target_missed")
+    assert summary["status"] in ("solved", "train_only", "target_missed")
     assert any("cannot cache the mean activations" in r.getMessage() and "CIRCUITBENCH_CACHE" in r.getMessage()
                for r in caplog.records)
 

@@ -84,6 +84,23 @@ def test_existing_checkpoint_needs_resume_and_the_same_config(tmp_path, data):
         train(_cfg(tmp_path / "r", resume=True, lr=1e-3), data)
 
 
+def test_a_checkpoint_from_before_a_setting_existed_resumes_when_it_is_left_at_its_default(tmp_path, data):
+    """A run checkpointed before `--lr-decay` existed resumes exactly; asked for another value, it is refused."""
+    full = train(_cfg(tmp_path / "full"), data)
+    train(_cfg(tmp_path / "old", stop_after=6), data)
+    path = tmp_path / "old" / CHECKPOINT
+    state = torch.load(path, weights_only=False)
+    config = json.loads(state["config"])
+    del config["lr_decay"]  # as an earlier circuitbench wrote it
+    state["config"] = json.dumps(config)
+    torch.save(state, path)
+    with pytest.raises(CircuitbenchError, match=r"--lr-decay \(unset\) there, 0.5 now"):
+        train(_cfg(tmp_path / "old", resume=True, lr_decay=0.5), data)
+    out = train(_cfg(tmp_path / "old", resume=True), data)
+    a, b = _weights(full), _weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path, data):
     with pytest.raises(CircuitbenchError, match="no checkpoint"):
         train(_cfg(tmp_path / "none", resume=True), data)

@@ -1,6 +1,7 @@
 """The pinned package corpus: list parsing, filtering, split by package, dedup, no network."""
 
 import io
+import json
 import tarfile
 import zipfile
 from pathlib import Path
@@ -122,3 +123,40 @@ def test_a_pin_that_cannot_be_downloaded_is_a_clear_error(tmp_path, monkeypatch)
     with pytest.raises(CircuitbenchError, match="could not download these pinned packages") as err:
         packages.fetch(packages.read_pins(lst), tmp_path / "cache", quiet=True)
     assert "circuitbench-no-such-package==0.0.1" in str(err.value) and "also-missing==1.0" in str(err.value)
+
+
+def test_the_recorded_held_out_split_reads_only_the_held_out_packages_and_gives_the_same_tokens(cache, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from circuitbench.train.data import _encode
+    from circuitbench.train.tokenizer import save_tokenizer, train_tokenizer
+    from circuitbench.train.valsplit import manifest_path, record, recorded_val_tokens
+
+    lst, cache_dir = cache
+    corpus = packages.collect_package_corpus(lst, cache_dir, with_stdlib=False, quiet=True)
+    import inspect
+
+    more = inspect.getsource(inspect)  # the fixture's packages are a few lines: enough text for 300 tokens
+    tok = train_tokenizer([*corpus.train_texts, *corpus.val_texts, more], vocab_size=300)
+    tokenizer = tmp_path / "tokenizer.json"
+    save_tokenizer(tok, tokenizer)
+    val = _encode(tok, corpus.val_texts)  # as `prepare_data` tokenizes the held-out split
+    assert [f.path for f in corpus.val] == ["gamma==0.1/gamma/__init__.py"] and len(val) > 0
+    assert recorded_val_tokens(lst, cache_dir, tokenizer) is None  # no record yet: the full path runs
+    path = record(lst, list(corpus.val), corpus.hash, tokenizer, val)
+    assert path == manifest_path(lst) == lst.with_name("pins.val_split.json")
+    for name in ("alpha-1.0", "beta-2.0"):  # a machine that never fetched the training packages
+        shutil.rmtree(cache_dir / "archives" / name)
+    tokens, corpus_hash = recorded_val_tokens(lst, cache_dir, tokenizer, quiet=True)
+    assert np.array_equal(tokens, val) and corpus_hash == corpus.hash
+    assert not (cache_dir / "archives" / "alpha-1.0").exists()  # nothing but the held-out package was fetched
+    other = tmp_path / "other-tokenizer.json"
+    other.write_text(tokenizer.read_text().replace('"<|endoftext|>"', '"<|end|>"'))
+    assert recorded_val_tokens(lst, cache_dir, other) is None  # another tokenizer: not this record's tokens
+    rec = json.loads(path.read_text())
+    rec["val_tokens_sha256"] = "0" * 64  # a record that no longer fits the archives
+    path.write_text(json.dumps(rec))
+    with pytest.raises(CircuitbenchError, match="differ from the recorded"):
+        recorded_val_tokens(lst, cache_dir, tokenizer, quiet=True)

@@ -101,3 +101,28 @@ def test_normalize_grads_sets_global_rms_to_one():
 def test_learned_positional_embeddings_are_sparsified_like_any_weight_matrix():
     names = {n for n, _ in recipe.sparsifiable(_tiny())}  # wpe trainable: --pos-emb learned
     assert "transformer.wpe.weight" in names
+
+
+def test_a_long_plateau_and_a_short_decay():
+    """--lr-decay 1 is the linear schedule above, step for step; 0.1 holds the peak, then decays over the last tenth."""
+    total, warm = 1000, 10
+    for step in range(total + 1):  # decay 1: exactly the paper's linear decay after warmup
+        want = (step + 1) / warm if step < warm else max(0.0, (total - step) / (total - warm))
+        assert recipe.lr_at(step, total, 1.0, 0.01, 1.0) == pytest.approx(want, abs=1e-12), step
+    lrs = [recipe.lr_at(s, total, 1.0, 0.01, 0.1) for s in range(total + 1)]
+    start = total - round(0.1 * (total - warm))  # 901: the decay's first step
+    assert lrs[warm:start] == [1.0] * (start - warm) and lrs[-1] == 0.0
+    assert all(a >= b for a, b in zip(lrs[start - 1:], lrs[start:], strict=False))  # then monotone down
+    assert lrs[start + 50] == pytest.approx(0.5, abs=0.01)  # halfway through the 99 decay steps
+
+
+def test_schedule_flags_outside_their_range_are_refused_by_name():
+    from pathlib import Path
+
+    from circuitbench.errors import CircuitbenchError
+    from circuitbench.train.config import TrainConfig, check
+
+    for kw, flag in ((dict(lr_decay=0.0), "--lr-decay 0.0"), (dict(lr_decay=1.5), "--lr-decay 1.5"),
+                     (dict(warmup=1.0), "--warmup 1.0"), (dict(warmup=-0.1), "--warmup -0.1")):
+        with pytest.raises(CircuitbenchError, match=flag):
+            check(TrainConfig(out_dir=Path("unused"), **kw))

@@ -35,7 +35,8 @@ def test_circuitbench_train_writes_a_loadable_model_with_card(tmp_path, capsys, 
     rc = main(argv)
     assert rc == 0
     for f in ("beeg_config.json", "final_model.pt", "tokenizer.json", "loss_curve.csv",
-              "train_meta.json", "README.md", "task_eval.json"):
+              "train_meta.json", "README.md", "task_eval.json", "config.json", "modeling_circuitbench.py",
+              "configuration_circuitbench.py", "tokenizer_config.json"):  # transformers loads the folder too
         assert (out / f).is_file(), f
     meta = json.loads((out / "train_meta.json").read_text())
     assert meta["command"].startswith("circuitbench train --out")
