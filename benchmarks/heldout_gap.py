@@ -37,15 +37,14 @@ SOURCES = ("corpus", "task-train", "task-test", "zero")
 
 def _values(state: Any, adapter: Any, source: str) -> torch.Tensor:
     from circuitbench.circuits.ablation import ablation_source
-    from circuitbench.circuits.evaluate import unit_ablation_values
     from circuitbench.circuits.masks import NodeIndex
     from circuitbench.circuits.problem import EdgeProblem
 
     kind = {"corpus": "mean", "task-train": "task-mean", "task-test": "task-mean", "zero": "zero"}[source]
-    if source != "task-test":
-        return unit_ablation_values(state, ablation_source(kind, adapter, NodeIndex.of(adapter)))
+    # the edge level ablates the attention's head-mixed values too: a source over the edge graph's wider layout
+    # (the evaluator's `unit_ablation_values` takes the unit's own kind there, so it is not used here)
     index = state.problem.graph.values if isinstance(state.problem, EdgeProblem) else NodeIndex.of(adapter)
-    return ablation_source(kind, adapter, index).values(state.test)
+    return ablation_source(kind, adapter, index).values(state.test if source == "task-test" else state.train)
 
 
 def measure(path: Path, adapters: dict[str, Any]) -> list[dict[str, Any]]:
