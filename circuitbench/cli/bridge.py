@@ -159,11 +159,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     check_settings(cfg)  # before any model or corpus is read
     _check_eval_flags(args)
     from circuitbench.files import check_not_an_input
-    from circuitbench.models.hub import bundled_models
+    from circuitbench.models.hub import model_folder
 
-    folders = {**bundled_models(), **{v: Path(v) for v in (args.dense, args.sparse) if Path(v).exists()}}
-    models = (("--dense", args.dense), ("--sparse", args.sparse))
-    check_not_an_input(args.out, "--out", [(flag, folders[v]) for flag, v in models if v in folders])
+    folders = [(flag, model_folder(v)) for flag, v in (("--dense", args.dense), ("--sparse", args.sparse))]
+    check_not_an_input(args.out, "--out", [(flag, f) for flag, f in folders if f is not None])
     dense = circuitbench.load_model(args.dense, device="cpu")
     sparse = circuitbench.load_model(args.sparse, device="cpu")
     from circuitbench.bridges.bridge import check_bridgeable

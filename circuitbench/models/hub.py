@@ -50,6 +50,11 @@ FORMATS = (
 )
 
 
+def model_folder(name: str) -> Path | None:
+    """The folder a `--model` value names on this machine: a bundled model's, or the directory given; else None."""
+    return bundled_models().get(name) or (Path(name) if Path(name).is_dir() else None)
+
+
 def bundled_models() -> dict[str, Path]:
     """Short name -> directory of every model shipped in `baselines/models/`."""
     root = Path(str(resources.files("circuitbench.baselines"))) / "models"

@@ -112,9 +112,9 @@ def validate(cfg: RunConfig) -> None:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise CircuitbenchError(f"--out {out}: {probe} is not writable; choose another --out")
     from circuitbench.files import check_not_an_input
-    from circuitbench.models.hub import bundled_models
+    from circuitbench.models.hub import model_folder
 
-    folder = bundled_models().get(cfg.model) or (Path(cfg.model) if Path(cfg.model).is_dir() else None)
+    folder = model_folder(cfg.model)
     if folder is not None:  # results (and --force's recomputed units) never land inside the model they measure
         check_not_an_input(out, "--out", [("--model", folder)])
 
