@@ -37,7 +37,7 @@ def cpu_kind() -> str:
 
     Kernels differ between these (AMX tiles, AVX-512, AVX2 each sum in their own order), so the same
     computation can end a few units in the last place apart on two kinds; on one kind, with the same thread
-    count and torch, it is bit for bit the same (README, "Reproducing a number").
+    count and torch, it is bit for bit the same (docs/reference/reproducing.md).
     """
     flags = set(_cpuinfo().split())
     for kind, flag in (("amx", "amx_bf16"), ("avx512", "avx512f"), ("avx2", "avx2")):

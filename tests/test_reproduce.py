@@ -1,7 +1,7 @@
 """What the README, the board and the baselines show is what the code at HEAD computes.
 
-The README's tables are generated from the committed cards and results (`baselines/scripts/regenerate.py`), and a
-sample of the committed units is recomputed here from scratch: a change to the pruning path that moves
+The tables of the README and the documentation pages are generated from the committed cards and results
+(`baselines/scripts/regenerate.py`), and a sample of the committed units is recomputed here from scratch: a change to the pruning path that moves
 the numbers fails this file until `python baselines/scripts/regenerate.py` has been run.
 """
 
@@ -27,17 +27,23 @@ def _regenerate():
     return mod
 
 
-def test_the_readme_tables_are_the_committed_results():
+def test_the_tables_of_the_readme_and_the_docs_are_the_committed_results():
     mod = _regenerate()
-    text = (REPO / "README.md").read_text()
-    assert mod.render_readme(text, mod.sections(RESULTS)) == text, \
-        "the README's tables are stale: python baselines/scripts/regenerate.py --readme"
+    texts = {str(path.relative_to(REPO)): path.read_text() for path in mod.pages()}
+    assert "README.md" in texts and "docs/tutorials/compare-methods.md" in texts
+    rendered = mod.render_pages(texts, mod.sections(RESULTS))
+    stale = [name for name, text in texts.items() if rendered[name] != text]
+    assert not stale, f"the tables of {stale} are stale: python baselines/scripts/regenerate.py --readme"
 
 
-def test_a_readme_without_the_markers_of_a_section_is_refused():
+def test_a_section_on_no_page_and_a_marker_of_no_section_are_refused():
     mod = _regenerate()
-    with pytest.raises(ValueError, match="generated sections"):
-        mod.render_readme("# no markers\n", {"methods": "x"})
+    with pytest.raises(ValueError, match=r"sections \['methods'\] are on none of the pages"):
+        mod.render_pages({"README.md": "# no markers\n"}, {"methods": "x"})
+    with pytest.raises(ValueError, match=r"docs/x.md: generated sections \['nope'\]"):
+        mod.render_pages({"docs/x.md": "<!-- generated: nope -->\n<!-- end generated: nope -->"}, {})
+    page = "<!-- generated: methods -->\nold\n<!-- end generated: methods -->"
+    assert mod.render_pages({"a.md": page, "b.md": page}, {"methods": "new"})["b.md"] == page.replace("old", "new")
 
 
 def _committed() -> dict[tuple[str, str, str], tuple]:
@@ -110,7 +116,7 @@ def test_committed_units_recompute_to_the_same_circuit_at_head(key, tmp_path, mo
     monkeypatch.setenv("CIRCUITBENCH_CACHE", str(fresh_cache))
     path, stored, prov = _committed()[key]
     # The thread count the unit was computed with: a learned mask's control can end a few nodes apart at
-    # another thread count (README, "Reproducing a number").
+    # another thread count (docs/reference/reproducing.md).
     now, again = _recompute(path, prov, tmp_path)
     _holds_the_contract(path, stored, prov, now, again)
 

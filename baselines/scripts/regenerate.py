@@ -1,10 +1,10 @@
 """Regenerate every number the repository shows from the code at HEAD, with one command.
 
-    python baselines/scripts/regenerate.py              # recompute the baselines, resubmit, rebuild the board, README
-    python baselines/scripts/regenerate.py --readme     # only rewrite the README's generated tables from baselines/
-    python baselines/scripts/regenerate.py --bridges    # only retrain the bundled bridges, steer again, rewrite the README
-    python baselines/scripts/regenerate.py --edges      # only recompute the edge-level comparison, rewrite the README
-    python baselines/scripts/regenerate.py --seeds      # only rerun the learned mask with seeds 1 and 2, rewrite the README
+    python baselines/scripts/regenerate.py              # recompute the baselines, resubmit, rebuild the board, docs
+    python baselines/scripts/regenerate.py --readme     # only rewrite the generated tables (README, docs/)
+    python baselines/scripts/regenerate.py --bridges    # only retrain the bundled bridges, steer again, rewrite the tables
+    python baselines/scripts/regenerate.py --edges      # only recompute the edge-level comparison, rewrite the tables
+    python baselines/scripts/regenerate.py --seeds      # only rerun the learned mask with seeds 1 and 2, rewrite the tables
 
 Steps (each one what a user would run):
 1. `circuitbench compare` of the six methods on every task, board protocol (mean ablation, target 0.15,
@@ -14,18 +14,19 @@ Steps (each one what a user would run):
    `circuitbench submit`'s validation, then the site is rebuilt;
 3. `circuitbench bridge train` between the two reference models into `baselines/bridges/tiny/` (evaluated
    as it finishes), then `circuitbench bridge steer` on every task the sparse model prunes, writing each
-   `TASK.learned_mask.seed0.steer.parquet` beside its unit (`--bridges` redoes only this step and the README);
+   `TASK.learned_mask.seed0.steer.parquet` beside its unit (`--bridges` redoes only this step and the tables);
 4. `circuitbench compare --level edges` of the edge-level methods on every task the sparse model solves, into
    `baselines/results-edges/` (apart from `results/`: edge-level units are off the board's protocol, which
-   is node-level; `--edges` redoes only this step and the README);
+   is node-level; `--edges` redoes only this step and the tables);
 5. `circuitbench run --seeds 0,1,2` of the learned mask on every task the sparse model prunes, into
    `baselines/results-seeds/` (seed 0's units copied from `results/`: the same units, so the run skips them;
    `--seeds` redoes this step, keeping the units already there);
-6. the README's generated tables (between `<!-- generated: NAME -->` and `<!-- end generated: NAME -->`)
-   are rewritten from `baselines/models/*` (the model cards), `baselines/bridges/tiny/`, `baselines/results/`
+6. the generated tables of the README and the documentation pages (`docs/**/*.md`; between
+   `<!-- generated: NAME -->` and `<!-- end generated: NAME -->`; a table may be on several pages) are
+   rewritten from `baselines/models/*` (the model cards), `baselines/bridges/tiny/`, `baselines/results/`,
    `baselines/results-edges/` and `baselines/results-seeds/`.
 
-`tests/test_reproduce.py` holds them together: the README's tables equal what step 6 writes from the
+`tests/test_reproduce.py` holds them together: the tables on every page equal what step 6 writes from the
 committed files, and a sample of committed units recomputed at HEAD gives the same nodes and edges.
 """
 
@@ -44,6 +45,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]  # baselines/
 REPO = ROOT.parent
 README = REPO / "README.md"
+
+
+def pages() -> list[Path]:
+    """Every page that may hold generated tables: the README and the documentation site's pages."""
+    return [README, *sorted((REPO / "docs").rglob("*.md"))]
+
 SPARSE, DENSE = "tiny-sparse", "tiny-dense"
 MODELS = (SPARSE, DENSE)
 METHODS = "learned-mask,eap,eap-ig,activation-patching,magnitude,random"
@@ -409,7 +416,7 @@ def steering_table(results: Path) -> str:
 
 
 def sections(results: Path = ROOT / "results", edges: Path = EDGES, seeds: Path = SEEDS) -> dict[str, str]:
-    """Every generated README section, by name, from the committed cards and results."""
+    """Every generated section, by name, from the committed cards and results."""
     rows = _rows(results)
     edge_rows = _rows(edges) if edges.is_dir() and any(edges.glob("*/*.parquet")) else []
     return {"reference-models": reference_models_table(), "dense-sparse": dense_sparse_table(rows),
@@ -420,16 +427,28 @@ def sections(results: Path = ROOT / "results", edges: Path = EDGES, seeds: Path 
             "bridges": bridges_table(), "steering": steering_table(results)}
 
 
-def render_readme(text: str, generated: dict[str, str]) -> str:
-    """The README with each generated section's body replaced.
+def render_page(text: str, generated: dict[str, str], page: str = "README") -> str:
+    """A page with the body of each generated section it holds replaced.
 
     Raises:
-        ValueError: when a section has no markers in the README, or the README has a marker of no section.
+        ValueError: when the page has a marker of no section.
     """
-    found = {m.group("name") for m in _SECTION.finditer(text)}
-    if found != set(generated):
-        raise ValueError(f"README generated sections {sorted(found)} differ from {sorted(generated)}")
+    unknown = {m.group("name") for m in _SECTION.finditer(text)} - set(generated)
+    if unknown:
+        raise ValueError(f"{page}: generated sections {sorted(unknown)} are not among {sorted(generated)}")
     return _SECTION.sub(lambda m: m.group(1) + generated[m.group("name")].rstrip("\n") + "\n" + m.group(4), text)
+
+
+def render_pages(texts: dict[str, str], generated: dict[str, str]) -> dict[str, str]:
+    """Every page rendered (`render_page`), by name.
+
+    Raises:
+        ValueError: when a section is on no page, or a page has a marker of no section.
+    """
+    found = {m.group("name") for text in texts.values() for m in _SECTION.finditer(text)}
+    if missing := set(generated) - found:
+        raise ValueError(f"generated sections {sorted(missing)} are on none of the pages {sorted(texts)}")
+    return {name: render_page(text, generated, name) for name, text in texts.items()}
 
 
 # --- the recomputation -----------------------------------------------------------------------------------
@@ -504,13 +523,14 @@ def seed_runs(results: Path, seeds: Path, threads: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Recompute (unless --readme), resubmit, rebuild the board, rewrite the README."""
+    """Recompute (unless --readme), resubmit, rebuild the board, rewrite the generated tables."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--readme", action="store_true", help="only rewrite the README's tables from baselines/")
-    p.add_argument("--bridges", action="store_true", help="only retrain the bridges, steer, rewrite the README")
-    p.add_argument("--edges", action="store_true", help="only recompute the edge-level comparison, rewrite the README")
+    p.add_argument("--readme", action="store_true",
+                   help="only rewrite the generated tables (README, docs/) from baselines/")
+    p.add_argument("--bridges", action="store_true", help="only retrain the bridges, steer, rewrite the tables")
+    p.add_argument("--edges", action="store_true", help="only recompute the edge-level comparison, rewrite the tables")
     p.add_argument("--edge-results", type=Path, default=EDGES)
-    p.add_argument("--seeds", action="store_true", help="only rerun the learned mask's seeds, rewrite the README")
+    p.add_argument("--seeds", action="store_true", help="only rerun the learned mask's seeds, rewrite the tables")
     p.add_argument("--seed-results", type=Path, default=SEEDS)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--results", type=Path, default=ROOT / "results")
@@ -529,9 +549,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.board / "submissions", ignore_errors=True)
         subprocess.run([sys.executable, str(ROOT / "scripts" / "submit_baselines.py"), "--results", str(args.results),
                         "--board", str(args.board)], check=True, cwd=REPO)
-    README.write_text(render_readme(README.read_text(), sections(args.results, args.edge_results,
-                                                                 args.seed_results)))
-    print(f"rewrote the generated tables of {README}")
+    texts = {str(path.relative_to(REPO)): path.read_text() for path in pages()}
+    for name, text in render_pages(texts, sections(args.results, args.edge_results, args.seed_results)).items():
+        if text != texts[name]:
+            (REPO / name).write_text(text)
+            print(f"rewrote the generated tables of {name}")
     return 0
 
 

@@ -7,8 +7,8 @@ is the 2.5th and 97.5th percentile of the resampled values. The full model, the 
 share each resample, so a ratio (faithfulness) or an area (CPR, CMD) moves as its parts move together.
 
 What it measures: how much a number would move on another draw of test pairs from the same templates.
-What it does not: the spread over seeds of the search (`results.seeds`) or over machines (the README's
-reproducibility contract).
+What it does not: the spread over seeds of the search (`results.seeds`) or over machines (the
+reproducibility contract, docs/reference/reproducing.md).
 """
 
 from __future__ import annotations

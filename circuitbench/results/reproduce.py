@@ -76,7 +76,7 @@ def verdict(stored: Provenance, now: dict[str, Any], pairs: list[tuple[float | N
     where = f"made on {_describe(machine(stored))}; measured now on {_describe(now)}"
     if all(close(now, then) for now, then in measured):
         return (f"The saved circuit reproduces its stored numbers within rel {RTOL:g} / abs {ATOL:g}, not bit for bit: "
-                f"{where} (README, \"Reproducing a number\").")
+                f"{where} (docs/reference/reproducing.md).")
     return f"Some numbers differ from the stored ones beyond rel {RTOL:g}: {where}."
 
 

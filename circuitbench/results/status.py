@@ -17,8 +17,8 @@ The rule:
   tokenizer): the task was not pruned.
 
 Why a tolerance at all: the test loss is a mean over the test split's prompts and moves with the sample
-(the README states the rule beside `circuitbench run`'s steps); a circuit 1.5x or more over the target (indent_for's
-learned-mask circuit: 4.4x) misses on any draw.
+(docs/tutorials/find-a-circuit.md states the rule beside `circuitbench run`'s steps); a circuit 1.5x or more
+over the target (indent_for's learned-mask circuit: 4.4x) misses on any draw.
 """
 
 from __future__ import annotations

@@ -154,13 +154,13 @@ def test_an_entry_point_method_is_listed_with_its_package_and_runs_from_the_cli(
     assert read_unit(unit_file)[2].method_origin == {"module": "myplug", "package": "myplug", "version": "0.1"}
 
 
-def test_the_readme_shows_a_whole_external_method():
+def test_the_docs_show_a_whole_external_method():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "tutorials" / "bring-your-own.md").read_text()
     block = readme.split("```python\n# my_methods.py", 1)[1].split("```", 1)[0]
     namespace: dict = {}
-    exec(textwrap.dedent("# my_methods.py" + block), namespace)  # noqa: S102 (the README's own example)
+    exec(textwrap.dedent("# my_methods.py" + block), namespace)  # noqa: S102 (the docs' own example)
     assert len([line for line in block.splitlines() if line.strip()]) <= 16  # a dozen lines or so
     method = namespace["TopActivation"]()
     assert method.name == "top_activation" and callable(method.node_scores)
