@@ -60,6 +60,7 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument("--tokenizer-bytes", type=int, default=d["tokenizer_bytes"].default,
                    help=d["tokenizer_bytes"].description)
     p.add_argument("--cache-dir", default=None, help="tokenizer/token cache (~/.cache/circuitbench)")
+    p.add_argument("--device", default=d["device"].default, help=d["device"].description)
     p.add_argument("--dense", action="store_true", help="dense twin: no weight or activation sparsity")
     for name in ("n_layer", "d_model", "n_head", "d_mlp", "ctx", "vocab_size", "batch_size", "max_steps", "seed",
                  "eval_every", "val_windows", "checkpoint_every", "stop_after", "threads"):

@@ -13,8 +13,9 @@ with `in_graph` and `score`. Where the mapping loses information:
 - The embedding is not a node here: `input` edges are those whose child reads a kept residual channel
   that reaches it, whatever wrote it.
 - An edge-level circuit is shown through the nodes its kept edges touch (node scores 1 or 0).
-- The input node is always in the graph and scored with the largest node score (EAP-IG's readers need a number;
-  the embedding is not one of our nodes, so it has no score of its own).
+- The input node is always in the graph, with all its neurons, and scored with the largest node score (EAP-IG's
+  readers need a number; the embedding is not one of our nodes, so it has no score of its own, and it is never
+  ablated).
 The exact circuit rides along under the top-level key `circuitbench` (`extension`), which MIB's readers
 ignore and `circuitbench circuit import` reads back, so export -> import reproduces the circuit exactly.
 """
@@ -116,6 +117,9 @@ class _Graph:
         # largest node score, so a reader that ranks nodes by score (EAP-IG's top-n) keeps it first, as it is kept
         finite = [n["score"] for n in nodes.values() if math.isfinite(n.get("score", math.nan))]
         nodes["input"]["score"] = max(finite, default=0.0)
+        # and all of its neurons are in the graph: EAP-IG corrupts the neurons of a node not fully in the graph (at
+        # neuron level a node without `neurons` loads with none), and no pruning here ever ablates the embedding
+        nodes["input"]["neurons"] = [True] * d_model
         return nodes
 
     def _feeds(self, edges: list[dict[str, Any]]) -> dict[tuple[str, int], set[str]]:

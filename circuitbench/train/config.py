@@ -108,6 +108,10 @@ class TrainConfig(BaseModel):
     """Train into an out_dir that already holds a model, replacing it (its old card is removed first)."""
     threads: int | None = None
     """torch intra-op threads; None leaves torch's default."""
+    device: str = "auto"
+    """Where the model trains: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when available, else the CPU). Batches
+    are drawn and checkpoints and models written on the CPU, so a run started on one device resumes on another
+    (it then continues within float rounding of an uninterrupted run, not bit for bit)."""
     quiet: bool = False
     """Hide the progress bar."""
     command: str | None = None
@@ -157,5 +161,12 @@ def check(cfg: TrainConfig) -> None:
         if path is not None and not (Path(path) / "beeg_config.json").is_file():
             problems.append(f"{flag} {path}: not a model directory (no beeg_config.json); give a directory "
                             "written by circuitbench train")
+    try:
+        from circuitbench.models.native import resolve_device
+
+        resolve_device(cfg.device)
+    except (RuntimeError, CircuitbenchError) as err:  # torch's own parse error, or CUDA asked for and absent
+        problems.append(str(err) if isinstance(err, CircuitbenchError) else
+                        f"--device {cfg.device}: not a device; use cpu, cuda, cuda:N or auto")
     if problems:
         raise CircuitbenchError("; ".join(problems))

@@ -27,6 +27,7 @@ from circuitbench.hardware import autocast
 from circuitbench.hardware import resolve_precision as _resolve_precision
 from circuitbench.models.checkpoint import load_weights
 from circuitbench.models.config import GPTConfig
+from circuitbench.models.native import resolve_device
 from circuitbench.models.sparse_gpt import SparseGPT
 from circuitbench.train import recipe
 from circuitbench.train.config import TrainConfig, check
@@ -40,6 +41,7 @@ from circuitbench.train.state import (
     load_checkpoint,
     save_checkpoint,
 )
+from circuitbench.train.tokenized import is_tokenized, load_tokenized
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ SPARSE_LOCS = "attn_in,attn_q,attn_k,attn_v,attn_out,mlp_in,mlp_neuron,mlp_out"
 # Fields that may differ between an interrupted run and its resumption.
 _RUNTIME_FIELDS = {
     "resume", "finish", "stop_after", "target_val_loss", "keep_checkpoints", "quiet", "threads",
-    "command", "cache_dir", "out_dir", "force",
+    "command", "cache_dir", "out_dir", "force", "device",
 }
 
 
@@ -181,7 +183,7 @@ def train_step(
         (next-token cross-entropy, learning rate used, density after the step, seconds spent in the projection).
     """
     bl = None
-    with autocast(precision):
+    with autocast(precision, x.device):
         if bridged is None:
             logits = model(x)  # (B, T, V), bfloat16 under autocast
         else:
@@ -192,7 +194,7 @@ def train_step(
     if bl is not None and row is not None:
         row.update({f"bridge_{k}": round(v, 5) for k, v in bl.summary().items() if k != "total"})
     if teacher is not None:
-        with torch.no_grad(), autocast(precision):
+        with torch.no_grad(), autocast(precision, x.device):
             teacher_logits = teacher(x)
         total = loss + cfg.distill_coef * distill_kl(logits, teacher_logits)
     opt.zero_grad(set_to_none=True)
@@ -239,13 +241,16 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
             checkpoint belongs to a different configuration.
     """
     check(cfg)
+    device = resolve_device(cfg.device)
     replaced = refuse_overwrite(cfg)  # nothing is removed until every input below has been read and checked
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     corpus_hash = None
-    if data is None:
+    if data is None and is_tokenized(cfg.corpus):  # a tokenized corpus folder: nothing to collect or fetch
+        data = load_tokenized(Path(cfg.corpus), cfg.vocab_size)  # type: ignore[arg-type]
+    elif data is None:
         data, corpus = prepare_data(_cache_dir(cfg), cfg.corpus, cfg.vocab_size, cfg.tokenizer_bytes)
         corpus_hash = corpus.hash
     check_tokenizer("--init-from", cfg.init_from, data)
@@ -255,13 +260,16 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     model, opt = _build(cfg, None if bridged is None else bridged[0])
     teacher = None if cfg.distill_from is None else load_model_dir(cfg.distill_from, "--distill-from")
     if teacher is not None:
-        teacher.requires_grad_(False)
+        teacher.requires_grad_(False).to(device)
+    model.to(device)  # parameters move in place: the optimizer built on them keeps them
+    if bridged is not None:
+        bridged[0].to(device), bridged[1].to(device)
     clear_old_model(out, replaced)
     run = _Run(cfg, model, opt, torch.Generator().manual_seed(cfg.seed), bridged)
     run.start()
     if bridged is not None and not cfg.resume:
         start_bridges(bridged, model, data, cfg)
-    vx, vy = val_windows(data.val, cfg.ctx, cfg.val_windows)
+    vx, vy = (v.to(device) for v in val_windows(data.val, cfg.ctx, cfg.val_windows))
     reached_target = run.steps(data, vx, vy, teacher)
     if run.step < cfg.max_steps and not reached_target and not cfg.finish:
         log.info("stopped at step %d of %d; continue with --resume", run.step, cfg.max_steps)
@@ -269,9 +277,11 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     with torch.no_grad():  # ship the bigram table in bfloat16 (half the disk); measure what ships
         assert model.bigram_table is not None
         model.bigram_table.copy_(model.bigram_table.to(torch.bfloat16).float())
-    finalize(cfg, model, data, run.history, run.elapsed, corpus_hash, evaluate(model, vx, vy), int(vy.numel()),
-             resolve_precision(cfg))
+    val_loss = evaluate(model, vx, vy)
+    finalize(cfg, model.cpu(), data, run.history, run.elapsed, corpus_hash, val_loss, int(vy.numel()),
+             resolve_precision(cfg, device))
     if bridged is not None:
+        bridged[0].cpu(), bridged[1].cpu()
         write_joint_bridges(cfg, bridged, run.history, run.elapsed, data)
     return out
 
@@ -343,8 +353,9 @@ class _Run:
             params += list(self.bridged[0].parameters())
         sparse = recipe.sparsifiable(model)
         tokens_per_step = cfg.batch_size * cfg.ctx
-        precision = resolve_precision(cfg)
-        log.info("precision: %s (asked: %s)", precision, cfg.precision)
+        device = next(model.parameters()).device
+        precision = resolve_precision(cfg, device)
+        log.info("device %s, precision: %s (asked: %s)", device, precision, cfg.precision)
         end = cfg.max_steps if cfg.stop_after is None else min(cfg.max_steps, cfg.stop_after)
         if cfg.finish:
             end = self.step
@@ -354,7 +365,8 @@ class _Run:
         t_last, s_last = time.perf_counter(), self.step
         while self.step < end and not reached_target:
             t0 = time.perf_counter()
-            x, y = sample_batch(data.train, cfg.batch_size, cfg.ctx, self.gen)
+            x, y = (v.to(device, non_blocking=True)
+                    for v in sample_batch(data.train, cfg.batch_size, cfg.ctx, self.gen))
             bridge_row: dict[str, Any] = {}
             loss, lr, density, _ = train_step(model, self.opt, x, y, cfg, self.step, params, sparse, precision, teacher,
                                               self.bridged, bridge_row)

@@ -126,12 +126,20 @@ def finalize(
         "wall_time_s": round(elapsed, 1),
         "started_from": started_from(cfg.init_from),
         "precision": precision,
-        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "hardware": _hardware(cfg.device),
         "final_model_bytes": (out / "final_model.pt").stat().st_size,
     }
     (out / META).write_text(json.dumps(meta, indent=2) + "\n")
     log.info("wrote %s: val loss %.4f, %d/%d nonzero parameters", out, val_loss, nonzero, total)
+
+
+def _hardware(device: str) -> str:
+    """Where the model trained: the GPU's name on CUDA; the CPU, its core count and torch's threads otherwise."""
+    from circuitbench.models.native import resolve_device
+
+    where = resolve_device(device)
+    chip = torch.cuda.get_device_name(where) if where.type == "cuda" else platform.processor() or platform.machine()
+    return f"{chip}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def started_from(init_from: Path | None) -> dict[str, Any] | None:
@@ -168,6 +176,10 @@ def _package_record(corpus: Path | None) -> dict[str, Any] | None:
         return packages.package_list_record(None)
     if Path(corpus).is_file():
         return packages.package_list_record(Path(corpus))
+    from circuitbench.train.tokenized import is_tokenized, read_manifest
+
+    if is_tokenized(corpus):  # the package list the folder was tokenized from, as it recorded it
+        return read_manifest(Path(corpus)).get("packages")
     return None
 
 

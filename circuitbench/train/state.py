@@ -119,9 +119,10 @@ def load_checkpoint(out: Path) -> dict[str, Any]:
     if not single.is_file() and not manifest.is_file():
         raise CircuitbenchError(f"{single}: no checkpoint to resume from; drop --resume.")
     if single.is_file() and (not manifest.is_file() or single.stat().st_mtime >= manifest.stat().st_mtime):
-        state: dict[str, Any] = torch.load(single, weights_only=True)
+        state: dict[str, Any] = torch.load(single, weights_only=True, map_location="cpu")
         return state
-    joined: dict[str, Any] = torch.load(io.BytesIO(_read_split(manifest)), weights_only=True)
+    joined: dict[str, Any] = torch.load(io.BytesIO(_read_split(manifest)), weights_only=True,
+                                             map_location="cpu")
     return joined
 
 

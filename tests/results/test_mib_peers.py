@@ -43,6 +43,11 @@ def test_eap_igs_own_reader_loads_the_export_with_the_same_nodes_and_edges(eap_g
     assert edges == {name: v["in_graph"] for name, v in ours["edges"].items()}
     assert 0 < sum(edges.values()) < len(edges) and sum(nodes.values()) > 1
     assert graph.nodes["input"].score == max(v["score"] for v in ours["nodes"].values() if "score" in v)
+    # the embedding is never ablated here: EAP-IG must not corrupt any of the input's neurons (before: none in graph)
+    assert bool(graph.neurons_in_graph[graph.forward_index(graph.nodes["input"])].all())
+    before = (int(graph.nodes_in_graph.sum()), int(graph.in_graph.sum()))
+    graph.prune()  # what EAP-IG's evaluate_graph runs first (benchmarks/mib_prune.py measures it on every unit)
+    assert bool(graph.nodes["input"].in_graph) and int(graph.in_graph.sum()) <= before[1]
 
 
 def test_a_neuron_level_graph_imports(eap_graph, tmp_path, capsys):

@@ -272,3 +272,18 @@ def test_a_continued_run_records_the_training_it_started_from(tmp_path, data):
     assert len(meta["started_from"]["weights_sha256"]) == 64
     card = render_card("then", meta, [])
     assert f"{(8 + 4) * 4 * 16:,} in all: {4 * 4 * 16:,} in this run, continued from" in card
+
+
+def test_the_device_is_checked_first_and_a_run_resumes_on_another_device(tmp_path, data):
+    for bad, said in (("cuda", "CUDA is not available here"), ("gpu0", "not a device")):
+        if bad == "cuda" and torch.cuda.is_available():
+            continue  # on a GPU machine CUDA is a valid device; the parse error still runs
+        with pytest.raises(CircuitbenchError, match=f"--device {bad}: .*{said}"):
+            train(_cfg(tmp_path / bad, device=bad), data)
+        assert not (tmp_path / bad).exists()  # refused before anything was written
+    full = train(_cfg(tmp_path / "full", device="cpu"), data)
+    train(_cfg(tmp_path / "cut", device="cpu", stop_after=7), data)
+    train(_cfg(tmp_path / "cut", device="auto", resume=True), data)  # the device is no part of the identity
+    a, b = _weights(full), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a) and all(v.device.type == "cpu" for v in b.values())
+    assert json.loads((tmp_path / "cut" / META).read_text())["config"]["device"] == "auto"
