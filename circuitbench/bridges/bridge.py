@@ -244,14 +244,16 @@ def load_bridges(arg: str | Path, flag: str = "--bridges") -> BridgeFiles:
     Raises:
         BridgeError: for a missing or unreadable directory, or files that do not fit their config.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = resolve_bridges_dir(arg, flag)
     try:
         config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
         tensors = load_file(str(directory / WEIGHTS))
-    except (OSError, ValueError) as err:
-        raise BridgeError(f"{flag} {directory}: unreadable bridge files ({type(err).__name__}: {err})") from err
+    except (OSError, ValueError, SafetensorError) as err:  # a truncated file is a SafetensorError
+        raise BridgeError(f"{flag} {directory}: unreadable bridge files ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}); train the bridges again") from err
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise BridgeError(f"{flag} {directory}/{CONFIG}: not a format-{FORMAT} bridge config; retrain the bridges "
                           "with this version of circuitbench")

@@ -301,11 +301,26 @@ def write_steer(path: Path, result: SteerResult) -> Path:
 
 
 def read_steer(path: Path) -> SteerResult:
-    """Read `write_steer`'s file back."""
+    """Read `write_steer`'s file back.
+
+    Raises:
+        CircuitbenchError: for a file that is not a readable steering table, naming it.
+    """
     import json
 
-    import pyarrow.parquet as pq
+    import pyarrow as pa
 
-    table = pq.read_table(path)
-    meta = json.loads((table.schema.metadata or {}).get(b"circuitbench.steer", b"{}"))
-    return SteerResult(table.to_pylist(), meta)
+    from circuitbench.errors import CircuitbenchError
+    from circuitbench.files import read_parquet
+
+    table = read_parquet(path, "steering table", "run `circuitbench bridge steer` again")
+    try:
+        meta = json.loads((table.schema.metadata or {}).get(b"circuitbench.steer", b"{}"))
+        rows = table.to_pylist()
+    except (ValueError, pa.ArrowException) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise CircuitbenchError(f"{path}: its steering metadata cannot be read ({str(err).splitlines()[0][:200]}); "
+                                "run `circuitbench bridge steer` again") from None
+    if not isinstance(meta, dict) or not all(isinstance(r, dict) for r in rows):
+        raise CircuitbenchError(f"{path}: not a steering table of this circuitbench; run `circuitbench bridge steer` "
+                                "again")
+    return SteerResult(rows, meta)

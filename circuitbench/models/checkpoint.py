@@ -43,6 +43,12 @@ def find_weights(directory: Path) -> Path:
     )
 
 
+def _first_line(err: BaseException) -> str:
+    """The first line of a foreign error's text, at most 200 characters (torch's and pickle's run to pages)."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
 def read_state_dict(path: Path) -> dict[str, Tensor]:
     """Read a plain state dict from a torch or safetensors file, safely.
 
@@ -58,11 +64,12 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
         raise CheckpointError(
-            f"{path}: cannot read the checkpoint ({type(err).__name__}: {str(err)[:200]}). The file "
+            f"{path}: cannot read the checkpoint ({type(err).__name__}: {_first_line(err)}). The file "
             "is truncated, corrupt, or not a weights-only torch/safetensors file; download or copy it again."
         ) from err
     except Exception as err:  # safetensors raises its own SafetensorError
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(err).__name__}: {err})") from err
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(err).__name__}: {_first_line(err)}); "
+                              "the file is truncated or corrupt: download or copy it again") from err
     if not isinstance(sd, dict):
         raise CheckpointError(
             f"{path}: expected a flat state dict of tensors (name -> tensor), got {type(sd).__name__}"

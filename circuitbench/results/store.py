@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from circuitbench.errors import CircuitbenchError
+from circuitbench.files import read_parquet
 from circuitbench.results.files import atomic_path
 from circuitbench.results.schema import MEASUREMENTS, SCHEMA_VERSION, SUMMARY, Provenance
 from circuitbench.results.status import PRUNED, with_status
@@ -68,12 +69,9 @@ def read_unit(path: Path) -> tuple[pa.Table, dict[str, Any], Provenance]:
     Raises:
         CircuitbenchError: when the file is unreadable or was written by another schema version.
     """
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as err:
-        raise CircuitbenchError(f"{path}: unreadable result file ({err}); delete it and rerun") from err
+    table = read_parquet(path, "result file", "delete it and rerun")
     meta = table.schema.metadata or {}
-    version = meta.get(b"circuitbench.schema_version", b"?").decode()
+    version = meta.get(b"circuitbench.schema_version", b"?").decode(errors="replace")
     if version != SCHEMA_VERSION:
         raise CircuitbenchError(
             f"{path}: written with result schema v{version} (an earlier circuitbench), this circuitbench reads "
@@ -84,17 +82,20 @@ def read_unit(path: Path) -> tuple[pa.Table, dict[str, Any], Provenance]:
         raise CircuitbenchError(f"{path}: columns do not match the measurements schema")
     try:
         summary = json.loads(meta[b"circuitbench.summary"])
+        if not isinstance(summary, dict):
+            raise ValueError(f"the summary is a {type(summary).__name__}, not a mapping")
         summary.setdefault("level", "nodes")  # written before edge-level circuits existed
         prov = Provenance.model_validate_json(meta[_PROVENANCE_KEY])
-    except (KeyError, ValueError) as err:  # pydantic's ValidationError is a ValueError
-        first = str(err).splitlines()[0][:200]
+        if summary.get("status") in PRUNED:  # the status follows from the numbers by today's rule (`results.status`)
+            rows = table.select(["split", "metric", "value"]).to_pylist()
+            m = {(r["split"], r["metric"]): r["value"] for r in rows}
+            summary = with_status(summary, m, prov.unit.target_loss, prov.unit.min_accuracy)
+    except (KeyError, TypeError, ValueError, pa.ArrowException) as err:  # pydantic's ValidationError, a damaged
+        first = (str(err).splitlines() or [""])[0][:200]  # page's UnicodeDecodeError: ValueErrors
         raise CircuitbenchError(
-            f"{path}: its summary or provenance cannot be read ({type(err).__name__}: {first}); it was written by "
-            "another circuitbench or damaged: delete it (or rerun with --force) to recompute it"
+            f"{path}: its summary, provenance or measurements cannot be read ({type(err).__name__}: {first}); it "
+            "was written by another circuitbench or damaged: delete it (or rerun with --force) to recompute it"
         ) from None
-    if summary.get("status") in PRUNED:  # the status follows from the numbers by today's rule (`results.status`)
-        m = {(r["split"], r["metric"]): r["value"] for r in table.select(["split", "metric", "value"]).to_pylist()}
-        summary = with_status(summary, m, prov.unit.target_loss, prov.unit.min_accuracy)
     return table, summary, prov
 
 

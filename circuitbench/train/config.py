@@ -167,6 +167,6 @@ def check(cfg: TrainConfig) -> None:
         resolve_device(cfg.device)
     except (RuntimeError, CircuitbenchError) as err:  # torch's own parse error, or CUDA asked for and absent
         problems.append(str(err) if isinstance(err, CircuitbenchError) else
-                        f"--device {cfg.device}: not a device; use cpu, cuda, cuda:N or auto")
+                        f"--device {cfg.device}: not a torch device; use cpu, cuda, cuda:N or auto")
     if problems:
         raise CircuitbenchError("; ".join(problems))

@@ -275,7 +275,7 @@ def test_a_continued_run_records_the_training_it_started_from(tmp_path, data):
 
 
 def test_the_device_is_checked_first_and_a_run_resumes_on_another_device(tmp_path, data):
-    for bad, said in (("cuda", "CUDA is not available here"), ("gpu0", "not a device")):
+    for bad, said in (("cuda", "CUDA is not available here"), ("gpu0", "not a torch device")):
         if bad == "cuda" and torch.cuda.is_available():
             continue  # on a GPU machine CUDA is a valid device; the parse error still runs
         with pytest.raises(CircuitbenchError, match=f"--device {bad}: .*{said}"):
