@@ -1,7 +1,7 @@
 """Every reader of a file circuitbench reads, fed random, truncated and type-swapped variants of a real file.
 
 The property, for each: the reader returns (the variant was still valid) or raises `CircuitbenchError` with one
-line of text; never another exception. The variants are drawn by hypothesis from the real file: a JSON value
+line of text (validation errors: one line per field at fault, each naming the file); never another exception. The variants are drawn by hypothesis from the real file: a JSON value
 replaced by one of another type (or a non-finite number), a key deleted, the text or the bytes cut short, bytes
 overwritten.
 """
@@ -33,12 +33,14 @@ FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 
 def reads_or_refuses(call: Callable[[], Any]) -> None:
-    """The reader succeeds, or says what is wrong in one line; any other exception fails the test."""
+    """The reader succeeds, or says what is wrong in one line (a validation error: one line per field at fault,
+    each naming the file); any other exception fails the test."""
     try:
         call()
     except CircuitbenchError as err:
-        text = str(err).strip()
-        assert text and "\n" not in text, f"not a one-line error: {text!r}"
+        lines = str(err).strip().splitlines()
+        where = lines[0].split(":", 1)[0] if lines else ""
+        assert lines and all(line.startswith(where) for line in lines), f"not one line per problem: {str(err)!r}"
 
 
 def _paths(obj: Any, at: tuple = ()) -> list[tuple]:
@@ -230,3 +232,37 @@ def tokenized(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tokenized") / "corpus"
     write_tokenized(data, out)
     return out
+
+
+@st.composite
+def yaml_variants(draw: Any, text: str) -> str:
+    """A variant of a YAML document, drawn as for JSON (a value swapped, a key deleted, the text cut short)."""
+    import yaml
+
+    if draw(st.booleans()):
+        return text[: draw(st.integers(0, max(0, len(text) - 1)))]
+    obj = yaml.safe_load(text)
+    path = draw(st.sampled_from(_paths(obj)))
+    swap = draw(st.sampled_from([v for v in SWAPS if not (isinstance(v, float) and math.isnan(v))]))
+    return yaml.safe_dump(_set(obj, path, None, delete=True) if path and draw(st.booleans()) else _set(obj, path, swap))
+
+
+@FUZZ
+@given(data=st.data())
+def test_the_task_spec_reader(tmp_path, data):
+    from circuitbench.tasks.load import load_spec
+
+    real = REPO / "task_specs" / "bracket_brace.yaml"
+    path = tmp_path / "bracket_brace.yaml"
+    path.write_text(data.draw(yaml_variants(real.read_text())))
+    reads_or_refuses(lambda: load_spec(path))
+
+
+@FUZZ
+@given(data=st.data())
+def test_the_sweep_reader(tmp_path, data):
+    from circuitbench.runs.sweep import load_sweep
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(data.draw(yaml_variants((REPO / "examples" / "sweep.yaml").read_text())))
+    reads_or_refuses(lambda: load_sweep(path, tmp_path / "out"))
