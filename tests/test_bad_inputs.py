@@ -69,6 +69,9 @@ CASES = {
     "submit: metadata is a folder": (["submit", "results", "--meta", "."], "the metadata file is a directory"),
     "train: anneal end beyond the run": (["train", "--anneal-end", "2"], "--anneal-end 2.0"),
     "train: init-from not a model": (["train", "--init-from", "no_model_here"], "--init-from no_model_here"),
+    "train: device torch does not know": (["train", "--device", "tpu"], "--device tpu: not a torch device"),
+    "train: a tokenized corpus folder missing its arrays": (["train", "--corpus", "tokfolder"],
+                                                            "--corpus tokfolder: a tokenized corpus folder needs"),
     "train: distill-from not a model": (["train", "--distill-from", "no_model_here"], "--distill-from"),
     "val-loss: zero windows": (["val-loss", "--windows", "0"], "--windows 0"),
     "train: bridge-to not a model": (["train", "--bridge-to", "no_model_here"], "--bridge-to no_model_here"),
@@ -111,6 +114,8 @@ CASES = {
 def test_bad_input_is_one_line_naming_what_to_fix(args, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("a file where a folder is expected")
+    (tmp_path / "tokfolder").mkdir()
+    (tmp_path / "tokfolder" / "corpus.json").write_text("{}")  # a tokenized corpus folder that lost its arrays
     for name, layers in (("graph.json", 2), ("graph3.json", 1)):  # well-formed MIB graphs (no edges listed)
         nodes = {"input": {"in_graph": True}, "logits": {"in_graph": True},
                  **{n: {"in_graph": False} for L in range(layers) for n in [f"a{L}.h{h}" for h in range(4)] + [f"m{L}"]}}

@@ -246,7 +246,6 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     corpus_hash = None
     if data is None and is_tokenized(cfg.corpus):  # a tokenized corpus folder: nothing to collect or fetch
         data = load_tokenized(Path(cfg.corpus), cfg.vocab_size)  # type: ignore[arg-type]
@@ -264,6 +263,7 @@ def train(cfg: TrainConfig, data: TokenData | None = None) -> Path:
     model.to(device)  # parameters move in place: the optimizer built on them keeps them
     if bridged is not None:
         bridged[0].to(device), bridged[1].to(device)
+    out.mkdir(parents=True, exist_ok=True)  # only now: every input above was read and checked
     clear_old_model(out, replaced)
     run = _Run(cfg, model, opt, torch.Generator().manual_seed(cfg.seed), bridged)
     run.start()
