@@ -79,11 +79,10 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     Raises:
         CircuitbenchError: naming the file and the field at fault.
     """
+    from circuitbench.files import read_json
+
     path = Path(folder) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CircuitbenchError(f"{path}: not a readable corpus manifest ({err}); write the folder again") from None
+    manifest = read_json(path, "a readable corpus manifest", "write the folder again")
     for key, kind in (("corpus_hash", str), ("tokenizer_sha256", str), ("train_tokens", int), ("val_tokens", int)):
         if not isinstance(manifest, dict) or not isinstance(manifest.get(key), kind):
             raise CircuitbenchError(f"{path}: `{key}` is missing or not a {kind.__name__}; write the folder again")

@@ -68,7 +68,7 @@ def test_a_tokenized_folder_is_checked_against_its_manifest(tmp_path, data):
     with pytest.raises(CircuitbenchError, match="tokenizer.json: its sha256 is not the manifest's"):
         load_tokenized(folder)
     (folder / "corpus.json").write_text("{")
-    with pytest.raises(CircuitbenchError, match="corpus.json: not a readable corpus manifest"):
+    with pytest.raises(CircuitbenchError, match="corpus.json: not a readable corpus manifest: not valid JSON"):
         load_tokenized(folder)
     (folder / "train.npy").unlink()
     with pytest.raises(CircuitbenchError, match="a tokenized corpus folder needs train.npy"):
